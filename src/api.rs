@@ -1,0 +1,501 @@
+//! The resource API: `Subscription`, `LicenseAssignment` and `AddOn` in `seatkeeper.dev/v1alpha1`.
+//!
+//! Spec and status types are plain data (the planner reads specs and writes statuses); the
+//! `CustomResource` derive adds the Kubernetes root objects and their CRDs. Doc comments here
+//! are the `kubectl explain` text.
+
+use crate::domain::billing::CostPreview;
+use crate::domain::{BillingFrequency, Channel, Instant};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "seatkeeper.dev";
+pub const API_VERSION: &str = "seatkeeper.dev/v1alpha1";
+/// Namespace label binding a namespace to one organization (tenant isolation).
+pub const ORGANIZATION_LABEL: &str = "seatkeeper.dev/organization";
+pub const PAUSED_ANNOTATION: &str = "seatkeeper.dev/paused";
+pub const ALLOW_BULK_REMOVAL_ANNOTATION: &str = "seatkeeper.dev/allow-bulk-removal";
+pub const ACKNOWLEDGE_DOWNGRADE_ANNOTATION: &str = "seatkeeper.dev/acknowledge-downgrade";
+pub const FINALIZER: &str = "seatkeeper.dev/cleanup";
+
+fn default_true() -> bool {
+    true
+}
+
+/// A subscription of one product in one organization, with a declared total seat count.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "seatkeeper.dev",
+    version = "v1alpha1",
+    kind = "Subscription",
+    namespaced,
+    cel,
+    status = "SubscriptionStatus",
+    shortname = "seatsub",
+    category = "seatkeeper",
+    doc = "A subscription of one product in one organization, with a declared total seat count.",
+    printcolumn(name = "Product", type_ = "string", json_path = ".spec.product"),
+    printcolumn(name = "Seats", type_ = "integer", json_path = ".spec.seats"),
+    printcolumn(name = "Purchased", type_ = "integer", json_path = ".status.seats.purchased"),
+    printcolumn(name = "Assigned", type_ = "integer", json_path = ".status.seats.assigned"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Blocked", type_ = "string", json_path = ".status.blockedReason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionSpec {
+    /// The organization (tenant) that owns the subscription, named by its domain, e.g.
+    /// `contoso.com`. Subscriptions are never shared between organizations. Immutable.
+    #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("organization is immutable"))]
+    pub organization: String,
+    /// The product (SKU part number from the catalog), e.g. `O365_BUSINESS_PREMIUM`. Immutable.
+    #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("product is immutable"))]
+    pub product: String,
+    /// The desired total number of seats (licences). A wish for 5 more seats on 100 is written
+    /// as 105; 95 removes 5. Seats never go below the number assigned.
+    #[schemars(range(min = 0))]
+    pub seats: i32,
+    /// Adopt this existing subscription instead of buying one. When absent, seatkeeper buys a
+    /// subscription exactly once and records its id in status.subscriptionId.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
+    /// How a newly bought subscription is billed. Used only when buying.
+    #[serde(default)]
+    pub billing_frequency: BillingFrequency,
+    /// Whether the subscription renews at the end of its term. Turning it off lets the
+    /// subscription end at the end of its term.
+    #[serde(default = "default_true")]
+    pub recurring_billing: bool,
+    /// A Secret key holding a 25-character product key that pays for added seats of a prepaid
+    /// subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_key: Option<ProductKeyRef>,
+    /// Buy (convert) a trial so its seats can change. A trial's seats cannot change otherwise.
+    #[serde(default)]
+    pub convert_trial: bool,
+    /// What deleting this resource does: `Orphan` leaves the subscription as it is, `Cancel`
+    /// cancels it (or, after the cancellation window, turns recurring billing off).
+    #[serde(default)]
+    pub deletion_policy: SubscriptionDeletionPolicy,
+}
+
+/// Points at the key of a Secret in the same namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductKeyRef {
+    /// The Secret and key holding the product key.
+    pub secret_ref: SecretKeySelector,
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// What deleting a Subscription or AddOn does to the purchase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SubscriptionDeletionPolicy {
+    /// Leave the subscription as it is; seatkeeper forgets it.
+    #[default]
+    Orphan,
+    /// Cancel it (after the cancellation window: turn recurring billing off).
+    Cancel,
+}
+
+/// Licences for a set of users, each with a set of products.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "seatkeeper.dev",
+    version = "v1alpha1",
+    kind = "LicenseAssignment",
+    namespaced,
+    cel,
+    status = "LicenseAssignmentStatus",
+    shortname = "lasg",
+    category = "seatkeeper",
+    doc = "Licences of one or more products for a set of users of one organization.",
+    printcolumn(name = "Users", type_ = "integer", json_path = ".status.desiredUsers"),
+    printcolumn(name = "Assigned", type_ = "integer", json_path = ".status.assigned"),
+    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
+    printcolumn(name = "Blocked", type_ = "integer", json_path = ".status.blocked"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LicenseAssignmentSpec {
+    /// The organization (tenant) the users belong to, named by its domain. Immutable.
+    #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("organization is immutable"))]
+    pub organization: String,
+    /// User principal names (e.g. `alice@contoso.com`), each at most once. Dropping a user
+    /// removes the licences this resource assigned to them (R19: mailbox data is deleted 30
+    /// days later).
+    #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "set"))]
+    pub users: Vec<String>,
+    /// The licences every listed user should hold, one entry per product.
+    #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["product"]))]
+    pub licenses: Vec<LicenseSpec>,
+    /// `Add` keeps the users' other licences; `Replace` removes every other licence so the
+    /// users hold exactly these (a plan change: users move only when there are free licences
+    /// for every user still to move).
+    #[serde(default)]
+    pub mode: AssignmentMode,
+    /// What deleting this resource does: `Unassign` removes the licences it assigned, `Retain`
+    /// leaves them.
+    #[serde(default)]
+    pub deletion_policy: AssignmentDeletionPolicy,
+}
+
+/// One product to license, optionally with some of its service plans turned off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LicenseSpec {
+    /// The product (SKU part number), e.g. `ENTERPRISEPACK`.
+    #[schemars(length(min = 1))]
+    pub product: String,
+    /// Service plans of the product to turn off for these users, e.g. `SWAY`. Each at most once.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub disabled_plans: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AssignmentMode {
+    /// Add these licences; keep any others the users hold.
+    #[default]
+    Add,
+    /// Hold exactly these licences; remove the others (make-before-break).
+    Replace,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AssignmentDeletionPolicy {
+    /// Remove the licences this resource assigned.
+    #[default]
+    Unassign,
+    /// Leave the licences assigned.
+    Retain,
+}
+
+/// An add-on bought on top of subscriptions: traditional (attached to one base subscription)
+/// or standalone (a subscription of its own).
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "seatkeeper.dev",
+    version = "v1alpha1",
+    kind = "AddOn",
+    namespaced,
+    cel,
+    status = "AddOnStatus",
+    shortname = "addon",
+    category = "seatkeeper",
+    doc = "An add-on product bought for an organization, attached to a base subscription or standalone.",
+    printcolumn(name = "Product", type_ = "string", json_path = ".spec.product"),
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Quantity", type_ = "integer", json_path = ".spec.quantity"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.type == 'Traditional' ? has(self.subscriptionRef) : !has(self.subscriptionRef)").message("subscriptionRef is required when type is Traditional, and not allowed when Standalone"))]
+#[serde(rename_all = "camelCase")]
+pub struct AddOnSpec {
+    /// The organization (tenant), named by its domain. Immutable.
+    #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("organization is immutable"))]
+    pub organization: String,
+    /// The add-on product (SKU part number), e.g. `EXCHANGEARCHIVE_ADDON`. Immutable.
+    #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("product is immutable"))]
+    pub product: String,
+    /// `Traditional` add-ons belong to one base subscription (subscriptionRef) and can only be
+    /// removed by support; `Standalone` add-ons are subscriptions of their own.
+    #[serde(rename = "type")]
+    pub add_on_type: AddOnType,
+    /// The Subscription resource (same namespace) a traditional add-on is bought for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_ref: Option<SubscriptionRef>,
+    /// The desired quantity (licences of the add-on).
+    #[schemars(range(min = 0))]
+    pub quantity: i32,
+    /// How a newly bought standalone add-on is billed.
+    #[serde(default)]
+    pub billing_frequency: BillingFrequency,
+    /// When bought, assign the add-on to everyone in the organization who has no licence yet.
+    #[serde(default)]
+    pub auto_assign: bool,
+    /// What deleting this resource does: `Orphan` leaves the add-on, `Cancel` cancels it
+    /// (traditional add-ons: only support can remove them).
+    #[serde(default)]
+    pub deletion_policy: SubscriptionDeletionPolicy,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AddOnType {
+    /// Attached to one base subscription.
+    #[default]
+    Traditional,
+    /// A subscription of its own, with its own end date.
+    Standalone,
+}
+
+/// Names a Subscription resource in the same namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SubscriptionRef {
+    /// Name of the Subscription resource.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// A condition in the shape of metav1.Condition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `Synced` or `Blocked`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase reason, e.g. `CreditCheckPending`.
+    pub reason: String,
+    /// What happened, and what to do about it, in plain words.
+    pub message: String,
+    /// When the status last changed.
+    #[schemars(with = "String")]
+    pub last_transition_time: Instant,
+    /// The generation of the spec this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The conditions every status carries: a list-map keyed by `type`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Conditions(
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))] pub Vec<Condition>,
+);
+
+impl Conditions {
+    pub fn get(&self, type_: &str) -> Option<&Condition> {
+        self.0.iter().find(|c| c.type_ == type_)
+    }
+
+    pub fn is_true(&self, type_: &str) -> bool {
+        self.get(type_).is_some_and(|c| c.status == "True")
+    }
+
+    /// Set a condition, keeping `lastTransitionTime` unless its status flips.
+    pub fn set(&mut self, mut c: Condition) {
+        match self.0.iter_mut().find(|x| x.type_ == c.type_) {
+            Some(old) => {
+                if old.status == c.status {
+                    c.last_transition_time = old.last_transition_time;
+                }
+                *old = c;
+            }
+            None => self.0.push(c),
+        }
+    }
+
+    /// Equal but for timestamps: what decides whether a status write is needed.
+    pub fn same_ignoring_time(&self, other: &Conditions) -> bool {
+        let key = |c: &Condition| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone(), c.observed_generation);
+        let mut a: Vec<_> = self.0.iter().map(key).collect();
+        let mut b: Vec<_> = other.0.iter().map(key).collect();
+        a.sort();
+        b.sort();
+        a == b
+    }
+}
+
+/// Seat counts of a subscription or add-on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatCounts {
+    /// Seats asked for in spec.
+    pub desired: i64,
+    /// Seats bought.
+    pub purchased: i64,
+    /// Licences of the product assigned to users (across the organization's pool).
+    pub assigned: i64,
+    /// Licences of the product still free to assign (across the pool).
+    pub available: i64,
+}
+
+/// A purchase started but not yet confirmed: retried with the same key, it cannot buy twice.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPurchase {
+    /// The idempotency key sent with the purchase.
+    pub key: String,
+    /// When the purchase was started.
+    #[schemars(with = "String")]
+    pub started_at: Instant,
+}
+
+/// The lifecycle state of a subscription or add-on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PurchaseState {
+    Pending,
+    Active,
+    Warning,
+    Suspended,
+    CancelAtTermEnd,
+    Canceled,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionStatus {
+    /// The generation of the spec last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Synced` and `Blocked`.
+    #[serde(default)]
+    pub conditions: Conditions,
+    /// The reason of the Blocked condition while it is True; empty otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_reason: Option<String>,
+    /// The id of the subscription in the licensing service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
+    /// How the subscription was bought: `Direct`, `Reseller`, `Prepaid` or `SelfService`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    /// Whether the subscription is a trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<bool>,
+    /// `Pending`, `Active`, `Warning`, `Suspended`, `CancelAtTermEnd` or `Canceled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PurchaseState>,
+    /// When the current term ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub term_ends_at: Option<Instant>,
+    /// Seats desired, purchased, assigned and available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats: Option<SeatCounts>,
+    /// The cost of the last seat change seatkeeper made (R08).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seat_change: Option<CostPreview>,
+    /// A purchase in flight (recorded before the backend is called).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase: Option<PendingPurchase>,
+}
+
+/// One user's state in a LicenseAssignment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStatus {
+    /// The user principal name.
+    pub user: String,
+    /// `Assigned`, `Pending` or `Blocked`.
+    pub state: UserState,
+    /// Why the user is Pending or Blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum UserState {
+    Assigned,
+    Pending,
+    Blocked,
+}
+
+/// A licence this resource removed (R19: the mailbox data is deleted 30 days later).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Removal {
+    pub user: String,
+    pub product: String,
+    #[schemars(with = "String")]
+    pub removed_at: Instant,
+    /// Until when the user's mailbox data can still be recovered.
+    #[schemars(with = "String")]
+    pub data_retained_until: Instant,
+}
+
+/// A licence this resource assigned, and therefore may remove.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct OwnedLicence {
+    pub user: String,
+    pub product: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LicenseAssignmentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Synced` and `Blocked`.
+    #[serde(default)]
+    pub conditions: Conditions,
+    /// The reason of the Blocked condition while it is True.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_reason: Option<String>,
+    /// Users listed in spec.
+    #[serde(default)]
+    pub desired_users: i64,
+    /// Users holding every declared licence.
+    #[serde(default)]
+    pub assigned: i64,
+    /// Users waiting (e.g. for free licences).
+    #[serde(default)]
+    pub pending: i64,
+    /// Users that cannot be licensed until something outside the spec changes.
+    #[serde(default)]
+    pub blocked: i64,
+    /// Each user's state.
+    #[serde(default)]
+    pub users: Vec<UserStatus>,
+    /// Licences this resource removed, with the date their mailbox data is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removals: Vec<Removal>,
+    /// Licences this resource assigned (and so may remove).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned: Vec<OwnedLicence>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddOnStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Synced` and `Blocked`.
+    #[serde(default)]
+    pub conditions: Conditions,
+    /// The reason of the Blocked condition while it is True.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_reason: Option<String>,
+    /// The add-on's id (a standalone add-on's subscription id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_on_id: Option<String>,
+    /// The base subscription a traditional add-on belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_subscription_id: Option<String>,
+    /// `Pending`, `Active`, `Warning`, `Suspended`, `CancelAtTermEnd` or `Canceled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PurchaseState>,
+    /// Quantity desired, purchased, assigned and available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<SeatCounts>,
+    /// The cost of the last quantity change seatkeeper made (R08).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seat_change: Option<CostPreview>,
+    /// A purchase in flight (recorded before the backend is called).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase: Option<PendingPurchase>,
+}

@@ -1,0 +1,110 @@
+//! The licensing service behind one trait.
+//!
+//! Shaped after the real vendor APIs so they fit later without touching the planner:
+//! Microsoft Graph (`subscribedSkus` reads; `assignLicense` with `addLicenses` and
+//! `removeLicenses` in one atomic call per user; JSON batches of at most 20; 429 with
+//! Retry-After) and Partner Center (PATCH of a subscription's quantity, possibly answered 202;
+//! trial conversions). Refusals are typed ([`Refusal`]), never strings to parse.
+
+pub mod embedded;
+
+use crate::domain::{BillingFrequency, Catalog, Organization, Refusal, Subscription, TraditionalAddOn};
+use crate::planner::UserChange;
+use std::future::Future;
+use std::sync::Arc;
+
+/// R12: one bulk licence operation takes at most this many users.
+pub const MAX_BATCH: usize = 20;
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// The service will not make this change; the reason is the user's to act on.
+    #[error("refused: {}", .0.message())]
+    Refused(Refusal),
+    /// Rate limited (Graph 429): try again after this many seconds.
+    #[error("throttled: retry after {retry_after_seconds}s")]
+    Throttled { retry_after_seconds: u64 },
+    /// The service or its storage failed; the call may be retried.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<Refusal> for BackendError {
+    fn from(r: Refusal) -> Self {
+        BackendError::Refused(r)
+    }
+}
+
+/// One organization as the service sees it, with the catalog that applies to it.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub catalog: Arc<Catalog>,
+    /// None: the service does not know this organization.
+    pub organization: Option<Organization>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PurchaseRequest {
+    pub product: String,
+    pub seats: u32,
+    pub billing_frequency: BillingFrequency,
+    pub recurring_billing: bool,
+    /// A retried purchase with the same key returns the first result instead of buying again.
+    pub idempotency_key: String,
+}
+
+/// A seat change may be finished at once or accepted and finished later (Partner Center 202).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeatChange {
+    Applied,
+    Accepted,
+}
+
+/// R10: inside the window a cancellation cancels; after it, recurring billing is turned off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cancellation {
+    Canceled,
+    RecurringBillingTurnedOff,
+}
+
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+pub trait Backend: Send + Sync {
+    fn snapshot(&self, organization: &str) -> impl Future<Output = Result<Snapshot>> + Send;
+    fn buy_subscription(&self, organization: &str, request: &PurchaseRequest) -> impl Future<Output = Result<Subscription>> + Send;
+    fn convert_trial(&self, organization: &str, subscription_id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn set_seats(
+        &self,
+        organization: &str,
+        subscription_id: &str,
+        seats: u32,
+        product_key: Option<&str>,
+    ) -> impl Future<Output = Result<SeatChange>> + Send;
+    fn set_recurring_billing(&self, organization: &str, subscription_id: &str, enabled: bool) -> impl Future<Output = Result<()>> + Send;
+    fn cancel(&self, organization: &str, subscription_id: &str) -> impl Future<Output = Result<Cancellation>> + Send;
+    #[allow(clippy::too_many_arguments)]
+    fn buy_add_on(
+        &self,
+        organization: &str,
+        base_subscription_id: &str,
+        product: &str,
+        quantity: u32,
+        auto_assign: bool,
+        idempotency_key: &str,
+    ) -> impl Future<Output = Result<TraditionalAddOn>> + Send;
+    fn set_add_on_quantity(
+        &self,
+        organization: &str,
+        base_subscription_id: &str,
+        add_on_id: &str,
+        quantity: u32,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn cancel_add_on(&self, organization: &str, base_subscription_id: &str, add_on_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// At most [`MAX_BATCH`] users; each user's adds and removes are one atomic operation.
+    /// The outer error fails the whole call; the inner results are per user, in order.
+    fn assign_licences(
+        &self,
+        organization: &str,
+        changes: &[UserChange],
+    ) -> impl Future<Output = Result<Vec<std::result::Result<(), Refusal>>>> + Send;
+}

@@ -1,0 +1,23 @@
+//! The licensing domain: the tenant model, the product catalog, and the vendor's rules.
+//!
+//! Pure data and pure functions, with no Kubernetes types. The rules in [`rules`] are the
+//! single place each licensing rule (R01…R30 in DOMAIN.md) is written: the planner uses them to
+//! predict and explain, the embedded backend uses them to enforce.
+
+pub mod billing;
+pub mod catalog;
+pub mod rules;
+pub mod tenant;
+
+pub use catalog::{Catalog, Product, ProductKind};
+pub use rules::Refusal;
+pub use tenant::{
+    BillingFrequency, Channel, CreditCheck, Licence, Organization, Subscription, SubscriptionState,
+    TraditionalAddOn, User,
+};
+
+/// Instants are UTC timestamps throughout; the clock is always passed in.
+pub type Instant = jiff::Timestamp;
+
+/// R19: mailbox data is kept this long after a licence is removed.
+pub const DATA_RETENTION_DAYS: i64 = 30;

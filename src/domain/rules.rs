@@ -1,0 +1,322 @@
+//! The vendor's licensing rules, each written once.
+//!
+//! Every check returns a typed [`Refusal`]: the embedded backend refuses with it, the planner
+//! predicts it and turns it into a Blocked reason with a message that tells the user what to do.
+
+use super::catalog::Catalog;
+use super::tenant::{Channel, Licence, Organization, Subscription, SubscriptionState, User};
+use super::Instant;
+use serde::{Deserialize, Serialize};
+
+/// Why the licensing service will not make a change. One variant per blocked reason.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "reason")]
+pub enum Refusal {
+    #[error("a credit check is pending")]
+    CreditCheckPending { clears_at: Option<Instant> },
+    #[error("the subscription is prepaid with a product key")]
+    Prepaid { removing: bool },
+    #[error("the subscription is managed by a reseller")]
+    ResellerManaged,
+    #[error("the subscription is a trial")]
+    Trial { payment_method_missing: bool },
+    #[error("seats are in use")]
+    SeatsInUse { assigned: u32, requested: u32 },
+    #[error("the subscription was bought through self-service purchase")]
+    SelfServicePurchase,
+    #[error("the subscription is not active yet")]
+    NotActiveYet { activates_at: Option<Instant> },
+    #[error("the subscription is canceled")]
+    SubscriptionCanceled { id: String },
+    #[error("the subscription is suspended")]
+    SubscriptionSuspended { id: String },
+    #[error("not enough free licences")]
+    InsufficientSeats { product: String, needed: u32, available: u32 },
+    #[error("conflicting service plans")]
+    ConflictingServices { plan: String, product: String, other_plan: String, other_product: String },
+    #[error("a service plan needs another plan")]
+    MissingDependency { plan: String, product: String, needs: Vec<String> },
+    #[error("user not found")]
+    UserNotFound { user: String },
+    #[error("user has no usage location")]
+    UsageLocationMissing { user: String },
+    #[error("licences of this product come only from self-service purchases")]
+    SelfServiceOnly { product: String },
+    #[error("add-on not available")]
+    NotAvailable { product: String, r#for: Vec<String> },
+    #[error("a traditional add-on can only be removed by support")]
+    RemovalRequiresSupport,
+    #[error("the cancellation window has closed")]
+    CancellationWindowClosed { term_ends_at: Option<Instant> },
+    #[error("unknown product")]
+    ProductUnknown { product: String },
+    #[error("not found")]
+    NotFound { what: String },
+    #[error("a batch takes at most 20 users")]
+    BatchTooLarge { size: usize },
+}
+
+impl Refusal {
+    /// The Blocked reason (CONTRACT §1) this refusal surfaces as.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::CreditCheckPending { .. } => "CreditCheckPending",
+            Refusal::Prepaid { .. } => "Prepaid",
+            Refusal::ResellerManaged => "ResellerManaged",
+            Refusal::Trial { .. } => "Trial",
+            Refusal::SeatsInUse { .. } => "SeatsInUse",
+            Refusal::SelfServicePurchase => "SelfServicePurchase",
+            Refusal::NotActiveYet { .. } => "NotActiveYet",
+            Refusal::SubscriptionCanceled { .. } => "SubscriptionCanceled",
+            Refusal::SubscriptionSuspended { .. } => "SubscriptionSuspended",
+            Refusal::InsufficientSeats { .. } => "InsufficientSeats",
+            Refusal::ConflictingServices { .. } => "ConflictingServices",
+            Refusal::MissingDependency { .. } => "MissingDependency",
+            Refusal::UserNotFound { .. } => "UserNotFound",
+            Refusal::UsageLocationMissing { .. } => "UsageLocationMissing",
+            Refusal::SelfServiceOnly { .. } => "SelfServiceOnly",
+            Refusal::NotAvailable { .. } => "NotAvailable",
+            Refusal::RemovalRequiresSupport => "RemovalRequiresSupport",
+            Refusal::CancellationWindowClosed { .. } => "CancellationWindowClosed",
+            Refusal::ProductUnknown { .. } => "ProductUnknown",
+            Refusal::NotFound { .. } => "NotFound",
+            Refusal::BatchTooLarge { .. } => "BatchTooLarge",
+        }
+    }
+
+    /// What the user should do about it, in plain words.
+    pub fn message(&self) -> String {
+        let when = |t: &Option<Instant>| t.map(|t| format!(" (expected {t})")).unwrap_or_default();
+        match self {
+            Refusal::CreditCheckPending { clears_at } => format!(
+                "a credit check on this subscription is pending{}: seats cannot be bought or removed until it clears; nothing is lost, the change is applied once it does",
+                when(clears_at)
+            ),
+            Refusal::Prepaid { removing: true } => {
+                "the subscription was activated with a product key (prepaid): its seats can never be removed; set seats back to the purchased count".into()
+            }
+            Refusal::Prepaid { removing: false } => {
+                "the subscription was activated with a product key (prepaid): add a payment method to the billing account, or set spec.productKey to another 25-character key, to add seats".into()
+            }
+            Refusal::ResellerManaged => {
+                "the subscription was bought through a reseller: ask your partner to change seats".into()
+            }
+            Refusal::Trial { payment_method_missing: false } => {
+                "the subscription is a trial: its seats cannot change until it is bought; set spec.convertTrial: true to buy it".into()
+            }
+            Refusal::Trial { payment_method_missing: true } => {
+                "the trial cannot be bought because the billing account has no payment method: add a card, debit card or bank account first".into()
+            }
+            Refusal::SeatsInUse { assigned, requested } => format!(
+                "{assigned} licences are assigned, more than the {requested} seats asked for: unassign {} users first (seatkeeper never unassigns to make a reduction fit)",
+                assigned - requested
+            ),
+            Refusal::SelfServicePurchase => {
+                "the subscription was bought by a user through self-service purchase: an admin must take it over before it can be managed".into()
+            }
+            Refusal::NotActiveYet { activates_at } => {
+                format!("the subscription is not active yet{}: nothing can be assigned from it until it is", when(activates_at))
+            }
+            Refusal::SubscriptionCanceled { id } => {
+                format!("subscription {id} is canceled: remove spec.subscriptionId to buy a new one")
+            }
+            Refusal::SubscriptionSuspended { id } => {
+                format!("subscription {id} is suspended: settle the billing account to reactivate it")
+            }
+            Refusal::InsufficientSeats { product, needed, available } => format!(
+                "{needed} more {product} licences are needed, {available} available: buy more seats (or free some) first"
+            ),
+            Refusal::ConflictingServices { plan, product, other_plan, other_product } => format!(
+                "{plan} (from {product}) conflicts with {other_plan} (from {other_product}): turn one of them off in disabledPlans"
+            ),
+            Refusal::MissingDependency { plan, product, needs } => format!(
+                "{plan} (from {product}) needs one of {} which the user does not have: assign a licence that includes it",
+                needs.join(", ")
+            ),
+            Refusal::UserNotFound { user } => format!("user {user} does not exist in the organization's directory"),
+            Refusal::UsageLocationMissing { user } => {
+                format!("user {user} has no usage location: set one in the directory before a licence can be assigned")
+            }
+            Refusal::SelfServiceOnly { product } => format!(
+                "{product} is only held through self-service purchases, which admins cannot assign from: take the subscription over or buy one"
+            ),
+            Refusal::NotAvailable { product, r#for } => format!(
+                "add-on {product} is not available for this organization: it fits only {}",
+                r#for.join(", ")
+            ),
+            Refusal::RemovalRequiresSupport => {
+                "a traditional add-on cannot be removed by the customer: contact support, or keep a quantity of at least 1".into()
+            }
+            Refusal::CancellationWindowClosed { term_ends_at } => format!(
+                "the cancellation window has closed: recurring billing was turned off instead, so the subscription ends at the end of its term{}",
+                term_ends_at.map(|t| format!(" ({t})")).unwrap_or_default()
+            ),
+            Refusal::ProductUnknown { product } => format!("product {product} is not in the catalog"),
+            Refusal::NotFound { what } => format!("{what} was not found"),
+            Refusal::BatchTooLarge { size } => format!("a batch of {size} users is over the limit of 20"),
+        }
+    }
+
+    /// A subscription-level reason may clear by itself with time.
+    pub fn retry_at(&self) -> Option<Instant> {
+        match self {
+            Refusal::CreditCheckPending { clears_at } => *clears_at,
+            Refusal::NotActiveYet { activates_at } => *activates_at,
+            _ => None,
+        }
+    }
+}
+
+/// The subscription can be managed at all right now (state, activation).
+pub fn check_subscription_live(sub: &Subscription, now: Instant) -> Result<(), Refusal> {
+    match sub.status {
+        SubscriptionState::Canceled => Err(Refusal::SubscriptionCanceled { id: sub.id.clone() }),
+        SubscriptionState::Suspended => Err(Refusal::SubscriptionSuspended { id: sub.id.clone() }),
+        _ if !sub.is_usable(now) => Err(Refusal::NotActiveYet { activates_at: sub.activates_at }),
+        _ => Ok(()),
+    }
+}
+
+/// Who may change this subscription's seats or billing (R03, R05, R06, R09).
+pub fn check_admin_may_change(sub: &Subscription, now: Instant) -> Result<(), Refusal> {
+    check_subscription_live(sub, now)?;
+    if sub.credit_check_pending(now) {
+        return Err(Refusal::CreditCheckPending { clears_at: sub.credit_check_clears_at });
+    }
+    match sub.channel {
+        Channel::Reseller => Err(Refusal::ResellerManaged),
+        Channel::SelfService => Err(Refusal::SelfServicePurchase),
+        _ if sub.trial => Err(Refusal::Trial { payment_method_missing: false }),
+        _ => Ok(()),
+    }
+}
+
+/// R01–R07: may the seat count of `sub` become `seats`? `consumed` is the pool's seats in use.
+pub fn check_seat_change(
+    org: &Organization,
+    sub: &Subscription,
+    seats: u32,
+    consumed: u32,
+    has_product_key: bool,
+    now: Instant,
+) -> Result<(), Refusal> {
+    if seats == sub.seats {
+        return Ok(());
+    }
+    check_admin_may_change(sub, now)?;
+    if sub.channel == Channel::Prepaid {
+        if seats < sub.seats {
+            return Err(Refusal::Prepaid { removing: true });
+        }
+        if !has_product_key && !org.payment_method_on_file {
+            return Err(Refusal::Prepaid { removing: false });
+        }
+    }
+    if seats < sub.seats {
+        let pool_after = org.pool(&sub.product, now).saturating_sub(sub.seats) + seats;
+        if pool_after < consumed {
+            return Err(Refusal::SeatsInUse { assigned: consumed, requested: pool_after });
+        }
+    }
+    Ok(())
+}
+
+/// R06: a trial can be bought only with a payment method on file.
+pub fn check_trial_conversion(org: &Organization, sub: &Subscription, now: Instant) -> Result<(), Refusal> {
+    check_subscription_live(sub, now)?;
+    match sub.channel {
+        Channel::Reseller => Err(Refusal::ResellerManaged),
+        Channel::SelfService => Err(Refusal::SelfServicePurchase),
+        _ if !org.payment_method_on_file => Err(Refusal::Trial { payment_method_missing: true }),
+        _ => Ok(()),
+    }
+}
+
+/// R21: the add-on fits `base` (traditional) or one of the organization's active
+/// subscriptions and add-ons (standalone).
+pub fn check_add_on_available(
+    catalog: &Catalog,
+    org: &Organization,
+    product: &str,
+    base: Option<&Subscription>,
+    now: Instant,
+) -> Result<(), Refusal> {
+    let p = catalog.product(product).ok_or_else(|| Refusal::ProductUnknown { product: product.into() })?;
+    let fits = |s: &Subscription| p.add_on_for.contains(&s.product) || s.product == product;
+    let ok = match base {
+        Some(b) => p.add_on_for.contains(&b.product),
+        None => org.subscriptions.iter().filter(|s| s.is_usable(now)).any(|s| {
+            fits(s) || s.add_ons.iter().any(|a| a.product == product)
+        }),
+    };
+    if ok { Ok(()) } else { Err(Refusal::NotAvailable { product: product.into(), r#for: p.add_on_for.clone() }) }
+}
+
+/// Before a licence is added: the user exists and has a usage location.
+pub fn check_user_assignable(org: &Organization, upn: &str) -> Result<(), Refusal> {
+    let user = org.user(upn).ok_or_else(|| Refusal::UserNotFound { user: upn.into() })?;
+    if user.usage_location.as_deref().is_none_or(str::is_empty) {
+        return Err(Refusal::UsageLocationMissing { user: upn.into() });
+    }
+    Ok(())
+}
+
+/// R14 and dependencies: the licences a user would hold together are compatible.
+pub fn check_licence_set(catalog: &Catalog, licences: &[Licence]) -> Result<(), Refusal> {
+    let mut enabled: Vec<(String, String)> = Vec::new();
+    for l in licences {
+        let p = catalog.product(&l.product).ok_or_else(|| Refusal::ProductUnknown { product: l.product.clone() })?;
+        for plan in p.enabled_plans(&l.disabled_plans) {
+            if let Some((other_plan, other_product)) = catalog.conflict(plan, &enabled) {
+                return Err(Refusal::ConflictingServices {
+                    plan: other_plan.clone(),
+                    product: other_product.clone(),
+                    other_plan: plan.into(),
+                    other_product: l.product.clone(),
+                });
+            }
+            enabled.push((plan.to_string(), l.product.clone()));
+        }
+    }
+    for l in licences {
+        let p = catalog.product(&l.product).expect("checked above");
+        for plan in p.enabled_plans(&l.disabled_plans) {
+            if let Some(needs) = p.requires.get(plan)
+                && !needs.iter().any(|n| enabled.iter().any(|(e, _)| e == n))
+            {
+                return Err(Refusal::MissingDependency { plan: plan.into(), product: l.product.clone(), needs: needs.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// R28: how many data-bearing plans a set of licences turns on.
+pub fn data_plans_enabled(catalog: &Catalog, licences: &[Licence]) -> usize {
+    let mut plans: Vec<&str> = licences
+        .iter()
+        .filter_map(|l| catalog.product(&l.product).map(|p| (l, p)))
+        .flat_map(|(l, p)| p.enabled_plans(&l.disabled_plans).filter(|pl| p.data_plans.iter().any(|d| d == pl)))
+        .collect();
+    plans.sort();
+    plans.dedup();
+    plans.len()
+}
+
+/// What a user holds after one atomic change: `remove` products dropped, `add` licences
+/// added or (same product) their disabled plans replaced (R13, R15).
+pub fn licences_after(user: &User, add: &[Licence], remove: &[String]) -> Vec<Licence> {
+    let mut out: Vec<Licence> = user
+        .licenses
+        .iter()
+        .filter(|l| !remove.contains(&l.product) && !add.iter().any(|a| a.product == l.product))
+        .cloned()
+        .collect();
+    out.extend(add.iter().cloned());
+    out
+}
+
+/// R10: cancelling inside the window cancels; after it, recurring billing is turned off.
+pub fn cancellation_window_open(sub: &Subscription, now: Instant) -> bool {
+    sub.cancellation_window_ends_at.is_none_or(|end| now < end)
+}

@@ -1,0 +1,215 @@
+//! The tenant model: organizations, their users and licences, and their subscriptions.
+//!
+//! These are also the shapes of the embedded backend's tenant file (CONTRACT §2), so the
+//! serde attributes here are part of the contract: unknown keys are rejected.
+
+use super::Instant;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// How a subscription was bought; decides who may change it (R04, R05, R09).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Channel {
+    /// Bought directly by an admin; fully manageable.
+    #[default]
+    Direct,
+    /// Bought through a cloud solution provider partner (R05).
+    Reseller,
+    /// Activated with a 25-character product key (R04).
+    Prepaid,
+    /// Bought by a user through self-service purchase (R09).
+    SelfService,
+}
+
+/// How often a subscription is billed (R08).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum BillingFrequency {
+    #[default]
+    Monthly,
+    Annual,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CreditCheck {
+    #[default]
+    Cleared,
+    Pending,
+}
+
+/// The lifecycle state the licensing service reports for a subscription.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubscriptionState {
+    Pending,
+    #[default]
+    Active,
+    Warning,
+    Suspended,
+    Canceled,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Organization {
+    pub domain: String,
+    #[serde(default)]
+    pub payment_method_on_file: bool,
+    /// How long a newly bought subscription takes to become active (R27); 0 is at once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub activation_delay_minutes: u32,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub subscriptions: Vec<Subscription>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct User {
+    pub upn: String,
+    #[serde(default)]
+    pub guest: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_location: Option<String>,
+    #[serde(default)]
+    pub licenses: Vec<Licence>,
+}
+
+impl User {
+    pub fn licence(&self, product: &str) -> Option<&Licence> {
+        self.licenses.iter().find(|l| l.product == product)
+    }
+}
+
+/// A licence a user holds: a product with some of its service plans turned off (R13).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Licence {
+    pub product: String,
+    #[serde(default)]
+    pub disabled_plans: Vec<String>,
+}
+
+impl Licence {
+    pub fn new(product: impl Into<String>, disabled_plans: &[String]) -> Self {
+        let mut disabled_plans = disabled_plans.to_vec();
+        disabled_plans.sort();
+        disabled_plans.dedup();
+        Licence { product: product.into(), disabled_plans }
+    }
+
+    /// Same product with the same plans turned off, in any order.
+    pub fn same_plans(&self, other: &Licence) -> bool {
+        let mut a = self.disabled_plans.clone();
+        let mut b = other.disabled_plans.clone();
+        a.sort();
+        b.sort();
+        self.product == other.product && a == b
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Subscription {
+    pub id: String,
+    pub product: String,
+    pub seats: u32,
+    #[serde(default)]
+    pub channel: Channel,
+    #[serde(default)]
+    pub trial: bool,
+    #[serde(default)]
+    pub credit_check: CreditCheck,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_check_clears_at: Option<Instant>,
+    #[serde(default)]
+    pub status: SubscriptionState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activates_at: Option<Instant>,
+    #[serde(default)]
+    pub billing_frequency: BillingFrequency,
+    #[serde(default = "yes")]
+    pub recurring_billing: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchased_at: Option<Instant>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_ends_at: Option<Instant>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation_window_ends_at: Option<Instant>,
+    /// Traditional add-ons bought on top of this subscription (R22, R23).
+    #[serde(default)]
+    pub add_ons: Vec<TraditionalAddOn>,
+    /// The idempotency key of the purchase that created it; a retried purchase with the same
+    /// key returns this subscription instead of buying again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase_key: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TraditionalAddOn {
+    pub id: String,
+    pub product: String,
+    pub quantity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase_key: Option<String>,
+}
+
+impl Subscription {
+    /// Seats can be assigned from it now: active (or in its grace period) and activated (R27).
+    pub fn is_usable(&self, now: Instant) -> bool {
+        matches!(self.status, SubscriptionState::Active | SubscriptionState::Warning)
+            && self.activates_at.is_none_or(|at| at <= now)
+    }
+
+    /// An admin may assign licences from it (R09: not a self-service purchase).
+    pub fn is_admin_manageable(&self) -> bool {
+        self.channel != Channel::SelfService
+    }
+
+    pub fn credit_check_pending(&self, now: Instant) -> bool {
+        self.credit_check == CreditCheck::Pending
+            && self.credit_check_clears_at.is_none_or(|at| at > now)
+    }
+}
+
+impl Organization {
+    pub fn user(&self, upn: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.upn.eq_ignore_ascii_case(upn))
+    }
+
+    pub fn subscription(&self, id: &str) -> Option<&Subscription> {
+        self.subscriptions.iter().find(|s| s.id == id)
+    }
+
+    /// R11: the assignable pool of a product, summed over active, admin-manageable subscriptions.
+    pub fn pool(&self, product: &str, now: Instant) -> u32 {
+        self.subscriptions
+            .iter()
+            .filter(|s| s.product == product && s.is_usable(now) && s.is_admin_manageable())
+            .map(|s| s.seats)
+            .chain(self.subscriptions.iter().filter(|s| s.is_usable(now)).flat_map(|s| {
+                s.add_ons.iter().filter(|a| a.product == product).map(|a| a.quantity)
+            }))
+            .sum()
+    }
+
+    /// Licences of a product held by users: the seats in use.
+    pub fn consumed(&self, product: &str) -> u32 {
+        self.users.iter().filter(|u| u.licence(product).is_some()).count() as u32
+    }
+
+    /// R09: the product is only held through self-service purchases.
+    pub fn self_service_only(&self, product: &str, now: Instant) -> bool {
+        let usable = |s: &&Subscription| s.product == product && s.is_usable(now);
+        self.subscriptions.iter().filter(usable).all(|s| !s.is_admin_manageable())
+            && self.subscriptions.iter().any(|s| usable(&s))
+    }
+}

@@ -1,0 +1,15 @@
+//! seatkeeper: SaaS seat licensing as declared state.
+//!
+//! - [`domain`]: the licensing rules and tenant model (pure, no Kubernetes types);
+//! - [`planner`]: desired state + observed tenant + clock → actions and statuses (pure);
+//! - [`backend`]: the licensing service behind one trait, with the embedded tenant simulator;
+//! - [`executor`]: applies a plan through a backend, safely and in batches;
+//! - [`api`]: the resource types and their CRDs;
+//! - [`cli`]: the `seatkeeper` command line.
+
+pub mod api;
+pub mod backend;
+pub mod clock;
+pub mod crdgen;
+pub mod domain;
+pub mod planner;

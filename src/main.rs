@@ -1,0 +1,1 @@
+fn main() { print!("{}", seatkeeper::crdgen::crds_yaml()); }

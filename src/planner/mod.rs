@@ -1,0 +1,360 @@
+//! The planner: declared resources + observed tenant + clock → ordered actions and statuses.
+//!
+//! A pure function with no I/O and no Kubernetes types. `seatkeeper plan/apply` and the
+//! controller both call [`plan`]; the executor applies what it returns.
+
+mod assignments;
+mod conditions;
+mod subscriptions;
+
+pub use assignments::record_owned;
+
+use crate::api::{
+    AddOnSpec, AddOnStatus, LicenseAssignmentSpec, LicenseAssignmentStatus, SubscriptionSpec, SubscriptionStatus,
+};
+use crate::domain::billing::CostPreview;
+use crate::domain::{BillingFrequency, Catalog, Instant, Licence, Organization, Refusal};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub use conditions::Block;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    Subscription,
+    LicenseAssignment,
+    AddOn,
+}
+
+/// Names one declared resource.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// What the planner needs of a resource's metadata.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Meta {
+    pub namespace: String,
+    pub name: String,
+    /// Orders competing claims: the oldest resource wins.
+    pub created_at: Instant,
+    pub generation: Option<i64>,
+    /// Stable identity of this incarnation of the resource (the uid in a cluster); part of
+    /// every purchase's idempotency key.
+    pub uid: String,
+    pub annotations: BTreeMap<String, String>,
+    /// The resource is being deleted: carry out its deletion policy.
+    pub deleting: bool,
+}
+
+impl Meta {
+    pub fn flag(&self, annotation: &str) -> bool {
+        self.annotations.get(annotation).is_some_and(|v| v == "true")
+    }
+}
+
+/// A declared resource with the status it last reached (which carries what it owns).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Declared<S, St> {
+    pub meta: Meta,
+    pub spec: S,
+    pub status: St,
+}
+
+/// Everything declared: the three kinds, namespace bindings and the product keys in Secrets.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    pub subscriptions: Vec<Declared<SubscriptionSpec, SubscriptionStatus>>,
+    pub assignments: Vec<Declared<LicenseAssignmentSpec, LicenseAssignmentStatus>>,
+    pub add_ons: Vec<Declared<AddOnSpec, AddOnStatus>>,
+    /// namespace → the organization it is bound to (`seatkeeper.dev/organization` label).
+    pub namespaces: BTreeMap<String, Option<String>>,
+    /// (namespace, secret, key) → value.
+    pub secrets: BTreeMap<(String, String, String), String>,
+}
+
+impl Desired {
+    pub fn organizations(&self) -> Vec<String> {
+        let mut orgs: Vec<String> = self
+            .subscriptions
+            .iter()
+            .map(|d| d.spec.organization.clone())
+            .chain(self.assignments.iter().map(|d| d.spec.organization.clone()))
+            .chain(self.add_ons.iter().map(|d| d.spec.organization.clone()))
+            .collect();
+        orgs.sort();
+        orgs.dedup();
+        orgs
+    }
+}
+
+/// The licensing service as last observed.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub catalog: Arc<Catalog>,
+    pub organizations: BTreeMap<String, Organization>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// One reconcile of one resource removes licences from at most this many users unless the
+    /// resource allows bulk removal.
+    pub max_removals: usize,
+    /// Resources in namespaces without an organization binding are refused.
+    pub require_namespace_binding: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { max_removals: 20, require_namespace_binding: false }
+    }
+}
+
+/// One change to make in the licensing service, on behalf of one resource.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Action {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub organization: String,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Action {
+    pub fn resource(&self) -> ObjectRef {
+        ObjectRef { kind: self.kind, namespace: self.namespace.clone(), name: self.name.clone() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum Op {
+    /// Buy a subscription (or standalone add-on) of `product`.
+    #[serde(rename_all = "camelCase")]
+    Buy { product: String, seats: u32, billing_frequency: BillingFrequency, recurring_billing: bool, key: String },
+    #[serde(rename_all = "camelCase")]
+    ConvertTrial { subscription_id: String },
+    /// Change a subscription's seats (R01), with what it costs (R08).
+    #[serde(rename_all = "camelCase")]
+    SetSeats {
+        subscription_id: String,
+        cost: CostPreview,
+        #[serde(skip)]
+        product_key: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    SetRecurringBilling { subscription_id: String, enabled: bool },
+    #[serde(rename_all = "camelCase")]
+    Cancel { subscription_id: String },
+    /// Buy a traditional add-on on top of a base subscription.
+    #[serde(rename_all = "camelCase")]
+    BuyAddOn { base_subscription_id: String, product: String, quantity: u32, auto_assign: bool, key: String },
+    #[serde(rename_all = "camelCase")]
+    SetAddOnQuantity { base_subscription_id: String, add_on_id: String, cost: CostPreview },
+    /// Assign, replace and remove licences; each user's change is one atomic operation.
+    #[serde(rename_all = "camelCase")]
+    AssignLicenses { users: Vec<UserChange> },
+}
+
+/// One user's atomic licence change: make-before-break.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserChange {
+    pub user: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<Licence>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// What the planner decided: actions in the order to apply them, and every resource's status
+/// (in the order of [`Desired`]).
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub subscriptions: Vec<SubscriptionStatus>,
+    pub assignments: Vec<LicenseAssignmentStatus>,
+    pub add_ons: Vec<AddOnStatus>,
+    /// Resources being deleted whose deletion policy is fully carried out.
+    pub deleted: Vec<ObjectRef>,
+    /// The earliest time something blocked may clear by itself (a credit check, an activation).
+    pub requeue_at: Option<Instant>,
+}
+
+/// Plan one pass.
+pub fn plan(desired: &Desired, observed: &Observed, now: Instant, options: &Options) -> Plan {
+    let mut planner = Planner::new(desired, observed, now, options);
+    let mut subs = planner.plan_subscriptions();
+    let mut add_ons = planner.plan_add_ons(&subs);
+    planner.plan_assignments();
+    for r in subs.iter_mut().chain(add_ons.iter_mut().map(|a| &mut a.purchase)) {
+        if let Some(d) = r.decrease.take() {
+            planner.plan_decrease(&mut r.outcome, &d);
+        }
+    }
+    let sub_statuses = desired
+        .subscriptions
+        .iter()
+        .zip(&subs)
+        .map(|(d, r)| planner.subscription_status(&d.status, &d.meta, d.spec.seats, r))
+        .collect();
+    let add_on_statuses = desired.add_ons.iter().zip(&add_ons).map(|(d, r)| planner.add_on_status(&d.status, &d.meta, r)).collect();
+    planner.finish(sub_statuses, add_on_statuses)
+}
+
+/// Seats of one product in one organization, as this pass will leave them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pool {
+    seats: u32,
+    consumed: u32,
+}
+
+impl Pool {
+    fn available(&self) -> u32 {
+        self.seats.saturating_sub(self.consumed)
+    }
+}
+
+struct Planner<'a> {
+    desired: &'a Desired,
+    observed: &'a Observed,
+    now: Instant,
+    options: &'a Options,
+    /// (organization, product) → seats and consumption, updated as actions are planned.
+    pools: HashMap<(String, String), Pool>,
+    /// The pools as observed, for status.
+    observed_pools: HashMap<(String, String), Pool>,
+    actions: Vec<Action>,
+    /// Seat decreases run after licence removals; they are planned last.
+    late_actions: Vec<Action>,
+    assignments: Vec<LicenseAssignmentStatus>,
+    deleted: Vec<ObjectRef>,
+    requeue_at: Option<Instant>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(desired: &'a Desired, observed: &'a Observed, now: Instant, options: &'a Options) -> Self {
+        let mut pools: HashMap<(String, String), Pool> = HashMap::new();
+        for (domain, org) in &observed.organizations {
+            for p in observed.catalog.products() {
+                let seats = org.pool(&p.sku, now);
+                pools.insert((domain.clone(), p.sku.clone()), Pool { seats, consumed: 0 });
+            }
+            for u in &org.users {
+                for l in &u.licenses {
+                    pools.entry((domain.clone(), l.product.clone())).or_default().consumed += 1;
+                }
+            }
+        }
+        Planner {
+            desired,
+            observed,
+            now,
+            options,
+            observed_pools: pools.clone(),
+            pools,
+            actions: vec![],
+            late_actions: vec![],
+            assignments: vec![],
+            deleted: vec![],
+            requeue_at: None,
+        }
+    }
+
+    fn pool(&self, org: &str, product: &str) -> Pool {
+        self.pools.get(&(org.to_string(), product.to_string())).copied().unwrap_or_default()
+    }
+
+    fn observed_pool(&self, org: &str, product: &str) -> Pool {
+        self.observed_pools.get(&(org.to_string(), product.to_string())).copied().unwrap_or_default()
+    }
+
+    fn pool_mut(&mut self, org: &str, product: &str) -> &mut Pool {
+        self.pools.entry((org.to_string(), product.to_string())).or_default()
+    }
+
+    /// Tenant isolation and existence: the organization this resource may act on.
+    fn gate(&self, meta: &Meta, organization: &str) -> Result<&'a Organization, Block> {
+        match self.desired.namespaces.get(&meta.namespace).cloned().flatten() {
+            Some(bound) if bound != organization => {
+                return Err(Block::new(
+                    "OrganizationNotPermitted",
+                    format!(
+                        "namespace {} is bound to organization {bound}; this resource names {organization}: move it to a namespace bound to {organization}",
+                        meta.namespace
+                    ),
+                ));
+            }
+            None if self.options.require_namespace_binding => {
+                return Err(Block::new(
+                    "OrganizationNotPermitted",
+                    format!(
+                        "namespace {} is not bound to an organization: label it {}={organization}",
+                        meta.namespace,
+                        crate::api::ORGANIZATION_LABEL
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        self.observed.organizations.get(organization).ok_or_else(|| {
+            Block::new(
+                "OrganizationNotFound",
+                format!("organization {organization} is not known to the licensing backend: check spec.organization"),
+            )
+        })
+    }
+
+    fn note_retry(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.requeue_at = Some(self.requeue_at.map_or(at, |r| r.min(at)));
+        }
+    }
+
+    fn push(&mut self, meta: &Meta, kind: Kind, organization: &str, op: Op, late: bool) {
+        let action = Action {
+            kind,
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+            organization: organization.to_string(),
+            op,
+        };
+        if late { self.late_actions.push(action) } else { self.actions.push(action) }
+    }
+
+    fn finish(mut self, subs: Vec<SubscriptionStatus>, add_ons: Vec<AddOnStatus>) -> Plan {
+        self.actions.append(&mut self.late_actions);
+        Plan {
+            actions: self.actions,
+            subscriptions: subs,
+            assignments: self.assignments,
+            add_ons,
+            deleted: self.deleted,
+            requeue_at: self.requeue_at,
+        }
+    }
+}
+
+impl From<Refusal> for Block {
+    fn from(r: Refusal) -> Block {
+        Block { reason: r.reason().to_string(), message: r.message(), retry_at: r.retry_at() }
+    }
+}
+
+/// The idempotency key of a resource's purchase: stable across retries and restarts, new for
+/// a new incarnation of the resource.
+pub fn purchase_key(kind: Kind, meta: &Meta, organization: &str) -> String {
+    format!("seatkeeper:{organization}:{kind:?}:{}/{}:{}", meta.namespace, meta.name, meta.uid)
+}

@@ -1,0 +1,535 @@
+//! Subscriptions and add-ons: buy exactly once, convert trials, change seats and billing,
+//! carry out deletion policies. Subscriptions and standalone add-ons share one path (R24).
+
+use super::conditions::{Block, Outcome};
+use super::{Kind, Meta, Op, Planner, purchase_key};
+use crate::api::{
+    AddOnStatus, AddOnType, PAUSED_ANNOTATION, PendingPurchase, PurchaseState, SeatCounts, SubscriptionDeletionPolicy,
+    SubscriptionStatus,
+};
+use crate::domain::billing::{CostPreview, cost_preview};
+use crate::domain::rules::{
+    cancellation_window_open, check_add_on_available, check_admin_may_change, check_seat_change, check_subscription_live,
+    check_trial_conversion,
+};
+use crate::domain::{BillingFrequency, Channel, Organization, ProductKind, Refusal, Subscription, SubscriptionState};
+
+/// A subscription-like thing to reconcile: a Subscription, or a standalone AddOn.
+pub(super) struct PurchaseInput<'a> {
+    pub kind: Kind,
+    pub meta: &'a Meta,
+    pub organization: &'a str,
+    pub product: &'a str,
+    pub expect: ProductKind,
+    pub seats: u32,
+    pub adopt_id: Option<&'a str>,
+    pub recorded_id: Option<&'a str>,
+    pub pending: Option<&'a PendingPurchase>,
+    pub billing_frequency: BillingFrequency,
+    pub recurring_billing: bool,
+    pub product_key: Option<String>,
+    pub convert_trial: bool,
+    pub deletion: SubscriptionDeletionPolicy,
+}
+
+/// A seat reduction waits until this pass's licence removals are known (R07).
+#[derive(Clone, Debug)]
+pub(super) struct Decrease {
+    kind: Kind,
+    meta: Meta,
+    organization: String,
+    sub: Subscription,
+    /// Some(add-on id) for a traditional add-on's quantity.
+    add_on: Option<String>,
+    product: String,
+    to: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct PurchaseResult {
+    pub outcome: Outcome,
+    pub bound: Option<Subscription>,
+    pub recorded_id: Option<String>,
+    pub purchase: Option<PendingPurchase>,
+    pub decrease: Option<Decrease>,
+    pub organization: String,
+    pub product: String,
+}
+
+pub(super) fn state_of(sub: &Subscription) -> PurchaseState {
+    match sub.status {
+        SubscriptionState::Active if !sub.recurring_billing => PurchaseState::CancelAtTermEnd,
+        SubscriptionState::Pending => PurchaseState::Pending,
+        SubscriptionState::Active => PurchaseState::Active,
+        SubscriptionState::Warning => PurchaseState::Warning,
+        SubscriptionState::Suspended => PurchaseState::Suspended,
+        SubscriptionState::Canceled => PurchaseState::Canceled,
+    }
+}
+
+impl Planner<'_> {
+    pub(super) fn plan_subscriptions(&mut self) -> Vec<PurchaseResult> {
+        let desired = self.desired;
+        desired
+            .subscriptions
+            .iter()
+            .map(|d| {
+                let product_key = d.spec.product_key.as_ref().and_then(|r| {
+                    let k = (d.meta.namespace.clone(), r.secret_ref.name.clone(), r.secret_ref.key.clone());
+                    desired.secrets.get(&k).cloned()
+                });
+                self.plan_purchase(&PurchaseInput {
+                    kind: Kind::Subscription,
+                    meta: &d.meta,
+                    organization: &d.spec.organization,
+                    product: &d.spec.product,
+                    expect: ProductKind::Base,
+                    seats: d.spec.seats.max(0) as u32,
+                    adopt_id: d.spec.subscription_id.as_deref(),
+                    recorded_id: d.status.subscription_id.as_deref(),
+                    pending: d.status.purchase.as_ref(),
+                    billing_frequency: d.spec.billing_frequency,
+                    recurring_billing: d.spec.recurring_billing,
+                    product_key,
+                    convert_trial: d.spec.convert_trial,
+                    deletion: d.spec.deletion_policy,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn plan_purchase(&mut self, p: &PurchaseInput) -> PurchaseResult {
+        let mut out = PurchaseResult {
+            recorded_id: p.recorded_id.map(str::to_string),
+            purchase: p.pending.cloned(),
+            organization: p.organization.into(),
+            product: p.product.into(),
+            ..Default::default()
+        };
+        out.outcome.paused = p.meta.flag(PAUSED_ANNOTATION);
+        if let Err(block) = self.purchase_steps(p, &mut out) {
+            self.note_retry(block.retry_at);
+            out.outcome.blocked = Some(block);
+        }
+        out
+    }
+
+    fn resolve<'o>(&self, p: &PurchaseInput, org: &'o Organization) -> Result<Option<&'o Subscription>, Block> {
+        if let Some(id) = p.adopt_id {
+            return match org.subscription(id) {
+                Some(s) => Ok(Some(s)),
+                None if self.observed.organizations.values().any(|o| o.subscription(id).is_some()) => Err(Block::new(
+                    "OrganizationMismatch",
+                    format!("subscription {id} belongs to another organization, not {}: subscriptions are never shared", p.organization),
+                )),
+                None => Err(Block::new("SubscriptionNotFound", format!("subscription {id} does not exist in {}", p.organization))),
+            };
+        }
+        if let Some(id) = p.recorded_id {
+            return org.subscription(id).map(Some).ok_or_else(|| {
+                Block::new("SubscriptionNotFound", format!("subscription {id}, bought earlier, no longer exists in the licensing service"))
+            });
+        }
+        Ok(p.pending.and_then(|pp| org.subscriptions.iter().find(|s| s.purchase_key.as_deref() == Some(pp.key.as_str()))))
+    }
+
+    fn purchase_steps(&mut self, p: &PurchaseInput, out: &mut PurchaseResult) -> Result<(), Block> {
+        let org = self.gate(p.meta, p.organization)?;
+        let catalog = self.observed.catalog.clone();
+        let product = match catalog.product(p.product) {
+            Some(x) if x.kind == p.expect => x,
+            Some(_) if p.expect == ProductKind::Base => {
+                return Err(Block::new("ProductUnknown", format!("{} is an add-on product: declare it with kind AddOn", p.product)));
+            }
+            Some(_) => return Err(Block::new("ProductUnknown", format!("{} is not an add-on product: declare it with kind Subscription", p.product))),
+            None => return Err(Refusal::ProductUnknown { product: p.product.into() }.into()),
+        };
+        let bound = self.resolve(p, org)?;
+        if let Some(s) = bound {
+            if s.product != p.product {
+                return Err(Block::new("ProductMismatch", format!("subscription {} is of product {}, not {}", s.id, s.product, p.product)));
+            }
+            out.bound = Some(s.clone());
+            out.recorded_id = Some(s.id.clone());
+            out.purchase = None;
+        }
+        if p.meta.deleting {
+            return self.plan_cancel(p, org, bound, out);
+        }
+        let paused = out.outcome.paused;
+        let Some(sub) = bound else {
+            if p.seats == 0 {
+                return Ok(());
+            }
+            if p.expect == ProductKind::AddOn {
+                check_add_on_available(&catalog, org, p.product, None, self.now)?;
+            }
+            let pending = p.pending.cloned().unwrap_or(PendingPurchase {
+                key: purchase_key(p.kind, p.meta, p.organization),
+                started_at: self.now,
+            });
+            out.outcome.progressing = Some(format!("buying {} seats of {}", p.seats, p.product));
+            if !paused {
+                let op = Op::Buy {
+                    product: p.product.into(),
+                    seats: p.seats,
+                    billing_frequency: p.billing_frequency,
+                    recurring_billing: p.recurring_billing,
+                    key: pending.key.clone(),
+                };
+                self.push(p.meta, p.kind, p.organization, op, false);
+            }
+            out.purchase = Some(pending);
+            return Ok(());
+        };
+        check_subscription_live(sub, self.now)?;
+        let mut view = sub.clone();
+        let mut progress = vec![];
+        let mut ops = vec![];
+        if sub.trial && p.convert_trial {
+            check_trial_conversion(org, sub, self.now)?;
+            view.trial = false;
+            progress.push("buying the trial".to_string());
+            ops.push(Op::ConvertTrial { subscription_id: sub.id.clone() });
+        }
+        if p.seats > sub.seats {
+            let consumed = self.pool(p.organization, p.product).consumed;
+            check_seat_change(org, &view, p.seats, consumed, p.product_key.is_some(), self.now)?;
+            let cost = cost_preview(&view, product.monthly_price, p.seats, self.now);
+            progress.push(format!("buying {} seats ({} → {})", p.seats - sub.seats, sub.seats, p.seats));
+            ops.push(Op::SetSeats { subscription_id: sub.id.clone(), cost, product_key: p.product_key.clone() });
+            if !paused && sub.is_admin_manageable() {
+                self.pool_mut(p.organization, p.product).seats += p.seats - sub.seats;
+            }
+        } else if p.seats < sub.seats {
+            // Everything but seats in use is known now; that waits for this pass's removals.
+            check_seat_change(org, &view, p.seats, 0, p.product_key.is_some(), self.now)?;
+            progress.push(format!("removing {} seats ({} → {})", sub.seats - p.seats, sub.seats, p.seats));
+            out.decrease = Some(Decrease {
+                kind: p.kind,
+                meta: p.meta.clone(),
+                organization: p.organization.into(),
+                sub: view.clone(),
+                add_on: None,
+                product: p.product.into(),
+                to: p.seats,
+            });
+        }
+        if p.recurring_billing != sub.recurring_billing {
+            check_admin_may_change(&view, self.now)?;
+            progress.push(format!("turning recurring billing {}", if p.recurring_billing { "on" } else { "off" }));
+            ops.push(Op::SetRecurringBilling { subscription_id: sub.id.clone(), enabled: p.recurring_billing });
+        }
+        if !progress.is_empty() {
+            out.outcome.progressing = Some(progress.join(", "));
+        }
+        if !paused {
+            for op in ops {
+                self.push(p.meta, p.kind, p.organization, op, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// `deletionPolicy`: Orphan forgets; Cancel cancels, or turns recurring billing off once
+    /// the cancellation window has closed (R10).
+    fn plan_cancel(&mut self, p: &PurchaseInput, org: &Organization, bound: Option<&Subscription>, out: &mut PurchaseResult) -> Result<(), Block> {
+        let done = |me: &mut Self| me.deleted.push(super::ObjectRef { kind: p.kind, namespace: p.meta.namespace.clone(), name: p.meta.name.clone() });
+        let sub = match (p.deletion, bound) {
+            (SubscriptionDeletionPolicy::Orphan, _) | (_, None) => {
+                done(self);
+                return Ok(());
+            }
+            (_, Some(sub)) => sub,
+        };
+        if sub.status == SubscriptionState::Canceled {
+            done(self);
+            return Ok(());
+        }
+        if !sub.recurring_billing && !cancellation_window_open(sub, self.now) {
+            done(self);
+            out.outcome.informational = true;
+            return Err(Refusal::CancellationWindowClosed { term_ends_at: sub.term_ends_at }.into());
+        }
+        match sub.channel {
+            Channel::Reseller => return Err(Refusal::ResellerManaged.into()),
+            Channel::SelfService => return Err(Refusal::SelfServicePurchase.into()),
+            _ => {}
+        }
+        let pool = self.pool(p.organization, p.product);
+        let seats_left = pool.seats.saturating_sub(if sub.is_usable(self.now) { sub.seats } else { 0 });
+        if pool.consumed > seats_left {
+            return Err(Refusal::SeatsInUse { assigned: pool.consumed, requested: seats_left }.into());
+        }
+        let _ = org;
+        out.outcome.progressing = Some(format!("cancelling subscription {}", sub.id));
+        if !out.outcome.paused {
+            self.push(p.meta, p.kind, p.organization, Op::Cancel { subscription_id: sub.id.clone() }, true);
+        }
+        Ok(())
+    }
+
+    /// Seat and quantity reductions, once this pass's licence removals are counted (R07).
+    pub(super) fn plan_decrease(&mut self, out: &mut Outcome, d: &Decrease) {
+        let pool = self.pool(&d.organization, &d.product);
+        let from = match &d.add_on {
+            Some(id) => d.sub.add_ons.iter().find(|a| &a.id == id).map_or(0, |a| a.quantity),
+            None => d.sub.seats,
+        };
+        let after = pool.seats.saturating_sub(from - d.to);
+        if pool.consumed > after {
+            let block: Block = Refusal::SeatsInUse { assigned: pool.consumed, requested: after }.into();
+            out.blocked = Some(block);
+            return;
+        }
+        let price = self.observed.catalog.product(&d.product).map_or(0.0, |p| p.monthly_price);
+        let mut billed = d.sub.clone();
+        billed.seats = from;
+        let cost: CostPreview = cost_preview(&billed, price, d.to, self.now);
+        let op = match &d.add_on {
+            Some(id) => Op::SetAddOnQuantity { base_subscription_id: d.sub.id.clone(), add_on_id: id.clone(), cost },
+            None => Op::SetSeats { subscription_id: d.sub.id.clone(), cost, product_key: None },
+        };
+        if !out.paused {
+            self.pool_mut(&d.organization, &d.product).seats = after;
+            self.push(&d.meta, d.kind, &d.organization, op, true);
+        }
+    }
+
+    pub(super) fn subscription_status(&self, prev: &SubscriptionStatus, meta: &Meta, seats: i32, r: &PurchaseResult) -> SubscriptionStatus {
+        let mut s = SubscriptionStatus {
+            observed_generation: meta.generation,
+            conditions: r.outcome.conditions(&prev.conditions, meta.generation, self.now),
+            blocked_reason: r.outcome.blocked_reason(),
+            subscription_id: r.recorded_id.clone(),
+            purchase: r.purchase.clone(),
+            last_seat_change: prev.last_seat_change.clone(),
+            ..Default::default()
+        };
+        if let Some(sub) = &r.bound {
+            let pool = self.observed_pool(&r.organization, &r.product);
+            s.channel = Some(sub.channel);
+            s.trial = Some(sub.trial);
+            s.state = Some(state_of(sub));
+            s.term_ends_at = sub.term_ends_at;
+            s.seats = Some(SeatCounts {
+                desired: seats as i64,
+                purchased: sub.seats as i64,
+                assigned: pool.consumed as i64,
+                available: pool.available() as i64,
+            });
+        }
+        s
+    }
+}
+
+/// An AddOn's plan: a standalone add-on is a purchase of its own; a traditional one hangs off
+/// a Subscription resource's subscription.
+#[derive(Clone, Debug, Default)]
+pub(super) struct AddOnResult {
+    pub purchase: PurchaseResult,
+    pub add_on_id: Option<String>,
+    pub base_id: Option<String>,
+    pub quantity: Option<(u32, SeatCounts)>,
+    pub state: Option<PurchaseState>,
+}
+
+impl Planner<'_> {
+    pub(super) fn plan_add_ons(&mut self, subs: &[PurchaseResult]) -> Vec<AddOnResult> {
+        let desired = self.desired;
+        desired
+            .add_ons
+            .iter()
+            .map(|d| {
+                let quantity = d.spec.quantity.max(0) as u32;
+                if d.spec.add_on_type == AddOnType::Standalone {
+                    let purchase = self.plan_purchase(&PurchaseInput {
+                        kind: Kind::AddOn,
+                        meta: &d.meta,
+                        organization: &d.spec.organization,
+                        product: &d.spec.product,
+                        expect: ProductKind::AddOn,
+                        seats: quantity,
+                        adopt_id: None,
+                        recorded_id: d.status.add_on_id.as_deref(),
+                        pending: d.status.purchase.as_ref(),
+                        billing_frequency: d.spec.billing_frequency,
+                        recurring_billing: true,
+                        product_key: None,
+                        convert_trial: false,
+                        deletion: d.spec.deletion_policy,
+                    });
+                    let mut r = AddOnResult { add_on_id: purchase.recorded_id.clone(), ..Default::default() };
+                    if let Some(sub) = &purchase.bound {
+                        let pool = self.observed_pool(&d.spec.organization, &d.spec.product);
+                        r.state = Some(state_of(sub));
+                        r.quantity = Some((sub.seats, counts(quantity, sub.seats, pool)));
+                    }
+                    r.purchase = purchase;
+                    r
+                } else {
+                    let base = d.spec.subscription_ref.as_ref().and_then(|r| {
+                        desired.subscriptions.iter().position(|s| s.meta.namespace == d.meta.namespace && s.meta.name == r.name)
+                    });
+                    let mut r = AddOnResult {
+                        add_on_id: d.status.add_on_id.clone(),
+                        base_id: d.status.base_subscription_id.clone(),
+                        ..Default::default()
+                    };
+                    r.purchase.organization = d.spec.organization.clone();
+                    r.purchase.product = d.spec.product.clone();
+                    r.purchase.purchase = d.status.purchase.clone();
+                    r.purchase.outcome.paused = d.meta.flag(PAUSED_ANNOTATION);
+                    let base_sub = base.and_then(|i| subs[i].bound.as_ref());
+                    if let Err(block) = self.traditional_steps(d, quantity, base_sub, &mut r) {
+                        self.note_retry(block.retry_at);
+                        r.purchase.outcome.blocked = Some(block);
+                    }
+                    r
+                }
+            })
+            .collect()
+    }
+
+    fn traditional_steps(
+        &mut self,
+        d: &super::Declared<crate::api::AddOnSpec, AddOnStatus>,
+        quantity: u32,
+        base: Option<&Subscription>,
+        r: &mut AddOnResult,
+    ) -> Result<(), Block> {
+        let org = self.gate(&d.meta, &d.spec.organization)?;
+        let catalog = self.observed.catalog.clone();
+        let product = match catalog.product(&d.spec.product) {
+            Some(p) if p.kind == ProductKind::AddOn => p,
+            Some(_) => return Err(Block::new("ProductUnknown", format!("{} is not an add-on product", d.spec.product))),
+            None => return Err(Refusal::ProductUnknown { product: d.spec.product.clone() }.into()),
+        };
+        let ref_name = d.spec.subscription_ref.as_ref().map_or("", |r| r.name.as_str());
+        let Some(base) = base else {
+            if d.meta.deleting {
+                self.deleted.push(ref_of(Kind::AddOn, &d.meta));
+                return Ok(());
+            }
+            return Err(Block::new(
+                "BaseSubscriptionNotReady",
+                format!("the base Subscription {ref_name} does not exist in namespace {} or has no subscription yet", d.meta.namespace),
+            ));
+        };
+        r.base_id = Some(base.id.clone());
+        let record = match (&d.status.add_on_id, &d.status.purchase) {
+            (Some(id), _) => base.add_ons.iter().find(|a| &a.id == id),
+            (None, Some(pp)) => base.add_ons.iter().find(|a| a.purchase_key.as_deref() == Some(pp.key.as_str())),
+            _ => None,
+        };
+        if let Some(a) = record {
+            let pool = self.observed_pool(&d.spec.organization, &d.spec.product);
+            r.add_on_id = Some(a.id.clone());
+            r.purchase.purchase = None;
+            r.state = Some(state_of(base));
+            r.quantity = Some((a.quantity, counts(quantity, a.quantity, pool)));
+        }
+        if base.status == SubscriptionState::Canceled {
+            if d.meta.deleting {
+                self.deleted.push(ref_of(Kind::AddOn, &d.meta));
+                return Ok(());
+            }
+            return Err(Block::new(
+                "BaseSubscriptionCanceled",
+                format!("the base subscription {} was canceled, which cancels its traditional add-ons (R22)", base.id),
+            ));
+        }
+        if d.meta.deleting {
+            return match (d.spec.deletion_policy, record) {
+                (SubscriptionDeletionPolicy::Cancel, Some(_)) => Err(Refusal::RemovalRequiresSupport.into()),
+                _ => {
+                    self.deleted.push(ref_of(Kind::AddOn, &d.meta));
+                    Ok(())
+                }
+            };
+        }
+        if !base.is_usable(self.now) {
+            return Err(Block::new("BaseSubscriptionNotReady", format!("the base subscription {} is not active yet", base.id)));
+        }
+        let paused = r.purchase.outcome.paused;
+        match record {
+            None if quantity == 0 => Ok(()),
+            None => {
+                check_add_on_available(&catalog, org, &d.spec.product, Some(base), self.now)?;
+                check_admin_may_change(base, self.now)?;
+                let pending = d.status.purchase.clone().unwrap_or(PendingPurchase {
+                    key: purchase_key(Kind::AddOn, &d.meta, &d.spec.organization),
+                    started_at: self.now,
+                });
+                r.purchase.outcome.progressing = Some(format!("buying {quantity} of add-on {}", d.spec.product));
+                if !paused {
+                    let op = Op::BuyAddOn {
+                        base_subscription_id: base.id.clone(),
+                        product: d.spec.product.clone(),
+                        quantity,
+                        auto_assign: d.spec.auto_assign,
+                        key: pending.key.clone(),
+                    };
+                    self.push(&d.meta, Kind::AddOn, &d.spec.organization, op, false);
+                }
+                r.purchase.purchase = Some(pending);
+                Ok(())
+            }
+            Some(a) if a.quantity == quantity => Ok(()),
+            Some(_) if quantity == 0 => Err(Refusal::RemovalRequiresSupport.into()),
+            Some(a) => {
+                check_admin_may_change(base, self.now)?;
+                if quantity > a.quantity {
+                    let mut billed = base.clone();
+                    billed.seats = a.quantity;
+                    let cost = cost_preview(&billed, product.monthly_price, quantity, self.now);
+                    r.purchase.outcome.progressing = Some(format!("changing quantity {} → {quantity}", a.quantity));
+                    if !paused {
+                        self.pool_mut(&d.spec.organization, &d.spec.product).seats += quantity - a.quantity;
+                        let op = Op::SetAddOnQuantity { base_subscription_id: base.id.clone(), add_on_id: a.id.clone(), cost };
+                        self.push(&d.meta, Kind::AddOn, &d.spec.organization, op, false);
+                    }
+                } else {
+                    r.purchase.outcome.progressing = Some(format!("changing quantity {} → {quantity}", a.quantity));
+                    r.purchase.decrease = Some(Decrease {
+                        kind: Kind::AddOn,
+                        meta: d.meta.clone(),
+                        organization: d.spec.organization.clone(),
+                        sub: base.clone(),
+                        add_on: Some(a.id.clone()),
+                        product: d.spec.product.clone(),
+                        to: quantity,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn add_on_status(&self, prev: &AddOnStatus, meta: &Meta, r: &AddOnResult) -> AddOnStatus {
+        AddOnStatus {
+            observed_generation: meta.generation,
+            conditions: r.purchase.outcome.conditions(&prev.conditions, meta.generation, self.now),
+            blocked_reason: r.purchase.outcome.blocked_reason(),
+            add_on_id: r.add_on_id.clone(),
+            base_subscription_id: r.base_id.clone(),
+            state: r.state,
+            quantity: r.quantity.as_ref().map(|(_, c)| c.clone()),
+            last_seat_change: prev.last_seat_change.clone(),
+            purchase: r.purchase.purchase.clone(),
+        }
+    }
+}
+
+fn counts(desired: u32, purchased: u32, pool: super::Pool) -> SeatCounts {
+    SeatCounts {
+        desired: desired as i64,
+        purchased: purchased as i64,
+        assigned: pool.consumed as i64,
+        available: pool.available() as i64,
+    }
+}
+
+pub(super) fn ref_of(kind: Kind, meta: &Meta) -> super::ObjectRef {
+    super::ObjectRef { kind, namespace: meta.namespace.clone(), name: meta.name.clone() }
+}
