@@ -8,8 +8,10 @@
 //! - [`cli`]: the `seatkeeper` command line.
 
 pub mod api;
+pub mod cli;
 pub mod backend;
 pub mod clock;
 pub mod crdgen;
 pub mod domain;
+pub mod executor;
 pub mod planner;

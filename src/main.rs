@@ -1,1 +1,3 @@
-fn main() { print!("{}", seatkeeper::crdgen::crds_yaml()); }
+fn main() {
+    std::process::exit(seatkeeper::cli::main());
+}

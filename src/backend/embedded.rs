@@ -31,6 +31,11 @@ pub struct ResourceRecord {
     pub name: String,
     pub uid: String,
     pub created_at: Instant,
+    /// Being deleted: its deletion policy is not carried out in full yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
+    /// The object as last applied (metadata and spec).
+    pub manifest: serde_json::Value,
     pub status: serde_json::Value,
 }
 

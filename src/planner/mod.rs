@@ -4,7 +4,7 @@
 //! controller both call [`plan`]; the executor applies what it returns.
 
 mod assignments;
-mod conditions;
+pub mod conditions;
 mod subscriptions;
 
 pub use assignments::record_owned;

@@ -1,0 +1,232 @@
+//! Reading manifests: files or folders of multi-document YAML (or JSON), kubectl style.
+
+use super::schema::violation;
+use crate::api::{AddOn, LicenseAssignment, ORGANIZATION_LABEL, Subscription};
+use base64::Engine;
+use kube::CustomResourceExt;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Bad input: names the file, the document and the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// Where a document came from.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub file: String,
+    pub document: usize,
+}
+
+impl Source {
+    pub fn err(&self, object: &str, message: impl std::fmt::Display) -> InputError {
+        let object = if object.is_empty() { String::new() } else { format!(" ({object})") };
+        InputError(format!("{}: document {}{object}: {message}", self.file, self.document))
+    }
+}
+
+/// A seatkeeper object read from a manifest.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Subscription(Box<Subscription>),
+    LicenseAssignment(Box<LicenseAssignment>),
+    AddOn(Box<AddOn>),
+}
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Subscription(_) => "Subscription",
+            Object::LicenseAssignment(_) => "LicenseAssignment",
+            Object::AddOn(_) => "AddOn",
+        }
+    }
+
+    pub fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Object::Subscription(o) => &o.metadata,
+            Object::LicenseAssignment(o) => &o.metadata,
+            Object::AddOn(o) => &o.metadata,
+        }
+    }
+
+    pub fn namespace(&self) -> String {
+        self.meta().namespace.clone().unwrap_or_else(|| "default".into())
+    }
+
+    pub fn name(&self) -> String {
+        self.meta().name.clone().unwrap_or_default()
+    }
+
+    pub fn to_value(&self) -> Value {
+        match self {
+            Object::Subscription(o) => serde_json::to_value(o),
+            Object::LicenseAssignment(o) => serde_json::to_value(o),
+            Object::AddOn(o) => serde_json::to_value(o),
+        }
+        .expect("objects serialize")
+    }
+
+    /// Read a full object (as stored or applied), checked against its CRD's schema and CEL rules.
+    pub fn from_value(value: &Value, old: Option<&Value>) -> Result<Object, String> {
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let mut v = value.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("status");
+        }
+        let crd = match kind {
+            "Subscription" => Subscription::crd(),
+            "LicenseAssignment" => LicenseAssignment::crd(),
+            "AddOn" => AddOn::crd(),
+            other => return Err(format!("kind: unsupported kind {other:?}")),
+        };
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().expect("schema").open_api_v3_schema).expect("schema");
+        if let Some(problem) = violation(&schema, &v, "") {
+            return Err(problem);
+        }
+        let typed = |v: &Value| -> Result<Object, String> {
+            let de = |e: serde_path_to_error::Error<serde_json::Error>| format!("{}: {}", e.path(), e.inner());
+            Ok(match kind {
+                "Subscription" => Object::Subscription(Box::new(serde_path_to_error::deserialize(v).map_err(de)?)),
+                "LicenseAssignment" => Object::LicenseAssignment(Box::new(serde_path_to_error::deserialize(v).map_err(de)?)),
+                _ => Object::AddOn(Box::new(serde_path_to_error::deserialize(v).map_err(de)?)),
+            })
+        };
+        let obj = typed(&v)?;
+        let cel = |e: kube::core::cel::ValidationErrors| format!("spec: {e}");
+        let old = match old.map(typed) {
+            Some(Ok(o)) => Some(o),
+            _ => None,
+        };
+        match (&obj, old) {
+            (Object::Subscription(o), Some(Object::Subscription(p))) => o.validate_cel_update(&p).map_err(cel)?,
+            (Object::LicenseAssignment(o), Some(Object::LicenseAssignment(p))) => o.validate_cel_update(&p).map_err(cel)?,
+            (Object::AddOn(o), Some(Object::AddOn(p))) => o.validate_cel_update(&p).map_err(cel)?,
+            (Object::Subscription(o), _) => o.validate_cel().map_err(cel)?,
+            (Object::LicenseAssignment(o), _) => o.validate_cel().map_err(cel)?,
+            (Object::AddOn(o), _) => o.validate_cel().map_err(cel)?,
+        }
+        Ok(obj)
+    }
+}
+
+/// Everything the manifests declare.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub objects: Vec<(Source, Object)>,
+    /// namespace → its organization label, for Namespace documents.
+    pub namespaces: BTreeMap<String, Option<String>>,
+    pub secrets: BTreeMap<(String, String, String), String>,
+}
+
+fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
+    let mut out = vec![];
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| InputError(format!("{}: cannot read folder: {e}", p.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && matches!(f.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")))
+                .collect();
+            entries.sort();
+            out.extend(entries);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(InputError(format!("{}: no such file or folder", p.display())));
+        }
+    }
+    Ok(out)
+}
+
+/// Read and check every document; the first problem stops everything.
+pub fn load(paths: &[PathBuf], recorded: &BTreeMap<(String, String, String), Value>) -> Result<Manifests, InputError> {
+    let mut m = Manifests::default();
+    let mut seen: BTreeMap<(String, String, String), Source> = BTreeMap::new();
+    for file in files(paths)? {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(&file).map_err(|e| InputError(format!("{name}: cannot read: {e}")))?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| InputError(format!("{name}: not valid YAML: {e}")))?;
+        let mut n = 0;
+        for doc in docs {
+            let items = match doc.get("kind").and_then(Value::as_str) {
+                Some("List") => doc.get("items").and_then(Value::as_array).cloned().unwrap_or_default(),
+                _ => vec![doc],
+            };
+            for item in items {
+                if item.is_null() {
+                    continue;
+                }
+                n += 1;
+                let src = Source { file: name.clone(), document: n };
+                read_document(&mut m, &mut seen, src, item, recorded)?;
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn read_document(
+    m: &mut Manifests,
+    seen: &mut BTreeMap<(String, String, String), Source>,
+    src: Source,
+    doc: Value,
+    recorded: &BTreeMap<(String, String, String), Value>,
+) -> Result<(), InputError> {
+    if !doc.is_object() {
+        return Err(src.err("", "not an object"));
+    }
+    let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let meta = doc.get("metadata").cloned().unwrap_or(Value::Null);
+    let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let namespace = meta.get("namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+    let label = format!("{kind} {namespace}/{name}");
+    if kind.is_empty() {
+        return Err(src.err("", "kind: required"));
+    }
+    if name.is_empty() {
+        return Err(src.err(kind, "metadata.name: required"));
+    }
+    match (api_version, kind) {
+        ("v1", "Namespace") => {
+            let org = meta.pointer(&format!("/labels/{}", ORGANIZATION_LABEL.replace('/', "~1"))).and_then(Value::as_str);
+            m.namespaces.insert(name.clone(), org.map(str::to_string));
+        }
+        ("v1", "Secret") => {
+            let mut put = |k: &str, v: String| m.secrets.insert((namespace.clone(), name.clone(), k.to_string()), v);
+            if let Some(data) = doc.get("data").and_then(Value::as_object) {
+                for (k, v) in data {
+                    let raw = v.as_str().unwrap_or_default();
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(raw)
+                        .map_err(|_| src.err(&label, format!("data.{k}: not valid base64")))?;
+                    put(k, String::from_utf8_lossy(&bytes).trim().to_string());
+                }
+            }
+            if let Some(data) = doc.get("stringData").and_then(Value::as_object) {
+                for (k, v) in data {
+                    put(k, v.as_str().unwrap_or_default().trim().to_string());
+                }
+            }
+        }
+        (crate::api::API_VERSION, "Subscription" | "LicenseAssignment" | "AddOn") => {
+            let key = (kind.to_string(), namespace.clone(), name.clone());
+            if let Some(first) = seen.get(&key) {
+                return Err(src.err(&label, format!("declared twice (first in {} document {})", first.file, first.document)));
+            }
+            let mut doc = doc;
+            doc["metadata"]["namespace"] = Value::String(namespace);
+            let obj = Object::from_value(&doc, recorded.get(&key)).map_err(|e| src.err(&label, e))?;
+            seen.insert(key, src.clone());
+            m.objects.push((src, obj));
+        }
+        (_, "Subscription" | "LicenseAssignment" | "AddOn") => {
+            return Err(src.err(&label, format!("apiVersion: must be {}, not {api_version:?}", crate::api::API_VERSION)));
+        }
+        _ => return Err(src.err(&label, format!("kind: {api_version}/{kind} is not something seatkeeper reads (Subscription, LicenseAssignment, AddOn, Namespace, Secret)"))),
+    }
+    Ok(())
+}
