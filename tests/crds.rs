@@ -1,0 +1,116 @@
+//! The CRDs in crds/ are exactly what the Rust types generate, and they validate as a user
+//! would expect: examples round-trip, invalid manifests violate the schema.
+
+use seatkeeper::cli::Object;
+use serde_json::{Value, json};
+
+#[test]
+fn crds_folder_matches_the_rust_types() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for (file, yaml) in seatkeeper::crdgen::crds() {
+        let path = dir.join(file);
+        if std::env::var_os("UPDATE_CRDS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &yaml).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(on_disk == yaml, "crds/{file} is stale: regenerate with `UPDATE_CRDS=1 cargo test --test crds`");
+    }
+}
+
+#[test]
+fn every_field_is_documented_and_cel_rules_are_present() {
+    fn walk(schema: &Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                let p = format!("{path}.{k}");
+                if v.get("description").is_none() && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    missing.push(p.clone());
+                }
+                walk(v, &p, missing);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, &format!("{path}[]"), missing);
+        }
+    }
+    let all = seatkeeper::crdgen::crds_yaml();
+    for (_, yaml) in seatkeeper::crdgen::crds() {
+        let crd: Value = serde_saphyr::from_str(&yaml).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = vec![];
+        walk(&schema["properties"]["spec"], "spec", &mut missing);
+        assert!(missing.is_empty(), "{} fields without kubectl explain text: {missing:?}", crd["metadata"]["name"]);
+    }
+    assert!(all.contains("has(self.subscriptionRef)"), "AddOn cross-field rule");
+    assert!(all.contains("x-kubernetes-list-type: set"), "unique users and disabledPlans");
+    assert!(all.contains("- seatkeeper"), "category");
+    for short in ["seatsub", "lasg", "addon"] {
+        assert!(all.contains(&format!("- {short}")), "short name {short}");
+    }
+}
+
+fn check(v: Value) -> Result<Object, String> {
+    Object::from_value(&v, None)
+}
+
+#[test]
+fn example_manifests_round_trip_through_the_rust_types() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for doc in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
+            if doc["apiVersion"] != "seatkeeper.dev/v1alpha1" {
+                continue;
+            }
+            let obj = check(doc.clone()).unwrap_or_else(|e| panic!("{e}"));
+            let back = obj.to_value();
+            assert_eq!(back["spec"]["organization"], doc["spec"]["organization"]);
+            assert_eq!(Object::from_value(&back, None).unwrap().to_value(), back, "round-trip");
+            n += 1;
+        }
+    }
+    assert!(n >= 3);
+}
+
+fn sub(spec: Value) -> Value {
+    json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Subscription", "metadata": {"name": "s"}, "spec": spec})
+}
+
+#[test]
+fn invalid_manifests_violate_the_schema() {
+    let bad_seats = check(sub(json!({"organization": "contoso.com", "product": "SPB", "seats": -1}))).unwrap_err();
+    assert!(bad_seats.contains("spec.seats"), "{bad_seats}");
+    let missing = check(sub(json!({"organization": "contoso.com", "seats": 1}))).unwrap_err();
+    assert!(missing.contains("spec.product: required"), "{missing}");
+    let bad_enum = check(sub(json!({"organization": "c.com", "product": "SPB", "seats": 1, "deletionPolicy": "Delete"}))).unwrap_err();
+    assert!(bad_enum.contains("spec.deletionPolicy"), "{bad_enum}");
+    let unknown = check(sub(json!({"organization": "c.com", "product": "SPB", "seats": 1, "seat": 2}))).unwrap_err();
+    assert!(unknown.contains("spec.seat: unknown field"), "{unknown}");
+
+    let lasg = |spec: Value| json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "LicenseAssignment", "metadata": {"name": "a"}, "spec": spec});
+    let dup = check(lasg(json!({"organization": "c.com", "users": ["a@c.com", "a@c.com"], "licenses": [{"product": "SPB"}]}))).unwrap_err();
+    assert!(dup.contains("spec.users[1]: duplicate"), "{dup}");
+    let none = check(lasg(json!({"organization": "c.com", "users": [], "licenses": [{"product": "SPB"}]}))).unwrap_err();
+    assert!(none.contains("spec.users"), "{none}");
+    let no_licence = check(lasg(json!({"organization": "c.com", "users": ["a@c.com"], "licenses": []}))).unwrap_err();
+    assert!(no_licence.contains("spec.licenses"), "{no_licence}");
+    let plans = check(lasg(json!({"organization": "c.com", "users": ["a@c.com"], "licenses": [{"product": "SPB", "disabledPlans": ["SWAY", "SWAY"]}]}))).unwrap_err();
+    assert!(plans.contains("disabledPlans[1]: duplicate"), "{plans}");
+
+    let addon = |spec: Value| json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "AddOn", "metadata": {"name": "x"}, "spec": spec});
+    let no_ref = check(addon(json!({"organization": "c.com", "product": "ATP_ENTERPRISE", "type": "Traditional", "quantity": 1}))).unwrap_err();
+    assert!(no_ref.contains("subscriptionRef is required"), "{no_ref}");
+    let extra_ref = check(addon(json!({"organization": "c.com", "product": "ATP_ENTERPRISE", "type": "Standalone", "subscriptionRef": {"name": "s"}, "quantity": 1}))).unwrap_err();
+    assert!(extra_ref.contains("subscriptionRef"), "{extra_ref}");
+    assert!(check(addon(json!({"organization": "c.com", "product": "ATP_ENTERPRISE", "type": "Standalone", "quantity": 1}))).is_ok());
+}
+
+#[test]
+fn organization_is_immutable() {
+    let old = sub(json!({"organization": "contoso.com", "product": "SPB", "seats": 1}));
+    let new = sub(json!({"organization": "fabrikam.com", "product": "SPB", "seats": 1}));
+    let err = Object::from_value(&new, Some(&old)).unwrap_err();
+    assert!(err.contains("organization is immutable"), "{err}");
+}
