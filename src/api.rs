@@ -4,6 +4,9 @@
 //! `CustomResource` derive adds the Kubernetes root objects and their CRDs. Doc comments here
 //! are the `kubectl explain` text.
 
+// The kube derive takes repeated `printcolumn(type_ = …)` arguments; they are not duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use crate::domain::billing::CostPreview;
 use crate::domain::{BillingFrequency, Channel, Instant};
 use kube::{CustomResource, KubeSchema};
@@ -37,11 +40,31 @@ fn default_true() -> bool {
     doc = "A subscription of one product in one organization, with a declared total seat count.",
     printcolumn(name = "Product", type_ = "string", json_path = ".spec.product"),
     printcolumn(name = "Seats", type_ = "integer", json_path = ".spec.seats"),
-    printcolumn(name = "Purchased", type_ = "integer", json_path = ".status.seats.purchased"),
-    printcolumn(name = "Assigned", type_ = "integer", json_path = ".status.seats.assigned"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Blocked", type_ = "string", json_path = ".status.blockedReason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Purchased",
+        type_ = "integer",
+        json_path = ".status.seats.purchased"
+    ),
+    printcolumn(
+        name = "Assigned",
+        type_ = "integer",
+        json_path = ".status.seats.assigned"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Blocked",
+        type_ = "string",
+        json_path = ".status.blockedReason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionSpec {
@@ -128,8 +151,16 @@ pub enum SubscriptionDeletionPolicy {
     printcolumn(name = "Assigned", type_ = "integer", json_path = ".status.assigned"),
     printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
     printcolumn(name = "Blocked", type_ = "integer", json_path = ".status.blocked"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LicenseAssignmentSpec {
@@ -203,8 +234,16 @@ pub enum AssignmentDeletionPolicy {
     printcolumn(name = "Product", type_ = "string", json_path = ".spec.product"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Quantity", type_ = "integer", json_path = ".spec.quantity"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.type == 'Traditional' ? has(self.subscriptionRef) : !has(self.subscriptionRef)").message("subscriptionRef is required when type is Traditional, and not allowed when Standalone"))]
 #[serde(rename_all = "camelCase")]
@@ -281,7 +320,8 @@ pub struct Condition {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Conditions(
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))] pub Vec<Condition>,
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub Vec<Condition>,
 );
 
 impl Conditions {
@@ -308,7 +348,15 @@ impl Conditions {
 
     /// Equal but for timestamps: what decides whether a status write is needed.
     pub fn same_ignoring_time(&self, other: &Conditions) -> bool {
-        let key = |c: &Condition| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone(), c.observed_generation);
+        let key = |c: &Condition| {
+            (
+                c.type_.clone(),
+                c.status.clone(),
+                c.reason.clone(),
+                c.message.clone(),
+                c.observed_generation,
+            )
+        };
         let mut a: Vec<_> = self.0.iter().map(key).collect();
         let mut b: Vec<_> = other.0.iter().map(key).collect();
         a.sort();

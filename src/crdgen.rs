@@ -7,13 +7,22 @@ use kube::CustomResourceExt;
 pub fn crds() -> Vec<(&'static str, String)> {
     let yaml = |crd| serde_saphyr::to_string(&crd).expect("a CRD always serializes");
     vec![
-        ("subscriptions.seatkeeper.dev.yaml", yaml(Subscription::crd())),
-        ("licenseassignments.seatkeeper.dev.yaml", yaml(LicenseAssignment::crd())),
+        (
+            "subscriptions.seatkeeper.dev.yaml",
+            yaml(Subscription::crd()),
+        ),
+        (
+            "licenseassignments.seatkeeper.dev.yaml",
+            yaml(LicenseAssignment::crd()),
+        ),
         ("addons.seatkeeper.dev.yaml", yaml(AddOn::crd())),
     ]
 }
 
 /// All CRDs as one multi-document YAML stream.
 pub fn crds_yaml() -> String {
-    crds().into_iter().map(|(_, y)| format!("---\n{y}")).collect()
+    crds()
+        .into_iter()
+        .map(|(_, y)| format!("---\n{y}"))
+        .collect()
 }

@@ -9,7 +9,10 @@ use crate::backend::{Backend, BackendError, MAX_BATCH, PurchaseRequest};
 use crate::clock::Clock;
 use crate::domain::{DATA_RETENTION_DAYS, Instant, Refusal};
 use crate::planner::conditions::Outcome;
-use crate::planner::{self, Action, Block, Desired, Kind, ObjectRef, Observed, Op, Options, Plan, UserChange, record_owned};
+use crate::planner::{
+    self, Action, Block, Desired, Kind, ObjectRef, Observed, Op, Options, Plan, UserChange,
+    record_owned,
+};
 use jiff::ToSpan;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -50,7 +53,10 @@ pub struct Report {
 
 pub const DEFAULT_MAX_PASSES: usize = 8;
 
-pub async fn observe<B: Backend>(backend: &B, organizations: &[String]) -> Result<Observed, BackendError> {
+pub async fn observe<B: Backend>(
+    backend: &B,
+    organizations: &[String],
+) -> Result<Observed, BackendError> {
     let mut orgs = BTreeMap::new();
     let mut catalog = None;
     for o in organizations {
@@ -64,7 +70,10 @@ pub async fn observe<B: Backend>(backend: &B, organizations: &[String]) -> Resul
         Some(c) => c,
         None => backend.snapshot("").await?.catalog,
     };
-    Ok(Observed { catalog, organizations: orgs })
+    Ok(Observed {
+        catalog,
+        organizations: orgs,
+    })
 }
 
 /// Observe, plan and apply until the plan is empty or `max_passes` is reached.
@@ -91,7 +100,14 @@ pub async fn converge<B: Backend, L: Ledger>(
         if plan.actions.is_empty() || pass == max_passes.max(1) {
             ledger.save(desired).await?;
             let converged = plan.actions.is_empty();
-            return Ok(Report { executed, plan, passes: pass, converged, backend_reads: reads, backend_writes: writes });
+            return Ok(Report {
+                executed,
+                plan,
+                passes: pass,
+                converged,
+                backend_reads: reads,
+                backend_writes: writes,
+            });
         }
         // Purchase keys and statuses are on record before any purchase is attempted.
         ledger.save(desired).await?;
@@ -103,18 +119,27 @@ pub async fn converge<B: Backend, L: Ledger>(
             }
             if let Op::AssignLicenses { users } = &action.op {
                 for c in users {
-                    changes.entry(action.organization.clone()).or_default().push((i, c.clone()));
+                    changes
+                        .entry(action.organization.clone())
+                        .or_default()
+                        .push((i, c.clone()));
                 }
                 continue;
             }
             writes += 1;
             let outcome = apply_one(backend, desired, action, now).await;
             match outcome {
-                Ok(()) => executed.push(Executed { action: action.clone(), refused: None }),
+                Ok(()) => executed.push(Executed {
+                    action: action.clone(),
+                    refused: None,
+                }),
                 Err(BackendError::Refused(r)) => {
                     let block = Block::from(r);
                     refused.insert(action.resource(), block.clone());
-                    executed.push(Executed { action: action.clone(), refused: Some(block) });
+                    executed.push(Executed {
+                        action: action.clone(),
+                        refused: Some(block),
+                    });
                 }
                 Err(e) => return Err(e),
             }
@@ -124,7 +149,10 @@ pub async fn converge<B: Backend, L: Ledger>(
         for (org, list) in changes {
             let before = &observed.organizations.get(&org);
             for chunk in list.chunks(MAX_BATCH) {
-                let live: Vec<&(usize, UserChange)> = chunk.iter().filter(|(i, _)| !refused.contains_key(&actions[*i].resource())).collect();
+                let live: Vec<&(usize, UserChange)> = chunk
+                    .iter()
+                    .filter(|(i, _)| !refused.contains_key(&actions[*i].resource()))
+                    .collect();
                 if live.is_empty() {
                     continue;
                 }
@@ -139,8 +167,16 @@ pub async fn converge<B: Backend, L: Ledger>(
                                 .and_then(|o| o.user(&change.user))
                                 .map(|u| u.licenses.iter().map(|l| l.product.as_str()).collect())
                                 .unwrap_or_default();
-                            let added: Vec<String> = change.add.iter().map(|l| l.product.clone()).filter(|p| !held.contains(p.as_str())).collect();
-                            if let Some(d) = desired.assignments.iter_mut().find(|d| d.meta.namespace == resource.namespace && d.meta.name == resource.name) {
+                            let added: Vec<String> = change
+                                .add
+                                .iter()
+                                .map(|l| l.product.clone())
+                                .filter(|p| !held.contains(p.as_str()))
+                                .collect();
+                            if let Some(d) = desired.assignments.iter_mut().find(|d| {
+                                d.meta.namespace == resource.namespace
+                                    && d.meta.name == resource.name
+                            }) {
                                 record_owned(&mut d.status.owned, change, &added);
                                 record_removals(&mut d.status, change, now);
                             }
@@ -148,17 +184,32 @@ pub async fn converge<B: Backend, L: Ledger>(
                         }
                         Err(r) => {
                             let block = Block::from(r);
-                            refused_users.insert((resource.clone(), change.user.clone()), block.clone());
+                            refused_users
+                                .insert((resource.clone(), change.user.clone()), block.clone());
                             refused.insert(resource, block.clone());
-                            let action = Action { op: Op::AssignLicenses { users: vec![change.clone()] }, ..actions[*i].clone() };
-                            executed.push(Executed { action, refused: Some(block) });
+                            let action = Action {
+                                op: Op::AssignLicenses {
+                                    users: vec![change.clone()],
+                                },
+                                ..actions[*i].clone()
+                            };
+                            executed.push(Executed {
+                                action,
+                                refused: Some(block),
+                            });
                         }
                     }
                 }
             }
         }
         for (i, users) in done {
-            executed.push(Executed { action: Action { op: Op::AssignLicenses { users }, ..actions[i].clone() }, refused: None });
+            executed.push(Executed {
+                action: Action {
+                    op: Op::AssignLicenses { users },
+                    ..actions[i].clone()
+                },
+                refused: None,
+            });
         }
         ledger.save(desired).await?;
     }
@@ -177,11 +228,22 @@ fn record_removals(status: &mut LicenseAssignmentStatus, change: &UserChange, no
 }
 
 /// One purchase-side action; its result is written into the resource's status at once.
-async fn apply_one<B: Backend>(backend: &B, desired: &mut Desired, action: &Action, now: Instant) -> Result<(), BackendError> {
+async fn apply_one<B: Backend>(
+    backend: &B,
+    desired: &mut Desired,
+    action: &Action,
+    now: Instant,
+) -> Result<(), BackendError> {
     let org = action.organization.as_str();
     let (ns, name) = (action.namespace.as_str(), action.name.as_str());
     match &action.op {
-        Op::Buy { product, seats, billing_frequency, recurring_billing, key } => {
+        Op::Buy {
+            product,
+            seats,
+            billing_frequency,
+            recurring_billing,
+            key,
+        } => {
             let request = PurchaseRequest {
                 product: product.clone(),
                 seats: *seats,
@@ -192,13 +254,21 @@ async fn apply_one<B: Backend>(backend: &B, desired: &mut Desired, action: &Acti
             let sub = backend.buy_subscription(org, &request).await?;
             match action.kind {
                 Kind::Subscription => {
-                    if let Some(d) = desired.subscriptions.iter_mut().find(|d| d.meta.namespace == ns && d.meta.name == name) {
+                    if let Some(d) = desired
+                        .subscriptions
+                        .iter_mut()
+                        .find(|d| d.meta.namespace == ns && d.meta.name == name)
+                    {
                         d.status.subscription_id = Some(sub.id);
                         d.status.purchase = None;
                     }
                 }
                 _ => {
-                    if let Some(d) = desired.add_ons.iter_mut().find(|d| d.meta.namespace == ns && d.meta.name == name) {
+                    if let Some(d) = desired
+                        .add_ons
+                        .iter_mut()
+                        .find(|d| d.meta.namespace == ns && d.meta.name == name)
+                    {
                         d.status.add_on_id = Some(sub.id);
                         d.status.purchase = None;
                     }
@@ -206,36 +276,86 @@ async fn apply_one<B: Backend>(backend: &B, desired: &mut Desired, action: &Acti
             }
         }
         Op::ConvertTrial { subscription_id } => backend.convert_trial(org, subscription_id).await?,
-        Op::SetSeats { subscription_id, cost, product_key } => {
-            backend.set_seats(org, subscription_id, cost.to, product_key.as_deref()).await?;
+        Op::SetSeats {
+            subscription_id,
+            cost,
+            product_key,
+        } => {
+            backend
+                .set_seats(org, subscription_id, cost.to, product_key.as_deref())
+                .await?;
             match action.kind {
                 Kind::Subscription => {
-                    if let Some(d) = desired.subscriptions.iter_mut().find(|d| d.meta.namespace == ns && d.meta.name == name) {
+                    if let Some(d) = desired
+                        .subscriptions
+                        .iter_mut()
+                        .find(|d| d.meta.namespace == ns && d.meta.name == name)
+                    {
                         d.status.last_seat_change = Some(cost.clone());
                     }
                 }
                 _ => {
-                    if let Some(d) = desired.add_ons.iter_mut().find(|d| d.meta.namespace == ns && d.meta.name == name) {
+                    if let Some(d) = desired
+                        .add_ons
+                        .iter_mut()
+                        .find(|d| d.meta.namespace == ns && d.meta.name == name)
+                    {
                         d.status.last_seat_change = Some(cost.clone());
                     }
                 }
             }
         }
-        Op::SetRecurringBilling { subscription_id, enabled } => backend.set_recurring_billing(org, subscription_id, *enabled).await?,
+        Op::SetRecurringBilling {
+            subscription_id,
+            enabled,
+        } => {
+            backend
+                .set_recurring_billing(org, subscription_id, *enabled)
+                .await?
+        }
         Op::Cancel { subscription_id } => {
             backend.cancel(org, subscription_id).await?;
         }
-        Op::BuyAddOn { base_subscription_id, product, quantity, auto_assign, key } => {
-            let a = backend.buy_add_on(org, base_subscription_id, product, *quantity, *auto_assign, key).await?;
-            if let Some(d) = desired.add_ons.iter_mut().find(|d| d.meta.namespace == ns && d.meta.name == name) {
+        Op::BuyAddOn {
+            base_subscription_id,
+            product,
+            quantity,
+            auto_assign,
+            key,
+        } => {
+            let a = backend
+                .buy_add_on(
+                    org,
+                    base_subscription_id,
+                    product,
+                    *quantity,
+                    *auto_assign,
+                    key,
+                )
+                .await?;
+            if let Some(d) = desired
+                .add_ons
+                .iter_mut()
+                .find(|d| d.meta.namespace == ns && d.meta.name == name)
+            {
                 d.status.add_on_id = Some(a.id);
                 d.status.base_subscription_id = Some(base_subscription_id.clone());
                 d.status.purchase = None;
             }
         }
-        Op::SetAddOnQuantity { base_subscription_id, add_on_id, cost } => {
-            backend.set_add_on_quantity(org, base_subscription_id, add_on_id, cost.to).await?;
-            if let Some(d) = desired.add_ons.iter_mut().find(|d| d.meta.namespace == ns && d.meta.name == name) {
+        Op::SetAddOnQuantity {
+            base_subscription_id,
+            add_on_id,
+            cost,
+        } => {
+            backend
+                .set_add_on_quantity(org, base_subscription_id, add_on_id, cost.to)
+                .await?;
+            if let Some(d) = desired
+                .add_ons
+                .iter_mut()
+                .find(|d| d.meta.namespace == ns && d.meta.name == name)
+            {
                 d.status.last_seat_change = Some(cost.clone());
             }
         }
@@ -256,25 +376,50 @@ fn overlay_refusals(
     if refused.is_empty() {
         return;
     }
-    plan.actions.retain(|a| !refused.contains_key(&a.resource()));
+    plan.actions
+        .retain(|a| !refused.contains_key(&a.resource()));
     let blocked = |kind: Kind, meta: &planner::Meta| {
-        refused.get(&ObjectRef { kind, namespace: meta.namespace.clone(), name: meta.name.clone() }).cloned()
+        refused
+            .get(&ObjectRef {
+                kind,
+                namespace: meta.namespace.clone(),
+                name: meta.name.clone(),
+            })
+            .cloned()
     };
-    for (d, s) in desired.subscriptions.iter().zip(plan.subscriptions.iter_mut()) {
+    for (d, s) in desired
+        .subscriptions
+        .iter()
+        .zip(plan.subscriptions.iter_mut())
+    {
         if let Some(b) = blocked(Kind::Subscription, &d.meta) {
             s.blocked_reason = Some(b.reason.clone());
-            s.conditions = Outcome { blocked: Some(b), ..Default::default() }.conditions(&s.conditions, d.meta.generation, now);
+            s.conditions = Outcome {
+                blocked: Some(b),
+                ..Default::default()
+            }
+            .conditions(&s.conditions, d.meta.generation, now);
         }
     }
     for (d, s) in desired.add_ons.iter().zip(plan.add_ons.iter_mut()) {
         if let Some(b) = blocked(Kind::AddOn, &d.meta) {
             s.blocked_reason = Some(b.reason.clone());
-            s.conditions = Outcome { blocked: Some(b), ..Default::default() }.conditions(&s.conditions, d.meta.generation, now);
+            s.conditions = Outcome {
+                blocked: Some(b),
+                ..Default::default()
+            }
+            .conditions(&s.conditions, d.meta.generation, now);
         }
     }
     for (d, s) in desired.assignments.iter().zip(plan.assignments.iter_mut()) {
-        let Some(b) = blocked(Kind::LicenseAssignment, &d.meta) else { continue };
-        let r = ObjectRef { kind: Kind::LicenseAssignment, namespace: d.meta.namespace.clone(), name: d.meta.name.clone() };
+        let Some(b) = blocked(Kind::LicenseAssignment, &d.meta) else {
+            continue;
+        };
+        let r = ObjectRef {
+            kind: Kind::LicenseAssignment,
+            namespace: d.meta.namespace.clone(),
+            name: d.meta.name.clone(),
+        };
         for u in s.users.iter_mut() {
             if let Some(ub) = refused_users.get(&(r.clone(), u.user.clone())) {
                 u.state = UserState::Blocked;
@@ -282,11 +427,27 @@ fn overlay_refusals(
                 u.message = Some(ub.message.clone());
             }
         }
-        s.assigned = s.users.iter().filter(|u| u.state == UserState::Assigned).count() as i64;
-        s.pending = s.users.iter().filter(|u| u.state == UserState::Pending).count() as i64;
-        s.blocked = s.users.iter().filter(|u| u.state == UserState::Blocked).count() as i64;
+        s.assigned = s
+            .users
+            .iter()
+            .filter(|u| u.state == UserState::Assigned)
+            .count() as i64;
+        s.pending = s
+            .users
+            .iter()
+            .filter(|u| u.state == UserState::Pending)
+            .count() as i64;
+        s.blocked = s
+            .users
+            .iter()
+            .filter(|u| u.state == UserState::Blocked)
+            .count() as i64;
         s.blocked_reason = Some(b.reason.clone());
-        s.conditions = Outcome { blocked: Some(b), ..Default::default() }.conditions(&s.conditions, d.meta.generation, now);
+        s.conditions = Outcome {
+            blocked: Some(b),
+            ..Default::default()
+        }
+        .conditions(&s.conditions, d.meta.generation, now);
     }
 }
 

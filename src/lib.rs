@@ -8,8 +8,8 @@
 //! - [`cli`]: the `seatkeeper` command line.
 
 pub mod api;
-pub mod cli;
 pub mod backend;
+pub mod cli;
 pub mod clock;
 pub mod crdgen;
 pub mod domain;

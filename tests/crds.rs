@@ -14,7 +14,10 @@ fn crds_folder_matches_the_rust_types() {
             std::fs::write(&path, &yaml).unwrap();
         }
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(on_disk == yaml, "crds/{file} is stale: regenerate with `UPDATE_CRDS=1 cargo test --test crds`");
+        assert!(
+            on_disk == yaml,
+            "crds/{file} is stale: regenerate with `UPDATE_CRDS=1 cargo test --test crds`"
+        );
     }
 }
 
@@ -24,7 +27,9 @@ fn every_field_is_documented_and_cel_rules_are_present() {
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
             for (k, v) in props {
                 let p = format!("{path}.{k}");
-                if v.get("description").is_none() && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                if v.get("description").is_none()
+                    && !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+                {
                     missing.push(p.clone());
                 }
                 walk(v, &p, missing);
@@ -40,10 +45,20 @@ fn every_field_is_documented_and_cel_rules_are_present() {
         let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let mut missing = vec![];
         walk(&schema["properties"]["spec"], "spec", &mut missing);
-        assert!(missing.is_empty(), "{} fields without kubectl explain text: {missing:?}", crd["metadata"]["name"]);
+        assert!(
+            missing.is_empty(),
+            "{} fields without kubectl explain text: {missing:?}",
+            crd["metadata"]["name"]
+        );
     }
-    assert!(all.contains("has(self.subscriptionRef)"), "AddOn cross-field rule");
-    assert!(all.contains("x-kubernetes-list-type: set"), "unique users and disabledPlans");
+    assert!(
+        all.contains("has(self.subscriptionRef)"),
+        "AddOn cross-field rule"
+    );
+    assert!(
+        all.contains("x-kubernetes-list-type: set"),
+        "unique users and disabledPlans"
+    );
     assert!(all.contains("- seatkeeper"), "category");
     for short in ["seatsub", "lasg", "addon"] {
         assert!(all.contains(&format!("- {short}")), "short name {short}");
@@ -67,7 +82,11 @@ fn example_manifests_round_trip_through_the_rust_types() {
             let obj = check(doc.clone()).unwrap_or_else(|e| panic!("{e}"));
             let back = obj.to_value();
             assert_eq!(back["spec"]["organization"], doc["spec"]["organization"]);
-            assert_eq!(Object::from_value(&back, None).unwrap().to_value(), back, "round-trip");
+            assert_eq!(
+                Object::from_value(&back, None).unwrap().to_value(),
+                back,
+                "round-trip"
+            );
             n += 1;
         }
     }
@@ -80,21 +99,36 @@ fn sub(spec: Value) -> Value {
 
 #[test]
 fn invalid_manifests_violate_the_schema() {
-    let bad_seats = check(sub(json!({"organization": "contoso.com", "product": "SPB", "seats": -1}))).unwrap_err();
+    let bad_seats = check(sub(
+        json!({"organization": "contoso.com", "product": "SPB", "seats": -1}),
+    ))
+    .unwrap_err();
     assert!(bad_seats.contains("spec.seats"), "{bad_seats}");
     let missing = check(sub(json!({"organization": "contoso.com", "seats": 1}))).unwrap_err();
     assert!(missing.contains("spec.product: required"), "{missing}");
-    let bad_enum = check(sub(json!({"organization": "c.com", "product": "SPB", "seats": 1, "deletionPolicy": "Delete"}))).unwrap_err();
+    let bad_enum = check(sub(
+        json!({"organization": "c.com", "product": "SPB", "seats": 1, "deletionPolicy": "Delete"}),
+    ))
+    .unwrap_err();
     assert!(bad_enum.contains("spec.deletionPolicy"), "{bad_enum}");
-    let unknown = check(sub(json!({"organization": "c.com", "product": "SPB", "seats": 1, "seat": 2}))).unwrap_err();
+    let unknown = check(sub(
+        json!({"organization": "c.com", "product": "SPB", "seats": 1, "seat": 2}),
+    ))
+    .unwrap_err();
     assert!(unknown.contains("spec.seat: unknown field"), "{unknown}");
 
     let lasg = |spec: Value| json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "LicenseAssignment", "metadata": {"name": "a"}, "spec": spec});
     let dup = check(lasg(json!({"organization": "c.com", "users": ["a@c.com", "a@c.com"], "licenses": [{"product": "SPB"}]}))).unwrap_err();
     assert!(dup.contains("spec.users[1]: duplicate"), "{dup}");
-    let none = check(lasg(json!({"organization": "c.com", "users": [], "licenses": [{"product": "SPB"}]}))).unwrap_err();
+    let none = check(lasg(
+        json!({"organization": "c.com", "users": [], "licenses": [{"product": "SPB"}]}),
+    ))
+    .unwrap_err();
     assert!(none.contains("spec.users"), "{none}");
-    let no_licence = check(lasg(json!({"organization": "c.com", "users": ["a@c.com"], "licenses": []}))).unwrap_err();
+    let no_licence = check(lasg(
+        json!({"organization": "c.com", "users": ["a@c.com"], "licenses": []}),
+    ))
+    .unwrap_err();
     assert!(no_licence.contains("spec.licenses"), "{no_licence}");
     let plans = check(lasg(json!({"organization": "c.com", "users": ["a@c.com"], "licenses": [{"product": "SPB", "disabledPlans": ["SWAY", "SWAY"]}]}))).unwrap_err();
     assert!(plans.contains("disabledPlans[1]: duplicate"), "{plans}");

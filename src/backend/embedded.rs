@@ -3,16 +3,19 @@
 //! It enforces the licensing rules itself, through the same functions the planner predicts
 //! with, and rewrites its file atomically (temporary file, fsync, rename) after every change.
 
-use super::{Backend, BackendError, Cancellation, MAX_BATCH, PurchaseRequest, Result, SeatChange, Snapshot};
+use super::{
+    Backend, BackendError, Cancellation, MAX_BATCH, PurchaseRequest, Result, SeatChange, Snapshot,
+};
 use crate::clock::Clock;
 use crate::domain::catalog::CatalogOverrides;
 use crate::domain::rules::{
-    cancellation_window_open, check_add_on_available, check_admin_may_change, check_licence_set, check_seat_change,
-    check_subscription_live, check_trial_conversion, check_user_assignable, licences_after,
+    cancellation_window_open, check_add_on_available, check_admin_may_change, check_licence_set,
+    check_seat_change, check_subscription_live, check_trial_conversion, check_user_assignable,
+    licences_after,
 };
 use crate::domain::{
-    BillingFrequency, Catalog, Channel, CreditCheck, Instant, Organization, Refusal, Subscription, SubscriptionState,
-    TraditionalAddOn,
+    BillingFrequency, Catalog, Channel, CreditCheck, Instant, Organization, Refusal, Subscription,
+    SubscriptionState, TraditionalAddOn,
 };
 use crate::planner::UserChange;
 use jiff::{ToSpan, tz::TimeZone};
@@ -62,20 +65,26 @@ pub struct TenantFileError {
 
 impl TenantFile {
     pub fn parse(text: &str, path: &str) -> std::result::Result<TenantFile, TenantFileError> {
-        let err = |message: String| TenantFileError { path: path.into(), message };
+        let err = |message: String| TenantFileError {
+            path: path.into(),
+            message,
+        };
         let value: serde_json::Value = if text.trim().is_empty() {
             serde_json::json!({})
         } else {
             serde_saphyr::from_str(text).map_err(|e| err(format!("not valid YAML: {e}")))?
         };
-        let tenant: TenantFile = serde_path_to_error::deserialize(&value).map_err(|e| err(format!("{}: {}", e.path(), e.inner())))?;
+        let tenant: TenantFile = serde_path_to_error::deserialize(&value)
+            .map_err(|e| err(format!("{}: {}", e.path(), e.inner())))?;
         tenant.validate().map_err(err)?;
         Ok(tenant)
     }
 
     pub fn load(path: &Path) -> std::result::Result<TenantFile, TenantFileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TenantFileError { path: path.display().to_string(), message: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(path).map_err(|e| TenantFileError {
+            path: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
         TenantFile::parse(&text, &path.display().to_string())
     }
 
@@ -85,7 +94,10 @@ impl TenantFile {
         let mut ids = std::collections::BTreeSet::new();
         for (i, o) in self.organizations.iter().enumerate() {
             if !domains.insert(o.domain.to_lowercase()) {
-                return Err(format!("organizations[{i}].domain: {} appears twice", o.domain));
+                return Err(format!(
+                    "organizations[{i}].domain: {} appears twice",
+                    o.domain
+                ));
             }
             for (j, s) in o.subscriptions.iter().enumerate() {
                 let at = format!("organizations[{i}].subscriptions[{j}]");
@@ -100,18 +112,27 @@ impl TenantFile {
                         return Err(format!("{at}.addOns[{k}].id: {} appears twice", a.id));
                     }
                     if catalog.product(&a.product).is_none() {
-                        return Err(format!("{at}.addOns[{k}].product: {} is not in the catalog", a.product));
+                        return Err(format!(
+                            "{at}.addOns[{k}].product: {} is not in the catalog",
+                            a.product
+                        ));
                     }
                 }
             }
             let mut upns = std::collections::BTreeSet::new();
             for (j, u) in o.users.iter().enumerate() {
                 if !upns.insert(u.upn.to_lowercase()) {
-                    return Err(format!("organizations[{i}].users[{j}].upn: {} appears twice", u.upn));
+                    return Err(format!(
+                        "organizations[{i}].users[{j}].upn: {} appears twice",
+                        u.upn
+                    ));
                 }
                 for (k, l) in u.licenses.iter().enumerate() {
                     if catalog.product(&l.product).is_none() {
-                        return Err(format!("organizations[{i}].users[{j}].licenses[{k}].product: {} is not in the catalog", l.product));
+                        return Err(format!(
+                            "organizations[{i}].users[{j}].licenses[{k}].product: {} is not in the catalog",
+                            l.product
+                        ));
                     }
                 }
             }
@@ -140,11 +161,26 @@ pub struct Embedded {
 impl Embedded {
     pub fn new(tenant: TenantFile, path: Option<PathBuf>, clock: Arc<dyn Clock>) -> Embedded {
         let catalog = Arc::new(Catalog::with_overrides(tenant.catalog.as_ref()));
-        Embedded { state: Mutex::new(State { tenant, catalog, path, writes: 0 }), clock }
+        Embedded {
+            state: Mutex::new(State {
+                tenant,
+                catalog,
+                path,
+                writes: 0,
+            }),
+            clock,
+        }
     }
 
-    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> std::result::Result<Embedded, TenantFileError> {
-        Ok(Embedded::new(TenantFile::load(path)?, Some(path.to_path_buf()), clock))
+    pub fn open(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> std::result::Result<Embedded, TenantFileError> {
+        Ok(Embedded::new(
+            TenantFile::load(path)?,
+            Some(path.to_path_buf()),
+            clock,
+        ))
     }
 
     /// The whole tenant as it stands.
@@ -168,7 +204,11 @@ impl Embedded {
     }
 
     /// Run `f` on one organization with time advanced to now; persist if it succeeded.
-    fn change<T>(&self, organization: &str, f: impl FnOnce(&mut Organization, &Catalog, Instant) -> Result<T>) -> Result<T> {
+    fn change<T>(
+        &self,
+        organization: &str,
+        f: impl FnOnce(&mut Organization, &Catalog, Instant) -> Result<T>,
+    ) -> Result<T> {
         let now = self.clock.now();
         let mut st = self.state.lock().expect("tenant lock");
         let catalog = st.catalog.clone();
@@ -177,7 +217,11 @@ impl Embedded {
             .organizations
             .iter_mut()
             .find(|o| o.domain.eq_ignore_ascii_case(organization))
-            .ok_or_else(|| BackendError::Refused(Refusal::NotFound { what: format!("organization {organization}") }))?;
+            .ok_or_else(|| {
+                BackendError::Refused(Refusal::NotFound {
+                    what: format!("organization {organization}"),
+                })
+            })?;
         advance(org, now);
         let out = f(org, &catalog, now)?;
         st.writes += 1;
@@ -190,18 +234,33 @@ impl Embedded {
             .organizations
             .iter()
             .flat_map(|o| o.subscriptions.iter())
-            .flat_map(|s| std::iter::once(s.id.as_str()).chain(s.add_ons.iter().map(|a| a.id.as_str())))
+            .flat_map(|s| {
+                std::iter::once(s.id.as_str()).chain(s.add_ons.iter().map(|a| a.id.as_str()))
+            })
             .collect();
-        (1..).map(|n| format!("{prefix}-{n:04}")).find(|id| !used.contains(id.as_str())).expect("an id is free")
+        (1..)
+            .map(|n| format!("{prefix}-{n:04}"))
+            .find(|id| !used.contains(id.as_str()))
+            .expect("an id is free")
     }
 }
 
 /// Atomic rewrite: temporary file beside the target, fsync, rename.
 fn persist(st: &State) -> Result<()> {
     let Some(path) = &st.path else { return Ok(()) };
-    let io = |e: std::io::Error| BackendError::Unavailable(format!("cannot write {}: {e}", path.display()));
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("tenant")));
+    let io = |e: std::io::Error| {
+        BackendError::Unavailable(format!("cannot write {}: {e}", path.display()))
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("tenant")
+    ));
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(st.tenant.to_yaml().as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
@@ -215,7 +274,9 @@ fn persist(st: &State) -> Result<()> {
 /// What time alone changes: credit checks clear (R03), purchases activate (R27), terms end.
 fn advance(org: &mut Organization, now: Instant) {
     for s in &mut org.subscriptions {
-        if s.credit_check == CreditCheck::Pending && s.credit_check_clears_at.is_some_and(|t| t <= now) {
+        if s.credit_check == CreditCheck::Pending
+            && s.credit_check_clears_at.is_some_and(|t| t <= now)
+        {
             s.credit_check = CreditCheck::Cleared;
             s.credit_check_clears_at = None;
         }
@@ -245,20 +306,42 @@ fn term_after(from: Instant, frequency: BillingFrequency) -> Instant {
         BillingFrequency::Monthly => 1.month(),
         BillingFrequency::Annual => 1.year(),
     };
-    from.to_zoned(TimeZone::UTC).checked_add(span).expect("date in range").timestamp()
+    from.to_zoned(TimeZone::UTC)
+        .checked_add(span)
+        .expect("date in range")
+        .timestamp()
 }
 
 fn find_sub<'o>(org: &'o mut Organization, id: &str) -> Result<&'o mut Subscription> {
     org.subscriptions
         .iter_mut()
         .find(|s| s.id == id)
-        .ok_or_else(|| BackendError::Refused(Refusal::NotFound { what: format!("subscription {id}") }))
+        .ok_or_else(|| {
+            BackendError::Refused(Refusal::NotFound {
+                what: format!("subscription {id}"),
+            })
+        })
 }
 
 /// One user's atomic change, checked like the real service does.
-fn apply_change(org: &mut Organization, catalog: &Catalog, change: &UserChange, now: Instant) -> std::result::Result<(), Refusal> {
-    let user = org.user(&change.user).ok_or_else(|| Refusal::UserNotFound { user: change.user.clone() })?.clone();
-    let new: Vec<&str> = change.add.iter().filter(|l| user.licence(&l.product).is_none()).map(|l| l.product.as_str()).collect();
+fn apply_change(
+    org: &mut Organization,
+    catalog: &Catalog,
+    change: &UserChange,
+    now: Instant,
+) -> std::result::Result<(), Refusal> {
+    let user = org
+        .user(&change.user)
+        .ok_or_else(|| Refusal::UserNotFound {
+            user: change.user.clone(),
+        })?
+        .clone();
+    let new: Vec<&str> = change
+        .add
+        .iter()
+        .filter(|l| user.licence(&l.product).is_none())
+        .map(|l| l.product.as_str())
+        .collect();
     if !new.is_empty() {
         check_user_assignable(org, &change.user)?;
     }
@@ -266,15 +349,25 @@ fn apply_change(org: &mut Organization, catalog: &Catalog, change: &UserChange, 
     check_licence_set(catalog, &after)?;
     for p in &new {
         if org.self_service_only(p, now) {
-            return Err(Refusal::SelfServiceOnly { product: p.to_string() });
+            return Err(Refusal::SelfServiceOnly {
+                product: p.to_string(),
+            });
         }
         // Make-before-break: the user's own removals do not count against the pool yet.
         let free = org.pool(p, now).saturating_sub(org.consumed(p));
         if free == 0 {
-            return Err(Refusal::InsufficientSeats { product: p.to_string(), needed: 1, available: 0 });
+            return Err(Refusal::InsufficientSeats {
+                product: p.to_string(),
+                needed: 1,
+                available: 0,
+            });
         }
     }
-    let u = org.users.iter_mut().find(|u| u.upn.eq_ignore_ascii_case(&change.user)).expect("found above");
+    let u = org
+        .users
+        .iter_mut()
+        .find(|u| u.upn.eq_ignore_ascii_case(&change.user))
+        .expect("found above");
     u.licenses = after;
     Ok(())
 }
@@ -283,20 +376,37 @@ impl Backend for Embedded {
     async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
         let now = self.clock.now();
         let st = self.state.lock().expect("tenant lock");
-        let organization = st.tenant.organizations.iter().find(|o| o.domain.eq_ignore_ascii_case(organization)).cloned().map(|mut o| {
-            advance(&mut o, now);
-            o
-        });
-        Ok(Snapshot { catalog: st.catalog.clone(), organization })
+        let organization = st
+            .tenant
+            .organizations
+            .iter()
+            .find(|o| o.domain.eq_ignore_ascii_case(organization))
+            .cloned()
+            .map(|mut o| {
+                advance(&mut o, now);
+                o
+            });
+        Ok(Snapshot {
+            catalog: st.catalog.clone(),
+            organization,
+        })
     }
 
-    async fn buy_subscription(&self, organization: &str, req: &PurchaseRequest) -> Result<Subscription> {
+    async fn buy_subscription(
+        &self,
+        organization: &str,
+        req: &PurchaseRequest,
+    ) -> Result<Subscription> {
         if let Some(existing) = self.existing_purchase(organization, &req.idempotency_key) {
             return Ok(existing);
         }
         let id = Embedded::next_id(&self.tenant(), "sub");
         self.change(organization, |org, catalog, now| {
-            let product = catalog.product(&req.product).ok_or_else(|| Refusal::ProductUnknown { product: req.product.clone() })?;
+            let product = catalog
+                .product(&req.product)
+                .ok_or_else(|| Refusal::ProductUnknown {
+                    product: req.product.clone(),
+                })?;
             if product.kind == crate::domain::ProductKind::AddOn {
                 check_add_on_available(catalog, org, &req.product, None, now)?;
             }
@@ -306,8 +416,13 @@ impl Backend for Embedded {
                 product: req.product.clone(),
                 seats: req.seats,
                 channel: Channel::Direct,
-                status: if delayed { SubscriptionState::Pending } else { SubscriptionState::Active },
-                activates_at: delayed.then(|| now + (org.activation_delay_minutes as i64).minutes()),
+                status: if delayed {
+                    SubscriptionState::Pending
+                } else {
+                    SubscriptionState::Active
+                },
+                activates_at: delayed
+                    .then(|| now + (org.activation_delay_minutes as i64).minutes()),
                 billing_frequency: req.billing_frequency,
                 recurring_billing: req.recurring_billing,
                 purchased_at: Some(now),
@@ -331,19 +446,31 @@ impl Backend for Embedded {
         })
     }
 
-    async fn set_seats(&self, organization: &str, subscription_id: &str, seats: u32, product_key: Option<&str>) -> Result<SeatChange> {
+    async fn set_seats(
+        &self,
+        organization: &str,
+        subscription_id: &str,
+        seats: u32,
+        product_key: Option<&str>,
+    ) -> Result<SeatChange> {
         self.change(organization, |org, _, now| {
             let snapshot = org.clone();
             let sub = find_sub(org, subscription_id)?;
             let consumed = snapshot.consumed(&sub.product);
-            let key_ok = product_key.is_some_and(|k| k.chars().filter(|c| c.is_ascii_alphanumeric()).count() == 25);
+            let key_ok = product_key
+                .is_some_and(|k| k.chars().filter(|c| c.is_ascii_alphanumeric()).count() == 25);
             check_seat_change(&snapshot, sub, seats, consumed, key_ok, now)?;
             sub.seats = seats;
             Ok(SeatChange::Applied)
         })
     }
 
-    async fn set_recurring_billing(&self, organization: &str, subscription_id: &str, enabled: bool) -> Result<()> {
+    async fn set_recurring_billing(
+        &self,
+        organization: &str,
+        subscription_id: &str,
+        enabled: bool,
+    ) -> Result<()> {
         self.change(organization, |org, _, now| {
             let sub = find_sub(org, subscription_id)?;
             check_admin_may_change(sub, now)?;
@@ -381,7 +508,14 @@ impl Backend for Embedded {
         auto_assign: bool,
         key: &str,
     ) -> Result<TraditionalAddOn> {
-        let existing = self.tenant().organizations.iter().flat_map(|o| o.subscriptions.iter()).flat_map(|s| s.add_ons.iter()).find(|a| a.purchase_key.as_deref() == Some(key)).cloned();
+        let existing = self
+            .tenant()
+            .organizations
+            .iter()
+            .flat_map(|o| o.subscriptions.iter())
+            .flat_map(|s| s.add_ons.iter())
+            .find(|a| a.purchase_key.as_deref() == Some(key))
+            .cloned();
         if let Some(a) = existing {
             return Ok(a);
         }
@@ -391,13 +525,27 @@ impl Backend for Embedded {
             let base = find_sub(org, base_subscription_id)?;
             check_admin_may_change(base, now)?;
             check_add_on_available(catalog, &snapshot, product, Some(base), now)?;
-            let add_on = TraditionalAddOn { id, product: product.into(), quantity, purchase_key: Some(key.into()) };
+            let add_on = TraditionalAddOn {
+                id,
+                product: product.into(),
+                quantity,
+                purchase_key: Some(key.into()),
+            };
             base.add_ons.push(add_on.clone());
             if auto_assign {
                 // R25: everyone who has no licence yet gets it, as far as the rules allow.
-                let unlicensed: Vec<String> = org.users.iter().filter(|u| u.licenses.is_empty()).map(|u| u.upn.clone()).collect();
+                let unlicensed: Vec<String> = org
+                    .users
+                    .iter()
+                    .filter(|u| u.licenses.is_empty())
+                    .map(|u| u.upn.clone())
+                    .collect();
                 for upn in unlicensed {
-                    let change = UserChange { user: upn, add: vec![crate::domain::Licence::new(product, &[])], remove: vec![] };
+                    let change = UserChange {
+                        user: upn,
+                        add: vec![crate::domain::Licence::new(product, &[])],
+                        remove: vec![],
+                    };
                     let _ = apply_change(org, catalog, &change, now);
                 }
             }
@@ -405,7 +553,13 @@ impl Backend for Embedded {
         })
     }
 
-    async fn set_add_on_quantity(&self, organization: &str, base_subscription_id: &str, add_on_id: &str, quantity: u32) -> Result<()> {
+    async fn set_add_on_quantity(
+        &self,
+        organization: &str,
+        base_subscription_id: &str,
+        add_on_id: &str,
+        quantity: u32,
+    ) -> Result<()> {
         self.change(organization, |org, _, now| {
             let consumed_of = |o: &Organization, p: &str| o.consumed(p);
             let snapshot = org.clone();
@@ -415,7 +569,11 @@ impl Backend for Embedded {
                 .add_ons
                 .iter_mut()
                 .find(|a| a.id == add_on_id)
-                .ok_or_else(|| BackendError::Refused(Refusal::NotFound { what: format!("add-on {add_on_id}") }))?;
+                .ok_or_else(|| {
+                    BackendError::Refused(Refusal::NotFound {
+                        what: format!("add-on {add_on_id}"),
+                    })
+                })?;
             if quantity == 0 {
                 return Err(Refusal::RemovalRequiresSupport.into());
             }
@@ -423,7 +581,11 @@ impl Backend for Embedded {
                 let pool_after = snapshot.pool(&a.product, now) - (a.quantity - quantity);
                 let consumed = consumed_of(&snapshot, &a.product);
                 if consumed > pool_after {
-                    return Err(Refusal::SeatsInUse { assigned: consumed, requested: pool_after }.into());
+                    return Err(Refusal::SeatsInUse {
+                        assigned: consumed,
+                        requested: pool_after,
+                    }
+                    .into());
                 }
             }
             a.quantity = quantity;
@@ -431,16 +593,33 @@ impl Backend for Embedded {
         })
     }
 
-    async fn cancel_add_on(&self, _organization: &str, _base_subscription_id: &str, _add_on_id: &str) -> Result<()> {
+    async fn cancel_add_on(
+        &self,
+        _organization: &str,
+        _base_subscription_id: &str,
+        _add_on_id: &str,
+    ) -> Result<()> {
         // R23: only support can remove a traditional add-on.
         Err(Refusal::RemovalRequiresSupport.into())
     }
 
-    async fn assign_licences(&self, organization: &str, changes: &[UserChange]) -> Result<Vec<std::result::Result<(), Refusal>>> {
+    async fn assign_licences(
+        &self,
+        organization: &str,
+        changes: &[UserChange],
+    ) -> Result<Vec<std::result::Result<(), Refusal>>> {
         if changes.len() > MAX_BATCH {
-            return Err(Refusal::BatchTooLarge { size: changes.len() }.into());
+            return Err(Refusal::BatchTooLarge {
+                size: changes.len(),
+            }
+            .into());
         }
-        self.change(organization, |org, catalog, now| Ok(changes.iter().map(|c| apply_change(org, catalog, c, now)).collect()))
+        self.change(organization, |org, catalog, now| {
+            Ok(changes
+                .iter()
+                .map(|c| apply_change(org, catalog, c, now))
+                .collect())
+        })
     }
 }
 

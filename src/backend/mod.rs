@@ -8,7 +8,9 @@
 
 pub mod embedded;
 
-use crate::domain::{BillingFrequency, Catalog, Organization, Refusal, Subscription, TraditionalAddOn};
+use crate::domain::{
+    BillingFrequency, Catalog, Organization, Refusal, Subscription, TraditionalAddOn,
+};
 use crate::planner::UserChange;
 use std::future::Future;
 use std::sync::Arc;
@@ -71,8 +73,16 @@ pub type Result<T> = std::result::Result<T, BackendError>;
 
 pub trait Backend: Send + Sync {
     fn snapshot(&self, organization: &str) -> impl Future<Output = Result<Snapshot>> + Send;
-    fn buy_subscription(&self, organization: &str, request: &PurchaseRequest) -> impl Future<Output = Result<Subscription>> + Send;
-    fn convert_trial(&self, organization: &str, subscription_id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn buy_subscription(
+        &self,
+        organization: &str,
+        request: &PurchaseRequest,
+    ) -> impl Future<Output = Result<Subscription>> + Send;
+    fn convert_trial(
+        &self,
+        organization: &str,
+        subscription_id: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
     fn set_seats(
         &self,
         organization: &str,
@@ -80,8 +90,17 @@ pub trait Backend: Send + Sync {
         seats: u32,
         product_key: Option<&str>,
     ) -> impl Future<Output = Result<SeatChange>> + Send;
-    fn set_recurring_billing(&self, organization: &str, subscription_id: &str, enabled: bool) -> impl Future<Output = Result<()>> + Send;
-    fn cancel(&self, organization: &str, subscription_id: &str) -> impl Future<Output = Result<Cancellation>> + Send;
+    fn set_recurring_billing(
+        &self,
+        organization: &str,
+        subscription_id: &str,
+        enabled: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn cancel(
+        &self,
+        organization: &str,
+        subscription_id: &str,
+    ) -> impl Future<Output = Result<Cancellation>> + Send;
     #[allow(clippy::too_many_arguments)]
     fn buy_add_on(
         &self,
@@ -99,7 +118,12 @@ pub trait Backend: Send + Sync {
         add_on_id: &str,
         quantity: u32,
     ) -> impl Future<Output = Result<()>> + Send;
-    fn cancel_add_on(&self, organization: &str, base_subscription_id: &str, add_on_id: &str) -> impl Future<Output = Result<()>> + Send;
+    fn cancel_add_on(
+        &self,
+        organization: &str,
+        base_subscription_id: &str,
+        add_on_id: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// At most [`MAX_BATCH`] users; each user's adds and removes are one atomic operation.
     /// The outer error fails the whole call; the inner results are per user, in order.
     fn assign_licences(

@@ -22,8 +22,15 @@ pub struct Source {
 
 impl Source {
     pub fn err(&self, object: &str, message: impl std::fmt::Display) -> InputError {
-        let object = if object.is_empty() { String::new() } else { format!(" ({object})") };
-        InputError(format!("{}: document {}{object}: {message}", self.file, self.document))
+        let object = if object.is_empty() {
+            String::new()
+        } else {
+            format!(" ({object})")
+        };
+        InputError(format!(
+            "{}: document {}{object}: {message}",
+            self.file, self.document
+        ))
     }
 }
 
@@ -53,7 +60,10 @@ impl Object {
     }
 
     pub fn namespace(&self) -> String {
-        self.meta().namespace.clone().unwrap_or_else(|| "default".into())
+        self.meta()
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into())
     }
 
     pub fn name(&self) -> String {
@@ -71,7 +81,10 @@ impl Object {
 
     /// Read a full object (as stored or applied), checked against its CRD's schema and CEL rules.
     pub fn from_value(value: &Value, old: Option<&Value>) -> Result<Object, String> {
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let mut v = value.clone();
         if let Some(o) = v.as_object_mut() {
             o.remove("status");
@@ -82,15 +95,28 @@ impl Object {
             "AddOn" => AddOn::crd(),
             other => return Err(format!("kind: unsupported kind {other:?}")),
         };
-        let schema = serde_json::to_value(&crd.spec.versions[0].schema.as_ref().expect("schema").open_api_v3_schema).expect("schema");
+        let schema = serde_json::to_value(
+            &crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .expect("schema")
+                .open_api_v3_schema,
+        )
+        .expect("schema");
         if let Some(problem) = violation(&schema, &v, "") {
             return Err(problem);
         }
         let typed = |v: &Value| -> Result<Object, String> {
-            let de = |e: serde_path_to_error::Error<serde_json::Error>| format!("{}: {}", e.path(), e.inner());
+            let de = |e: serde_path_to_error::Error<serde_json::Error>| {
+                format!("{}: {}", e.path(), e.inner())
+            };
             Ok(match kind {
-                "Subscription" => Object::Subscription(Box::new(serde_path_to_error::deserialize(v).map_err(de)?)),
-                "LicenseAssignment" => Object::LicenseAssignment(Box::new(serde_path_to_error::deserialize(v).map_err(de)?)),
+                "Subscription" => {
+                    Object::Subscription(Box::new(serde_path_to_error::deserialize(v).map_err(de)?))
+                }
+                "LicenseAssignment" => Object::LicenseAssignment(Box::new(
+                    serde_path_to_error::deserialize(v).map_err(de)?,
+                )),
                 _ => Object::AddOn(Box::new(serde_path_to_error::deserialize(v).map_err(de)?)),
             })
         };
@@ -101,8 +127,12 @@ impl Object {
             _ => None,
         };
         match (&obj, old) {
-            (Object::Subscription(o), Some(Object::Subscription(p))) => o.validate_cel_update(&p).map_err(cel)?,
-            (Object::LicenseAssignment(o), Some(Object::LicenseAssignment(p))) => o.validate_cel_update(&p).map_err(cel)?,
+            (Object::Subscription(o), Some(Object::Subscription(p))) => {
+                o.validate_cel_update(&p).map_err(cel)?
+            }
+            (Object::LicenseAssignment(o), Some(Object::LicenseAssignment(p))) => {
+                o.validate_cel_update(&p).map_err(cel)?
+            }
             (Object::AddOn(o), Some(Object::AddOn(p))) => o.validate_cel_update(&p).map_err(cel)?,
             (Object::Subscription(o), _) => o.validate_cel().map_err(cel)?,
             (Object::LicenseAssignment(o), _) => o.validate_cel().map_err(cel)?,
@@ -128,31 +158,49 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| InputError(format!("{}: cannot read folder: {e}", p.display())))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.is_file() && matches!(f.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")))
+                .filter(|f| {
+                    f.is_file()
+                        && matches!(
+                            f.extension().and_then(|x| x.to_str()),
+                            Some("yaml" | "yml" | "json")
+                        )
+                })
                 .collect();
             entries.sort();
             out.extend(entries);
         } else if p.is_file() {
             out.push(p.clone());
         } else {
-            return Err(InputError(format!("{}: no such file or folder", p.display())));
+            return Err(InputError(format!(
+                "{}: no such file or folder",
+                p.display()
+            )));
         }
     }
     Ok(out)
 }
 
 /// Read and check every document; the first problem stops everything.
-pub fn load(paths: &[PathBuf], recorded: &BTreeMap<(String, String, String), Value>) -> Result<Manifests, InputError> {
+pub fn load(
+    paths: &[PathBuf],
+    recorded: &BTreeMap<(String, String, String), Value>,
+) -> Result<Manifests, InputError> {
     let mut m = Manifests::default();
     let mut seen: BTreeMap<(String, String, String), Source> = BTreeMap::new();
     for file in files(paths)? {
         let name = file.display().to_string();
-        let text = std::fs::read_to_string(&file).map_err(|e| InputError(format!("{name}: cannot read: {e}")))?;
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| InputError(format!("{name}: not valid YAML: {e}")))?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| InputError(format!("{name}: cannot read: {e}")))?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .map_err(|e| InputError(format!("{name}: not valid YAML: {e}")))?;
         let mut n = 0;
         for doc in docs {
             let items = match doc.get("kind").and_then(Value::as_str) {
-                Some("List") => doc.get("items").and_then(Value::as_array).cloned().unwrap_or_default(),
+                Some("List") => doc
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
                 _ => vec![doc],
             };
             for item in items {
@@ -160,7 +208,10 @@ pub fn load(paths: &[PathBuf], recorded: &BTreeMap<(String, String, String), Val
                     continue;
                 }
                 n += 1;
-                let src = Source { file: name.clone(), document: n };
+                let src = Source {
+                    file: name.clone(),
+                    document: n,
+                };
                 read_document(&mut m, &mut seen, src, item, recorded)?;
             }
         }
@@ -178,11 +229,22 @@ fn read_document(
     if !doc.is_object() {
         return Err(src.err("", "not an object"));
     }
-    let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
     let meta = doc.get("metadata").cloned().unwrap_or(Value::Null);
-    let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-    let namespace = meta.get("namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let namespace = meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
     let label = format!("{kind} {namespace}/{name}");
     if kind.is_empty() {
         return Err(src.err("", "kind: required"));

@@ -7,8 +7,8 @@ mod schema;
 pub use manifests::{InputError, Object};
 
 use crate::api::Conditions;
-use crate::backend::embedded::{Embedded, ResourceRecord, TenantFile};
 use crate::backend::BackendError;
+use crate::backend::embedded::{Embedded, ResourceRecord, TenantFile};
 use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::domain::Instant;
 use crate::executor::{self, Ledger, NoLedger};
@@ -20,7 +20,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(name = "seatkeeper", version, about = "SaaS seat licensing as declared state")]
+#[command(
+    name = "seatkeeper",
+    version,
+    about = "SaaS seat licensing as declared state"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,11 +89,20 @@ pub fn main() -> i32 {
         Command::Apply(a) => (a, Mode::Apply),
         Command::Delete(a) => (a, Mode::Delete),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     match runtime.block_on(run(&args, mode)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            let line: Vec<String> = e
+                .to_string()
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("error: {}", line.join(" "));
             EXIT_INVALID
         }
     }
@@ -136,12 +149,18 @@ impl Ledger for TenantLedger<'_> {
     async fn save(&mut self, desired: &Desired) -> Result<(), BackendError> {
         let mut records = self.others.clone();
         records.extend(records_of(desired, self.objects, self.deleting));
-        records.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
+        records.sort_by(|a, b| {
+            (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name))
+        });
         self.backend.save_records(records)
     }
 }
 
-fn records_of(desired: &Desired, objects: &BTreeMap<(Kind, String, String), Value>, _deleting: bool) -> Vec<ResourceRecord> {
+fn records_of(
+    desired: &Desired,
+    objects: &BTreeMap<(Kind, String, String), Value>,
+    _deleting: bool,
+) -> Vec<ResourceRecord> {
     let record = |kind: Kind, meta: &Meta, status: Value| ResourceRecord {
         kind: format!("{kind:?}"),
         namespace: meta.namespace.clone(),
@@ -149,14 +168,32 @@ fn records_of(desired: &Desired, objects: &BTreeMap<(Kind, String, String), Valu
         uid: meta.uid.clone(),
         created_at: meta.created_at,
         deleting: meta.deleting,
-        manifest: objects.get(&(kind, meta.namespace.clone(), meta.name.clone())).cloned().unwrap_or(Value::Null),
+        manifest: objects
+            .get(&(kind, meta.namespace.clone(), meta.name.clone()))
+            .cloned()
+            .unwrap_or(Value::Null),
         status,
     };
     let json = |v: &dyn erased::Ser| v.value();
     let mut out = vec![];
-    out.extend(desired.subscriptions.iter().map(|d| record(Kind::Subscription, &d.meta, json(&d.status))));
-    out.extend(desired.assignments.iter().map(|d| record(Kind::LicenseAssignment, &d.meta, json(&d.status))));
-    out.extend(desired.add_ons.iter().map(|d| record(Kind::AddOn, &d.meta, json(&d.status))));
+    out.extend(
+        desired
+            .subscriptions
+            .iter()
+            .map(|d| record(Kind::Subscription, &d.meta, json(&d.status))),
+    );
+    out.extend(
+        desired
+            .assignments
+            .iter()
+            .map(|d| record(Kind::LicenseAssignment, &d.meta, json(&d.status))),
+    );
+    out.extend(
+        desired
+            .add_ons
+            .iter()
+            .map(|d| record(Kind::AddOn, &d.meta, json(&d.status))),
+    );
     out
 }
 
@@ -173,7 +210,10 @@ mod erased {
 
 async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     let now = match &args.now {
-        Some(s) => Some(s.parse::<Instant>().map_err(|e| CliError::Now(e.to_string()))?),
+        Some(s) => Some(
+            s.parse::<Instant>()
+                .map_err(|e| CliError::Now(e.to_string()))?,
+        ),
         None => None,
     };
     let clock: Arc<dyn Clock> = match now {
@@ -182,9 +222,20 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     };
     let start = clock.now();
     let tenant = TenantFile::load(&args.state)?;
-    let recorded: BTreeMap<(String, String, String), ResourceRecord> =
-        tenant.resources.iter().map(|r| ((r.kind.clone(), r.namespace.clone(), r.name.clone()), r.clone())).collect();
-    let recorded_manifests = recorded.iter().map(|(k, r)| (k.clone(), r.manifest.clone())).collect();
+    let recorded: BTreeMap<(String, String, String), ResourceRecord> = tenant
+        .resources
+        .iter()
+        .map(|r| {
+            (
+                (r.kind.clone(), r.namespace.clone(), r.name.clone()),
+                r.clone(),
+            )
+        })
+        .collect();
+    let recorded_manifests = recorded
+        .iter()
+        .map(|(k, r)| (k.clone(), r.manifest.clone()))
+        .collect();
     let manifests = manifests::load(&args.files, &recorded_manifests)?;
     check_against_tenant(&manifests, &tenant)?;
 
@@ -214,15 +265,36 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
             o.remove("status");
         }
         objects.insert(key.clone(), v);
-        let created = obj.meta().creation_timestamp.as_ref().map(|t| t.0).unwrap_or(start);
-        let entry = meta_of.entry(key.clone()).or_insert((created, format!("{}", created.as_second()), false));
+        let created = obj
+            .meta()
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(start);
+        let entry = meta_of.entry(key.clone()).or_insert((
+            created,
+            format!("{}", created.as_second()),
+            false,
+        ));
         entry.2 = mode == Mode::Delete || (entry.2 && mode == Mode::Plan);
         targets.push(key);
     }
-    let mut desired = Desired { namespaces: manifests.namespaces.clone(), secrets: manifests.secrets.clone(), ..Default::default() };
+    let mut desired = Desired {
+        namespaces: manifests.namespaces.clone(),
+        secrets: manifests.secrets.clone(),
+        ..Default::default()
+    };
     for (key, object) in &objects {
         let (created_at, uid, deleting) = meta_of[key].clone();
-        let obj = Object::from_value(object, None).map_err(|e| InputError(format!("{}: recorded {:?} {}/{}: {e}", args.state.display(), key.0, key.1, key.2)))?;
+        let obj = Object::from_value(object, None).map_err(|e| {
+            InputError(format!(
+                "{}: recorded {:?} {}/{}: {e}",
+                args.state.display(),
+                key.0,
+                key.1,
+                key.2
+            ))
+        })?;
         let m = obj.meta();
         let meta = Meta {
             namespace: key.1.clone(),
@@ -235,40 +307,101 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
         };
         let status = statuses.get(key).cloned().unwrap_or(Value::Null);
         match obj {
-            Object::Subscription(o) => desired.subscriptions.push(Declared { meta, spec: o.spec, status: serde_json::from_value(status).unwrap_or_default() }),
-            Object::LicenseAssignment(o) => desired.assignments.push(Declared { meta, spec: o.spec, status: serde_json::from_value(status).unwrap_or_default() }),
-            Object::AddOn(o) => desired.add_ons.push(Declared { meta, spec: o.spec, status: serde_json::from_value(status).unwrap_or_default() }),
+            Object::Subscription(o) => desired.subscriptions.push(Declared {
+                meta,
+                spec: o.spec,
+                status: serde_json::from_value(status).unwrap_or_default(),
+            }),
+            Object::LicenseAssignment(o) => desired.assignments.push(Declared {
+                meta,
+                spec: o.spec,
+                status: serde_json::from_value(status).unwrap_or_default(),
+            }),
+            Object::AddOn(o) => desired.add_ons.push(Declared {
+                meta,
+                spec: o.spec,
+                status: serde_json::from_value(status).unwrap_or_default(),
+            }),
         }
     }
 
-    let options = Options { max_removals: args.max_removals, require_namespace_binding: args.require_namespace_binding };
+    let options = Options {
+        max_removals: args.max_removals,
+        require_namespace_binding: args.require_namespace_binding,
+    };
     let report = if mode == Mode::Plan {
         // The same run on an in-memory copy of the tenant: what apply would do, changing nothing.
         let copy = Embedded::new(tenant.clone(), None, clock.clone());
-        executor::converge(&copy, &mut NoLedger, &mut desired, clock.as_ref(), &options, executor::DEFAULT_MAX_PASSES).await?
+        executor::converge(
+            &copy,
+            &mut NoLedger,
+            &mut desired,
+            clock.as_ref(),
+            &options,
+            executor::DEFAULT_MAX_PASSES,
+        )
+        .await?
     } else {
         let backend = Embedded::new(tenant.clone(), Some(args.state.clone()), clock.clone());
-        let mut ledger = TenantLedger { backend: &backend, others, objects: &objects, deleting: mode == Mode::Delete };
-        let report = executor::converge(&backend, &mut ledger, &mut desired, clock.as_ref(), &options, executor::DEFAULT_MAX_PASSES).await?;
+        let mut ledger = TenantLedger {
+            backend: &backend,
+            others,
+            objects: &objects,
+            deleting: mode == Mode::Delete,
+        };
+        let report = executor::converge(
+            &backend,
+            &mut ledger,
+            &mut desired,
+            clock.as_ref(),
+            &options,
+            executor::DEFAULT_MAX_PASSES,
+        )
+        .await?;
         // Resources whose deletion is complete leave the tenant file's records.
         if mode == Mode::Delete {
-            let gone: Vec<(String, String, String)> = report.plan.deleted.iter().map(|r| (format!("{:?}", r.kind), r.namespace.clone(), r.name.clone())).collect();
+            let gone: Vec<(String, String, String)> = report
+                .plan
+                .deleted
+                .iter()
+                .map(|r| (format!("{:?}", r.kind), r.namespace.clone(), r.name.clone()))
+                .collect();
             let mut records = backend.tenant().resources;
-            records.retain(|r| !gone.contains(&(r.kind.clone(), r.namespace.clone(), r.name.clone())));
+            records
+                .retain(|r| !gone.contains(&(r.kind.clone(), r.namespace.clone(), r.name.clone())));
             backend.save_records(records)?;
         }
         report
     };
 
     let shown = output::objects(&desired, &objects, &targets);
-    let deleted: Vec<(Kind, String, String)> = report.plan.deleted.iter().map(|r| (r.kind, r.namespace.clone(), r.name.clone())).collect();
+    let deleted: Vec<(Kind, String, String)> = report
+        .plan
+        .deleted
+        .iter()
+        .map(|r| (r.kind, r.namespace.clone(), r.name.clone()))
+        .collect();
     let all_done = targets.iter().all(|key| match mode {
         Mode::Delete => deleted.contains(key),
-        _ => shown.iter().find(|o| o.key == *key).is_some_and(|o| o.ready()),
+        _ => shown
+            .iter()
+            .find(|o| o.key == *key)
+            .is_some_and(|o| o.ready()),
     });
-    let text = output::render(args.output, mode == Mode::Plan, &shown, &report, &deleted, mode == Mode::Delete);
+    let text = output::render(
+        args.output,
+        mode == Mode::Plan,
+        &shown,
+        &report,
+        &deleted,
+        mode == Mode::Delete,
+    );
     print!("{text}");
-    Ok(if all_done && report.converged { EXIT_READY } else { EXIT_NOT_READY })
+    Ok(if all_done && report.converged {
+        EXIT_READY
+    } else {
+        EXIT_NOT_READY
+    })
 }
 
 /// Bad input that only the tenant can reveal: an unknown organization or product.
@@ -277,19 +410,40 @@ fn check_against_tenant(m: &manifests::Manifests, tenant: &TenantFile) -> Result
     for (src, obj) in &m.objects {
         let label = format!("{} {}/{}", obj.kind(), obj.namespace(), obj.name());
         let (org, products): (&str, Vec<(String, &str)>) = match obj {
-            Object::Subscription(o) => (&o.spec.organization, vec![("spec.product".into(), o.spec.product.as_str())]),
-            Object::AddOn(o) => (&o.spec.organization, vec![("spec.product".into(), o.spec.product.as_str())]),
+            Object::Subscription(o) => (
+                &o.spec.organization,
+                vec![("spec.product".into(), o.spec.product.as_str())],
+            ),
+            Object::AddOn(o) => (
+                &o.spec.organization,
+                vec![("spec.product".into(), o.spec.product.as_str())],
+            ),
             Object::LicenseAssignment(o) => (
                 &o.spec.organization,
-                o.spec.licenses.iter().enumerate().map(|(i, l)| (format!("spec.licenses[{i}].product"), l.product.as_str())).collect(),
+                o.spec
+                    .licenses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (format!("spec.licenses[{i}].product"), l.product.as_str()))
+                    .collect(),
             ),
         };
-        if !tenant.organizations.iter().any(|o| o.domain.eq_ignore_ascii_case(org)) {
-            return Err(src.err(&label, format!("spec.organization: {org} is not an organization in the tenant file")));
+        if !tenant
+            .organizations
+            .iter()
+            .any(|o| o.domain.eq_ignore_ascii_case(org))
+        {
+            return Err(src.err(
+                &label,
+                format!("spec.organization: {org} is not an organization in the tenant file"),
+            ));
         }
         for (field, p) in products {
             if catalog.product(p).is_none() {
-                return Err(src.err(&label, format!("{field}: unknown product {p} (not in the catalog)")));
+                return Err(src.err(
+                    &label,
+                    format!("{field}: unknown product {p} (not in the catalog)"),
+                ));
             }
         }
     }

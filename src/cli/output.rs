@@ -9,30 +9,66 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The targeted objects with the statuses they reached, in manifest order.
-pub fn objects(desired: &Desired, manifests: &BTreeMap<(Kind, String, String), Value>, targets: &[(Kind, String, String)]) -> Vec<Shown> {
+pub fn objects(
+    desired: &Desired,
+    manifests: &BTreeMap<(Kind, String, String), Value>,
+    targets: &[(Kind, String, String)],
+) -> Vec<Shown> {
     let mut statuses: BTreeMap<(Kind, String, String), Value> = BTreeMap::new();
     for d in &desired.subscriptions {
-        statuses.insert((Kind::Subscription, d.meta.namespace.clone(), d.meta.name.clone()), serde_json::to_value(&d.status).expect("status"));
+        statuses.insert(
+            (
+                Kind::Subscription,
+                d.meta.namespace.clone(),
+                d.meta.name.clone(),
+            ),
+            serde_json::to_value(&d.status).expect("status"),
+        );
     }
     for d in &desired.assignments {
-        statuses.insert((Kind::LicenseAssignment, d.meta.namespace.clone(), d.meta.name.clone()), serde_json::to_value(&d.status).expect("status"));
+        statuses.insert(
+            (
+                Kind::LicenseAssignment,
+                d.meta.namespace.clone(),
+                d.meta.name.clone(),
+            ),
+            serde_json::to_value(&d.status).expect("status"),
+        );
     }
     for d in &desired.add_ons {
-        statuses.insert((Kind::AddOn, d.meta.namespace.clone(), d.meta.name.clone()), serde_json::to_value(&d.status).expect("status"));
+        statuses.insert(
+            (Kind::AddOn, d.meta.namespace.clone(), d.meta.name.clone()),
+            serde_json::to_value(&d.status).expect("status"),
+        );
     }
     targets
         .iter()
         .map(|key| {
             let mut object = manifests[key].clone();
             let status = statuses.get(key).cloned().unwrap_or(Value::Null);
-            let conditions: Conditions = status.get("conditions").cloned().and_then(|c| serde_json::from_value(c).ok()).unwrap_or_default();
+            let conditions: Conditions = status
+                .get("conditions")
+                .cloned()
+                .and_then(|c| serde_json::from_value(c).ok())
+                .unwrap_or_default();
             object["status"] = status;
-            Shown { key: key.clone(), object, conditions }
+            Shown {
+                key: key.clone(),
+                object,
+                conditions,
+            }
         })
         .collect()
 }
 
-pub fn render(format: Format, with_actions: bool, shown: &[Shown], report: &Report, deleted: &[(Kind, String, String)], deleting: bool) -> String {
+pub fn render(
+    format: Format,
+    with_actions: bool,
+    shown: &[Shown],
+    report: &Report,
+    deleted: &[(Kind, String, String)],
+    deleting: bool,
+) -> String {
     let actions: Vec<Value> = report
         .executed
         .iter()
@@ -59,22 +95,38 @@ pub fn render(format: Format, with_actions: bool, shown: &[Shown], report: &Repo
     }
 }
 
-fn table(planning: bool, shown: &[Shown], report: &Report, deleted: &[(Kind, String, String)], deleting: bool) -> String {
+fn table(
+    planning: bool,
+    shown: &[Shown],
+    report: &Report,
+    deleted: &[(Kind, String, String)],
+    deleting: bool,
+) -> String {
     let mut out = String::new();
     let verb = if planning { "Would do" } else { "Done" };
     if report.executed.is_empty() {
-        let _ = writeln!(out, "{verb}: nothing; the licensing service already matches.\n");
+        let _ = writeln!(
+            out,
+            "{verb}: nothing; the licensing service already matches.\n"
+        );
     } else {
         let _ = writeln!(out, "{verb}:");
         for e in &report.executed {
             let what = describe(&e.action.op);
-            let who = format!("{:?} {}/{}", e.action.kind, e.action.namespace, e.action.name);
+            let who = format!(
+                "{:?} {}/{}",
+                e.action.kind, e.action.namespace, e.action.name
+            );
             match &e.refused {
                 None => {
                     let _ = writeln!(out, "  {who}: {what}");
                 }
                 Some(b) => {
-                    let _ = writeln!(out, "  {who}: {what} — REFUSED ({}): {}", b.reason, b.message);
+                    let _ = writeln!(
+                        out,
+                        "  {who}: {what} — REFUSED ({}): {}",
+                        b.reason, b.message
+                    );
                 }
             }
         }
@@ -85,27 +137,75 @@ fn table(planning: bool, shown: &[Shown], report: &Report, deleted: &[(Kind, Str
         if rows.is_empty() {
             continue;
         }
-        let s = |v: &Value, p: &str| v.pointer(p).map(|x| x.as_str().map_or(x.to_string(), str::to_string)).unwrap_or_else(|| "-".into());
+        let s = |v: &Value, p: &str| {
+            v.pointer(p)
+                .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
+                .unwrap_or_else(|| "-".into())
+        };
         let (header, cells): (Vec<&str>, Box<dyn Fn(&Shown) -> Vec<String>>) = match kind {
             Kind::Subscription => (
-                vec!["NAMESPACE", "NAME", "PRODUCT", "SEATS", "PURCHASED", "ASSIGNED", "READY", "BLOCKED"],
+                vec![
+                    "NAMESPACE",
+                    "NAME",
+                    "PRODUCT",
+                    "SEATS",
+                    "PURCHASED",
+                    "ASSIGNED",
+                    "READY",
+                    "BLOCKED",
+                ],
                 Box::new(move |r: &Shown| {
                     let o = &r.object;
-                    vec![s(o, "/spec/product"), s(o, "/spec/seats"), s(o, "/status/seats/purchased"), s(o, "/status/seats/assigned"), ready(&r.conditions), s(o, "/status/blockedReason")]
+                    vec![
+                        s(o, "/spec/product"),
+                        s(o, "/spec/seats"),
+                        s(o, "/status/seats/purchased"),
+                        s(o, "/status/seats/assigned"),
+                        ready(&r.conditions),
+                        s(o, "/status/blockedReason"),
+                    ]
                 }),
             ),
             Kind::LicenseAssignment => (
-                vec!["NAMESPACE", "NAME", "USERS", "ASSIGNED", "PENDING", "BLOCKED", "READY"],
+                vec![
+                    "NAMESPACE",
+                    "NAME",
+                    "USERS",
+                    "ASSIGNED",
+                    "PENDING",
+                    "BLOCKED",
+                    "READY",
+                ],
                 Box::new(move |r: &Shown| {
                     let o = &r.object;
-                    vec![s(o, "/status/desiredUsers"), s(o, "/status/assigned"), s(o, "/status/pending"), s(o, "/status/blocked"), ready(&r.conditions)]
+                    vec![
+                        s(o, "/status/desiredUsers"),
+                        s(o, "/status/assigned"),
+                        s(o, "/status/pending"),
+                        s(o, "/status/blocked"),
+                        ready(&r.conditions),
+                    ]
                 }),
             ),
             Kind::AddOn => (
-                vec!["NAMESPACE", "NAME", "PRODUCT", "TYPE", "QUANTITY", "READY", "BLOCKED"],
+                vec![
+                    "NAMESPACE",
+                    "NAME",
+                    "PRODUCT",
+                    "TYPE",
+                    "QUANTITY",
+                    "READY",
+                    "BLOCKED",
+                ],
                 Box::new(move |r: &Shown| {
                     let o = &r.object;
-                    vec![s(o, "/spec/product"), s(o, "/spec/type"), s(o, "/spec/quantity"), ready(&r.conditions), s(o, "/status/blockedReason")]
+                    vec![
+                        s(o, "/spec/product"),
+                        s(o, "/spec/type"),
+                        s(o, "/spec/quantity"),
+                        ready(&r.conditions),
+                        s(o, "/status/blockedReason"),
+                    ]
                 }),
             ),
         };
@@ -114,13 +214,23 @@ fn table(planning: bool, shown: &[Shown], report: &Report, deleted: &[(Kind, Str
             let mut row = vec![r.key.1.clone(), r.key.2.clone()];
             row.extend(cells(r));
             if deleting {
-                row[header.len() - 1] = if deleted.contains(&r.key) { "deleted".into() } else { row[header.len() - 1].clone() };
+                row[header.len() - 1] = if deleted.contains(&r.key) {
+                    "deleted".into()
+                } else {
+                    row[header.len() - 1].clone()
+                };
             }
             grid.push(row);
         }
-        let widths: Vec<usize> = (0..header.len()).map(|c| grid.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| grid.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
         for row in grid {
-            let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
             let _ = writeln!(out, "{}", line.join("   ").trim_end());
         }
         out.push('\n');
@@ -129,7 +239,10 @@ fn table(planning: bool, shown: &[Shown], report: &Report, deleted: &[(Kind, Str
         .iter()
         .filter_map(|r| {
             let b = r.conditions.get("Blocked").filter(|c| c.status == "True")?;
-            Some(format!("  {:?} {}/{}: {}: {}", r.key.0, r.key.1, r.key.2, b.reason, b.message))
+            Some(format!(
+                "  {:?} {}/{}: {}: {}",
+                r.key.0, r.key.1, r.key.2, b.reason, b.message
+            ))
         })
         .collect();
     if !problems.is_empty() {
@@ -149,19 +262,45 @@ fn ready(c: &Conditions) -> String {
 pub fn describe(op: &Op) -> String {
     let money = |x: f64| format!("{x:.2}");
     match op {
-        Op::Buy { product, seats, billing_frequency, .. } => format!("buy {product} with {seats} seats, billed {billing_frequency:?}"),
+        Op::Buy {
+            product,
+            seats,
+            billing_frequency,
+            ..
+        } => format!("buy {product} with {seats} seats, billed {billing_frequency:?}"),
         Op::ConvertTrial { subscription_id } => format!("buy trial {subscription_id}"),
-        Op::SetSeats { subscription_id, cost, .. } => format!(
+        Op::SetSeats {
+            subscription_id,
+            cost,
+            ..
+        } => format!(
             "seats {} → {} on {subscription_id}: {} now (pro rata), {} a month from then on",
             cost.from,
             cost.to,
-            if cost.charged_now < 0.0 { format!("{} credited", money(-cost.charged_now)) } else { format!("{} charged", money(cost.charged_now)) },
+            if cost.charged_now < 0.0 {
+                format!("{} credited", money(-cost.charged_now))
+            } else {
+                format!("{} charged", money(cost.charged_now))
+            },
             money(cost.new_monthly_amount)
         ),
-        Op::SetRecurringBilling { subscription_id, enabled } => format!("turn recurring billing {} on {subscription_id}", if *enabled { "on" } else { "off" }),
+        Op::SetRecurringBilling {
+            subscription_id,
+            enabled,
+        } => format!(
+            "turn recurring billing {} on {subscription_id}",
+            if *enabled { "on" } else { "off" }
+        ),
         Op::Cancel { subscription_id } => format!("cancel {subscription_id}"),
-        Op::BuyAddOn { base_subscription_id, product, quantity, .. } => format!("buy {quantity} × {product} on {base_subscription_id}"),
-        Op::SetAddOnQuantity { add_on_id, cost, .. } => format!(
+        Op::BuyAddOn {
+            base_subscription_id,
+            product,
+            quantity,
+            ..
+        } => format!("buy {quantity} × {product} on {base_subscription_id}"),
+        Op::SetAddOnQuantity {
+            add_on_id, cost, ..
+        } => format!(
             "quantity {} → {} on add-on {add_on_id}: {} now, {} a month from then on",
             cost.from,
             cost.to,
@@ -170,19 +309,29 @@ pub fn describe(op: &Op) -> String {
         ),
         Op::AssignLicenses { users } => {
             let names: Vec<&str> = users.iter().map(|u| u.user.as_str()).take(5).collect();
-            let more = if users.len() > 5 { format!(", … {} more", users.len() - 5) } else { String::new() };
+            let more = if users.len() > 5 {
+                format!(", … {} more", users.len() - 5)
+            } else {
+                String::new()
+            };
             let mut parts = vec![];
-            let adds: BTreeMap<&str, usize> = users.iter().flat_map(|u| u.add.iter().map(|l| l.product.as_str())).fold(BTreeMap::new(), |mut m, p| {
-                *m.entry(p).or_default() += 1;
-                m
-            });
+            let adds: BTreeMap<&str, usize> = users
+                .iter()
+                .flat_map(|u| u.add.iter().map(|l| l.product.as_str()))
+                .fold(BTreeMap::new(), |mut m, p| {
+                    *m.entry(p).or_default() += 1;
+                    m
+                });
             for (p, n) in adds {
                 parts.push(format!("assign {p} to {n}"));
             }
-            let removes: BTreeMap<&str, usize> = users.iter().flat_map(|u| u.remove.iter().map(String::as_str)).fold(BTreeMap::new(), |mut m, p| {
-                *m.entry(p).or_default() += 1;
-                m
-            });
+            let removes: BTreeMap<&str, usize> = users
+                .iter()
+                .flat_map(|u| u.remove.iter().map(String::as_str))
+                .fold(BTreeMap::new(), |mut m, p| {
+                    *m.entry(p).or_default() += 1;
+                    m
+                });
             for (p, n) in removes {
                 parts.push(format!("remove {p} from {n} (mailbox data kept 30 days)"));
             }

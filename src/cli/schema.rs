@@ -5,7 +5,13 @@ use serde_json::Value;
 
 /// The first violation, as `path: what is wrong`.
 pub fn violation(schema: &Value, value: &Value, path: &str) -> Option<String> {
-    let at = |p: &str| if p.is_empty() { "(root)".to_string() } else { p.to_string() };
+    let at = |p: &str| {
+        if p.is_empty() {
+            "(root)".to_string()
+        } else {
+            p.to_string()
+        }
+    };
     if value.is_null() {
         return None;
     }
@@ -26,16 +32,27 @@ pub fn violation(schema: &Value, value: &Value, path: &str) -> Option<String> {
     if let Some(options) = schema.get("enum").and_then(Value::as_array)
         && !options.contains(value)
     {
-        let names: Vec<String> = options.iter().map(|o| o.as_str().map_or(o.to_string(), str::to_string)).collect();
-        return Some(format!("{}: must be one of {}, not {value}", at(path), names.join(", ")));
+        let names: Vec<String> = options
+            .iter()
+            .map(|o| o.as_str().map_or(o.to_string(), str::to_string))
+            .collect();
+        return Some(format!(
+            "{}: must be one of {}, not {value}",
+            at(path),
+            names.join(", ")
+        ));
     }
-    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), value.as_f64())
-        && n < min
+    if let (Some(min), Some(n)) = (
+        schema.get("minimum").and_then(Value::as_f64),
+        value.as_f64(),
+    ) && n < min
     {
         return Some(format!("{}: must be at least {min}, not {n}", at(path)));
     }
-    if let (Some(min), Some(s)) = (schema.get("minLength").and_then(Value::as_u64), value.as_str())
-        && (s.chars().count() as u64) < min
+    if let (Some(min), Some(s)) = (
+        schema.get("minLength").and_then(Value::as_u64),
+        value.as_str(),
+    ) && (s.chars().count() as u64) < min
     {
         return Some(format!("{}: must not be empty", at(path)));
     }
@@ -43,7 +60,11 @@ pub fn violation(schema: &Value, value: &Value, path: &str) -> Option<String> {
         if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
             && (items.len() as u64) < min
         {
-            return Some(format!("{}: must list at least {min} item{}", at(path), if min == 1 { "" } else { "s" }));
+            return Some(format!(
+                "{}: must list at least {min} item{}",
+                at(path),
+                if min == 1 { "" } else { "s" }
+            ));
         }
         match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
             Some("set") => {
@@ -59,10 +80,17 @@ pub fn violation(schema: &Value, value: &Value, path: &str) -> Option<String> {
                     .and_then(Value::as_array)
                     .map(|k| k.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
-                let key = |x: &Value| keys.iter().map(|k| x.get(*k).cloned().unwrap_or(Value::Null)).collect::<Vec<_>>();
+                let key = |x: &Value| {
+                    keys.iter()
+                        .map(|k| x.get(*k).cloned().unwrap_or(Value::Null))
+                        .collect::<Vec<_>>()
+                };
                 for (i, x) in items.iter().enumerate() {
                     if items[..i].iter().any(|y| key(y) == key(x)) {
-                        return Some(format!("{path}[{i}]: duplicate entry for {}", keys.join(", ")));
+                        return Some(format!(
+                            "{path}[{i}]: duplicate entry for {}",
+                            keys.join(", ")
+                        ));
                     }
                 }
             }
@@ -93,7 +121,10 @@ pub fn violation(schema: &Value, value: &Value, path: &str) -> Option<String> {
                             return Some(x);
                         }
                     }
-                    None if schema.get("x-kubernetes-preserve-unknown-fields").is_none() && !(path.is_empty() && matches!(k.as_str(), "metadata" | "apiVersion" | "kind")) => {
+                    None if schema.get("x-kubernetes-preserve-unknown-fields").is_none()
+                        && !(path.is_empty()
+                            && matches!(k.as_str(), "metadata" | "apiVersion" | "kind")) =>
+                    {
                         return Some(format!("{}: unknown field", join(path, k)));
                     }
                     None => {}
@@ -105,5 +136,9 @@ pub fn violation(schema: &Value, value: &Value, path: &str) -> Option<String> {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }

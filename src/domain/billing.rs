@@ -1,7 +1,7 @@
 //! R08: what a seat change costs.
 
-use super::tenant::{BillingFrequency, Subscription};
 use super::Instant;
+use super::tenant::{BillingFrequency, Subscription};
 use jiff::{ToSpan, tz::TimeZone};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

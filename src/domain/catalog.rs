@@ -72,7 +72,11 @@ impl Catalog {
     }
 
     /// R14: the plan that `plan` cannot be held together with, if any of `others`.
-    pub fn conflict<'a>(&self, plan: &str, others: &'a [(String, String)]) -> Option<&'a (String, String)> {
+    pub fn conflict<'a>(
+        &self,
+        plan: &str,
+        others: &'a [(String, String)],
+    ) -> Option<&'a (String, String)> {
         others.iter().find(|(other, _)| {
             self.conflicts
                 .iter()
@@ -106,13 +110,23 @@ impl Catalog {
             name: name.into(),
             kind: ProductKind::Base,
             plans: s(plans),
-            auto_plans: if plans.contains(&"SWAY") { s(&["SWAY"]) } else { vec![] },
+            auto_plans: if plans.contains(&"SWAY") {
+                s(&["SWAY"])
+            } else {
+                vec![]
+            },
             data_plans: s(data),
             requires: BTreeMap::new(),
             add_on_for: vec![],
             monthly_price: price,
         };
-        let add_on = |sku: &str, name: &str, plan: &str, needs: &[&str], data: &[&str], r#for: &[&str], price: f64| Product {
+        let add_on = |sku: &str,
+                      name: &str,
+                      plan: &str,
+                      needs: &[&str],
+                      data: &[&str],
+                      r#for: &[&str],
+                      price: f64| Product {
             sku: sku.into(),
             name: name.into(),
             kind: ProductKind::AddOn,
@@ -126,23 +140,48 @@ impl Catalog {
         let mut spb = base(
             "SPB",
             "Microsoft 365 Business Premium",
-            &["EXCHANGE_S_STANDARD", "SHAREPOINTSTANDARD", "TEAMS1", "OFFICESUBSCRIPTION", "SWAY", "INTUNE_A", "AAD_PREMIUM", "EXCHANGE_S_ARCHIVE_ADDON"],
-            &["EXCHANGE_S_STANDARD", "SHAREPOINTSTANDARD", "EXCHANGE_S_ARCHIVE_ADDON"],
+            &[
+                "EXCHANGE_S_STANDARD",
+                "SHAREPOINTSTANDARD",
+                "TEAMS1",
+                "OFFICESUBSCRIPTION",
+                "SWAY",
+                "INTUNE_A",
+                "AAD_PREMIUM",
+                "EXCHANGE_S_ARCHIVE_ADDON",
+            ],
+            &[
+                "EXCHANGE_S_STANDARD",
+                "SHAREPOINTSTANDARD",
+                "EXCHANGE_S_ARCHIVE_ADDON",
+            ],
             22.00,
         );
-        spb.requires.insert("EXCHANGE_S_ARCHIVE_ADDON".into(), s(&exchange));
+        spb.requires
+            .insert("EXCHANGE_S_ARCHIVE_ADDON".into(), s(&exchange));
         let products = vec![
             base(
                 "O365_BUSINESS_ESSENTIALS",
                 "Microsoft 365 Business Basic",
-                &["EXCHANGE_S_STANDARD", "SHAREPOINTSTANDARD", "TEAMS1", "SWAY"],
+                &[
+                    "EXCHANGE_S_STANDARD",
+                    "SHAREPOINTSTANDARD",
+                    "TEAMS1",
+                    "SWAY",
+                ],
                 &["EXCHANGE_S_STANDARD", "SHAREPOINTSTANDARD"],
                 6.00,
             ),
             base(
                 "O365_BUSINESS_PREMIUM",
                 "Microsoft 365 Business Standard",
-                &["EXCHANGE_S_STANDARD", "SHAREPOINTSTANDARD", "TEAMS1", "OFFICESUBSCRIPTION", "SWAY"],
+                &[
+                    "EXCHANGE_S_STANDARD",
+                    "SHAREPOINTSTANDARD",
+                    "TEAMS1",
+                    "OFFICESUBSCRIPTION",
+                    "SWAY",
+                ],
                 &["EXCHANGE_S_STANDARD", "SHAREPOINTSTANDARD"],
                 12.50,
             ),
@@ -150,25 +189,52 @@ impl Catalog {
             base(
                 "ENTERPRISEPACK",
                 "Office 365 E3",
-                &["EXCHANGE_S_ENTERPRISE", "SHAREPOINTENTERPRISE", "TEAMS1", "OFFICESUBSCRIPTION", "SWAY", "RMS_S_ENTERPRISE"],
+                &[
+                    "EXCHANGE_S_ENTERPRISE",
+                    "SHAREPOINTENTERPRISE",
+                    "TEAMS1",
+                    "OFFICESUBSCRIPTION",
+                    "SWAY",
+                    "RMS_S_ENTERPRISE",
+                ],
                 &["EXCHANGE_S_ENTERPRISE", "SHAREPOINTENTERPRISE"],
                 23.00,
             ),
             base(
                 "SPE_E3",
                 "Microsoft 365 E3",
-                &["EXCHANGE_S_ENTERPRISE", "SHAREPOINTENTERPRISE", "TEAMS1", "OFFICESUBSCRIPTION", "SWAY", "RMS_S_ENTERPRISE", "INTUNE_A", "AAD_PREMIUM"],
+                &[
+                    "EXCHANGE_S_ENTERPRISE",
+                    "SHAREPOINTENTERPRISE",
+                    "TEAMS1",
+                    "OFFICESUBSCRIPTION",
+                    "SWAY",
+                    "RMS_S_ENTERPRISE",
+                    "INTUNE_A",
+                    "AAD_PREMIUM",
+                ],
                 &["EXCHANGE_S_ENTERPRISE", "SHAREPOINTENTERPRISE"],
                 36.00,
             ),
-            base("EXCHANGESTANDARD", "Exchange Online (Plan 1)", &["EXCHANGE_S_STANDARD"], &["EXCHANGE_S_STANDARD"], 4.00),
+            base(
+                "EXCHANGESTANDARD",
+                "Exchange Online (Plan 1)",
+                &["EXCHANGE_S_STANDARD"],
+                &["EXCHANGE_S_STANDARD"],
+                4.00,
+            ),
             add_on(
                 "EXCHANGEARCHIVE_ADDON",
                 "Exchange Online Archiving",
                 "EXCHANGE_S_ARCHIVE_ADDON",
                 &exchange,
                 &["EXCHANGE_S_ARCHIVE_ADDON"],
-                &["O365_BUSINESS_ESSENTIALS", "O365_BUSINESS_PREMIUM", "ENTERPRISEPACK", "EXCHANGESTANDARD"],
+                &[
+                    "O365_BUSINESS_ESSENTIALS",
+                    "O365_BUSINESS_PREMIUM",
+                    "ENTERPRISEPACK",
+                    "EXCHANGESTANDARD",
+                ],
                 3.00,
             ),
             add_on(
@@ -177,7 +243,13 @@ impl Catalog {
                 "ATP_ENTERPRISE",
                 &exchange,
                 &[],
-                &["O365_BUSINESS_ESSENTIALS", "O365_BUSINESS_PREMIUM", "ENTERPRISEPACK", "SPE_E3", "EXCHANGESTANDARD"],
+                &[
+                    "O365_BUSINESS_ESSENTIALS",
+                    "O365_BUSINESS_PREMIUM",
+                    "ENTERPRISEPACK",
+                    "SPE_E3",
+                    "EXCHANGESTANDARD",
+                ],
                 2.00,
             ),
             add_on(
@@ -186,7 +258,13 @@ impl Catalog {
                 "MCOMEETADV",
                 &["TEAMS1"],
                 &[],
-                &["O365_BUSINESS_ESSENTIALS", "O365_BUSINESS_PREMIUM", "SPB", "ENTERPRISEPACK", "SPE_E3"],
+                &[
+                    "O365_BUSINESS_ESSENTIALS",
+                    "O365_BUSINESS_PREMIUM",
+                    "SPB",
+                    "ENTERPRISEPACK",
+                    "SPE_E3",
+                ],
                 4.00,
             ),
         ];

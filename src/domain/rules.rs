@@ -3,9 +3,9 @@
 //! Every check returns a typed [`Refusal`]: the embedded backend refuses with it, the planner
 //! predicts it and turns it into a Blocked reason with a message that tells the user what to do.
 
+use super::Instant;
 use super::catalog::Catalog;
 use super::tenant::{Channel, Licence, Organization, Subscription, SubscriptionState, User};
-use super::Instant;
 use serde::{Deserialize, Serialize};
 
 /// Why the licensing service will not make a change. One variant per blocked reason.
@@ -31,11 +31,24 @@ pub enum Refusal {
     #[error("the subscription is suspended")]
     SubscriptionSuspended { id: String },
     #[error("not enough free licences")]
-    InsufficientSeats { product: String, needed: u32, available: u32 },
+    InsufficientSeats {
+        product: String,
+        needed: u32,
+        available: u32,
+    },
     #[error("conflicting service plans")]
-    ConflictingServices { plan: String, product: String, other_plan: String, other_product: String },
+    ConflictingServices {
+        plan: String,
+        product: String,
+        other_plan: String,
+        other_product: String,
+    },
     #[error("a service plan needs another plan")]
-    MissingDependency { plan: String, product: String, needs: Vec<String> },
+    MissingDependency {
+        plan: String,
+        product: String,
+        needs: Vec<String>,
+    },
     #[error("user not found")]
     UserNotFound { user: String },
     #[error("user has no usage location")]
@@ -172,7 +185,9 @@ pub fn check_subscription_live(sub: &Subscription, now: Instant) -> Result<(), R
     match sub.status {
         SubscriptionState::Canceled => Err(Refusal::SubscriptionCanceled { id: sub.id.clone() }),
         SubscriptionState::Suspended => Err(Refusal::SubscriptionSuspended { id: sub.id.clone() }),
-        _ if !sub.is_usable(now) => Err(Refusal::NotActiveYet { activates_at: sub.activates_at }),
+        _ if !sub.is_usable(now) => Err(Refusal::NotActiveYet {
+            activates_at: sub.activates_at,
+        }),
         _ => Ok(()),
     }
 }
@@ -181,12 +196,16 @@ pub fn check_subscription_live(sub: &Subscription, now: Instant) -> Result<(), R
 pub fn check_admin_may_change(sub: &Subscription, now: Instant) -> Result<(), Refusal> {
     check_subscription_live(sub, now)?;
     if sub.credit_check_pending(now) {
-        return Err(Refusal::CreditCheckPending { clears_at: sub.credit_check_clears_at });
+        return Err(Refusal::CreditCheckPending {
+            clears_at: sub.credit_check_clears_at,
+        });
     }
     match sub.channel {
         Channel::Reseller => Err(Refusal::ResellerManaged),
         Channel::SelfService => Err(Refusal::SelfServicePurchase),
-        _ if sub.trial => Err(Refusal::Trial { payment_method_missing: false }),
+        _ if sub.trial => Err(Refusal::Trial {
+            payment_method_missing: false,
+        }),
         _ => Ok(()),
     }
 }
@@ -215,19 +234,28 @@ pub fn check_seat_change(
     if seats < sub.seats {
         let pool_after = org.pool(&sub.product, now).saturating_sub(sub.seats) + seats;
         if pool_after < consumed {
-            return Err(Refusal::SeatsInUse { assigned: consumed, requested: pool_after });
+            return Err(Refusal::SeatsInUse {
+                assigned: consumed,
+                requested: pool_after,
+            });
         }
     }
     Ok(())
 }
 
 /// R06: a trial can be bought only with a payment method on file.
-pub fn check_trial_conversion(org: &Organization, sub: &Subscription, now: Instant) -> Result<(), Refusal> {
+pub fn check_trial_conversion(
+    org: &Organization,
+    sub: &Subscription,
+    now: Instant,
+) -> Result<(), Refusal> {
     check_subscription_live(sub, now)?;
     match sub.channel {
         Channel::Reseller => Err(Refusal::ResellerManaged),
         Channel::SelfService => Err(Refusal::SelfServicePurchase),
-        _ if !org.payment_method_on_file => Err(Refusal::Trial { payment_method_missing: true }),
+        _ if !org.payment_method_on_file => Err(Refusal::Trial {
+            payment_method_missing: true,
+        }),
         _ => Ok(()),
     }
 }
@@ -241,20 +269,35 @@ pub fn check_add_on_available(
     base: Option<&Subscription>,
     now: Instant,
 ) -> Result<(), Refusal> {
-    let p = catalog.product(product).ok_or_else(|| Refusal::ProductUnknown { product: product.into() })?;
+    let p = catalog
+        .product(product)
+        .ok_or_else(|| Refusal::ProductUnknown {
+            product: product.into(),
+        })?;
     let fits = |s: &Subscription| p.add_on_for.contains(&s.product) || s.product == product;
     let ok = match base {
         Some(b) => p.add_on_for.contains(&b.product),
-        None => org.subscriptions.iter().filter(|s| s.is_usable(now)).any(|s| {
-            fits(s) || s.add_ons.iter().any(|a| a.product == product)
-        }),
+        None => org
+            .subscriptions
+            .iter()
+            .filter(|s| s.is_usable(now))
+            .any(|s| fits(s) || s.add_ons.iter().any(|a| a.product == product)),
     };
-    if ok { Ok(()) } else { Err(Refusal::NotAvailable { product: product.into(), r#for: p.add_on_for.clone() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::NotAvailable {
+            product: product.into(),
+            r#for: p.add_on_for.clone(),
+        })
+    }
 }
 
 /// Before a licence is added: the user exists and has a usage location.
 pub fn check_user_assignable(org: &Organization, upn: &str) -> Result<(), Refusal> {
-    let user = org.user(upn).ok_or_else(|| Refusal::UserNotFound { user: upn.into() })?;
+    let user = org
+        .user(upn)
+        .ok_or_else(|| Refusal::UserNotFound { user: upn.into() })?;
     if user.usage_location.as_deref().is_none_or(str::is_empty) {
         return Err(Refusal::UsageLocationMissing { user: upn.into() });
     }
@@ -265,7 +308,11 @@ pub fn check_user_assignable(org: &Organization, upn: &str) -> Result<(), Refusa
 pub fn check_licence_set(catalog: &Catalog, licences: &[Licence]) -> Result<(), Refusal> {
     let mut enabled: Vec<(String, String)> = Vec::new();
     for l in licences {
-        let p = catalog.product(&l.product).ok_or_else(|| Refusal::ProductUnknown { product: l.product.clone() })?;
+        let p = catalog
+            .product(&l.product)
+            .ok_or_else(|| Refusal::ProductUnknown {
+                product: l.product.clone(),
+            })?;
         for plan in p.enabled_plans(&l.disabled_plans) {
             if let Some((other_plan, other_product)) = catalog.conflict(plan, &enabled) {
                 return Err(Refusal::ConflictingServices {
@@ -284,7 +331,11 @@ pub fn check_licence_set(catalog: &Catalog, licences: &[Licence]) -> Result<(), 
             if let Some(needs) = p.requires.get(plan)
                 && !needs.iter().any(|n| enabled.iter().any(|(e, _)| e == n))
             {
-                return Err(Refusal::MissingDependency { plan: plan.into(), product: l.product.clone(), needs: needs.clone() });
+                return Err(Refusal::MissingDependency {
+                    plan: plan.into(),
+                    product: l.product.clone(),
+                    needs: needs.clone(),
+                });
             }
         }
     }
@@ -296,7 +347,10 @@ pub fn data_plans_enabled(catalog: &Catalog, licences: &[Licence]) -> usize {
     let mut plans: Vec<&str> = licences
         .iter()
         .filter_map(|l| catalog.product(&l.product).map(|p| (l, p)))
-        .flat_map(|(l, p)| p.enabled_plans(&l.disabled_plans).filter(|pl| p.data_plans.iter().any(|d| d == pl)))
+        .flat_map(|(l, p)| {
+            p.enabled_plans(&l.disabled_plans)
+                .filter(|pl| p.data_plans.iter().any(|d| d == pl))
+        })
         .collect();
     plans.sort();
     plans.dedup();

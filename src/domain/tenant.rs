@@ -98,7 +98,10 @@ impl Licence {
         let mut disabled_plans = disabled_plans.to_vec();
         disabled_plans.sort();
         disabled_plans.dedup();
-        Licence { product: product.into(), disabled_plans }
+        Licence {
+            product: product.into(),
+            disabled_plans,
+        }
     }
 
     /// Same product with the same plans turned off, in any order.
@@ -165,8 +168,10 @@ pub struct TraditionalAddOn {
 impl Subscription {
     /// Seats can be assigned from it now: active (or in its grace period) and activated (R27).
     pub fn is_usable(&self, now: Instant) -> bool {
-        matches!(self.status, SubscriptionState::Active | SubscriptionState::Warning)
-            && self.activates_at.is_none_or(|at| at <= now)
+        matches!(
+            self.status,
+            SubscriptionState::Active | SubscriptionState::Warning
+        ) && self.activates_at.is_none_or(|at| at <= now)
     }
 
     /// An admin may assign licences from it (R09: not a self-service purchase).
@@ -195,21 +200,35 @@ impl Organization {
             .iter()
             .filter(|s| s.product == product && s.is_usable(now) && s.is_admin_manageable())
             .map(|s| s.seats)
-            .chain(self.subscriptions.iter().filter(|s| s.is_usable(now)).flat_map(|s| {
-                s.add_ons.iter().filter(|a| a.product == product).map(|a| a.quantity)
-            }))
+            .chain(
+                self.subscriptions
+                    .iter()
+                    .filter(|s| s.is_usable(now))
+                    .flat_map(|s| {
+                        s.add_ons
+                            .iter()
+                            .filter(|a| a.product == product)
+                            .map(|a| a.quantity)
+                    }),
+            )
             .sum()
     }
 
     /// Licences of a product held by users: the seats in use.
     pub fn consumed(&self, product: &str) -> u32 {
-        self.users.iter().filter(|u| u.licence(product).is_some()).count() as u32
+        self.users
+            .iter()
+            .filter(|u| u.licence(product).is_some())
+            .count() as u32
     }
 
     /// R09: the product is only held through self-service purchases.
     pub fn self_service_only(&self, product: &str, now: Instant) -> bool {
         let usable = |s: &&Subscription| s.product == product && s.is_usable(now);
-        self.subscriptions.iter().filter(usable).all(|s| !s.is_admin_manageable())
+        self.subscriptions
+            .iter()
+            .filter(usable)
+            .all(|s| !s.is_admin_manageable())
             && self.subscriptions.iter().any(|s| usable(&s))
     }
 }

@@ -5,10 +5,13 @@ use super::conditions::{Block, Outcome};
 use super::subscriptions::ref_of;
 use super::{Declared, Kind, Op, Planner, UserChange};
 use crate::api::{
-    ACKNOWLEDGE_DOWNGRADE_ANNOTATION, ALLOW_BULK_REMOVAL_ANNOTATION, AssignmentDeletionPolicy, AssignmentMode,
-    LicenseAssignmentSpec, LicenseAssignmentStatus, OwnedLicence, PAUSED_ANNOTATION, UserState, UserStatus,
+    ACKNOWLEDGE_DOWNGRADE_ANNOTATION, ALLOW_BULK_REMOVAL_ANNOTATION, AssignmentDeletionPolicy,
+    AssignmentMode, LicenseAssignmentSpec, LicenseAssignmentStatus, OwnedLicence,
+    PAUSED_ANNOTATION, UserState, UserStatus,
 };
-use crate::domain::rules::{check_licence_set, check_user_assignable, data_plans_enabled, licences_after};
+use crate::domain::rules::{
+    check_licence_set, check_user_assignable, data_plans_enabled, licences_after,
+};
 use crate::domain::{Licence, Refusal};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -41,16 +44,26 @@ impl Planner<'_> {
             }
             for u in unique(&d.spec.users) {
                 for l in &d.spec.licenses {
-                    let key = (d.spec.organization.clone(), u.to_lowercase(), l.product.clone());
-                    claims.entry(key).or_insert((i, Licence::new(&l.product, &l.disabled_plans)));
+                    let key = (
+                        d.spec.organization.clone(),
+                        u.to_lowercase(),
+                        l.product.clone(),
+                    );
+                    claims
+                        .entry(key)
+                        .or_insert((i, Licence::new(&l.product, &l.disabled_plans)));
                 }
             }
         }
-        let mut statuses: Vec<Option<LicenseAssignmentStatus>> = vec![None; desired.assignments.len()];
+        let mut statuses: Vec<Option<LicenseAssignmentStatus>> =
+            vec![None; desired.assignments.len()];
         for &i in &order {
             statuses[i] = Some(self.plan_assignment(i, &desired.assignments[i], &claims));
         }
-        self.assignments = statuses.into_iter().map(|s| s.expect("every assignment planned")).collect();
+        self.assignments = statuses
+            .into_iter()
+            .map(|s| s.expect("every assignment planned"))
+            .collect();
     }
 
     fn plan_assignment(
@@ -59,10 +72,14 @@ impl Planner<'_> {
         d: &Assignment,
         claims: &HashMap<(String, String, String), (usize, Licence)>,
     ) -> LicenseAssignmentStatus {
-        let mut outcome = Outcome { paused: d.meta.flag(PAUSED_ANNOTATION), ..Default::default() };
+        let mut outcome = Outcome {
+            paused: d.meta.flag(PAUSED_ANNOTATION),
+            ..Default::default()
+        };
         let users = unique(&d.spec.users);
         let mut user_states: BTreeMap<String, (UserState, Option<Block>)> = BTreeMap::new();
-        let result = self.assignment_steps(index, d, claims, &users, &mut user_states, &mut outcome);
+        let result =
+            self.assignment_steps(index, d, claims, &users, &mut user_states, &mut outcome);
         if let Err(block) = result {
             outcome.blocked = Some(block);
         }
@@ -74,7 +91,10 @@ impl Planner<'_> {
             ..Default::default()
         };
         for u in &users {
-            let (state, block) = user_states.get(*u).cloned().unwrap_or((UserState::Pending, outcome.blocked.clone()));
+            let (state, block) = user_states
+                .get(*u)
+                .cloned()
+                .unwrap_or((UserState::Pending, outcome.blocked.clone()));
             match state {
                 UserState::Assigned => status.assigned += 1,
                 UserState::Pending => status.pending += 1,
@@ -88,13 +108,25 @@ impl Planner<'_> {
             });
         }
         if outcome.blocked.is_none() {
-            let first = status.users.iter().find(|u| u.state == UserState::Blocked).or_else(|| status.users.iter().find(|u| u.reason.is_some()));
+            let first = status
+                .users
+                .iter()
+                .find(|u| u.state == UserState::Blocked)
+                .or_else(|| status.users.iter().find(|u| u.reason.is_some()));
             if let Some(u) = first {
                 let n = status.users.iter().filter(|x| x.reason == u.reason).count();
-                let others = if n > 1 { format!(" ({n} users)") } else { String::new() };
+                let others = if n > 1 {
+                    format!(" ({n} users)")
+                } else {
+                    String::new()
+                };
                 outcome.blocked = Some(Block::new(
                     u.reason.as_deref().unwrap_or_default(),
-                    format!("{}: {}{others}", u.user, u.message.as_deref().unwrap_or_default()),
+                    format!(
+                        "{}: {}{others}",
+                        u.user,
+                        u.message.as_deref().unwrap_or_default()
+                    ),
                 ));
             }
         }
@@ -117,17 +149,34 @@ impl Planner<'_> {
         let catalog = self.observed.catalog.clone();
         for l in &d.spec.licenses {
             if catalog.product(&l.product).is_none() {
-                return Err(Refusal::ProductUnknown { product: l.product.clone() }.into());
+                return Err(Refusal::ProductUnknown {
+                    product: l.product.clone(),
+                }
+                .into());
             }
         }
         let organization = d.spec.organization.as_str();
         let claimed_elsewhere = |user: &str, product: &str| {
             claims
-                .get(&(organization.to_string(), user.to_lowercase(), product.to_string()))
+                .get(&(
+                    organization.to_string(),
+                    user.to_lowercase(),
+                    product.to_string(),
+                ))
                 .is_some_and(|(owner, _)| *owner != index)
         };
-        let declared: Vec<Licence> = d.spec.licenses.iter().map(|l| Licence::new(&l.product, &l.disabled_plans)).collect();
-        let owned: BTreeSet<(String, String)> = d.status.owned.iter().map(|o| (o.user.to_lowercase(), o.product.clone())).collect();
+        let declared: Vec<Licence> = d
+            .spec
+            .licenses
+            .iter()
+            .map(|l| Licence::new(&l.product, &l.disabled_plans))
+            .collect();
+        let owned: BTreeSet<(String, String)> = d
+            .status
+            .owned
+            .iter()
+            .map(|o| (o.user.to_lowercase(), o.product.clone()))
+            .collect();
         let replace = d.spec.mode == AssignmentMode::Replace;
         let deleting = d.meta.deleting;
         let unassign = deleting && d.spec.deletion_policy == AssignmentDeletionPolicy::Unassign;
@@ -138,10 +187,18 @@ impl Planner<'_> {
                 let block = |reason: Refusal| (UserState::Blocked, Some(Block::from(reason)));
                 if let Some(l) = declared.iter().find(|l| {
                     claims
-                        .get(&(organization.to_string(), u.to_lowercase(), l.product.clone()))
+                        .get(&(
+                            organization.to_string(),
+                            u.to_lowercase(),
+                            l.product.clone(),
+                        ))
                         .is_some_and(|(owner, plans)| *owner != index && !plans.same_plans(l))
                 }) {
-                    let (owner, _) = &claims[&(organization.to_string(), u.to_lowercase(), l.product.clone())];
+                    let (owner, _) = &claims[&(
+                        organization.to_string(),
+                        u.to_lowercase(),
+                        l.product.clone(),
+                    )];
                     let other = &self.desired.assignments[*owner].meta;
                     user_states.insert(
                         u.to_string(),
@@ -159,15 +216,24 @@ impl Planner<'_> {
                     continue;
                 }
                 let Some(user) = org.user(u) else {
-                    user_states.insert(u.to_string(), block(Refusal::UserNotFound { user: u.into() }));
+                    user_states.insert(
+                        u.to_string(),
+                        block(Refusal::UserNotFound { user: u.into() }),
+                    );
                     continue;
                 };
-                let add: Vec<Licence> = declared.iter().filter(|l| user.licence(&l.product).is_none_or(|h| !h.same_plans(l))).cloned().collect();
+                let add: Vec<Licence> = declared
+                    .iter()
+                    .filter(|l| user.licence(&l.product).is_none_or(|h| !h.same_plans(l)))
+                    .cloned()
+                    .collect();
                 let remove: Vec<String> = user
                     .licenses
                     .iter()
                     .map(|l| &l.product)
-                    .filter(|p| !declared.iter().any(|l| &l.product == *p) && !claimed_elsewhere(u, p))
+                    .filter(|p| {
+                        !declared.iter().any(|l| &l.product == *p) && !claimed_elsewhere(u, p)
+                    })
                     .filter(|p| replace || owned.contains(&(u.to_lowercase(), (*p).clone())))
                     .cloned()
                     .collect();
@@ -175,7 +241,11 @@ impl Planner<'_> {
                     user_states.insert(u.to_string(), (UserState::Assigned, None));
                     continue;
                 }
-                let new_products: Vec<String> = add.iter().filter(|l| user.licence(&l.product).is_none()).map(|l| l.product.clone()).collect();
+                let new_products: Vec<String> = add
+                    .iter()
+                    .filter(|l| user.licence(&l.product).is_none())
+                    .map(|l| l.product.clone())
+                    .collect();
                 if !new_products.is_empty()
                     && let Err(r) = check_user_assignable(org, u)
                 {
@@ -187,14 +257,21 @@ impl Planner<'_> {
                     user_states.insert(u.to_string(), block(r));
                     continue;
                 }
-                if let Some(p) = new_products.iter().find(|p| org.self_service_only(p, self.now)) {
-                    user_states.insert(u.to_string(), block(Refusal::SelfServiceOnly { product: p.clone() }));
+                if let Some(p) = new_products
+                    .iter()
+                    .find(|p| org.self_service_only(p, self.now))
+                {
+                    user_states.insert(
+                        u.to_string(),
+                        block(Refusal::SelfServiceOnly { product: p.clone() }),
+                    );
                     continue;
                 }
                 if replace
                     && !remove.is_empty()
                     && !d.meta.flag(ACKNOWLEDGE_DOWNGRADE_ANNOTATION)
-                    && data_plans_enabled(&catalog, &after) < data_plans_enabled(&catalog, &user.licenses)
+                    && data_plans_enabled(&catalog, &after)
+                        < data_plans_enabled(&catalog, &user.licenses)
                 {
                     user_states.insert(
                         u.to_string(),
@@ -211,14 +288,28 @@ impl Planner<'_> {
                     );
                     continue;
                 }
-                candidates.push(Candidate { user: u.to_string(), change: UserChange { user: user.upn.clone(), add, remove }, new_products, listed: true });
+                candidates.push(Candidate {
+                    user: u.to_string(),
+                    change: UserChange {
+                        user: user.upn.clone(),
+                        add,
+                        remove,
+                    },
+                    new_products,
+                    listed: true,
+                });
             }
         }
         // Licences this resource owns that the spec no longer asks for (or all, when unassigning).
-        let listed: BTreeSet<String> = if deleting { BTreeSet::new() } else { users.iter().map(|u| u.to_lowercase()).collect() };
+        let listed: BTreeSet<String> = if deleting {
+            BTreeSet::new()
+        } else {
+            users.iter().map(|u| u.to_lowercase()).collect()
+        };
         let mut dropped: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (user, product) in &owned {
-            let still_declared = listed.contains(user) && declared.iter().any(|l| &l.product == product);
+            let still_declared =
+                listed.contains(user) && declared.iter().any(|l| &l.product == product);
             if still_declared || (deleting && !unassign) || claimed_elsewhere(user, product) {
                 continue;
             }
@@ -226,16 +317,31 @@ impl Planner<'_> {
                 continue; // already removed by the listed user's own change
             }
             if org.user(user).is_some_and(|u| u.licence(product).is_some()) {
-                dropped.entry(user.clone()).or_default().push(product.clone());
+                dropped
+                    .entry(user.clone())
+                    .or_default()
+                    .push(product.clone());
             }
         }
         for (user, remove) in dropped {
             let upn = org.user(&user).map_or(user.clone(), |u| u.upn.clone());
-            candidates.push(Candidate { user: upn.clone(), change: UserChange { user: upn, add: vec![], remove }, new_products: vec![], listed: false });
+            candidates.push(Candidate {
+                user: upn.clone(),
+                change: UserChange {
+                    user: upn,
+                    add: vec![],
+                    remove,
+                },
+                new_products: vec![],
+                listed: false,
+            });
         }
 
         // The removal limit: nothing is removed when too many users would lose a licence.
-        let removing = candidates.iter().filter(|c| !c.change.remove.is_empty()).count();
+        let removing = candidates
+            .iter()
+            .filter(|c| !c.change.remove.is_empty())
+            .count();
         let mut limit_block = None;
         if removing > self.options.max_removals && !d.meta.flag(ALLOW_BULK_REMOVAL_ANNOTATION) {
             let block = Block::new(
@@ -251,7 +357,8 @@ impl Planner<'_> {
                 }
                 if replace || c.change.add.is_empty() {
                     if c.listed {
-                        user_states.insert(c.user.clone(), (UserState::Pending, Some(block.clone())));
+                        user_states
+                            .insert(c.user.clone(), (UserState::Pending, Some(block.clone())));
                     }
                     return false;
                 }
@@ -270,27 +377,48 @@ impl Planner<'_> {
                     *need.entry(p.as_str()).or_default() += 1;
                 }
             }
-            let short = need.iter().find(|(p, n)| self.pool(organization, p).available() < **n);
+            let short = need
+                .iter()
+                .find(|(p, n)| self.pool(organization, p).available() < **n);
             if let Some((p, n)) = short {
                 let available = self.pool(organization, p).available();
-                let block = Block::from(Refusal::InsufficientSeats { product: p.to_string(), needed: *n, available });
+                let block = Block::from(Refusal::InsufficientSeats {
+                    product: p.to_string(),
+                    needed: *n,
+                    available,
+                });
                 let block = Block::new(
                     &block.reason,
-                    format!("{n} users still have to move to {p} but only {available} licences are free: buy at least {} more seats; nobody moves until all can", n - available),
+                    format!(
+                        "{n} users still have to move to {p} but only {available} licences are free: buy at least {} more seats; nobody moves until all can",
+                        n - available
+                    ),
                 );
                 for c in &candidates {
                     if c.listed {
-                        user_states.insert(c.user.clone(), (UserState::Pending, Some(block.clone())));
+                        user_states
+                            .insert(c.user.clone(), (UserState::Pending, Some(block.clone())));
                     }
                 }
                 candidates.retain(|c| !c.listed);
             }
         }
         for c in candidates {
-            let fits = c.new_products.iter().all(|p| self.pool(organization, p).available() >= 1);
+            let fits = c
+                .new_products
+                .iter()
+                .all(|p| self.pool(organization, p).available() >= 1);
             if !fits {
-                let p = c.new_products.iter().find(|p| self.pool(organization, p).available() == 0).expect("one does not fit");
-                let block = Block::from(Refusal::InsufficientSeats { product: p.clone(), needed: 1, available: 0 });
+                let p = c
+                    .new_products
+                    .iter()
+                    .find(|p| self.pool(organization, p).available() == 0)
+                    .expect("one does not fit");
+                let block = Block::from(Refusal::InsufficientSeats {
+                    product: p.clone(),
+                    needed: 1,
+                    available: 0,
+                });
                 user_states.insert(c.user.clone(), (UserState::Pending, Some(block)));
                 continue;
             }
@@ -311,9 +439,17 @@ impl Planner<'_> {
         if !accepted.is_empty() {
             let adds = accepted.iter().filter(|c| !c.add.is_empty()).count();
             let removes = accepted.iter().filter(|c| !c.remove.is_empty()).count();
-            outcome.progressing = Some(format!("assigning licences to {adds} users, removing licences from {removes} users"));
+            outcome.progressing = Some(format!(
+                "assigning licences to {adds} users, removing licences from {removes} users"
+            ));
             if !outcome.paused {
-                self.push(&d.meta, Kind::LicenseAssignment, organization, Op::AssignLicenses { users: accepted }, false);
+                self.push(
+                    &d.meta,
+                    Kind::LicenseAssignment,
+                    organization,
+                    Op::AssignLicenses { users: accepted },
+                    false,
+                );
             }
         } else if deleting && limit_block.is_none() {
             self.deleted.push(ref_of(Kind::LicenseAssignment, &d.meta));
@@ -328,14 +464,23 @@ impl Planner<'_> {
 /// Users in spec order, each once (UPNs compare case-insensitively).
 fn unique(users: &[String]) -> Vec<&str> {
     let mut seen = BTreeSet::new();
-    users.iter().filter(|u| seen.insert(u.to_lowercase())).map(String::as_str).collect()
+    users
+        .iter()
+        .filter(|u| seen.insert(u.to_lowercase()))
+        .map(String::as_str)
+        .collect()
 }
 
 /// The ownership entries after a user's change succeeded.
 pub fn record_owned(owned: &mut Vec<OwnedLicence>, change: &UserChange, newly_added: &[String]) {
-    owned.retain(|o| !(o.user.eq_ignore_ascii_case(&change.user) && change.remove.contains(&o.product)));
+    owned.retain(|o| {
+        !(o.user.eq_ignore_ascii_case(&change.user) && change.remove.contains(&o.product))
+    });
     for p in newly_added {
-        let o = OwnedLicence { user: change.user.clone(), product: p.clone() };
+        let o = OwnedLicence {
+            user: change.user.clone(),
+            product: p.clone(),
+        };
         if !owned.contains(&o) {
             owned.push(o);
         }

@@ -14,7 +14,11 @@ pub struct Block {
 
 impl Block {
     pub fn new(reason: &str, message: impl Into<String>) -> Block {
-        Block { reason: reason.into(), message: message.into(), retry_at: None }
+        Block {
+            reason: reason.into(),
+            message: message.into(),
+            retry_at: None,
+        }
     }
 }
 
@@ -29,7 +33,14 @@ pub struct Outcome {
     pub informational: bool,
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: &str, now: Instant, generation: Option<i64>) -> Condition {
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    now: Instant,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
@@ -42,23 +53,65 @@ fn condition(type_: &str, ok: bool, reason: &str, message: &str, now: Instant, g
 
 impl Outcome {
     /// The conditions after this outcome, keeping transition times of unchanged statuses.
-    pub fn conditions(&self, previous: &Conditions, generation: Option<i64>, now: Instant) -> Conditions {
+    pub fn conditions(
+        &self,
+        previous: &Conditions,
+        generation: Option<i64>,
+        now: Instant,
+    ) -> Conditions {
         let mut c = previous.clone();
         let ready = match (&self.blocked, &self.progressing) {
-            (Some(b), _) if !self.informational => condition("Ready", false, &b.reason, &b.message, now, generation),
-            (_, Some(p)) if self.paused => condition("Ready", false, "Paused", &format!("paused with changes waiting: {p}"), now, generation),
+            (Some(b), _) if !self.informational => {
+                condition("Ready", false, &b.reason, &b.message, now, generation)
+            }
+            (_, Some(p)) if self.paused => condition(
+                "Ready",
+                false,
+                "Paused",
+                &format!("paused with changes waiting: {p}"),
+                now,
+                generation,
+            ),
             (_, Some(p)) => condition("Ready", false, "Reconciling", p, now, generation),
-            _ => condition("Ready", true, "UpToDate", "the licensing service matches the spec", now, generation),
+            _ => condition(
+                "Ready",
+                true,
+                "UpToDate",
+                "the licensing service matches the spec",
+                now,
+                generation,
+            ),
         };
         c.set(ready);
         c.set(if self.paused {
-            condition("Synced", false, "Paused", "seatkeeper.dev/paused is set: observing only, changing nothing", now, generation)
+            condition(
+                "Synced",
+                false,
+                "Paused",
+                "seatkeeper.dev/paused is set: observing only, changing nothing",
+                now,
+                generation,
+            )
         } else {
-            condition("Synced", true, "ReconcileSuccess", "the last reconcile reached the licensing service", now, generation)
+            condition(
+                "Synced",
+                true,
+                "ReconcileSuccess",
+                "the last reconcile reached the licensing service",
+                now,
+                generation,
+            )
         });
         c.set(match &self.blocked {
             Some(b) => condition("Blocked", true, &b.reason, &b.message, now, generation),
-            None => condition("Blocked", false, "NotBlocked", "nothing outside the spec blocks convergence", now, generation),
+            None => condition(
+                "Blocked",
+                false,
+                "NotBlocked",
+                "nothing outside the spec blocks convergence",
+                now,
+                generation,
+            ),
         });
         c
     }

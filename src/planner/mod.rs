@@ -10,7 +10,8 @@ mod subscriptions;
 pub use assignments::record_owned;
 
 use crate::api::{
-    AddOnSpec, AddOnStatus, LicenseAssignmentSpec, LicenseAssignmentStatus, SubscriptionSpec, SubscriptionStatus,
+    AddOnSpec, AddOnStatus, LicenseAssignmentSpec, LicenseAssignmentStatus, SubscriptionSpec,
+    SubscriptionStatus,
 };
 use crate::domain::billing::CostPreview;
 use crate::domain::{BillingFrequency, Catalog, Instant, Licence, Organization, Refusal};
@@ -59,7 +60,9 @@ pub struct Meta {
 
 impl Meta {
     pub fn flag(&self, annotation: &str) -> bool {
-        self.annotations.get(annotation).is_some_and(|v| v == "true")
+        self.annotations
+            .get(annotation)
+            .is_some_and(|v| v == "true")
     }
 }
 
@@ -116,7 +119,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_removals: 20, require_namespace_binding: false }
+        Options {
+            max_removals: 20,
+            require_namespace_binding: false,
+        }
     }
 }
 
@@ -134,7 +140,11 @@ pub struct Action {
 
 impl Action {
     pub fn resource(&self) -> ObjectRef {
-        ObjectRef { kind: self.kind, namespace: self.namespace.clone(), name: self.name.clone() }
+        ObjectRef {
+            kind: self.kind,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
     }
 }
 
@@ -143,7 +153,13 @@ impl Action {
 pub enum Op {
     /// Buy a subscription (or standalone add-on) of `product`.
     #[serde(rename_all = "camelCase")]
-    Buy { product: String, seats: u32, billing_frequency: BillingFrequency, recurring_billing: bool, key: String },
+    Buy {
+        product: String,
+        seats: u32,
+        billing_frequency: BillingFrequency,
+        recurring_billing: bool,
+        key: String,
+    },
     #[serde(rename_all = "camelCase")]
     ConvertTrial { subscription_id: String },
     /// Change a subscription's seats (R01), with what it costs (R08).
@@ -155,14 +171,27 @@ pub enum Op {
         product_key: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
-    SetRecurringBilling { subscription_id: String, enabled: bool },
+    SetRecurringBilling {
+        subscription_id: String,
+        enabled: bool,
+    },
     #[serde(rename_all = "camelCase")]
     Cancel { subscription_id: String },
     /// Buy a traditional add-on on top of a base subscription.
     #[serde(rename_all = "camelCase")]
-    BuyAddOn { base_subscription_id: String, product: String, quantity: u32, auto_assign: bool, key: String },
+    BuyAddOn {
+        base_subscription_id: String,
+        product: String,
+        quantity: u32,
+        auto_assign: bool,
+        key: String,
+    },
     #[serde(rename_all = "camelCase")]
-    SetAddOnQuantity { base_subscription_id: String, add_on_id: String, cost: CostPreview },
+    SetAddOnQuantity {
+        base_subscription_id: String,
+        add_on_id: String,
+        cost: CostPreview,
+    },
     /// Assign, replace and remove licences; each user's change is one atomic operation.
     #[serde(rename_all = "camelCase")]
     AssignLicenses { users: Vec<UserChange> },
@@ -199,7 +228,10 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Instant, options: &Opti
     let mut subs = planner.plan_subscriptions();
     let mut add_ons = planner.plan_add_ons(&subs);
     planner.plan_assignments();
-    for r in subs.iter_mut().chain(add_ons.iter_mut().map(|a| &mut a.purchase)) {
+    for r in subs
+        .iter_mut()
+        .chain(add_ons.iter_mut().map(|a| &mut a.purchase))
+    {
         if let Some(d) = r.decrease.take() {
             planner.plan_decrease(&mut r.outcome, &d);
         }
@@ -210,7 +242,12 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Instant, options: &Opti
         .zip(&subs)
         .map(|(d, r)| planner.subscription_status(&d.status, &d.meta, d.spec.seats, r))
         .collect();
-    let add_on_statuses = desired.add_ons.iter().zip(&add_ons).map(|(d, r)| planner.add_on_status(&d.status, &d.meta, r)).collect();
+    let add_on_statuses = desired
+        .add_ons
+        .iter()
+        .zip(&add_ons)
+        .map(|(d, r)| planner.add_on_status(&d.status, &d.meta, r))
+        .collect();
     planner.finish(sub_statuses, add_on_statuses)
 }
 
@@ -245,7 +282,12 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(desired: &'a Desired, observed: &'a Observed, now: Instant, options: &'a Options) -> Self {
+    fn new(
+        desired: &'a Desired,
+        observed: &'a Observed,
+        now: Instant,
+        options: &'a Options,
+    ) -> Self {
         let mut pools: HashMap<(String, String), Pool> = HashMap::new();
         for (domain, org) in &observed.organizations {
             for p in observed.catalog.products() {
@@ -254,7 +296,10 @@ impl<'a> Planner<'a> {
             }
             for u in &org.users {
                 for l in &u.licenses {
-                    pools.entry((domain.clone(), l.product.clone())).or_default().consumed += 1;
+                    pools
+                        .entry((domain.clone(), l.product.clone()))
+                        .or_default()
+                        .consumed += 1;
                 }
             }
         }
@@ -274,20 +319,34 @@ impl<'a> Planner<'a> {
     }
 
     fn pool(&self, org: &str, product: &str) -> Pool {
-        self.pools.get(&(org.to_string(), product.to_string())).copied().unwrap_or_default()
+        self.pools
+            .get(&(org.to_string(), product.to_string()))
+            .copied()
+            .unwrap_or_default()
     }
 
     fn observed_pool(&self, org: &str, product: &str) -> Pool {
-        self.observed_pools.get(&(org.to_string(), product.to_string())).copied().unwrap_or_default()
+        self.observed_pools
+            .get(&(org.to_string(), product.to_string()))
+            .copied()
+            .unwrap_or_default()
     }
 
     fn pool_mut(&mut self, org: &str, product: &str) -> &mut Pool {
-        self.pools.entry((org.to_string(), product.to_string())).or_default()
+        self.pools
+            .entry((org.to_string(), product.to_string()))
+            .or_default()
     }
 
     /// Tenant isolation and existence: the organization this resource may act on.
     fn gate(&self, meta: &Meta, organization: &str) -> Result<&'a Organization, Block> {
-        match self.desired.namespaces.get(&meta.namespace).cloned().flatten() {
+        match self
+            .desired
+            .namespaces
+            .get(&meta.namespace)
+            .cloned()
+            .flatten()
+        {
             Some(bound) if bound != organization => {
                 return Err(Block::new(
                     "OrganizationNotPermitted",
@@ -331,7 +390,11 @@ impl<'a> Planner<'a> {
             organization: organization.to_string(),
             op,
         };
-        if late { self.late_actions.push(action) } else { self.actions.push(action) }
+        if late {
+            self.late_actions.push(action)
+        } else {
+            self.actions.push(action)
+        }
     }
 
     fn finish(mut self, subs: Vec<SubscriptionStatus>, add_ons: Vec<AddOnStatus>) -> Plan {
@@ -349,12 +412,19 @@ impl<'a> Planner<'a> {
 
 impl From<Refusal> for Block {
     fn from(r: Refusal) -> Block {
-        Block { reason: r.reason().to_string(), message: r.message(), retry_at: r.retry_at() }
+        Block {
+            reason: r.reason().to_string(),
+            message: r.message(),
+            retry_at: r.retry_at(),
+        }
     }
 }
 
 /// The idempotency key of a resource's purchase: stable across retries and restarts, new for
 /// a new incarnation of the resource.
 pub fn purchase_key(kind: Kind, meta: &Meta, organization: &str) -> String {
-    format!("seatkeeper:{organization}:{kind:?}:{}/{}:{}", meta.namespace, meta.name, meta.uid)
+    format!(
+        "seatkeeper:{organization}:{kind:?}:{}/{}:{}",
+        meta.namespace, meta.name, meta.uid
+    )
 }

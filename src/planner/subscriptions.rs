@@ -4,15 +4,17 @@
 use super::conditions::{Block, Outcome};
 use super::{Kind, Meta, Op, Planner, purchase_key};
 use crate::api::{
-    AddOnStatus, AddOnType, PAUSED_ANNOTATION, PendingPurchase, PurchaseState, SeatCounts, SubscriptionDeletionPolicy,
-    SubscriptionStatus,
+    AddOnStatus, AddOnType, PAUSED_ANNOTATION, PendingPurchase, PurchaseState, SeatCounts,
+    SubscriptionDeletionPolicy, SubscriptionStatus,
 };
 use crate::domain::billing::{CostPreview, cost_preview};
 use crate::domain::rules::{
-    cancellation_window_open, check_add_on_available, check_admin_may_change, check_seat_change, check_subscription_live,
-    check_trial_conversion,
+    cancellation_window_open, check_add_on_available, check_admin_may_change, check_seat_change,
+    check_subscription_live, check_trial_conversion,
 };
-use crate::domain::{BillingFrequency, Channel, Organization, ProductKind, Refusal, Subscription, SubscriptionState};
+use crate::domain::{
+    BillingFrequency, Channel, Organization, ProductKind, Refusal, Subscription, SubscriptionState,
+};
 
 /// A subscription-like thing to reconcile: a Subscription, or a standalone AddOn.
 pub(super) struct PurchaseInput<'a> {
@@ -75,7 +77,11 @@ impl Planner<'_> {
             .iter()
             .map(|d| {
                 let product_key = d.spec.product_key.as_ref().and_then(|r| {
-                    let k = (d.meta.namespace.clone(), r.secret_ref.name.clone(), r.secret_ref.key.clone());
+                    let k = (
+                        d.meta.namespace.clone(),
+                        r.secret_ref.name.clone(),
+                        r.secret_ref.key.clone(),
+                    );
                     desired.secrets.get(&k).cloned()
                 });
                 self.plan_purchase(&PurchaseInput {
@@ -114,15 +120,32 @@ impl Planner<'_> {
         out
     }
 
-    fn resolve<'o>(&self, p: &PurchaseInput, org: &'o Organization) -> Result<Option<&'o Subscription>, Block> {
+    fn resolve<'o>(
+        &self,
+        p: &PurchaseInput,
+        org: &'o Organization,
+    ) -> Result<Option<&'o Subscription>, Block> {
         if let Some(id) = p.adopt_id {
             return match org.subscription(id) {
                 Some(s) => Ok(Some(s)),
-                None if self.observed.organizations.values().any(|o| o.subscription(id).is_some()) => Err(Block::new(
-                    "OrganizationMismatch",
-                    format!("subscription {id} belongs to another organization, not {}: subscriptions are never shared", p.organization),
+                None if self
+                    .observed
+                    .organizations
+                    .values()
+                    .any(|o| o.subscription(id).is_some()) =>
+                {
+                    Err(Block::new(
+                        "OrganizationMismatch",
+                        format!(
+                            "subscription {id} belongs to another organization, not {}: subscriptions are never shared",
+                            p.organization
+                        ),
+                    ))
+                }
+                None => Err(Block::new(
+                    "SubscriptionNotFound",
+                    format!("subscription {id} does not exist in {}", p.organization),
                 )),
-                None => Err(Block::new("SubscriptionNotFound", format!("subscription {id} does not exist in {}", p.organization))),
             };
         }
         if let Some(id) = p.recorded_id {
@@ -130,7 +153,11 @@ impl Planner<'_> {
                 Block::new("SubscriptionNotFound", format!("subscription {id}, bought earlier, no longer exists in the licensing service"))
             });
         }
-        Ok(p.pending.and_then(|pp| org.subscriptions.iter().find(|s| s.purchase_key.as_deref() == Some(pp.key.as_str()))))
+        Ok(p.pending.and_then(|pp| {
+            org.subscriptions
+                .iter()
+                .find(|s| s.purchase_key.as_deref() == Some(pp.key.as_str()))
+        }))
     }
 
     fn purchase_steps(&mut self, p: &PurchaseInput, out: &mut PurchaseResult) -> Result<(), Block> {
@@ -139,15 +166,40 @@ impl Planner<'_> {
         let product = match catalog.product(p.product) {
             Some(x) if x.kind == p.expect => x,
             Some(_) if p.expect == ProductKind::Base => {
-                return Err(Block::new("ProductUnknown", format!("{} is an add-on product: declare it with kind AddOn", p.product)));
+                return Err(Block::new(
+                    "ProductUnknown",
+                    format!(
+                        "{} is an add-on product: declare it with kind AddOn",
+                        p.product
+                    ),
+                ));
             }
-            Some(_) => return Err(Block::new("ProductUnknown", format!("{} is not an add-on product: declare it with kind Subscription", p.product))),
-            None => return Err(Refusal::ProductUnknown { product: p.product.into() }.into()),
+            Some(_) => {
+                return Err(Block::new(
+                    "ProductUnknown",
+                    format!(
+                        "{} is not an add-on product: declare it with kind Subscription",
+                        p.product
+                    ),
+                ));
+            }
+            None => {
+                return Err(Refusal::ProductUnknown {
+                    product: p.product.into(),
+                }
+                .into());
+            }
         };
         let bound = self.resolve(p, org)?;
         if let Some(s) = bound {
             if s.product != p.product {
-                return Err(Block::new("ProductMismatch", format!("subscription {} is of product {}, not {}", s.id, s.product, p.product)));
+                return Err(Block::new(
+                    "ProductMismatch",
+                    format!(
+                        "subscription {} is of product {}, not {}",
+                        s.id, s.product, p.product
+                    ),
+                ));
             }
             out.bound = Some(s.clone());
             out.recorded_id = Some(s.id.clone());
@@ -190,21 +242,44 @@ impl Planner<'_> {
             check_trial_conversion(org, sub, self.now)?;
             view.trial = false;
             progress.push("buying the trial".to_string());
-            ops.push(Op::ConvertTrial { subscription_id: sub.id.clone() });
+            ops.push(Op::ConvertTrial {
+                subscription_id: sub.id.clone(),
+            });
         }
         if p.seats > sub.seats {
             let consumed = self.pool(p.organization, p.product).consumed;
-            check_seat_change(org, &view, p.seats, consumed, p.product_key.is_some(), self.now)?;
+            check_seat_change(
+                org,
+                &view,
+                p.seats,
+                consumed,
+                p.product_key.is_some(),
+                self.now,
+            )?;
             let cost = cost_preview(&view, product.monthly_price, p.seats, self.now);
-            progress.push(format!("buying {} seats ({} → {})", p.seats - sub.seats, sub.seats, p.seats));
-            ops.push(Op::SetSeats { subscription_id: sub.id.clone(), cost, product_key: p.product_key.clone() });
+            progress.push(format!(
+                "buying {} seats ({} → {})",
+                p.seats - sub.seats,
+                sub.seats,
+                p.seats
+            ));
+            ops.push(Op::SetSeats {
+                subscription_id: sub.id.clone(),
+                cost,
+                product_key: p.product_key.clone(),
+            });
             if !paused && sub.is_admin_manageable() {
                 self.pool_mut(p.organization, p.product).seats += p.seats - sub.seats;
             }
         } else if p.seats < sub.seats {
             // Everything but seats in use is known now; that waits for this pass's removals.
             check_seat_change(org, &view, p.seats, 0, p.product_key.is_some(), self.now)?;
-            progress.push(format!("removing {} seats ({} → {})", sub.seats - p.seats, sub.seats, p.seats));
+            progress.push(format!(
+                "removing {} seats ({} → {})",
+                sub.seats - p.seats,
+                sub.seats,
+                p.seats
+            ));
             out.decrease = Some(Decrease {
                 kind: p.kind,
                 meta: p.meta.clone(),
@@ -217,8 +292,14 @@ impl Planner<'_> {
         }
         if p.recurring_billing != sub.recurring_billing {
             check_admin_may_change(&view, self.now)?;
-            progress.push(format!("turning recurring billing {}", if p.recurring_billing { "on" } else { "off" }));
-            ops.push(Op::SetRecurringBilling { subscription_id: sub.id.clone(), enabled: p.recurring_billing });
+            progress.push(format!(
+                "turning recurring billing {}",
+                if p.recurring_billing { "on" } else { "off" }
+            ));
+            ops.push(Op::SetRecurringBilling {
+                subscription_id: sub.id.clone(),
+                enabled: p.recurring_billing,
+            });
         }
         if !progress.is_empty() {
             out.outcome.progressing = Some(progress.join(", "));
@@ -233,8 +314,20 @@ impl Planner<'_> {
 
     /// `deletionPolicy`: Orphan forgets; Cancel cancels, or turns recurring billing off once
     /// the cancellation window has closed (R10).
-    fn plan_cancel(&mut self, p: &PurchaseInput, org: &Organization, bound: Option<&Subscription>, out: &mut PurchaseResult) -> Result<(), Block> {
-        let done = |me: &mut Self| me.deleted.push(super::ObjectRef { kind: p.kind, namespace: p.meta.namespace.clone(), name: p.meta.name.clone() });
+    fn plan_cancel(
+        &mut self,
+        p: &PurchaseInput,
+        org: &Organization,
+        bound: Option<&Subscription>,
+        out: &mut PurchaseResult,
+    ) -> Result<(), Block> {
+        let done = |me: &mut Self| {
+            me.deleted.push(super::ObjectRef {
+                kind: p.kind,
+                namespace: p.meta.namespace.clone(),
+                name: p.meta.name.clone(),
+            })
+        };
         let sub = match (p.deletion, bound) {
             (SubscriptionDeletionPolicy::Orphan, _) | (_, None) => {
                 done(self);
@@ -249,7 +342,10 @@ impl Planner<'_> {
         if !sub.recurring_billing && !cancellation_window_open(sub, self.now) {
             done(self);
             out.outcome.informational = true;
-            return Err(Refusal::CancellationWindowClosed { term_ends_at: sub.term_ends_at }.into());
+            return Err(Refusal::CancellationWindowClosed {
+                term_ends_at: sub.term_ends_at,
+            }
+            .into());
         }
         match sub.channel {
             Channel::Reseller => return Err(Refusal::ResellerManaged.into()),
@@ -257,14 +353,30 @@ impl Planner<'_> {
             _ => {}
         }
         let pool = self.pool(p.organization, p.product);
-        let seats_left = pool.seats.saturating_sub(if sub.is_usable(self.now) { sub.seats } else { 0 });
+        let seats_left = pool.seats.saturating_sub(if sub.is_usable(self.now) {
+            sub.seats
+        } else {
+            0
+        });
         if pool.consumed > seats_left {
-            return Err(Refusal::SeatsInUse { assigned: pool.consumed, requested: seats_left }.into());
+            return Err(Refusal::SeatsInUse {
+                assigned: pool.consumed,
+                requested: seats_left,
+            }
+            .into());
         }
         let _ = org;
         out.outcome.progressing = Some(format!("cancelling subscription {}", sub.id));
         if !out.outcome.paused {
-            self.push(p.meta, p.kind, p.organization, Op::Cancel { subscription_id: sub.id.clone() }, true);
+            self.push(
+                p.meta,
+                p.kind,
+                p.organization,
+                Op::Cancel {
+                    subscription_id: sub.id.clone(),
+                },
+                true,
+            );
         }
         Ok(())
     }
@@ -273,22 +385,43 @@ impl Planner<'_> {
     pub(super) fn plan_decrease(&mut self, out: &mut Outcome, d: &Decrease) {
         let pool = self.pool(&d.organization, &d.product);
         let from = match &d.add_on {
-            Some(id) => d.sub.add_ons.iter().find(|a| &a.id == id).map_or(0, |a| a.quantity),
+            Some(id) => d
+                .sub
+                .add_ons
+                .iter()
+                .find(|a| &a.id == id)
+                .map_or(0, |a| a.quantity),
             None => d.sub.seats,
         };
         let after = pool.seats.saturating_sub(from - d.to);
         if pool.consumed > after {
-            let block: Block = Refusal::SeatsInUse { assigned: pool.consumed, requested: after }.into();
+            let block: Block = Refusal::SeatsInUse {
+                assigned: pool.consumed,
+                requested: after,
+            }
+            .into();
             out.blocked = Some(block);
             return;
         }
-        let price = self.observed.catalog.product(&d.product).map_or(0.0, |p| p.monthly_price);
+        let price = self
+            .observed
+            .catalog
+            .product(&d.product)
+            .map_or(0.0, |p| p.monthly_price);
         let mut billed = d.sub.clone();
         billed.seats = from;
         let cost: CostPreview = cost_preview(&billed, price, d.to, self.now);
         let op = match &d.add_on {
-            Some(id) => Op::SetAddOnQuantity { base_subscription_id: d.sub.id.clone(), add_on_id: id.clone(), cost },
-            None => Op::SetSeats { subscription_id: d.sub.id.clone(), cost, product_key: None },
+            Some(id) => Op::SetAddOnQuantity {
+                base_subscription_id: d.sub.id.clone(),
+                add_on_id: id.clone(),
+                cost,
+            },
+            None => Op::SetSeats {
+                subscription_id: d.sub.id.clone(),
+                cost,
+                product_key: None,
+            },
         };
         if !out.paused {
             self.pool_mut(&d.organization, &d.product).seats = after;
@@ -296,10 +429,18 @@ impl Planner<'_> {
         }
     }
 
-    pub(super) fn subscription_status(&self, prev: &SubscriptionStatus, meta: &Meta, seats: i32, r: &PurchaseResult) -> SubscriptionStatus {
+    pub(super) fn subscription_status(
+        &self,
+        prev: &SubscriptionStatus,
+        meta: &Meta,
+        seats: i32,
+        r: &PurchaseResult,
+    ) -> SubscriptionStatus {
         let mut s = SubscriptionStatus {
             observed_generation: meta.generation,
-            conditions: r.outcome.conditions(&prev.conditions, meta.generation, self.now),
+            conditions: r
+                .outcome
+                .conditions(&prev.conditions, meta.generation, self.now),
             blocked_reason: r.outcome.blocked_reason(),
             subscription_id: r.recorded_id.clone(),
             purchase: r.purchase.clone(),
@@ -359,7 +500,10 @@ impl Planner<'_> {
                         convert_trial: false,
                         deletion: d.spec.deletion_policy,
                     });
-                    let mut r = AddOnResult { add_on_id: purchase.recorded_id.clone(), ..Default::default() };
+                    let mut r = AddOnResult {
+                        add_on_id: purchase.recorded_id.clone(),
+                        ..Default::default()
+                    };
                     if let Some(sub) = &purchase.bound {
                         let pool = self.observed_pool(&d.spec.organization, &d.spec.product);
                         r.state = Some(state_of(sub));
@@ -369,7 +513,9 @@ impl Planner<'_> {
                     r
                 } else {
                     let base = d.spec.subscription_ref.as_ref().and_then(|r| {
-                        desired.subscriptions.iter().position(|s| s.meta.namespace == d.meta.namespace && s.meta.name == r.name)
+                        desired.subscriptions.iter().position(|s| {
+                            s.meta.namespace == d.meta.namespace && s.meta.name == r.name
+                        })
                     });
                     let mut r = AddOnResult {
                         add_on_id: d.status.add_on_id.clone(),
@@ -402,10 +548,24 @@ impl Planner<'_> {
         let catalog = self.observed.catalog.clone();
         let product = match catalog.product(&d.spec.product) {
             Some(p) if p.kind == ProductKind::AddOn => p,
-            Some(_) => return Err(Block::new("ProductUnknown", format!("{} is not an add-on product", d.spec.product))),
-            None => return Err(Refusal::ProductUnknown { product: d.spec.product.clone() }.into()),
+            Some(_) => {
+                return Err(Block::new(
+                    "ProductUnknown",
+                    format!("{} is not an add-on product", d.spec.product),
+                ));
+            }
+            None => {
+                return Err(Refusal::ProductUnknown {
+                    product: d.spec.product.clone(),
+                }
+                .into());
+            }
         };
-        let ref_name = d.spec.subscription_ref.as_ref().map_or("", |r| r.name.as_str());
+        let ref_name = d
+            .spec
+            .subscription_ref
+            .as_ref()
+            .map_or("", |r| r.name.as_str());
         let Some(base) = base else {
             if d.meta.deleting {
                 self.deleted.push(ref_of(Kind::AddOn, &d.meta));
@@ -413,13 +573,19 @@ impl Planner<'_> {
             }
             return Err(Block::new(
                 "BaseSubscriptionNotReady",
-                format!("the base Subscription {ref_name} does not exist in namespace {} or has no subscription yet", d.meta.namespace),
+                format!(
+                    "the base Subscription {ref_name} does not exist in namespace {} or has no subscription yet",
+                    d.meta.namespace
+                ),
             ));
         };
         r.base_id = Some(base.id.clone());
         let record = match (&d.status.add_on_id, &d.status.purchase) {
             (Some(id), _) => base.add_ons.iter().find(|a| &a.id == id),
-            (None, Some(pp)) => base.add_ons.iter().find(|a| a.purchase_key.as_deref() == Some(pp.key.as_str())),
+            (None, Some(pp)) => base
+                .add_ons
+                .iter()
+                .find(|a| a.purchase_key.as_deref() == Some(pp.key.as_str())),
             _ => None,
         };
         if let Some(a) = record {
@@ -436,12 +602,17 @@ impl Planner<'_> {
             }
             return Err(Block::new(
                 "BaseSubscriptionCanceled",
-                format!("the base subscription {} was canceled, which cancels its traditional add-ons (R22)", base.id),
+                format!(
+                    "the base subscription {} was canceled, which cancels its traditional add-ons (R22)",
+                    base.id
+                ),
             ));
         }
         if d.meta.deleting {
             return match (d.spec.deletion_policy, record) {
-                (SubscriptionDeletionPolicy::Cancel, Some(_)) => Err(Refusal::RemovalRequiresSupport.into()),
+                (SubscriptionDeletionPolicy::Cancel, Some(_)) => {
+                    Err(Refusal::RemovalRequiresSupport.into())
+                }
                 _ => {
                     self.deleted.push(ref_of(Kind::AddOn, &d.meta));
                     Ok(())
@@ -449,7 +620,10 @@ impl Planner<'_> {
             };
         }
         if !base.is_usable(self.now) {
-            return Err(Block::new("BaseSubscriptionNotReady", format!("the base subscription {} is not active yet", base.id)));
+            return Err(Block::new(
+                "BaseSubscriptionNotReady",
+                format!("the base subscription {} is not active yet", base.id),
+            ));
         }
         let paused = r.purchase.outcome.paused;
         match record {
@@ -461,7 +635,8 @@ impl Planner<'_> {
                     key: purchase_key(Kind::AddOn, &d.meta, &d.spec.organization),
                     started_at: self.now,
                 });
-                r.purchase.outcome.progressing = Some(format!("buying {quantity} of add-on {}", d.spec.product));
+                r.purchase.outcome.progressing =
+                    Some(format!("buying {quantity} of add-on {}", d.spec.product));
                 if !paused {
                     let op = Op::BuyAddOn {
                         base_subscription_id: base.id.clone(),
@@ -483,14 +658,21 @@ impl Planner<'_> {
                     let mut billed = base.clone();
                     billed.seats = a.quantity;
                     let cost = cost_preview(&billed, product.monthly_price, quantity, self.now);
-                    r.purchase.outcome.progressing = Some(format!("changing quantity {} → {quantity}", a.quantity));
+                    r.purchase.outcome.progressing =
+                        Some(format!("changing quantity {} → {quantity}", a.quantity));
                     if !paused {
-                        self.pool_mut(&d.spec.organization, &d.spec.product).seats += quantity - a.quantity;
-                        let op = Op::SetAddOnQuantity { base_subscription_id: base.id.clone(), add_on_id: a.id.clone(), cost };
+                        self.pool_mut(&d.spec.organization, &d.spec.product).seats +=
+                            quantity - a.quantity;
+                        let op = Op::SetAddOnQuantity {
+                            base_subscription_id: base.id.clone(),
+                            add_on_id: a.id.clone(),
+                            cost,
+                        };
                         self.push(&d.meta, Kind::AddOn, &d.spec.organization, op, false);
                     }
                 } else {
-                    r.purchase.outcome.progressing = Some(format!("changing quantity {} → {quantity}", a.quantity));
+                    r.purchase.outcome.progressing =
+                        Some(format!("changing quantity {} → {quantity}", a.quantity));
                     r.purchase.decrease = Some(Decrease {
                         kind: Kind::AddOn,
                         meta: d.meta.clone(),
@@ -506,10 +688,18 @@ impl Planner<'_> {
         }
     }
 
-    pub(super) fn add_on_status(&self, prev: &AddOnStatus, meta: &Meta, r: &AddOnResult) -> AddOnStatus {
+    pub(super) fn add_on_status(
+        &self,
+        prev: &AddOnStatus,
+        meta: &Meta,
+        r: &AddOnResult,
+    ) -> AddOnStatus {
         AddOnStatus {
             observed_generation: meta.generation,
-            conditions: r.purchase.outcome.conditions(&prev.conditions, meta.generation, self.now),
+            conditions: r
+                .purchase
+                .outcome
+                .conditions(&prev.conditions, meta.generation, self.now),
             blocked_reason: r.purchase.outcome.blocked_reason(),
             add_on_id: r.add_on_id.clone(),
             base_subscription_id: r.base_id.clone(),
@@ -531,5 +721,9 @@ fn counts(desired: u32, purchased: u32, pool: super::Pool) -> SeatCounts {
 }
 
 pub(super) fn ref_of(kind: Kind, meta: &Meta) -> super::ObjectRef {
-    super::ObjectRef { kind, namespace: meta.namespace.clone(), name: meta.name.clone() }
+    super::ObjectRef {
+        kind,
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone(),
+    }
 }
