@@ -142,7 +142,7 @@ fn table(
                 .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
                 .unwrap_or_else(|| "-".into())
         };
-        let (header, cells): (Vec<&str>, Box<dyn Fn(&Shown) -> Vec<String>>) = match kind {
+        let (header, cells): (Vec<&str>, Cells) = match kind {
             Kind::Subscription => (
                 vec![
                     "NAMESPACE",
@@ -253,6 +253,8 @@ fn table(
     }
     out
 }
+
+type Cells = Box<dyn Fn(&Shown) -> Vec<String>>;
 
 fn ready(c: &Conditions) -> String {
     c.get("Ready").map_or("-".into(), |r| r.status.clone())
