@@ -4,14 +4,15 @@
 //! [`Ledger`], then calls the backend: purchases one by one, licence changes in batches of at
 //! most 20 users. A refusal stops that resource and becomes its Blocked reason.
 
-use crate::api::{LicenseAssignmentStatus, Removal, UserState};
-use crate::backend::{Backend, BackendError, MAX_BATCH, PurchaseRequest};
+use crate::api::{AddOnStatus, LicenseAssignmentStatus, Removal, SubscriptionStatus, UserState};
+use crate::backend::{Backend, BackendError, MAX_BATCH, PurchaseRequest, SeatChange};
 use crate::clock::Clock;
+use crate::domain::billing::CostPreview;
 use crate::domain::{DATA_RETENTION_DAYS, Instant, Refusal};
 use crate::planner::conditions::Outcome;
 use crate::planner::{
-    self, Action, Block, Desired, Kind, ObjectRef, Observed, Op, Options, Plan, UserChange,
-    record_owned,
+    self, Action, Block, Declared, Desired, Kind, ObjectRef, Observed, Op, Options, Plan,
+    UserChange, record_owned,
 };
 use jiff::ToSpan;
 use std::collections::{BTreeMap, BTreeSet};
@@ -113,41 +114,41 @@ pub async fn converge<B: Backend, L: Ledger>(
         ledger.save(desired).await?;
         let actions = std::mem::take(&mut plan.actions);
         let mut changes: BTreeMap<String, Vec<(usize, UserChange)>> = BTreeMap::new();
+        let mut unfinished: BTreeSet<(String, String)> = BTreeSet::new();
         for (i, action) in actions.iter().enumerate() {
-            if refused.contains_key(&action.resource()) {
-                continue;
-            }
-            if let Op::AssignLicenses { users } = &action.op {
+            if let Op::AssignLicenses { users } = &action.op
+                && !refused.contains_key(&action.resource())
+            {
                 for c in users {
                     changes
                         .entry(action.organization.clone())
                         .or_default()
                         .push((i, c.clone()));
                 }
-                continue;
-            }
-            writes += 1;
-            let outcome = apply_one(backend, desired, action, now).await;
-            match outcome {
-                Ok(()) => executed.push(Executed {
-                    action: action.clone(),
-                    refused: None,
-                }),
-                Err(BackendError::Refused(r)) => {
-                    let block = Block::from(r);
-                    refused.insert(action.resource(), block.clone());
-                    executed.push(Executed {
-                        action: action.clone(),
-                        refused: Some(block),
-                    });
-                }
-                Err(e) => return Err(e),
             }
         }
-        // Licence changes after purchases: bought seats are available at once (R02).
+        // Purchases and increases first: bought seats are available at once (R02).
+        let mut ops = Ops {
+            refused: &mut refused,
+            executed: &mut executed,
+            writes: &mut writes,
+            unfinished: &mut unfinished,
+        };
+        ops.apply(backend, clock, desired, &actions, false).await?;
+        // Licence changes next: they may use seats just bought, and may free seats.
         let mut done: BTreeMap<usize, Vec<UserChange>> = BTreeMap::new();
         for (org, list) in changes {
             let before = &observed.organizations.get(&org);
+            // Users waiting for seats of an unfinished (202) change are planned again next pass.
+            let waiting = |c: &UserChange| {
+                c.add
+                    .iter()
+                    .any(|l| unfinished.contains(&(org.clone(), l.product.clone())))
+            };
+            let list: Vec<(usize, UserChange)> = list
+                .into_iter()
+                .filter(|(i, c)| !refused.contains_key(&actions[*i].resource()) && !waiting(c))
+                .collect();
             for chunk in list.chunks(MAX_BATCH) {
                 let live: Vec<&(usize, UserChange)> = chunk
                     .iter()
@@ -158,7 +159,7 @@ pub async fn converge<B: Backend, L: Ledger>(
                 }
                 let batch: Vec<UserChange> = live.iter().map(|(_, c)| c.clone()).collect();
                 writes += 1;
-                let results = backend.assign_licences(&org, &batch).await?;
+                let results = retrying(clock, || backend.assign_licences(&org, &batch)).await?;
                 for ((i, change), result) in live.iter().zip(results) {
                     let resource = actions[*i].resource();
                     match result {
@@ -173,10 +174,7 @@ pub async fn converge<B: Backend, L: Ledger>(
                                 .map(|l| l.product.clone())
                                 .filter(|p| !held.contains(p.as_str()))
                                 .collect();
-                            if let Some(d) = desired.assignments.iter_mut().find(|d| {
-                                d.meta.namespace == resource.namespace
-                                    && d.meta.name == resource.name
-                            }) {
+                            if let Some(d) = find(&mut desired.assignments, &resource) {
                                 record_owned(&mut d.status.owned, change, &added);
                                 record_removals(&mut d.status, change, now);
                             }
@@ -211,6 +209,14 @@ pub async fn converge<B: Backend, L: Ledger>(
                 refused: None,
             });
         }
+        // Reductions and cancellations last, once this pass's removals have freed seats (R07).
+        let mut ops = Ops {
+            refused: &mut refused,
+            executed: &mut executed,
+            writes: &mut writes,
+            unfinished: &mut unfinished,
+        };
+        ops.apply(backend, clock, desired, &actions, true).await?;
         ledger.save(desired).await?;
     }
     unreachable!("the loop returns on its last pass")
@@ -227,16 +233,102 @@ fn record_removals(status: &mut LicenseAssignmentStatus, change: &UserChange, no
     }
 }
 
-/// One purchase-side action; its result is written into the resource's status at once.
+/// The purchase-side actions of one pass and the run's bookkeeping they update.
+struct Ops<'a> {
+    refused: &'a mut BTreeMap<ObjectRef, Block>,
+    executed: &'a mut Vec<Executed>,
+    writes: &'a mut u64,
+    unfinished: &'a mut BTreeSet<(String, String)>,
+}
+
+impl Ops<'_> {
+    /// Applies the actions that free seats (`late`) or the others, in plan order; a refusal
+    /// stops that resource for the rest of the run.
+    async fn apply<B: Backend>(
+        &mut self,
+        backend: &B,
+        clock: &dyn Clock,
+        desired: &mut Desired,
+        actions: &[Action],
+        late: bool,
+    ) -> Result<(), BackendError> {
+        for action in actions {
+            let resource = action.resource();
+            if matches!(action.op, Op::AssignLicenses { .. })
+                || action.op.frees_seats() != late
+                || self.refused.contains_key(&resource)
+            {
+                continue;
+            }
+            *self.writes += 1;
+            match apply_one(backend, clock, action).await {
+                Ok(effect) => {
+                    if let Effect::SeatChange(_, SeatChange::Accepted) = &effect
+                        && let Some(product) = product_of(desired, &resource)
+                    {
+                        // Accepted, not finished: its seats are not there yet (R02 waits).
+                        self.unfinished
+                            .insert((action.organization.clone(), product));
+                    }
+                    record(desired, &resource, effect);
+                    self.executed.push(Executed {
+                        action: action.clone(),
+                        refused: None,
+                    });
+                }
+                Err(BackendError::Refused(r)) => {
+                    let block = Block::from(r);
+                    self.refused.insert(resource, block.clone());
+                    self.executed.push(Executed {
+                        action: action.clone(),
+                        refused: Some(block),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a purchase-side action changed, to be written into its resource's status.
+enum Effect {
+    Nothing,
+    Bought { id: String, base: Option<String> },
+    SeatChange(CostPreview, SeatChange),
+}
+
+/// A backend may ask to slow down (Graph 429): wait its Retry-After, a few times, then give up.
+pub const MAX_THROTTLED_RETRIES: u32 = 5;
+
+async fn retrying<T, F, Fut>(clock: &dyn Clock, mut call: F) -> Result<T, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, BackendError>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(BackendError::Throttled {
+                retry_after_seconds,
+            }) if tries < MAX_THROTTLED_RETRIES => {
+                tries += 1;
+                tracing::debug!(retry_after_seconds, "backend throttled; waiting");
+                clock.sleep(retry_after_seconds.max(1)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// One purchase-side action.
 async fn apply_one<B: Backend>(
     backend: &B,
-    desired: &mut Desired,
+    clock: &dyn Clock,
     action: &Action,
-    now: Instant,
-) -> Result<(), BackendError> {
+) -> Result<Effect, BackendError> {
     let org = action.organization.as_str();
-    let (ns, name) = (action.namespace.as_str(), action.name.as_str());
-    match &action.op {
+    Ok(match &action.op {
         Op::Buy {
             product,
             seats,
@@ -251,70 +343,41 @@ async fn apply_one<B: Backend>(
                 recurring_billing: *recurring_billing,
                 idempotency_key: key.clone(),
             };
-            let sub = backend.buy_subscription(org, &request).await?;
-            match action.kind {
-                Kind::Subscription => {
-                    if let Some(d) = desired
-                        .subscriptions
-                        .iter_mut()
-                        .find(|d| d.meta.namespace == ns && d.meta.name == name)
-                    {
-                        d.status.subscription_id = Some(sub.id);
-                        d.status.purchase = None;
-                    }
-                }
-                _ => {
-                    if let Some(d) = desired
-                        .add_ons
-                        .iter_mut()
-                        .find(|d| d.meta.namespace == ns && d.meta.name == name)
-                    {
-                        d.status.add_on_id = Some(sub.id);
-                        d.status.purchase = None;
-                    }
-                }
+            let sub = retrying(clock, || backend.buy_subscription(org, &request)).await?;
+            Effect::Bought {
+                id: sub.id,
+                base: None,
             }
         }
-        Op::ConvertTrial { subscription_id } => backend.convert_trial(org, subscription_id).await?,
+        Op::ConvertTrial { subscription_id } => {
+            retrying(clock, || backend.convert_trial(org, subscription_id)).await?;
+            Effect::Nothing
+        }
         Op::SetSeats {
             subscription_id,
             cost,
             product_key,
         } => {
-            backend
-                .set_seats(org, subscription_id, cost.to, product_key.as_deref())
-                .await?;
-            match action.kind {
-                Kind::Subscription => {
-                    if let Some(d) = desired
-                        .subscriptions
-                        .iter_mut()
-                        .find(|d| d.meta.namespace == ns && d.meta.name == name)
-                    {
-                        d.status.last_seat_change = Some(cost.clone());
-                    }
-                }
-                _ => {
-                    if let Some(d) = desired
-                        .add_ons
-                        .iter_mut()
-                        .find(|d| d.meta.namespace == ns && d.meta.name == name)
-                    {
-                        d.status.last_seat_change = Some(cost.clone());
-                    }
-                }
-            }
+            let key = product_key.as_deref();
+            let change = retrying(clock, || {
+                backend.set_seats(org, subscription_id, cost.to, key)
+            })
+            .await?;
+            Effect::SeatChange(cost.clone(), change)
         }
         Op::SetRecurringBilling {
             subscription_id,
             enabled,
         } => {
-            backend
-                .set_recurring_billing(org, subscription_id, *enabled)
-                .await?
+            retrying(clock, || {
+                backend.set_recurring_billing(org, subscription_id, *enabled)
+            })
+            .await?;
+            Effect::Nothing
         }
         Op::Cancel { subscription_id } => {
-            backend.cancel(org, subscription_id).await?;
+            retrying(clock, || backend.cancel(org, subscription_id)).await?;
+            Effect::Nothing
         }
         Op::BuyAddOn {
             base_subscription_id,
@@ -323,8 +386,8 @@ async fn apply_one<B: Backend>(
             auto_assign,
             key,
         } => {
-            let a = backend
-                .buy_add_on(
+            let a = retrying(clock, || {
+                backend.buy_add_on(
                     org,
                     base_subscription_id,
                     product,
@@ -332,15 +395,11 @@ async fn apply_one<B: Backend>(
                     *auto_assign,
                     key,
                 )
-                .await?;
-            if let Some(d) = desired
-                .add_ons
-                .iter_mut()
-                .find(|d| d.meta.namespace == ns && d.meta.name == name)
-            {
-                d.status.add_on_id = Some(a.id);
-                d.status.base_subscription_id = Some(base_subscription_id.clone());
-                d.status.purchase = None;
+            })
+            .await?;
+            Effect::Bought {
+                id: a.id,
+                base: Some(base_subscription_id.clone()),
             }
         }
         Op::SetAddOnQuantity {
@@ -348,21 +407,103 @@ async fn apply_one<B: Backend>(
             add_on_id,
             cost,
         } => {
-            backend
-                .set_add_on_quantity(org, base_subscription_id, add_on_id, cost.to)
-                .await?;
-            if let Some(d) = desired
-                .add_ons
-                .iter_mut()
-                .find(|d| d.meta.namespace == ns && d.meta.name == name)
-            {
-                d.status.last_seat_change = Some(cost.clone());
-            }
+            retrying(clock, || {
+                backend.set_add_on_quantity(org, base_subscription_id, add_on_id, cost.to)
+            })
+            .await?;
+            Effect::SeatChange(cost.clone(), SeatChange::Applied)
         }
         Op::AssignLicenses { .. } => unreachable!("licence changes are batched"),
+    })
+}
+
+fn find<'a, S, St>(
+    list: &'a mut [Declared<S, St>],
+    r: &ObjectRef,
+) -> Option<&'a mut Declared<S, St>> {
+    list.iter_mut()
+        .find(|d| d.meta.namespace == r.namespace && d.meta.name == r.name)
+}
+
+/// The resource's product, when an action on it changes seats.
+fn product_of(desired: &Desired, r: &ObjectRef) -> Option<String> {
+    match r.kind {
+        Kind::Subscription => desired
+            .subscriptions
+            .iter()
+            .find(|d| d.meta.namespace == r.namespace && d.meta.name == r.name)
+            .map(|d| d.spec.product.clone()),
+        Kind::AddOn => desired
+            .add_ons
+            .iter()
+            .find(|d| d.meta.namespace == r.namespace && d.meta.name == r.name)
+            .map(|d| d.spec.product.clone()),
+        Kind::LicenseAssignment => None,
     }
-    let _ = now;
-    Ok(())
+}
+
+/// Writes an action's effect into the status of a Subscription or an AddOn.
+trait PurchaseStatus {
+    fn bought(&mut self, id: String, base: Option<String>);
+    fn changed(&mut self, cost: CostPreview);
+}
+
+impl PurchaseStatus for SubscriptionStatus {
+    fn bought(&mut self, id: String, _: Option<String>) {
+        self.subscription_id = Some(id);
+        self.purchase = None;
+    }
+    fn changed(&mut self, cost: CostPreview) {
+        self.last_seat_change = Some(cost);
+    }
+}
+
+impl PurchaseStatus for AddOnStatus {
+    fn bought(&mut self, id: String, base: Option<String>) {
+        self.add_on_id = Some(id);
+        if base.is_some() {
+            self.base_subscription_id = base;
+        }
+        self.purchase = None;
+    }
+    fn changed(&mut self, cost: CostPreview) {
+        self.last_seat_change = Some(cost);
+    }
+}
+
+fn record(desired: &mut Desired, r: &ObjectRef, effect: Effect) {
+    let status: &mut dyn PurchaseStatus = match r.kind {
+        Kind::Subscription => match find(&mut desired.subscriptions, r) {
+            Some(d) => &mut d.status,
+            None => return,
+        },
+        Kind::AddOn => match find(&mut desired.add_ons, r) {
+            Some(d) => &mut d.status,
+            None => return,
+        },
+        Kind::LicenseAssignment => return,
+    };
+    match effect {
+        Effect::Nothing => {}
+        Effect::Bought { id, base } => status.bought(id, base),
+        Effect::SeatChange(cost, _) => status.changed(cost),
+    }
+}
+
+/// Marks a status Blocked with the reason met in this run.
+fn mark_blocked(
+    reason: &mut Option<String>,
+    conditions: &mut crate::api::Conditions,
+    block: &Block,
+    generation: Option<i64>,
+    now: Instant,
+) {
+    *reason = Some(block.reason.clone());
+    *conditions = Outcome {
+        blocked: Some(block.clone()),
+        ..Default::default()
+    }
+    .conditions(conditions, generation, now);
 }
 
 /// Refusals met earlier in this run stay visible until the run ends.
@@ -378,48 +519,38 @@ fn overlay_refusals(
     }
     plan.actions
         .retain(|a| !refused.contains_key(&a.resource()));
-    let blocked = |kind: Kind, meta: &planner::Meta| {
-        refused
-            .get(&ObjectRef {
-                kind,
-                namespace: meta.namespace.clone(),
-                name: meta.name.clone(),
-            })
-            .cloned()
-    };
+    let blocked = |kind: Kind, meta: &planner::Meta| refused.get(&ObjectRef::of(kind, meta));
     for (d, s) in desired
         .subscriptions
         .iter()
         .zip(plan.subscriptions.iter_mut())
     {
         if let Some(b) = blocked(Kind::Subscription, &d.meta) {
-            s.blocked_reason = Some(b.reason.clone());
-            s.conditions = Outcome {
-                blocked: Some(b),
-                ..Default::default()
-            }
-            .conditions(&s.conditions, d.meta.generation, now);
+            mark_blocked(
+                &mut s.blocked_reason,
+                &mut s.conditions,
+                b,
+                d.meta.generation,
+                now,
+            );
         }
     }
     for (d, s) in desired.add_ons.iter().zip(plan.add_ons.iter_mut()) {
         if let Some(b) = blocked(Kind::AddOn, &d.meta) {
-            s.blocked_reason = Some(b.reason.clone());
-            s.conditions = Outcome {
-                blocked: Some(b),
-                ..Default::default()
-            }
-            .conditions(&s.conditions, d.meta.generation, now);
+            mark_blocked(
+                &mut s.blocked_reason,
+                &mut s.conditions,
+                b,
+                d.meta.generation,
+                now,
+            );
         }
     }
     for (d, s) in desired.assignments.iter().zip(plan.assignments.iter_mut()) {
         let Some(b) = blocked(Kind::LicenseAssignment, &d.meta) else {
             continue;
         };
-        let r = ObjectRef {
-            kind: Kind::LicenseAssignment,
-            namespace: d.meta.namespace.clone(),
-            name: d.meta.name.clone(),
-        };
+        let r = ObjectRef::of(Kind::LicenseAssignment, &d.meta);
         for u in s.users.iter_mut() {
             if let Some(ub) = refused_users.get(&(r.clone(), u.user.clone())) {
                 u.state = UserState::Blocked;
@@ -427,27 +558,19 @@ fn overlay_refusals(
                 u.message = Some(ub.message.clone());
             }
         }
-        s.assigned = s
-            .users
-            .iter()
-            .filter(|u| u.state == UserState::Assigned)
-            .count() as i64;
-        s.pending = s
-            .users
-            .iter()
-            .filter(|u| u.state == UserState::Pending)
-            .count() as i64;
-        s.blocked = s
-            .users
-            .iter()
-            .filter(|u| u.state == UserState::Blocked)
-            .count() as i64;
-        s.blocked_reason = Some(b.reason.clone());
-        s.conditions = Outcome {
-            blocked: Some(b),
-            ..Default::default()
-        }
-        .conditions(&s.conditions, d.meta.generation, now);
+        let count = |state: UserState| s.users.iter().filter(|u| u.state == state).count() as i64;
+        (s.assigned, s.pending, s.blocked) = (
+            count(UserState::Assigned),
+            count(UserState::Pending),
+            count(UserState::Blocked),
+        );
+        mark_blocked(
+            &mut s.blocked_reason,
+            &mut s.conditions,
+            b,
+            d.meta.generation,
+            now,
+        );
     }
 }
 

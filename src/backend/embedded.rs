@@ -10,12 +10,12 @@ use crate::clock::Clock;
 use crate::domain::catalog::CatalogOverrides;
 use crate::domain::rules::{
     cancellation_window_open, check_add_on_available, check_admin_may_change, check_licence_set,
-    check_seat_change, check_subscription_live, check_trial_conversion, check_user_assignable,
-    licences_after,
+    check_seat_change, check_seats_cover_assigned, check_subscription_live, check_trial_conversion,
+    check_user_assignable, licences_after,
 };
 use crate::domain::{
-    BillingFrequency, Catalog, Channel, CreditCheck, Instant, Organization, Refusal, Subscription,
-    SubscriptionState, TraditionalAddOn,
+    BillingFrequency, Catalog, Channel, CreditCheck, Instant, Organization, PendingSeatChange,
+    Refusal, Subscription, SubscriptionState, TraditionalAddOn,
 };
 use crate::planner::UserChange;
 use jiff::{ToSpan, tz::TimeZone};
@@ -280,6 +280,12 @@ fn advance(org: &mut Organization, now: Instant) {
             s.credit_check = CreditCheck::Cleared;
             s.credit_check_clears_at = None;
         }
+        if let Some(p) = &s.pending_seat_change
+            && p.completes_at <= now
+        {
+            s.seats = p.seats;
+            s.pending_seat_change = None;
+        }
         if s.status == SubscriptionState::Pending && s.activates_at.is_none_or(|t| t <= now) {
             s.status = SubscriptionState::Active;
             s.activates_at = None;
@@ -460,8 +466,17 @@ impl Backend for Embedded {
             let key_ok = product_key
                 .is_some_and(|k| k.chars().filter(|c| c.is_ascii_alphanumeric()).count() == 25);
             check_seat_change(&snapshot, sub, seats, consumed, key_ok, now)?;
-            sub.seats = seats;
-            Ok(SeatChange::Applied)
+            if snapshot.seat_change_delay_minutes == 0 || seats == sub.seats {
+                sub.seats = seats;
+                sub.pending_seat_change = None;
+                return Ok(SeatChange::Applied);
+            }
+            // Partner Center: 202 Accepted, finished later (see `advance`).
+            sub.pending_seat_change = Some(PendingSeatChange {
+                seats,
+                completes_at: now + (snapshot.seat_change_delay_minutes as i64).minutes(),
+            });
+            Ok(SeatChange::Accepted)
         })
     }
 
@@ -561,7 +576,6 @@ impl Backend for Embedded {
         quantity: u32,
     ) -> Result<()> {
         self.change(organization, |org, _, now| {
-            let consumed_of = |o: &Organization, p: &str| o.consumed(p);
             let snapshot = org.clone();
             let base = find_sub(org, base_subscription_id)?;
             check_admin_may_change(base, now)?;
@@ -579,14 +593,7 @@ impl Backend for Embedded {
             }
             if quantity < a.quantity {
                 let pool_after = snapshot.pool(&a.product, now) - (a.quantity - quantity);
-                let consumed = consumed_of(&snapshot, &a.product);
-                if consumed > pool_after {
-                    return Err(Refusal::SeatsInUse {
-                        assigned: consumed,
-                        requested: pool_after,
-                    }
-                    .into());
-                }
+                check_seats_cover_assigned(pool_after, snapshot.consumed(&a.product))?;
             }
             a.quantity = quantity;
             Ok(())

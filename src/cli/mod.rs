@@ -142,13 +142,12 @@ struct TenantLedger<'a> {
     /// Records of resources this run does not touch, kept as they are.
     others: Vec<ResourceRecord>,
     objects: &'a BTreeMap<(Kind, String, String), Value>,
-    deleting: bool,
 }
 
 impl Ledger for TenantLedger<'_> {
     async fn save(&mut self, desired: &Desired) -> Result<(), BackendError> {
         let mut records = self.others.clone();
-        records.extend(records_of(desired, self.objects, self.deleting));
+        records.extend(records_of(desired, self.objects));
         records.sort_by(|a, b| {
             (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name))
         });
@@ -159,53 +158,24 @@ impl Ledger for TenantLedger<'_> {
 fn records_of(
     desired: &Desired,
     objects: &BTreeMap<(Kind, String, String), Value>,
-    _deleting: bool,
 ) -> Vec<ResourceRecord> {
-    let record = |kind: Kind, meta: &Meta, status: Value| ResourceRecord {
-        kind: format!("{kind:?}"),
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone(),
-        uid: meta.uid.clone(),
-        created_at: meta.created_at,
-        deleting: meta.deleting,
-        manifest: objects
-            .get(&(kind, meta.namespace.clone(), meta.name.clone()))
-            .cloned()
-            .unwrap_or(Value::Null),
-        status,
-    };
-    let json = |v: &dyn erased::Ser| v.value();
-    let mut out = vec![];
-    out.extend(
-        desired
-            .subscriptions
-            .iter()
-            .map(|d| record(Kind::Subscription, &d.meta, json(&d.status))),
-    );
-    out.extend(
-        desired
-            .assignments
-            .iter()
-            .map(|d| record(Kind::LicenseAssignment, &d.meta, json(&d.status))),
-    );
-    out.extend(
-        desired
-            .add_ons
-            .iter()
-            .map(|d| record(Kind::AddOn, &d.meta, json(&d.status))),
-    );
-    out
-}
-
-mod erased {
-    pub trait Ser {
-        fn value(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Ser for T {
-        fn value(&self) -> serde_json::Value {
-            serde_json::to_value(self).expect("statuses serialize")
-        }
-    }
+    desired
+        .statuses()
+        .into_iter()
+        .map(|(kind, meta, status)| ResourceRecord {
+            kind: format!("{kind:?}"),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+            uid: meta.uid.clone(),
+            created_at: meta.created_at,
+            deleting: meta.deleting,
+            manifest: objects
+                .get(&(kind, meta.namespace.clone(), meta.name.clone()))
+                .cloned()
+                .unwrap_or(Value::Null),
+            status,
+        })
+        .collect()
 }
 
 async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
@@ -347,7 +317,6 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
             backend: &backend,
             others,
             objects: &objects,
-            deleting: mode == Mode::Delete,
         };
         let report = executor::converge(
             &backend,

@@ -14,33 +14,11 @@ pub fn objects(
     manifests: &BTreeMap<(Kind, String, String), Value>,
     targets: &[(Kind, String, String)],
 ) -> Vec<Shown> {
-    let mut statuses: BTreeMap<(Kind, String, String), Value> = BTreeMap::new();
-    for d in &desired.subscriptions {
-        statuses.insert(
-            (
-                Kind::Subscription,
-                d.meta.namespace.clone(),
-                d.meta.name.clone(),
-            ),
-            serde_json::to_value(&d.status).expect("status"),
-        );
-    }
-    for d in &desired.assignments {
-        statuses.insert(
-            (
-                Kind::LicenseAssignment,
-                d.meta.namespace.clone(),
-                d.meta.name.clone(),
-            ),
-            serde_json::to_value(&d.status).expect("status"),
-        );
-    }
-    for d in &desired.add_ons {
-        statuses.insert(
-            (Kind::AddOn, d.meta.namespace.clone(), d.meta.name.clone()),
-            serde_json::to_value(&d.status).expect("status"),
-        );
-    }
+    let statuses: BTreeMap<(Kind, String, String), Value> = desired
+        .statuses()
+        .into_iter()
+        .map(|(kind, meta, status)| ((kind, meta.namespace.clone(), meta.name.clone()), status))
+        .collect();
     targets
         .iter()
         .map(|key| {

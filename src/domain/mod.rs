@@ -12,8 +12,8 @@ pub mod tenant;
 pub use catalog::{Catalog, Product, ProductKind};
 pub use rules::Refusal;
 pub use tenant::{
-    BillingFrequency, Channel, CreditCheck, Licence, Organization, Subscription, SubscriptionState,
-    TraditionalAddOn, User,
+    BillingFrequency, Channel, CreditCheck, Licence, Organization, PendingSeatChange, Subscription,
+    SubscriptionState, TraditionalAddOn, User,
 };
 
 /// Instants are UTC timestamps throughout; the clock is always passed in.

@@ -233,12 +233,18 @@ pub fn check_seat_change(
     }
     if seats < sub.seats {
         let pool_after = org.pool(&sub.product, now).saturating_sub(sub.seats) + seats;
-        if pool_after < consumed {
-            return Err(Refusal::SeatsInUse {
-                assigned: consumed,
-                requested: pool_after,
-            });
-        }
+        check_seats_cover_assigned(pool_after, consumed)?;
+    }
+    Ok(())
+}
+
+/// R07: a product's pool can never shrink below the licences of it that are assigned.
+pub fn check_seats_cover_assigned(pool_after: u32, assigned: u32) -> Result<(), Refusal> {
+    if assigned > pool_after {
+        return Err(Refusal::SeatsInUse {
+            assigned,
+            requested: pool_after,
+        });
     }
     Ok(())
 }

@@ -56,6 +56,10 @@ pub struct Organization {
     /// How long a newly bought subscription takes to become active (R27); 0 is at once.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub activation_delay_minutes: u32,
+    /// How long a seat change takes to finish (Partner Center answers 202 Accepted and finishes
+    /// later); 0 is at once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seat_change_delay_minutes: u32,
     #[serde(default)]
     pub users: Vec<User>,
     #[serde(default)]
@@ -149,6 +153,17 @@ pub struct Subscription {
     /// key returns this subscription instead of buying again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purchase_key: Option<String>,
+    /// A seat change the service accepted but has not finished yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_seat_change: Option<PendingSeatChange>,
+}
+
+/// A seat change answered 202 Accepted: `seats` takes effect at `completesAt`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PendingSeatChange {
+    pub seats: u32,
+    pub completes_at: Instant,
 }
 
 fn yes() -> bool {
@@ -172,6 +187,14 @@ impl Subscription {
             self.status,
             SubscriptionState::Active | SubscriptionState::Warning
         ) && self.activates_at.is_none_or(|at| at <= now)
+    }
+
+    /// Seats that can be counted on: an accepted but unfinished reduction counts already, an
+    /// accepted increase only once it has finished.
+    pub fn assignable_seats(&self) -> u32 {
+        self.pending_seat_change
+            .as_ref()
+            .map_or(self.seats, |p| p.seats.min(self.seats))
     }
 
     /// An admin may assign licences from it (R09: not a self-service purchase).
@@ -199,7 +222,7 @@ impl Organization {
         self.subscriptions
             .iter()
             .filter(|s| s.product == product && s.is_usable(now) && s.is_admin_manageable())
-            .map(|s| s.seats)
+            .map(|s| s.assignable_seats())
             .chain(
                 self.subscriptions
                     .iter()

@@ -12,7 +12,8 @@ use crate::api::{
 use crate::domain::rules::{
     check_licence_set, check_user_assignable, data_plans_enabled, licences_after,
 };
-use crate::domain::{Licence, Refusal};
+use crate::domain::{Licence, Refusal, User};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 type Assignment = Declared<LicenseAssignmentSpec, LicenseAssignmentStatus>;
@@ -222,6 +223,7 @@ impl Planner<'_> {
                     );
                     continue;
                 };
+                let user = &*self.planned_user(organization, user);
                 let add: Vec<Licence> = declared
                     .iter()
                     .filter(|l| user.licence(&l.product).is_none_or(|h| !h.same_plans(l)))
@@ -434,6 +436,15 @@ impl Planner<'_> {
             if c.listed {
                 user_states.insert(c.user.clone(), (UserState::Pending, None));
             }
+            if let Some(user) = org.user(&c.change.user) {
+                let after = licences_after(
+                    &self.planned_user(organization, user),
+                    &c.change.add,
+                    &c.change.remove,
+                );
+                self.planned_licences
+                    .insert((organization.to_string(), user.upn.to_lowercase()), after);
+            }
             accepted.push(c.change);
         }
         if !accepted.is_empty() {
@@ -486,4 +497,20 @@ pub fn record_owned(owned: &mut Vec<OwnedLicence>, change: &UserChange, newly_ad
         }
     }
     owned.sort();
+}
+
+impl<'a> Planner<'a> {
+    /// The user as this plan leaves them so far.
+    fn planned_user(&self, organization: &str, user: &'a User) -> Cow<'a, User> {
+        match self
+            .planned_licences
+            .get(&(organization.to_string(), user.upn.to_lowercase()))
+        {
+            Some(licences) => Cow::Owned(User {
+                licenses: licences.clone(),
+                ..user.clone()
+            }),
+            None => Cow::Borrowed(user),
+        }
+    }
 }

@@ -36,6 +36,27 @@ pub struct ObjectRef {
     pub name: String,
 }
 
+impl ObjectRef {
+    pub fn of(kind: Kind, meta: &Meta) -> ObjectRef {
+        ObjectRef {
+            kind,
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+        }
+    }
+}
+
+impl Op {
+    /// Reductions and cancellations: run after the pass's licence removals have freed seats.
+    pub fn frees_seats(&self) -> bool {
+        match self {
+            Op::SetSeats { cost, .. } | Op::SetAddOnQuantity { cost, .. } => cost.to < cost.from,
+            Op::Cancel { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?} {}/{}", self.kind, self.namespace, self.name)
@@ -87,6 +108,23 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// Every declared resource with its status as JSON, in kind order.
+    pub fn statuses(&self) -> Vec<(Kind, &Meta, serde_json::Value)> {
+        fn each<'d, S, St: Serialize>(
+            kind: Kind,
+            list: &'d [Declared<S, St>],
+        ) -> impl Iterator<Item = (Kind, &'d Meta, serde_json::Value)> {
+            list.iter().map(move |d| {
+                let status = serde_json::to_value(&d.status).expect("statuses serialize");
+                (kind, &d.meta, status)
+            })
+        }
+        each(Kind::Subscription, &self.subscriptions)
+            .chain(each(Kind::LicenseAssignment, &self.assignments))
+            .chain(each(Kind::AddOn, &self.add_ons))
+            .collect()
+    }
+
     pub fn organizations(&self) -> Vec<String> {
         let mut orgs: Vec<String> = self
             .subscriptions
@@ -279,6 +317,9 @@ struct Planner<'a> {
     assignments: Vec<LicenseAssignmentStatus>,
     deleted: Vec<ObjectRef>,
     requeue_at: Option<Instant>,
+    /// (organization, lowercase UPN) → the licences a user holds once this plan's earlier
+    /// licence changes are made, so that later changes are checked against them.
+    planned_licences: HashMap<(String, String), Vec<Licence>>,
 }
 
 impl<'a> Planner<'a> {
@@ -315,6 +356,7 @@ impl<'a> Planner<'a> {
             assignments: vec![],
             deleted: vec![],
             requeue_at: None,
+            planned_licences: HashMap::new(),
         }
     }
 

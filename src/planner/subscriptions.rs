@@ -10,7 +10,7 @@ use crate::api::{
 use crate::domain::billing::{CostPreview, cost_preview};
 use crate::domain::rules::{
     cancellation_window_open, check_add_on_available, check_admin_may_change, check_seat_change,
-    check_subscription_live, check_trial_conversion,
+    check_seats_cover_assigned, check_subscription_live, check_trial_conversion,
 };
 use crate::domain::{
     BillingFrequency, Channel, Organization, ProductKind, Refusal, Subscription, SubscriptionState,
@@ -246,7 +246,18 @@ impl Planner<'_> {
                 subscription_id: sub.id.clone(),
             });
         }
-        if p.seats > sub.seats {
+        if let Some(change) = sub
+            .pending_seat_change
+            .as_ref()
+            .filter(|c| c.seats == p.seats)
+        {
+            // Accepted (202) and not finished yet: asking again would change nothing.
+            progress.push(format!(
+                "the service accepted the change to {} seats and finishes it by {}",
+                change.seats, change.completes_at
+            ));
+            self.note_retry(Some(change.completes_at));
+        } else if p.seats > sub.seats {
             let consumed = self.pool(p.organization, p.product).consumed;
             check_seat_change(
                 org,
@@ -358,13 +369,7 @@ impl Planner<'_> {
         } else {
             0
         });
-        if pool.consumed > seats_left {
-            return Err(Refusal::SeatsInUse {
-                assigned: pool.consumed,
-                requested: seats_left,
-            }
-            .into());
-        }
+        check_seats_cover_assigned(seats_left, pool.consumed)?;
         let _ = org;
         out.outcome.progressing = Some(format!("cancelling subscription {}", sub.id));
         if !out.outcome.paused {
@@ -394,13 +399,8 @@ impl Planner<'_> {
             None => d.sub.seats,
         };
         let after = pool.seats.saturating_sub(from - d.to);
-        if pool.consumed > after {
-            let block: Block = Refusal::SeatsInUse {
-                assigned: pool.consumed,
-                requested: after,
-            }
-            .into();
-            out.blocked = Some(block);
+        if let Err(r) = check_seats_cover_assigned(after, pool.consumed) {
+            out.blocked = Some(r.into());
             return;
         }
         let price = self

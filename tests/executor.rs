@@ -1,0 +1,371 @@
+//! The executor against the tenant simulator, with faults injected between them: throttling
+//! (Graph 429 + Retry-After), a crash right after a licence call, and seat changes the
+//! service accepts now and finishes later (Partner Center 202).
+
+use seatkeeper::api::{
+    LicenseAssignmentSpec, LicenseAssignmentStatus, SubscriptionSpec, SubscriptionStatus,
+};
+use seatkeeper::backend::embedded::{Embedded, TenantFile};
+use seatkeeper::backend::{
+    Backend, BackendError, Cancellation, PurchaseRequest, Result, SeatChange, Snapshot,
+};
+use seatkeeper::clock::{Clock, FixedClock};
+use seatkeeper::domain::{Instant, Refusal, Subscription, TraditionalAddOn};
+use seatkeeper::executor::{NoLedger, converge};
+use seatkeeper::planner::{Declared, Desired, Meta, Options, UserChange};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+const NOW: &str = "2026-11-21T09:00:00Z";
+
+fn now() -> Instant {
+    NOW.parse().unwrap()
+}
+
+fn meta(name: &str, age: i64) -> Meta {
+    Meta {
+        namespace: "default".into(),
+        name: name.into(),
+        created_at: now() - jiff::SignedDuration::from_secs(age),
+        generation: Some(1),
+        uid: format!("uid-{name}"),
+        ..Default::default()
+    }
+}
+
+fn subscription(
+    name: &str,
+    id: &str,
+    product: &str,
+    seats: i32,
+) -> Declared<SubscriptionSpec, SubscriptionStatus> {
+    Declared {
+        meta: meta(name, 100),
+        spec: serde_json::from_value(serde_json::json!({
+            "organization": "contoso.com", "product": product, "subscriptionId": id, "seats": seats
+        }))
+        .unwrap(),
+        status: Default::default(),
+    }
+}
+
+fn assignment(
+    name: &str,
+    users: &[String],
+    product: &str,
+) -> Declared<LicenseAssignmentSpec, LicenseAssignmentStatus> {
+    Declared {
+        meta: meta(name, 50),
+        spec: serde_json::from_value(serde_json::json!({
+            "organization": "contoso.com", "users": users, "licenses": [{"product": product}]
+        }))
+        .unwrap(),
+        status: Default::default(),
+    }
+}
+
+fn upns(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("u{i}@contoso.com")).collect()
+}
+
+fn tenant(n_users: usize, seats: u32, org_extra: &str) -> TenantFile {
+    let users: String = upns(n_users)
+        .iter()
+        .map(|u| format!("  - {{upn: {u}, usageLocation: NL}}\n"))
+        .collect();
+    TenantFile::parse(
+        &format!(
+            "organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n{org_extra}  users:\n{users}  subscriptions:\n  - {{id: sub-e3, product: ENTERPRISEPACK, seats: {seats}}}\n"
+        ),
+        "tenant.yaml",
+    )
+    .unwrap()
+}
+
+/// Wraps the simulator: throttles the first licence calls, or "crashes" (fails after the
+/// service made the change) on one of them.
+struct Faulty {
+    inner: Embedded,
+    throttle_next: AtomicU32,
+    crash_on_assign_call: Option<u64>,
+    assign_calls: AtomicU64,
+}
+
+impl Faulty {
+    fn new(inner: Embedded) -> Faulty {
+        Faulty {
+            inner,
+            throttle_next: AtomicU32::new(0),
+            crash_on_assign_call: None,
+            assign_calls: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Backend for Faulty {
+    async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
+        self.inner.snapshot(organization).await
+    }
+    async fn buy_subscription(&self, o: &str, r: &PurchaseRequest) -> Result<Subscription> {
+        self.inner.buy_subscription(o, r).await
+    }
+    async fn convert_trial(&self, o: &str, id: &str) -> Result<()> {
+        self.inner.convert_trial(o, id).await
+    }
+    async fn set_seats(
+        &self,
+        o: &str,
+        id: &str,
+        seats: u32,
+        key: Option<&str>,
+    ) -> Result<SeatChange> {
+        self.inner.set_seats(o, id, seats, key).await
+    }
+    async fn set_recurring_billing(&self, o: &str, id: &str, on: bool) -> Result<()> {
+        self.inner.set_recurring_billing(o, id, on).await
+    }
+    async fn cancel(&self, o: &str, id: &str) -> Result<Cancellation> {
+        self.inner.cancel(o, id).await
+    }
+    async fn buy_add_on(
+        &self,
+        o: &str,
+        base: &str,
+        product: &str,
+        quantity: u32,
+        auto_assign: bool,
+        key: &str,
+    ) -> Result<TraditionalAddOn> {
+        self.inner
+            .buy_add_on(o, base, product, quantity, auto_assign, key)
+            .await
+    }
+    async fn set_add_on_quantity(&self, o: &str, base: &str, id: &str, q: u32) -> Result<()> {
+        self.inner.set_add_on_quantity(o, base, id, q).await
+    }
+    async fn cancel_add_on(&self, o: &str, base: &str, id: &str) -> Result<()> {
+        self.inner.cancel_add_on(o, base, id).await
+    }
+    async fn assign_licences(
+        &self,
+        o: &str,
+        changes: &[UserChange],
+    ) -> Result<Vec<std::result::Result<(), Refusal>>> {
+        if self
+            .throttle_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(BackendError::Throttled {
+                retry_after_seconds: 30,
+            });
+        }
+        let call = self.assign_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let out = self.inner.assign_licences(o, changes).await;
+        if Some(call) == self.crash_on_assign_call {
+            return Err(BackendError::Unavailable("connection reset".into()));
+        }
+        out
+    }
+}
+
+fn held(b: &Embedded, product: &str) -> usize {
+    b.tenant().organizations[0]
+        .users
+        .iter()
+        .filter(|u| u.licence(product).is_some())
+        .count()
+}
+
+#[tokio::test]
+async fn r12_throttled_licence_calls_wait_retry_after_and_finish() {
+    let clock = Arc::new(FixedClock::new(now()));
+    let backend = Faulty::new(Embedded::new(tenant(30, 30, ""), None, clock.clone()));
+    backend.throttle_next.store(3, Ordering::SeqCst);
+    let mut desired = Desired {
+        assignments: vec![assignment("staff", &upns(30), "ENTERPRISEPACK")],
+        ..Default::default()
+    };
+    let report = converge(
+        &backend,
+        &mut NoLedger,
+        &mut desired,
+        clock.as_ref(),
+        &Options::default(),
+        8,
+    )
+    .await
+    .unwrap();
+    assert!(report.converged);
+    assert_eq!(held(&backend.inner, "ENTERPRISEPACK"), 30);
+    // Three waits of Retry-After (30 s) on the injected clock, and no call made twice.
+    assert_eq!(clock.now(), now() + jiff::SignedDuration::from_secs(90));
+    assert_eq!(backend.assign_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn r12_throttled_for_too_long_fails_the_run_without_partial_guesswork() {
+    let clock = Arc::new(FixedClock::new(now()));
+    let backend = Faulty::new(Embedded::new(tenant(5, 5, ""), None, clock.clone()));
+    backend.throttle_next.store(100, Ordering::SeqCst);
+    let mut desired = Desired {
+        assignments: vec![assignment("staff", &upns(5), "ENTERPRISEPACK")],
+        ..Default::default()
+    };
+    let err = converge(
+        &backend,
+        &mut NoLedger,
+        &mut desired,
+        clock.as_ref(),
+        &Options::default(),
+        8,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, BackendError::Throttled { .. }), "{err:?}");
+    assert_eq!(held(&backend.inner, "ENTERPRISEPACK"), 0);
+}
+
+#[tokio::test]
+async fn r19_crash_between_assign_and_ownership_record_never_removes_what_it_did_not_record() {
+    let clock = Arc::new(FixedClock::new(now()));
+    let mut faulty = Faulty::new(Embedded::new(tenant(5, 5, ""), None, clock.clone()));
+    faulty.crash_on_assign_call = Some(1);
+    let mut desired = Desired {
+        assignments: vec![assignment("staff", &upns(5), "ENTERPRISEPACK")],
+        ..Default::default()
+    };
+    // The service assigned, then the connection dropped: the run fails, nothing is recorded.
+    let err = converge(
+        &faulty,
+        &mut NoLedger,
+        &mut desired,
+        clock.as_ref(),
+        &Options::default(),
+        8,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, BackendError::Unavailable(_)));
+    assert_eq!(held(&faulty.inner, "ENTERPRISEPACK"), 5);
+    assert!(desired.assignments[0].status.owned.is_empty());
+
+    // The retry finds the licences in place: nothing to do, nothing assigned twice.
+    faulty.crash_on_assign_call = None;
+    let report = converge(
+        &faulty,
+        &mut NoLedger,
+        &mut desired,
+        clock.as_ref(),
+        &Options::default(),
+        8,
+    )
+    .await
+    .unwrap();
+    assert!(report.converged);
+    assert_eq!(report.backend_writes, 0);
+    assert_eq!(faulty.assign_calls.load(Ordering::SeqCst), 1);
+
+    // Deleting with Unassign removes only recorded licences: these stay (safe side of R19).
+    desired.assignments[0].meta.deleting = true;
+    converge(
+        &faulty,
+        &mut NoLedger,
+        &mut desired,
+        clock.as_ref(),
+        &Options::default(),
+        8,
+    )
+    .await
+    .unwrap();
+    assert_eq!(held(&faulty.inner, "ENTERPRISEPACK"), 5);
+}
+
+#[tokio::test]
+async fn r02_accepted_seat_change_is_not_repeated_and_its_seats_wait_until_finished() {
+    let clock = Arc::new(FixedClock::new(now()));
+    let backend = Embedded::new(
+        tenant(15, 10, "  seatChangeDelayMinutes: 60\n"),
+        None,
+        clock.clone(),
+    );
+    let mut desired = Desired {
+        subscriptions: vec![subscription("e3", "sub-e3", "ENTERPRISEPACK", 15)],
+        assignments: vec![assignment("staff", &upns(15), "ENTERPRISEPACK")],
+        ..Default::default()
+    };
+    let opts = Options::default();
+    let report = converge(
+        &backend,
+        &mut NoLedger,
+        &mut desired,
+        clock.as_ref(),
+        &opts,
+        8,
+    )
+    .await
+    .unwrap();
+    // 10 users fit now; the other 5 wait for the accepted change.
+    assert_eq!(held(&backend, "ENTERPRISEPACK"), 10);
+    let sub = &backend.tenant().organizations[0].subscriptions[0];
+    assert_eq!(sub.seats, 10);
+    assert_eq!(sub.pending_seat_change.as_ref().unwrap().seats, 15);
+    let set_seats = report
+        .executed
+        .iter()
+        .filter(|e| matches!(e.action.op, seatkeeper::planner::Op::SetSeats { .. }))
+        .count();
+    assert_eq!(set_seats, 1, "an accepted change is not asked for again");
+    let cond = desired.subscriptions[0]
+        .status
+        .conditions
+        .get("Ready")
+        .unwrap();
+    assert_eq!(cond.status, "False");
+    assert!(
+        desired.subscriptions[0]
+            .status
+            .conditions
+            .get("Ready")
+            .unwrap()
+            .message
+            .contains("accepted"),
+        "{:?}",
+        desired.subscriptions[0].status.conditions
+    );
+    assert_eq!(
+        report.plan.requeue_at,
+        Some(now() + jiff::SignedDuration::from_secs(3600))
+    );
+
+    // Half an hour on: still accepted, nothing new is asked of the service.
+    let writes = backend.writes();
+    clock.set(now() + jiff::SignedDuration::from_secs(1800));
+    converge(
+        &backend,
+        &mut NoLedger,
+        &mut desired,
+        clock.as_ref(),
+        &opts,
+        8,
+    )
+    .await
+    .unwrap();
+    assert_eq!(backend.writes(), writes);
+
+    // Once finished, the waiting users get their licences.
+    clock.set(now() + jiff::SignedDuration::from_secs(3600));
+    let report = converge(
+        &backend,
+        &mut NoLedger,
+        &mut desired,
+        clock.as_ref(),
+        &opts,
+        8,
+    )
+    .await
+    .unwrap();
+    assert!(report.converged);
+    assert_eq!(held(&backend, "ENTERPRISEPACK"), 15);
+    assert_eq!(backend.tenant().organizations[0].subscriptions[0].seats, 15);
+}

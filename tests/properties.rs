@@ -1,0 +1,265 @@
+//! Properties of the planner and executor over random tenants and manifests (proptest):
+//! - no licence is removed unless the declared state asks for it (R19);
+//! - no plan assigns more licences than the pool holds (R07/R11), so the service never has
+//!   to refuse one for lack of seats;
+//! - convergence reaches a fixed point within the pass limit: planning again changes nothing.
+
+use proptest::prelude::*;
+use seatkeeper::api::{AssignmentMode, LicenseAssignmentSpec, LicenseAssignmentStatus};
+use seatkeeper::backend::embedded::{Embedded, TenantFile};
+use seatkeeper::clock::FixedClock;
+use seatkeeper::domain::Instant;
+use seatkeeper::executor::{DEFAULT_MAX_PASSES, NoLedger, converge, observe};
+use seatkeeper::planner::{self, Declared, Desired, Meta, Op, Options};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+const PRODUCTS: [&str; 3] = ["ENTERPRISEPACK", "SPE_E3", "O365_BUSINESS_PREMIUM"];
+
+#[derive(Clone, Debug)]
+struct Case {
+    /// Per user: has a usage location; index into PRODUCTS of the licence held at the start.
+    users: Vec<(bool, Option<usize>)>,
+    /// Per product: free seats on top of those in use at the start.
+    spare: [u32; 3],
+    /// Per LicenseAssignment: members (user indexes), product, Replace mode, age order.
+    assignments: Vec<(BTreeSet<usize>, usize, bool, u8)>,
+    /// Per product: a declared Subscription with this seat count, or none.
+    subscriptions: [Option<u32>; 3],
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (1usize..30).prop_flat_map(|n| {
+        (
+            prop::collection::vec((prop::bool::weighted(0.9), prop::option::of(0usize..3)), n),
+            [0u32..6, 0u32..6, 0u32..6],
+            prop::collection::vec(
+                (
+                    prop::collection::btree_set(0..n, 0..=n),
+                    0usize..3,
+                    prop::bool::weighted(0.3),
+                    any::<u8>(),
+                ),
+                1..5,
+            ),
+            [
+                prop::option::of(0u32..40),
+                prop::option::of(0u32..40),
+                prop::option::of(0u32..40),
+            ],
+        )
+            .prop_map(|(users, spare, assignments, subscriptions)| Case {
+                users,
+                spare,
+                assignments,
+                subscriptions,
+            })
+    })
+}
+
+fn now() -> Instant {
+    "2026-11-21T09:00:00Z".parse().unwrap()
+}
+
+fn upn(i: usize) -> String {
+    format!("u{i}@contoso.com")
+}
+
+fn tenant(c: &Case) -> TenantFile {
+    let mut yaml = String::from(
+        "organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  users:\n",
+    );
+    let mut held = [0u32; 3];
+    for (i, (located, licence)) in c.users.iter().enumerate() {
+        yaml += &format!("  - upn: {}\n", upn(i));
+        if *located {
+            yaml += "    usageLocation: NL\n";
+        }
+        if let Some(p) = licence {
+            held[*p] += 1;
+            yaml += &format!("    licenses: [{{product: {}}}]\n", PRODUCTS[*p]);
+        }
+    }
+    yaml += "  subscriptions:\n";
+    for (p, product) in PRODUCTS.iter().enumerate() {
+        yaml += &format!(
+            "  - {{id: sub-{p}, product: {product}, seats: {}}}\n",
+            held[p] + c.spare[p]
+        );
+    }
+    TenantFile::parse(&yaml, "tenant.yaml").unwrap()
+}
+
+fn desired(c: &Case) -> Desired {
+    let mut d = Desired::default();
+    for (p, seats) in c.subscriptions.iter().enumerate() {
+        if let Some(seats) = seats {
+            d.subscriptions.push(Declared {
+                meta: Meta {
+                    namespace: "default".into(),
+                    name: format!("sub-{p}"),
+                    created_at: now(),
+                    uid: format!("uid-sub-{p}"),
+                    ..Default::default()
+                },
+                spec: serde_json::from_value(serde_json::json!({
+                    "organization": "contoso.com", "product": PRODUCTS[p],
+                    "subscriptionId": format!("sub-{p}"), "seats": seats
+                }))
+                .unwrap(),
+                status: Default::default(),
+            });
+        }
+    }
+    for (i, (members, p, replace, age)) in c.assignments.iter().enumerate() {
+        let users: Vec<String> = members.iter().map(|u| upn(*u)).collect();
+        if users.is_empty() {
+            continue;
+        }
+        let spec: LicenseAssignmentSpec = serde_json::from_value(serde_json::json!({
+            "organization": "contoso.com", "users": users,
+            "licenses": [{"product": PRODUCTS[*p]}],
+            "mode": if *replace { "Replace" } else { "Add" },
+        }))
+        .unwrap();
+        d.assignments.push(Declared::<_, LicenseAssignmentStatus> {
+            meta: Meta {
+                namespace: "default".into(),
+                name: format!("la-{i}"),
+                created_at: now() - jiff::SignedDuration::from_secs(*age as i64),
+                uid: format!("uid-la-{i}"),
+                ..Default::default()
+            },
+            spec,
+            status: Default::default(),
+        });
+    }
+    d
+}
+
+/// Licences (user, product) the declared state asks to remove: other licences of users in a
+/// Replace assignment.
+fn removal_asked(d: &Desired, user: &str, product: &str) -> bool {
+    d.assignments.iter().any(|a| {
+        a.spec.mode == AssignmentMode::Replace
+            && a.spec.users.iter().any(|u| u == user)
+            && a.spec.licenses.iter().all(|l| l.product != product)
+    })
+}
+
+/// Per product: licences added minus removed by a plan's licence actions.
+fn net_adds(plan: &planner::Plan) -> BTreeMap<String, i64> {
+    let mut net = BTreeMap::new();
+    for a in &plan.actions {
+        if let Op::AssignLicenses { users } = &a.op {
+            for c in users {
+                for l in &c.add {
+                    *net.entry(l.product.clone()).or_default() += 1;
+                }
+                for p in &c.remove {
+                    *net.entry(p.clone()).or_default() -= 1;
+                }
+            }
+        }
+    }
+    net
+}
+
+fn run(c: &Case) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let clock = Arc::new(FixedClock::new(now()));
+    let backend = Embedded::new(tenant(c), None, clock.clone());
+    let mut d = desired(c);
+    let options = Options::default();
+    let before = backend.tenant().organizations[0].clone();
+
+    // The first plan never asks for more licences than the pool has free, counting the seats it
+    // buys in the same plan.
+    let observed = rt
+        .block_on(observe(&backend, &["contoso.com".to_string()]))
+        .unwrap();
+    let plan = planner::plan(&d, &observed, now(), &options);
+    let org = &observed.organizations["contoso.com"];
+    for (product, added) in net_adds(&plan) {
+        let mut pool = org.pool(&product, now()) as i64;
+        for a in &plan.actions {
+            if let Op::SetSeats { cost, .. } = &a.op
+                && d.subscriptions
+                    .iter()
+                    .any(|s| s.meta.name == a.name && s.spec.product == product)
+            {
+                pool += cost.to as i64 - cost.from as i64;
+            }
+        }
+        let free = pool - org.consumed(&product) as i64;
+        prop_assert!(added <= free.max(0), "{product}: +{added} with {free} free");
+    }
+
+    let report = rt
+        .block_on(converge(
+            &backend,
+            &mut NoLedger,
+            &mut d,
+            clock.as_ref(),
+            &options,
+            DEFAULT_MAX_PASSES,
+        ))
+        .unwrap();
+    prop_assert!(
+        report.converged,
+        "not converged in {} passes",
+        report.passes
+    );
+    for e in &report.executed {
+        if let Some(b) = &e.refused {
+            prop_assert!(
+                b.reason != "InsufficientSeats",
+                "the service refused a licence for lack of seats: {e:?}"
+            );
+        }
+    }
+
+    let after = backend.tenant().organizations[0].clone();
+    for u in &before.users {
+        for l in &u.licenses {
+            let kept = after.user(&u.upn).unwrap().licence(&l.product).is_some();
+            prop_assert!(
+                kept || removal_asked(&d, &u.upn, &l.product),
+                "{} lost {} without being asked",
+                u.upn,
+                l.product
+            );
+        }
+    }
+    for p in PRODUCTS {
+        prop_assert!(
+            after.consumed(p) <= after.pool(p, now()),
+            "{p} over-assigned"
+        );
+    }
+
+    // Fixed point: planning again changes nothing.
+    let observed = rt
+        .block_on(observe(&backend, &["contoso.com".to_string()]))
+        .unwrap();
+    let again = planner::plan(&d, &observed, now(), &options);
+    prop_assert!(
+        again.actions.is_empty(),
+        "planned again: {:?}\nexecuted: {:?}\nstatuses: {:?} {:?}",
+        again.actions,
+        report.executed,
+        again.subscriptions,
+        again.assignments
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256), failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn r19_r07_planner_never_removes_unasked_never_overassigns_and_reaches_a_fixed_point(c in case()) {
+        run(&c)?;
+    }
+}
