@@ -169,6 +169,22 @@ impl Backend for Faulty {
     }
 }
 
+async fn run<B: Backend>(
+    backend: &B,
+    desired: &mut Desired,
+    clock: &FixedClock,
+) -> Result<seatkeeper::executor::Report> {
+    converge(
+        backend,
+        &mut NoLedger,
+        desired,
+        clock,
+        &Options::default(),
+        8,
+    )
+    .await
+}
+
 fn held(b: &Embedded, product: &str) -> usize {
     b.tenant().organizations[0]
         .users
@@ -186,16 +202,7 @@ async fn r12_throttled_licence_calls_wait_retry_after_and_finish() {
         assignments: vec![assignment("staff", &upns(30), "ENTERPRISEPACK")],
         ..Default::default()
     };
-    let report = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        clock.as_ref(),
-        &Options::default(),
-        8,
-    )
-    .await
-    .unwrap();
+    let report = run(&backend, &mut desired, &clock).await.unwrap();
     assert!(report.converged);
     assert_eq!(held(&backend.inner, "ENTERPRISEPACK"), 30);
     // Three waits of Retry-After (30 s) on the injected clock, and no call made twice.
@@ -212,16 +219,7 @@ async fn r12_throttled_for_too_long_fails_the_run_without_partial_guesswork() {
         assignments: vec![assignment("staff", &upns(5), "ENTERPRISEPACK")],
         ..Default::default()
     };
-    let err = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        clock.as_ref(),
-        &Options::default(),
-        8,
-    )
-    .await
-    .unwrap_err();
+    let err = run(&backend, &mut desired, &clock).await.unwrap_err();
     assert!(matches!(err, BackendError::Throttled { .. }), "{err:?}");
     assert_eq!(held(&backend.inner, "ENTERPRISEPACK"), 0);
 }
@@ -236,48 +234,21 @@ async fn r19_crash_between_assign_and_ownership_record_never_removes_what_it_did
         ..Default::default()
     };
     // The service assigned, then the connection dropped: the run fails, nothing is recorded.
-    let err = converge(
-        &faulty,
-        &mut NoLedger,
-        &mut desired,
-        clock.as_ref(),
-        &Options::default(),
-        8,
-    )
-    .await
-    .unwrap_err();
+    let err = run(&faulty, &mut desired, &clock).await.unwrap_err();
     assert!(matches!(err, BackendError::Unavailable(_)));
     assert_eq!(held(&faulty.inner, "ENTERPRISEPACK"), 5);
     assert!(desired.assignments[0].status.owned.is_empty());
 
     // The retry finds the licences in place: nothing to do, nothing assigned twice.
     faulty.crash_on_assign_call = None;
-    let report = converge(
-        &faulty,
-        &mut NoLedger,
-        &mut desired,
-        clock.as_ref(),
-        &Options::default(),
-        8,
-    )
-    .await
-    .unwrap();
+    let report = run(&faulty, &mut desired, &clock).await.unwrap();
     assert!(report.converged);
     assert_eq!(report.backend_writes, 0);
     assert_eq!(faulty.assign_calls.load(Ordering::SeqCst), 1);
 
     // Deleting with Unassign removes only recorded licences: these stay (safe side of R19).
     desired.assignments[0].meta.deleting = true;
-    converge(
-        &faulty,
-        &mut NoLedger,
-        &mut desired,
-        clock.as_ref(),
-        &Options::default(),
-        8,
-    )
-    .await
-    .unwrap();
+    run(&faulty, &mut desired, &clock).await.unwrap();
     assert_eq!(held(&faulty.inner, "ENTERPRISEPACK"), 5);
 }
 
@@ -294,17 +265,7 @@ async fn r02_accepted_seat_change_is_not_repeated_and_its_seats_wait_until_finis
         assignments: vec![assignment("staff", &upns(15), "ENTERPRISEPACK")],
         ..Default::default()
     };
-    let opts = Options::default();
-    let report = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        clock.as_ref(),
-        &opts,
-        8,
-    )
-    .await
-    .unwrap();
+    let report = run(&backend, &mut desired, &clock).await.unwrap();
     // 10 users fit now; the other 5 wait for the accepted change.
     assert_eq!(held(&backend, "ENTERPRISEPACK"), 10);
     let sub = &backend.tenant().organizations[0].subscriptions[0];
@@ -341,30 +302,12 @@ async fn r02_accepted_seat_change_is_not_repeated_and_its_seats_wait_until_finis
     // Half an hour on: still accepted, nothing new is asked of the service.
     let writes = backend.writes();
     clock.set(now() + jiff::SignedDuration::from_secs(1800));
-    converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        clock.as_ref(),
-        &opts,
-        8,
-    )
-    .await
-    .unwrap();
+    run(&backend, &mut desired, &clock).await.unwrap();
     assert_eq!(backend.writes(), writes);
 
     // Once finished, the waiting users get their licences.
     clock.set(now() + jiff::SignedDuration::from_secs(3600));
-    let report = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        clock.as_ref(),
-        &opts,
-        8,
-    )
-    .await
-    .unwrap();
+    let report = run(&backend, &mut desired, &clock).await.unwrap();
     assert!(report.converged);
     assert_eq!(held(&backend, "ENTERPRISEPACK"), 15);
     assert_eq!(backend.tenant().organizations[0].subscriptions[0].seats, 15);
