@@ -110,10 +110,10 @@ pub struct Desired {
 impl Desired {
     /// Every declared resource with its status as JSON, in kind order.
     pub fn statuses(&self) -> Vec<(Kind, &Meta, serde_json::Value)> {
-        fn each<'d, S, St: Serialize>(
+        fn each<S, St: Serialize>(
             kind: Kind,
-            list: &'d [Declared<S, St>],
-        ) -> impl Iterator<Item = (Kind, &'d Meta, serde_json::Value)> {
+            list: &[Declared<S, St>],
+        ) -> impl Iterator<Item = (Kind, &Meta, serde_json::Value)> {
             list.iter().map(move |d| {
                 let status = serde_json::to_value(&d.status).expect("statuses serialize");
                 (kind, &d.meta, status)
