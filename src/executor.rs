@@ -14,6 +14,7 @@ use crate::planner::{
     self, Action, Block, Declared, Desired, Kind, ObjectRef, Observed, Op, Options, Plan,
     UserChange, record_owned,
 };
+use futures::StreamExt;
 use jiff::ToSpan;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -136,9 +137,8 @@ pub async fn converge<B: Backend, L: Ledger>(
         };
         ops.apply(backend, clock, desired, &actions, false).await?;
         // Licence changes next: they may use seats just bought, and may free seats.
-        let mut done: BTreeMap<usize, Vec<UserChange>> = BTreeMap::new();
+        let mut batches: Vec<(String, Vec<(usize, UserChange)>)> = vec![];
         for (org, list) in changes {
-            let before = &observed.organizations.get(&org);
             // Users waiting for seats of an unfinished (202) change are planned again next pass.
             let waiting = |c: &UserChange| {
                 c.add
@@ -150,55 +150,78 @@ pub async fn converge<B: Backend, L: Ledger>(
                 .filter(|(i, c)| !refused.contains_key(&actions[*i].resource()) && !waiting(c))
                 .collect();
             for chunk in list.chunks(MAX_BATCH) {
-                let live: Vec<&(usize, UserChange)> = chunk
-                    .iter()
-                    .filter(|(i, _)| !refused.contains_key(&actions[*i].resource()))
-                    .collect();
-                if live.is_empty() {
+                batches.push((org.clone(), chunk.to_vec()));
+            }
+        }
+        writes += batches.len() as u64;
+        let results: Vec<_> = futures::stream::iter(batches.iter().map(|(org, chunk)| {
+            let batch: Vec<UserChange> = chunk.iter().map(|(_, c)| c.clone()).collect();
+            async move { retrying(clock, || backend.assign_licences(org, &batch)).await }
+        }))
+        .buffered(options.concurrency.max(1))
+        .collect()
+        .await;
+        let assignment_index: BTreeMap<ObjectRef, usize> = desired
+            .assignments
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (ObjectRef::of(Kind::LicenseAssignment, &d.meta), i))
+            .collect();
+        let mut done: BTreeMap<usize, Vec<UserChange>> = BTreeMap::new();
+        let mut failure = None;
+        for ((org, chunk), results) in batches.iter().zip(results) {
+            // A failed call changed nothing we know of; the others are recorded before failing.
+            let results = match results {
+                Ok(r) => r,
+                Err(e) => {
+                    failure.get_or_insert(e);
                     continue;
                 }
-                let batch: Vec<UserChange> = live.iter().map(|(_, c)| c.clone()).collect();
-                writes += 1;
-                let results = retrying(clock, || backend.assign_licences(&org, &batch)).await?;
-                for ((i, change), result) in live.iter().zip(results) {
-                    let resource = actions[*i].resource();
-                    match result {
-                        Ok(()) => {
-                            let held: BTreeSet<&str> = before
-                                .and_then(|o| o.user(&change.user))
-                                .map(|u| u.licenses.iter().map(|l| l.product.as_str()).collect())
-                                .unwrap_or_default();
-                            let added: Vec<String> = change
-                                .add
-                                .iter()
-                                .map(|l| l.product.clone())
-                                .filter(|p| !held.contains(p.as_str()))
-                                .collect();
-                            if let Some(d) = find(&mut desired.assignments, &resource) {
-                                record_owned(&mut d.status.owned, change, &added);
-                                record_removals(&mut d.status, change, now);
-                            }
-                            done.entry(*i).or_default().push(change.clone());
+            };
+            let before = observed.organizations.get(org);
+            for ((i, change), result) in chunk.iter().zip(results) {
+                let resource = actions[*i].resource();
+                match result {
+                    Ok(()) => {
+                        let held: BTreeSet<&str> = before
+                            .and_then(|o| o.user(&change.user))
+                            .map(|u| u.licenses.iter().map(|l| l.product.as_str()).collect())
+                            .unwrap_or_default();
+                        let added: Vec<String> = change
+                            .add
+                            .iter()
+                            .map(|l| l.product.clone())
+                            .filter(|p| !held.contains(p.as_str()))
+                            .collect();
+                        if let Some(&a) = assignment_index.get(&resource) {
+                            let status = &mut desired.assignments[a].status;
+                            record_owned(&mut status.owned, change, &added);
+                            record_removals(status, change, now);
                         }
-                        Err(r) => {
-                            let block = Block::from(r);
-                            refused_users
-                                .insert((resource.clone(), change.user.clone()), block.clone());
-                            refused.insert(resource, block.clone());
-                            let action = Action {
-                                op: Op::AssignLicenses {
-                                    users: vec![change.clone()],
-                                },
-                                ..actions[*i].clone()
-                            };
-                            executed.push(Executed {
-                                action,
-                                refused: Some(block),
-                            });
-                        }
+                        done.entry(*i).or_default().push(change.clone());
+                    }
+                    Err(r) => {
+                        let block = Block::from(r);
+                        refused_users
+                            .insert((resource.clone(), change.user.clone()), block.clone());
+                        refused.insert(resource, block.clone());
+                        let action = Action {
+                            op: Op::AssignLicenses {
+                                users: vec![change.clone()],
+                            },
+                            ..actions[*i].clone()
+                        };
+                        executed.push(Executed {
+                            action,
+                            refused: Some(block),
+                        });
                     }
                 }
             }
+        }
+        if let Some(e) = failure {
+            ledger.save(desired).await?;
+            return Err(e);
         }
         for (i, users) in done {
             executed.push(Executed {

@@ -15,3 +15,4 @@ pub mod crdgen;
 pub mod domain;
 pub mod executor;
 pub mod planner;
+pub mod yaml;

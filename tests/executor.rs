@@ -312,3 +312,10 @@ async fn r02_accepted_seat_change_is_not_repeated_and_its_seats_wait_until_finis
     assert_eq!(held(&backend, "ENTERPRISEPACK"), 15);
     assert_eq!(backend.tenant().organizations[0].subscriptions[0].seats, 15);
 }
+
+#[test]
+fn large_tenant_files_load_past_the_yaml_parsers_default_node_budget() {
+    // 60k users are ~300k YAML nodes, over the parser's default budget of 250k.
+    let t = tenant(60_000, 10, "");
+    assert_eq!(t.organizations[0].users.len(), 60_000);
+}

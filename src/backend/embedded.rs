@@ -72,7 +72,8 @@ impl TenantFile {
         let value: serde_json::Value = if text.trim().is_empty() {
             serde_json::json!({})
         } else {
-            serde_saphyr::from_str(text).map_err(|e| err(format!("not valid YAML: {e}")))?
+            serde_saphyr::from_str_with_options(text, crate::yaml::options())
+                .map_err(|e| err(format!("not valid YAML: {e}")))?
         };
         let tenant: TenantFile = serde_path_to_error::deserialize(&value)
             .map_err(|e| err(format!("{}: {}", e.path(), e.inner())))?;
@@ -369,12 +370,7 @@ fn apply_change(
             });
         }
     }
-    let u = org
-        .users
-        .iter_mut()
-        .find(|u| u.upn.eq_ignore_ascii_case(&change.user))
-        .expect("found above");
-    u.licenses = after;
+    org.set_licences(&change.user, after);
     Ok(())
 }
 

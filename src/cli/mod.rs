@@ -298,6 +298,7 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     let options = Options {
         max_removals: args.max_removals,
         require_namespace_binding: args.require_namespace_binding,
+        ..Options::default()
     };
     let report = if mode == Mode::Plan {
         // The same run on an in-memory copy of the tenant: what apply would do, changing nothing.

@@ -6,6 +6,8 @@
 use super::Instant;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 /// How a subscription was bought; decides who may change it (R04, R05, R09).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -64,6 +66,39 @@ pub struct Organization {
     pub users: Vec<User>,
     #[serde(default)]
     pub subscriptions: Vec<Subscription>,
+    /// Lookups kept beside the data (not part of the file).
+    #[serde(skip)]
+    cache: OrgCache,
+}
+
+/// A user index (lowercase UPN → position) and per-product licence counts, built on first use.
+/// The index is checked on every hit, so a stale one only costs a scan; the counts are kept
+/// exact by [`Organization::set_licences`], the one place the simulator changes licences.
+#[derive(Default)]
+struct OrgCache {
+    users: OnceLock<HashMap<String, usize>>,
+    consumed: Mutex<Option<HashMap<String, u32>>>,
+}
+
+impl Clone for OrgCache {
+    fn clone(&self) -> Self {
+        OrgCache {
+            users: self.users.clone(),
+            consumed: Mutex::new(self.consumed.lock().expect("cache lock").clone()),
+        }
+    }
+}
+
+impl PartialEq for OrgCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for OrgCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OrgCache")
+    }
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -210,7 +245,50 @@ impl Subscription {
 
 impl Organization {
     pub fn user(&self, upn: &str) -> Option<&User> {
-        self.users.iter().find(|u| u.upn.eq_ignore_ascii_case(upn))
+        self.user_position(upn).map(|i| &self.users[i])
+    }
+
+    fn user_position(&self, upn: &str) -> Option<usize> {
+        let index = self.cache.users.get_or_init(|| {
+            self.users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.upn.to_lowercase(), i))
+                .collect()
+        });
+        let hit = if upn.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+            index.get(&upn.to_lowercase())
+        } else {
+            index.get(upn)
+        };
+        hit.copied()
+            .filter(|&i| {
+                self.users
+                    .get(i)
+                    .is_some_and(|u| u.upn.eq_ignore_ascii_case(upn))
+            })
+            .or_else(|| {
+                self.users
+                    .iter()
+                    .position(|u| u.upn.eq_ignore_ascii_case(upn))
+            })
+    }
+
+    /// Replace a user's licences (keeps the licence counts exact). False: no such user.
+    pub fn set_licences(&mut self, upn: &str, licences: Vec<Licence>) -> bool {
+        let Some(i) = self.user_position(upn) else {
+            return false;
+        };
+        if let Some(counts) = self.cache.consumed.get_mut().expect("cache lock").as_mut() {
+            for l in &self.users[i].licenses {
+                *counts.entry(l.product.clone()).or_default() -= 1;
+            }
+            for l in &licences {
+                *counts.entry(l.product.clone()).or_default() += 1;
+            }
+        }
+        self.users[i].licenses = licences;
+        true
     }
 
     pub fn subscription(&self, id: &str) -> Option<&Subscription> {
@@ -239,10 +317,17 @@ impl Organization {
 
     /// Licences of a product held by users: the seats in use.
     pub fn consumed(&self, product: &str) -> u32 {
-        self.users
-            .iter()
-            .filter(|u| u.licence(product).is_some())
-            .count() as u32
+        let mut cache = self.cache.consumed.lock().expect("cache lock");
+        let counts = cache.get_or_insert_with(|| {
+            let mut counts: HashMap<String, u32> = HashMap::new();
+            for u in &self.users {
+                for l in &u.licenses {
+                    *counts.entry(l.product.clone()).or_default() += 1;
+                }
+            }
+            counts
+        });
+        counts.get(product).copied().unwrap_or(0)
     }
 
     /// R09: the product is only held through self-service purchases.

@@ -18,6 +18,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 type Assignment = Declared<LicenseAssignmentSpec, LicenseAssignmentStatus>;
 
+/// organization → lowercase user → (product, (the oldest resource declaring it, its plans)).
+type Claims = HashMap<String, HashMap<String, Vec<(String, (usize, Licence))>>>;
+
 /// One user's change before seats are allocated.
 struct Candidate {
     user: String,
@@ -37,22 +40,25 @@ impl Planner<'_> {
             (a.created_at, &a.namespace, &a.name).cmp(&(b.created_at, &b.namespace, &b.name))
         });
         // Claims: (organization, user, product) → the oldest resource declaring it, with its plans.
-        let mut claims: HashMap<(String, String, String), (usize, Licence)> = HashMap::new();
+        let mut claims: Claims = HashMap::new();
         for &i in &order {
             let d = &desired.assignments[i];
             if d.meta.deleting || self.gate(&d.meta, &d.spec.organization).is_err() {
                 continue;
             }
             for u in unique(&d.spec.users) {
+                let of_user = claims
+                    .entry(d.spec.organization.clone())
+                    .or_default()
+                    .entry(u.to_lowercase())
+                    .or_default();
                 for l in &d.spec.licenses {
-                    let key = (
-                        d.spec.organization.clone(),
-                        u.to_lowercase(),
-                        l.product.clone(),
-                    );
-                    claims
-                        .entry(key)
-                        .or_insert((i, Licence::new(&l.product, &l.disabled_plans)));
+                    if !of_user.iter().any(|(p, _)| *p == l.product) {
+                        of_user.push((
+                            l.product.clone(),
+                            (i, Licence::new(&l.product, &l.disabled_plans)),
+                        ));
+                    }
                 }
             }
         }
@@ -71,7 +77,7 @@ impl Planner<'_> {
         &mut self,
         index: usize,
         d: &Assignment,
-        claims: &HashMap<(String, String, String), (usize, Licence)>,
+        claims: &Claims,
     ) -> LicenseAssignmentStatus {
         let mut outcome = Outcome {
             paused: d.meta.flag(PAUSED_ANNOTATION),
@@ -141,7 +147,7 @@ impl Planner<'_> {
         &mut self,
         index: usize,
         d: &Assignment,
-        claims: &HashMap<(String, String, String), (usize, Licence)>,
+        claims: &Claims,
         users: &[&str],
         user_states: &mut BTreeMap<String, (UserState, Option<Block>)>,
         outcome: &mut Outcome,
@@ -157,15 +163,16 @@ impl Planner<'_> {
             }
         }
         let organization = d.spec.organization.as_str();
-        let claimed_elsewhere = |user: &str, product: &str| {
-            claims
-                .get(&(
-                    organization.to_string(),
-                    user.to_lowercase(),
-                    product.to_string(),
-                ))
-                .is_some_and(|(owner, _)| *owner != index)
+        let of_org = claims.get(organization);
+        // `user` is lowercase.
+        let claim = |user: &str, product: &str| {
+            of_org
+                .and_then(|o| o.get(user))
+                .and_then(|c| c.iter().find(|(p, _)| p == product))
+                .map(|(_, c)| c)
         };
+        let claimed_elsewhere =
+            |user: &str, product: &str| claim(user, product).is_some_and(|(o, _)| *o != index);
         let declared: Vec<Licence> = d
             .spec
             .licenses
@@ -186,20 +193,12 @@ impl Planner<'_> {
         if !deleting {
             for &u in users {
                 let block = |reason: Refusal| (UserState::Blocked, Some(Block::from(reason)));
-                if let Some(l) = declared.iter().find(|l| {
-                    claims
-                        .get(&(
-                            organization.to_string(),
-                            u.to_lowercase(),
-                            l.product.clone(),
-                        ))
-                        .is_some_and(|(owner, plans)| *owner != index && !plans.same_plans(l))
+                let lower = u.to_lowercase();
+                if let Some((l, (owner, _))) = declared.iter().find_map(|l| {
+                    claim(&lower, &l.product)
+                        .filter(|(owner, plans)| *owner != index && !plans.same_plans(l))
+                        .map(|c| (l, c))
                 }) {
-                    let (owner, _) = &claims[&(
-                        organization.to_string(),
-                        u.to_lowercase(),
-                        l.product.clone(),
-                    )];
                     let other = &self.desired.assignments[*owner].meta;
                     user_states.insert(
                         u.to_string(),
@@ -223,7 +222,7 @@ impl Planner<'_> {
                     );
                     continue;
                 };
-                let user = &*self.planned_user(organization, user);
+                let user = &*self.planned_user(user);
                 let add: Vec<Licence> = declared
                     .iter()
                     .filter(|l| user.licence(&l.product).is_none_or(|h| !h.same_plans(l)))
@@ -234,9 +233,9 @@ impl Planner<'_> {
                     .iter()
                     .map(|l| &l.product)
                     .filter(|p| {
-                        !declared.iter().any(|l| &l.product == *p) && !claimed_elsewhere(u, p)
+                        !declared.iter().any(|l| &l.product == *p) && !claimed_elsewhere(&lower, p)
                     })
-                    .filter(|p| replace || owned.contains(&(u.to_lowercase(), (*p).clone())))
+                    .filter(|p| replace || owned.contains(&(lower.clone(), (*p).clone())))
                     .cloned()
                     .collect();
                 if add.is_empty() && remove.is_empty() {
@@ -437,13 +436,10 @@ impl Planner<'_> {
                 user_states.insert(c.user.clone(), (UserState::Pending, None));
             }
             if let Some(user) = org.user(&c.change.user) {
-                let after = licences_after(
-                    &self.planned_user(organization, user),
-                    &c.change.add,
-                    &c.change.remove,
-                );
+                let after =
+                    licences_after(&self.planned_user(user), &c.change.add, &c.change.remove);
                 self.planned_licences
-                    .insert((organization.to_string(), user.upn.to_lowercase()), after);
+                    .insert(user as *const User as usize, after);
             }
             accepted.push(c.change);
         }
@@ -474,10 +470,18 @@ impl Planner<'_> {
 
 /// Users in spec order, each once (UPNs compare case-insensitively).
 fn unique(users: &[String]) -> Vec<&str> {
-    let mut seen = BTreeSet::new();
+    let mut seen: std::collections::HashSet<Cow<str>> = std::collections::HashSet::new();
     users
         .iter()
-        .filter(|u| seen.insert(u.to_lowercase()))
+        .filter(|u| {
+            seen.insert(
+                if u.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+                    Cow::Owned(u.to_lowercase())
+                } else {
+                    Cow::Borrowed(u.as_str())
+                },
+            )
+        })
         .map(String::as_str)
         .collect()
 }
@@ -501,11 +505,8 @@ pub fn record_owned(owned: &mut Vec<OwnedLicence>, change: &UserChange, newly_ad
 
 impl<'a> Planner<'a> {
     /// The user as this plan leaves them so far.
-    fn planned_user(&self, organization: &str, user: &'a User) -> Cow<'a, User> {
-        match self
-            .planned_licences
-            .get(&(organization.to_string(), user.upn.to_lowercase()))
-        {
+    fn planned_user(&self, user: &'a User) -> Cow<'a, User> {
+        match self.planned_licences.get(&(user as *const User as usize)) {
             Some(licences) => Cow::Owned(User {
                 licenses: licences.clone(),
                 ..user.clone()

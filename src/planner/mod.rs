@@ -153,6 +153,8 @@ pub struct Options {
     pub max_removals: usize,
     /// Resources in namespaces without an organization binding are refused.
     pub require_namespace_binding: bool,
+    /// How many licence batches the executor sends to the backend at once.
+    pub concurrency: usize,
 }
 
 impl Default for Options {
@@ -160,6 +162,7 @@ impl Default for Options {
         Options {
             max_removals: 20,
             require_namespace_binding: false,
+            concurrency: 4,
         }
     }
 }
@@ -302,24 +305,28 @@ impl Pool {
     }
 }
 
+/// organization → product → seats and consumption.
+type Pools = HashMap<String, HashMap<String, Pool>>;
+
 struct Planner<'a> {
     desired: &'a Desired,
     observed: &'a Observed,
     now: Instant,
     options: &'a Options,
     /// (organization, product) → seats and consumption, updated as actions are planned.
-    pools: HashMap<(String, String), Pool>,
+    pools: Pools,
     /// The pools as observed, for status.
-    observed_pools: HashMap<(String, String), Pool>,
+    observed_pools: Pools,
     actions: Vec<Action>,
     /// Seat decreases run after licence removals; they are planned last.
     late_actions: Vec<Action>,
     assignments: Vec<LicenseAssignmentStatus>,
     deleted: Vec<ObjectRef>,
     requeue_at: Option<Instant>,
-    /// (organization, lowercase UPN) → the licences a user holds once this plan's earlier
-    /// licence changes are made, so that later changes are checked against them.
-    planned_licences: HashMap<(String, String), Vec<Licence>>,
+    /// The licences a user holds once this plan's earlier licence changes are made, so that
+    /// later changes are checked against them; keyed by the observed user's address (users
+    /// live in `observed` for the whole pass).
+    planned_licences: HashMap<usize, Vec<Licence>>,
 }
 
 impl<'a> Planner<'a> {
@@ -329,18 +336,21 @@ impl<'a> Planner<'a> {
         now: Instant,
         options: &'a Options,
     ) -> Self {
-        let mut pools: HashMap<(String, String), Pool> = HashMap::new();
+        let mut pools: Pools = HashMap::new();
         for (domain, org) in &observed.organizations {
+            let of_org = pools.entry(domain.clone()).or_default();
             for p in observed.catalog.products() {
                 let seats = org.pool(&p.sku, now);
-                pools.insert((domain.clone(), p.sku.clone()), Pool { seats, consumed: 0 });
+                let consumed = org.consumed(&p.sku);
+                of_org.insert(p.sku.clone(), Pool { seats, consumed });
             }
             for u in &org.users {
                 for l in &u.licenses {
-                    pools
-                        .entry((domain.clone(), l.product.clone()))
-                        .or_default()
-                        .consumed += 1;
+                    if !of_org.contains_key(&l.product) {
+                        of_org.insert(l.product.clone(), Pool::default());
+                        of_org.get_mut(&l.product).expect("inserted").consumed =
+                            org.consumed(&l.product);
+                    }
                 }
             }
         }
@@ -362,22 +372,29 @@ impl<'a> Planner<'a> {
 
     fn pool(&self, org: &str, product: &str) -> Pool {
         self.pools
-            .get(&(org.to_string(), product.to_string()))
+            .get(org)
+            .and_then(|o| o.get(product))
             .copied()
             .unwrap_or_default()
     }
 
     fn observed_pool(&self, org: &str, product: &str) -> Pool {
         self.observed_pools
-            .get(&(org.to_string(), product.to_string()))
+            .get(org)
+            .and_then(|o| o.get(product))
             .copied()
             .unwrap_or_default()
     }
 
     fn pool_mut(&mut self, org: &str, product: &str) -> &mut Pool {
-        self.pools
-            .entry((org.to_string(), product.to_string()))
-            .or_default()
+        if !self.pools.contains_key(org) {
+            self.pools.insert(org.to_string(), HashMap::new());
+        }
+        let of_org = self.pools.get_mut(org).expect("inserted");
+        if !of_org.contains_key(product) {
+            of_org.insert(product.to_string(), Pool::default());
+        }
+        of_org.get_mut(product).expect("inserted")
     }
 
     /// Tenant isolation and existence: the organization this resource may act on.
