@@ -10,7 +10,7 @@ use seatkeeper::api::{
     LicenseAssignmentSpec, LicenseAssignmentStatus, SubscriptionSpec, SubscriptionStatus,
 };
 use seatkeeper::backend::embedded::{Embedded, TenantFile};
-use seatkeeper::backend::latency::WithLatency;
+use seatkeeper::backend::hooked::{Hooked, Latency};
 use seatkeeper::backend::{Backend, MAX_BATCH};
 use seatkeeper::clock::FixedClock;
 use seatkeeper::domain::Instant;
@@ -276,10 +276,10 @@ fn run_size(size: &str, n: usize) {
     drop((again, memory, d));
 
     // 2. With a simulated per-call latency and bounded concurrency.
-    let slow = WithLatency::new(
-        Embedded::new(tenant(n), None, clock.clone()),
-        Duration::from_millis(LATENCY_MS),
-    );
+    let slow = Hooked {
+        inner: Embedded::new(tenant(n), None, clock.clone()),
+        hook: Latency(Duration::from_millis(LATENCY_MS)),
+    };
     let mut d = desired(n);
     let t = Wall::now();
     rt.block_on(converge(
@@ -314,10 +314,10 @@ fn run_size(size: &str, n: usize) {
     let counting = Embedded::new(tenant(n), None, clock.clone());
     let naive_calls = rt.block_on(naive(&counting, &d, &options, u64::MAX));
     drop(counting);
-    let slow = WithLatency::new(
-        Embedded::new(tenant(n), None, clock.clone()),
-        Duration::from_millis(LATENCY_MS),
-    );
+    let slow = Hooked {
+        inner: Embedded::new(tenant(n), None, clock.clone()),
+        hook: Latency(Duration::from_millis(LATENCY_MS)),
+    };
     let t = Wall::now();
     let sampled = rt.block_on(naive(&slow, &d, &options, BASELINE_SAMPLE));
     let naive_ms = ms(t.elapsed()) / sampled as f64 * naive_calls as f64;

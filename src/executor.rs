@@ -154,13 +154,15 @@ pub async fn converge<B: Backend, L: Ledger>(
             }
         }
         writes += batches.len() as u64;
-        let results: Vec<_> = futures::stream::iter(batches.iter().map(|(org, chunk)| {
+        let mut calls = Vec::with_capacity(batches.len());
+        for (org, chunk) in &batches {
             let batch: Vec<UserChange> = chunk.iter().map(|(_, c)| c.clone()).collect();
-            async move { retrying(clock, || backend.assign_licences(org, &batch)).await }
-        }))
-        .buffered(options.concurrency.max(1))
-        .collect()
-        .await;
+            calls.push(assign_batch(backend, clock, org.as_str(), batch));
+        }
+        let results: Vec<_> = futures::stream::iter(calls)
+            .buffered(options.concurrency.max(1))
+            .collect()
+            .await;
         let assignment_index: BTreeMap<ObjectRef, usize> = desired
             .assignments
             .iter()
@@ -342,6 +344,15 @@ where
             result => return result,
         }
     }
+}
+
+async fn assign_batch<B: Backend>(
+    backend: &B,
+    clock: &dyn Clock,
+    org: &str,
+    batch: Vec<UserChange>,
+) -> Result<Vec<Result<(), Refusal>>, BackendError> {
+    retrying(clock, || backend.assign_licences(org, &batch)).await
 }
 
 /// One purchase-side action.

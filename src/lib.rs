@@ -11,6 +11,7 @@ pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod clock;
+pub mod controller;
 pub mod crdgen;
 pub mod domain;
 pub mod executor;

@@ -7,7 +7,7 @@
 //! trial conversions). Refusals are typed ([`Refusal`]), never strings to parse.
 
 pub mod embedded;
-pub mod latency;
+pub mod hooked;
 
 use crate::domain::{
     BillingFrequency, Catalog, Organization, Refusal, Subscription, TraditionalAddOn,

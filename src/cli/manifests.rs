@@ -191,8 +191,9 @@ pub fn load(
         let name = file.display().to_string();
         let text = std::fs::read_to_string(&file)
             .map_err(|e| InputError(format!("{name}: cannot read: {e}")))?;
-        let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(&text, crate::yaml::options())
-            .map_err(|e| InputError(format!("{name}: not valid YAML: {e}")))?;
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple_with_options(&text, crate::yaml::options())
+                .map_err(|e| InputError(format!("{name}: not valid YAML: {e}")))?;
         let mut n = 0;
         for doc in docs {
             let items = match doc.get("kind").and_then(Value::as_str) {

@@ -40,6 +40,153 @@ enum Command {
     Delete(Args),
     /// Print the CustomResourceDefinitions (the same bytes as crds/).
     Crds,
+    /// Run the controller against the current kubeconfig or in-cluster config.
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// The tenant simulator, kept in the file given by --state.
+    Embedded,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The licensing backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Embedded)]
+    backend: BackendKind,
+    /// The embedded backend's tenant file (on a volume in a cluster).
+    #[arg(long)]
+    state: PathBuf,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// How often every organization is re-read to correct drift made outside seatkeeper
+    /// (e.g. 10m, 30s, 1h).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    resync: std::time::Duration,
+    /// Refuse resources in namespaces not labelled seatkeeper.dev/organization.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    require_namespace_binding: bool,
+    /// One reconcile of one resource removes licences from at most this many users.
+    #[arg(long, default_value_t = 20)]
+    max_removals: usize,
+    /// Licence batches sent to the backend at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Elect a leader on a coordination.k8s.io Lease, so several replicas are safe.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else "default").
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    #[arg(long, default_value = "seatkeeper")]
+    lease_name: String,
+    /// This replica's name in the Lease (default: $POD_NAME, else the host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// A leader that has not renewed for this long is replaced.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: std::time::Duration,
+    /// How often the leader renews (and others check).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    lease_renew: std::time::Duration,
+}
+
+/// `10m`, `30s`, `1h`, `500ms` or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s}: expected a duration such as 30s, 10m or 1h"))?;
+    Ok(match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        "h" => std::time::Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s}: expected a duration such as 30s, 10m or 1h")),
+    })
+}
+
+impl RunArgs {
+    fn config(&self) -> crate::controller::RunConfig {
+        let identity = self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "seatkeeper".into());
+            format!("{host}-{}", std::process::id())
+        });
+        crate::controller::RunConfig {
+            state: self.state.clone(),
+            resync: self.resync,
+            options: Options {
+                max_removals: self.max_removals,
+                require_namespace_binding: self.require_namespace_binding,
+                concurrency: self.concurrency,
+            },
+            metrics_addr: self.metrics_addr,
+            election: self
+                .leader_election
+                .then(|| crate::controller::leader::Election {
+                    namespace: self.lease_namespace.clone(),
+                    name: self.lease_name.clone(),
+                    identity,
+                    duration: self.lease_duration,
+                    renew: self.lease_renew,
+                }),
+        }
+    }
+}
+
+/// `seatkeeper run`: until SIGTERM or Ctrl-C, then a graceful stop.
+fn run_controller(args: &RunArgs) -> i32 {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let BackendKind::Embedded = args.backend;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("stopping");
+            stop_tx.send_replace(true);
+        });
+        crate::controller::run(client, args.config(), stop)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => EXIT_READY,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_INVALID
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 #[derive(clap::Args, Debug)]
@@ -88,6 +235,7 @@ pub fn main() -> i32 {
         Command::Plan(a) => (a, Mode::Plan),
         Command::Apply(a) => (a, Mode::Apply),
         Command::Delete(a) => (a, Mode::Delete),
+        Command::Run(a) => return run_controller(&a),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

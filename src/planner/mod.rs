@@ -47,6 +47,89 @@ impl ObjectRef {
 }
 
 impl Op {
+    /// One line for people: what this action does, with the money involved.
+    pub fn describe(&self) -> String {
+        let op = self;
+        let money = |x: f64| format!("{x:.2}");
+        match op {
+            Op::Buy {
+                product,
+                seats,
+                billing_frequency,
+                ..
+            } => format!("buy {product} with {seats} seats, billed {billing_frequency:?}"),
+            Op::ConvertTrial { subscription_id } => format!("buy trial {subscription_id}"),
+            Op::SetSeats {
+                subscription_id,
+                cost,
+                ..
+            } => format!(
+                "seats {} → {} on {subscription_id}: {} now (pro rata), {} a month from then on",
+                cost.from,
+                cost.to,
+                if cost.charged_now < 0.0 {
+                    format!("{} credited", money(-cost.charged_now))
+                } else {
+                    format!("{} charged", money(cost.charged_now))
+                },
+                money(cost.new_monthly_amount)
+            ),
+            Op::SetRecurringBilling {
+                subscription_id,
+                enabled,
+            } => format!(
+                "turn recurring billing {} on {subscription_id}",
+                if *enabled { "on" } else { "off" }
+            ),
+            Op::Cancel { subscription_id } => format!("cancel {subscription_id}"),
+            Op::BuyAddOn {
+                base_subscription_id,
+                product,
+                quantity,
+                ..
+            } => format!("buy {quantity} × {product} on {base_subscription_id}"),
+            Op::SetAddOnQuantity {
+                add_on_id, cost, ..
+            } => format!(
+                "quantity {} → {} on add-on {add_on_id}: {} now, {} a month from then on",
+                cost.from,
+                cost.to,
+                money(cost.charged_now),
+                money(cost.new_monthly_amount)
+            ),
+            Op::AssignLicenses { users } => {
+                let names: Vec<&str> = users.iter().map(|u| u.user.as_str()).take(5).collect();
+                let more = if users.len() > 5 {
+                    format!(", … {} more", users.len() - 5)
+                } else {
+                    String::new()
+                };
+                let mut parts = vec![];
+                let adds: BTreeMap<&str, usize> = users
+                    .iter()
+                    .flat_map(|u| u.add.iter().map(|l| l.product.as_str()))
+                    .fold(BTreeMap::new(), |mut m, p| {
+                        *m.entry(p).or_default() += 1;
+                        m
+                    });
+                for (p, n) in adds {
+                    parts.push(format!("assign {p} to {n}"));
+                }
+                let removes: BTreeMap<&str, usize> = users
+                    .iter()
+                    .flat_map(|u| u.remove.iter().map(String::as_str))
+                    .fold(BTreeMap::new(), |mut m, p| {
+                        *m.entry(p).or_default() += 1;
+                        m
+                    });
+                for (p, n) in removes {
+                    parts.push(format!("remove {p} from {n} (mailbox data kept 30 days)"));
+                }
+                format!("{} ({}{more})", parts.join(", "), names.join(", "))
+            }
+        }
+    }
+
     /// Reductions and cancellations: run after the pass's licence removals have freed seats.
     pub fn frees_seats(&self) -> bool {
         match self {

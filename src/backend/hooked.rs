@@ -1,49 +1,42 @@
-//! A backend wrapper that adds a fixed delay to every call: how a remote licensing service
-//! behaves (benchmarks, and sandboxes that want realistic pacing).
+//! A backend wrapper that runs a hook before every call: a fixed latency (benchmarks, realistic
+//! sandboxes) or counting calls by operation (metrics).
 
 use super::{Backend, Cancellation, PurchaseRequest, Result, SeatChange, Snapshot};
 use crate::domain::{Refusal, Subscription, TraditionalAddOn};
 use crate::planner::UserChange;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
 use std::time::Duration;
 
-pub struct WithLatency<B> {
+pub trait Hook: Send + Sync {
+    /// Runs before each backend call; `operation` names it (`snapshot`, `assignLicenses`, …).
+    fn before(&self, operation: &'static str) -> impl Future<Output = ()> + Send;
+}
+
+pub struct Hooked<B, H> {
     pub inner: B,
-    pub latency: Duration,
-    calls: AtomicU64,
+    pub hook: H,
 }
 
-impl<B> WithLatency<B> {
-    pub fn new(inner: B, latency: Duration) -> Self {
-        WithLatency {
-            inner,
-            latency,
-            calls: AtomicU64::new(0),
-        }
-    }
+/// Every call takes this long, like a remote service.
+pub struct Latency(pub Duration);
 
-    /// Calls made so far, reads included.
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
-
-    async fn wait(&self) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(self.latency).await;
+impl Hook for Latency {
+    async fn before(&self, _: &'static str) {
+        tokio::time::sleep(self.0).await;
     }
 }
 
-impl<B: Backend> Backend for WithLatency<B> {
+impl<B: Backend, H: Hook> Backend for Hooked<B, H> {
     async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
-        self.wait().await;
+        self.hook.before("snapshot").await;
         self.inner.snapshot(organization).await
     }
     async fn buy_subscription(&self, o: &str, r: &PurchaseRequest) -> Result<Subscription> {
-        self.wait().await;
+        self.hook.before("buySubscription").await;
         self.inner.buy_subscription(o, r).await
     }
     async fn convert_trial(&self, o: &str, id: &str) -> Result<()> {
-        self.wait().await;
+        self.hook.before("convertTrial").await;
         self.inner.convert_trial(o, id).await
     }
     async fn set_seats(
@@ -53,15 +46,15 @@ impl<B: Backend> Backend for WithLatency<B> {
         seats: u32,
         key: Option<&str>,
     ) -> Result<SeatChange> {
-        self.wait().await;
+        self.hook.before("setSeats").await;
         self.inner.set_seats(o, id, seats, key).await
     }
     async fn set_recurring_billing(&self, o: &str, id: &str, on: bool) -> Result<()> {
-        self.wait().await;
+        self.hook.before("setRecurringBilling").await;
         self.inner.set_recurring_billing(o, id, on).await
     }
     async fn cancel(&self, o: &str, id: &str) -> Result<Cancellation> {
-        self.wait().await;
+        self.hook.before("cancel").await;
         self.inner.cancel(o, id).await
     }
     async fn buy_add_on(
@@ -73,17 +66,17 @@ impl<B: Backend> Backend for WithLatency<B> {
         auto_assign: bool,
         key: &str,
     ) -> Result<TraditionalAddOn> {
-        self.wait().await;
+        self.hook.before("buyAddOn").await;
         self.inner
             .buy_add_on(o, base, product, quantity, auto_assign, key)
             .await
     }
     async fn set_add_on_quantity(&self, o: &str, base: &str, id: &str, q: u32) -> Result<()> {
-        self.wait().await;
+        self.hook.before("setAddOnQuantity").await;
         self.inner.set_add_on_quantity(o, base, id, q).await
     }
     async fn cancel_add_on(&self, o: &str, base: &str, id: &str) -> Result<()> {
-        self.wait().await;
+        self.hook.before("cancelAddOn").await;
         self.inner.cancel_add_on(o, base, id).await
     }
     async fn assign_licences(
@@ -91,7 +84,7 @@ impl<B: Backend> Backend for WithLatency<B> {
         o: &str,
         changes: &[UserChange],
     ) -> Result<Vec<std::result::Result<(), Refusal>>> {
-        self.wait().await;
+        self.hook.before("assignLicenses").await;
         self.inner.assign_licences(o, changes).await
     }
 }

@@ -1,0 +1,900 @@
+//! `seatkeeper run`: the controller. A thin Kubernetes shell around the same planner and
+//! executor as `plan`/`apply`; no licensing rule lives here.
+//!
+//! Three kube-runtime controllers (Subscription, LicenseAssignment, AddOn) share one context.
+//! Whatever triggers a reconcile, the unit of work is the object's organization: all of its
+//! resources are planned together from the controllers' caches, against one backend snapshot
+//! per pass, so competing assignments resolve in the planner's deterministic order.
+
+pub mod leader;
+pub mod metrics;
+
+use crate::api::{
+    API_VERSION, AddOn, FINALIZER, LicenseAssignment, ORGANIZATION_LABEL, Subscription,
+};
+use crate::backend::embedded::Embedded;
+use crate::backend::hooked::Hooked;
+use crate::clock::{Clock, SystemClock};
+use crate::executor::{self, DEFAULT_MAX_PASSES, Ledger};
+use crate::planner::{Declared, Desired, Kind, Meta, ObjectRef, Options};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef as KubeRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use metrics::Metrics;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The field manager of every status write (server-side apply).
+pub const FIELD_MANAGER: &str = "seatkeeper";
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The embedded backend's tenant file.
+    pub state: PathBuf,
+    pub resync: Duration,
+    pub options: Options,
+    pub metrics_addr: SocketAddr,
+    /// None: no leader election (a single replica).
+    pub election: Option<leader::Election>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    State(String),
+    #[error("cannot serve metrics on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("licensing backend: {0}")]
+    Backend(#[from] crate::backend::BackendError),
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl ReconcileError {
+    fn category(&self) -> &'static str {
+        match self {
+            ReconcileError::Backend(crate::backend::BackendError::Throttled { .. }) => "throttled",
+            ReconcileError::Backend(_) => "backend",
+            ReconcileError::Kube(_) => "kubernetes",
+        }
+    }
+}
+
+type Meter = Hooked<Embedded, Metrics>;
+
+/// What one organization's last reconcile saw: the resourceVersions of its objects.
+#[derive(Default)]
+struct OrgState {
+    finished: Option<std::time::Instant>,
+    seen: BTreeMap<(Kind, String, String), String>,
+}
+
+struct Ctx {
+    client: kube::Client,
+    backend: Meter,
+    clock: Arc<dyn Clock>,
+    cfg: RunConfig,
+    subscriptions: Store<Subscription>,
+    assignments: Store<LicenseAssignment>,
+    add_ons: Store<AddOn>,
+    orgs: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<OrgState>>>>,
+    /// Organizations to re-plan even though none of their objects changed (a Secret or a
+    /// Namespace label did).
+    forced: std::sync::Mutex<HashSet<String>>,
+    leading: watch::Receiver<bool>,
+    recorder: Recorder,
+    metrics: Metrics,
+    backoff: std::sync::Mutex<HashMap<(Kind, String, String), u32>>,
+}
+
+/// The three kinds, seen the same way.
+trait Managed:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: Kind;
+    type Spec: Clone;
+    type Status: Clone + Default + Serialize + DeserializeOwned;
+    fn organization(&self) -> &str;
+    fn parts(&self) -> (&Self::Spec, Option<&Self::Status>);
+    /// The Secret this object reads, if any.
+    fn secret(&self) -> Option<(&str, &str)> {
+        None
+    }
+}
+
+impl Managed for Subscription {
+    const KIND: Kind = Kind::Subscription;
+    type Spec = crate::api::SubscriptionSpec;
+    type Status = crate::api::SubscriptionStatus;
+    fn organization(&self) -> &str {
+        &self.spec.organization
+    }
+    fn parts(&self) -> (&Self::Spec, Option<&Self::Status>) {
+        (&self.spec, self.status.as_ref())
+    }
+    fn secret(&self) -> Option<(&str, &str)> {
+        self.spec
+            .product_key
+            .as_ref()
+            .map(|k| (k.secret_ref.name.as_str(), k.secret_ref.key.as_str()))
+    }
+}
+
+impl Managed for LicenseAssignment {
+    const KIND: Kind = Kind::LicenseAssignment;
+    type Spec = crate::api::LicenseAssignmentSpec;
+    type Status = crate::api::LicenseAssignmentStatus;
+    fn organization(&self) -> &str {
+        &self.spec.organization
+    }
+    fn parts(&self) -> (&Self::Spec, Option<&Self::Status>) {
+        (&self.spec, self.status.as_ref())
+    }
+}
+
+impl Managed for AddOn {
+    const KIND: Kind = Kind::AddOn;
+    type Spec = crate::api::AddOnSpec;
+    type Status = crate::api::AddOnStatus;
+    fn organization(&self) -> &str {
+        &self.spec.organization
+    }
+    fn parts(&self) -> (&Self::Spec, Option<&Self::Status>) {
+        (&self.spec, self.status.as_ref())
+    }
+}
+
+fn key_of(kind: Kind, m: &ObjectMeta) -> (Kind, String, String) {
+    (
+        kind,
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
+fn meta_of(m: &ObjectMeta, now: crate::domain::Instant) -> Meta {
+    Meta {
+        namespace: m.namespace.clone().unwrap_or_default(),
+        name: m.name.clone().unwrap_or_default(),
+        created_at: m.creation_timestamp.as_ref().map_or(now, |t| t.0),
+        generation: m.generation,
+        uid: m.uid.clone().unwrap_or_default(),
+        annotations: m.annotations.clone().unwrap_or_default(),
+        deleting: m.deletion_timestamp.is_some(),
+    }
+}
+
+fn of_org<K: Managed>(store: &Store<K>, org: &str) -> Vec<Arc<K>> {
+    let mut v: Vec<Arc<K>> = store
+        .state()
+        .into_iter()
+        .filter(|o| o.organization().eq_ignore_ascii_case(org))
+        .collect();
+    v.sort_by_key(|o| key_of(K::KIND, o.meta()));
+    v
+}
+
+fn declared<K: Managed>(
+    objects: &[Arc<K>],
+    now: crate::domain::Instant,
+) -> Vec<Declared<K::Spec, K::Status>> {
+    objects
+        .iter()
+        .map(|o| {
+            let (spec, status) = o.parts();
+            Declared {
+                meta: meta_of(o.meta(), now),
+                spec: spec.clone(),
+                status: status.cloned().unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Statuses compare equal ignoring condition timestamps: only a real change is written.
+fn normalized(status: &Value) -> Value {
+    let mut v = status.clone();
+    if let Some(conditions) = v.get_mut("conditions").and_then(Value::as_array_mut) {
+        for c in conditions {
+            if let Some(c) = c.as_object_mut() {
+                c.remove("lastTransitionTime");
+            }
+        }
+    }
+    v
+}
+
+impl Ctx {
+    fn leading(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    fn org_state(&self, org: &str) -> Arc<tokio::sync::Mutex<OrgState>> {
+        self.orgs
+            .lock()
+            .expect("orgs lock")
+            .entry(org.to_lowercase())
+            .or_default()
+            .clone()
+    }
+
+    fn force(&self, org: &str) {
+        self.forced
+            .lock()
+            .expect("forced lock")
+            .insert(org.to_lowercase());
+    }
+
+    /// The resourceVersions of everything the organization's plan reads from the caches.
+    fn fingerprint(&self, org: &str) -> BTreeMap<(Kind, String, String), String> {
+        fn add<K: Managed>(
+            out: &mut BTreeMap<(Kind, String, String), String>,
+            store: &Store<K>,
+            org: &str,
+        ) {
+            for o in of_org(store, org) {
+                out.insert(
+                    key_of(K::KIND, o.meta()),
+                    o.resource_version().unwrap_or_default(),
+                );
+            }
+        }
+        let mut out = BTreeMap::new();
+        add(&mut out, &self.subscriptions, org);
+        add(&mut out, &self.assignments, org);
+        add(&mut out, &self.add_ons, org);
+        out
+    }
+
+    /// Plans and applies one organization. Returns when to look again.
+    async fn reconcile_org(&self, org: &str) -> Result<Duration, ReconcileError> {
+        if !self.leading() {
+            // Followers observe only; the leader does the work.
+            return Ok(Duration::from_secs(5));
+        }
+        let state = self.org_state(org);
+        let mut state = state.lock().await;
+        let forced = self
+            .forced
+            .lock()
+            .expect("forced lock")
+            .remove(&org.to_lowercase());
+        if !forced
+            && let Some(t) = state.finished
+            && t.elapsed() < self.cfg.resync
+            && state.seen == self.fingerprint(org)
+        {
+            // Another trigger already covered this state (or it is our own status write).
+            return Ok(self.cfg.resync - t.elapsed());
+        }
+        let started = std::time::Instant::now();
+        self.metrics.reconciles.inc();
+        let result = self.reconcile_org_now(org, &mut state).await;
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            self.metrics.fail(e.category());
+        }
+        result
+    }
+
+    async fn reconcile_org_now(
+        &self,
+        org: &str,
+        state: &mut OrgState,
+    ) -> Result<Duration, ReconcileError> {
+        let now = self.clock.now();
+        let subs = of_org(&self.subscriptions, org);
+        let las = of_org(&self.assignments, org);
+        let add_ons = of_org(&self.add_ons, org);
+        let mut desired = Desired {
+            subscriptions: declared(&subs, now),
+            assignments: declared(&las, now),
+            add_ons: declared(&add_ons, now),
+            ..Default::default()
+        };
+        let namespaces: HashSet<String> = desired
+            .statuses()
+            .iter()
+            .map(|(_, m, _)| m.namespace.clone())
+            .collect();
+        let ns_api: Api<Namespace> = Api::all(self.client.clone());
+        for ns in namespaces {
+            let label = ns_api
+                .get_opt(&ns)
+                .await?
+                .and_then(|n| n.metadata.labels)
+                .and_then(|l| l.get(ORGANIZATION_LABEL).cloned());
+            desired.namespaces.insert(ns, label);
+        }
+        for s in &subs {
+            if let Some((name, key)) = s.secret() {
+                let ns = s.namespace().unwrap_or_default();
+                let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+                if let Some(value) = secrets
+                    .get_opt(name)
+                    .await?
+                    .and_then(|sec| sec.data)
+                    .and_then(|d| d.get(key).cloned())
+                {
+                    desired.secrets.insert(
+                        (ns.clone(), name.to_string(), key.to_string()),
+                        String::from_utf8_lossy(&value.0).trim().to_string(),
+                    );
+                }
+            }
+        }
+
+        // Every live object carries the finalizer before anything is bought for it.
+        let mut rvs: HashMap<(Kind, String, String), String> = HashMap::new();
+        self.add_finalizers(&subs, &mut rvs).await?;
+        self.add_finalizers(&las, &mut rvs).await?;
+        self.add_finalizers(&add_ons, &mut rvs).await?;
+
+        let mut ledger = KubeLedger {
+            ctx: self,
+            written: desired
+                .statuses()
+                .into_iter()
+                .map(|(k, m, s)| ((k, m.namespace.clone(), m.name.clone()), normalized(&s)))
+                .collect(),
+            uids: desired
+                .statuses()
+                .into_iter()
+                .map(|(k, m, _)| ((k, m.namespace.clone(), m.name.clone()), m.uid.clone()))
+                .collect(),
+            rvs: &mut rvs,
+        };
+        let report = executor::converge(
+            &self.backend,
+            &mut ledger,
+            &mut desired,
+            self.clock.as_ref(),
+            &self.cfg.options,
+            DEFAULT_MAX_PASSES,
+        )
+        .await?;
+        let uids = ledger.uids.clone();
+        for e in &report.executed {
+            let r = e.action.resource();
+            let reference =
+                self.reference(&r, uids.get(&(r.kind, r.namespace.clone(), r.name.clone())));
+            let event = match &e.refused {
+                None => Event {
+                    type_: EventType::Normal,
+                    reason: changed_reason(&e.action.op).into(),
+                    note: Some(e.action.op.describe()),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                },
+                Some(b) => Event {
+                    type_: EventType::Warning,
+                    reason: b.reason.clone(),
+                    note: Some(truncate(&b.message)),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                },
+            };
+            self.publish(&event, &reference).await;
+        }
+        for r in &report.plan.deleted {
+            self.remove_finalizer(r).await?;
+        }
+        self.update_gauges(org, &desired);
+
+        state.finished = Some(std::time::Instant::now());
+        let mut seen = self.fingerprint(org);
+        for (k, rv) in rvs {
+            if let Some(v) = seen.get_mut(&k) {
+                *v = rv;
+            }
+        }
+        state.seen = seen;
+        let mut next = self.cfg.resync;
+        if let Some(at) = report.plan.requeue_at {
+            let wait = at.duration_since(self.clock.now()).as_secs().max(1) as u64;
+            next = next.min(Duration::from_secs(wait));
+        }
+        if !report.converged {
+            next = next.min(Duration::from_secs(30));
+        }
+        Ok(next)
+    }
+
+    async fn add_finalizers<K: Managed>(
+        &self,
+        objects: &[Arc<K>],
+        rvs: &mut HashMap<(Kind, String, String), String>,
+    ) -> Result<(), ReconcileError> {
+        for o in objects {
+            let finalizers = o.finalizers();
+            if o.meta().deletion_timestamp.is_some() || finalizers.iter().any(|f| f == FINALIZER) {
+                continue;
+            }
+            let patch: json_patch_ops::Ops = if o.meta().finalizers.is_none() {
+                json_patch_ops::Ops(json!([
+                    {"op": "test", "path": "/metadata/finalizers", "value": null},
+                    {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+                ]))
+            } else {
+                json_patch_ops::Ops(json!([
+                    {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+                    {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+                ]))
+            };
+            let api: Api<K> =
+                Api::namespaced(self.client.clone(), &o.namespace().unwrap_or_default());
+            let updated = api
+                .patch(&o.name_any(), &PatchParams::default(), &patch.into_patch())
+                .await?;
+            rvs.insert(
+                key_of(K::KIND, o.meta()),
+                updated.resource_version().unwrap_or_default(),
+            );
+        }
+        Ok(())
+    }
+
+    async fn remove_finalizer(&self, r: &ObjectRef) -> Result<(), ReconcileError> {
+        match r.kind {
+            Kind::Subscription => self.remove_finalizer_of::<Subscription>(r).await,
+            Kind::LicenseAssignment => self.remove_finalizer_of::<LicenseAssignment>(r).await,
+            Kind::AddOn => self.remove_finalizer_of::<AddOn>(r).await,
+        }
+    }
+
+    async fn remove_finalizer_of<K: Managed>(&self, r: &ObjectRef) -> Result<(), ReconcileError> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &r.namespace);
+        let Some(o) = api.get_opt(&r.name).await? else {
+            return Ok(());
+        };
+        let Some(i) = o.finalizers().iter().position(|f| f == FINALIZER) else {
+            return Ok(());
+        };
+        let patch = json_patch_ops::Ops(json!([
+            {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
+            {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+        ]));
+        match api
+            .patch(&r.name, &PatchParams::default(), &patch.into_patch())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn reference(&self, r: &ObjectRef, uid: Option<&String>) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(API_VERSION.into()),
+            kind: Some(format!("{:?}", r.kind)),
+            namespace: Some(r.namespace.clone()),
+            name: Some(r.name.clone()),
+            uid: uid.cloned(),
+            ..Default::default()
+        }
+    }
+
+    async fn publish(&self, event: &Event, reference: &ObjectReference) {
+        if let Err(e) = self.recorder.publish(event, reference).await {
+            tracing::warn!(error = %e, "cannot record an event");
+        }
+    }
+
+    fn update_gauges(&self, org: &str, desired: &Desired) {
+        for d in &desired.subscriptions {
+            if let Some(s) = &d.status.seats {
+                let labels = metrics::Pool {
+                    organization: org.to_string(),
+                    product: d.spec.product.clone(),
+                };
+                self.metrics
+                    .seats_purchased
+                    .get_or_create(&labels)
+                    .set(s.purchased);
+                self.metrics
+                    .seats_assigned
+                    .get_or_create(&labels)
+                    .set(s.assigned);
+                self.metrics
+                    .seats_available
+                    .get_or_create(&labels)
+                    .set(s.available);
+            }
+        }
+    }
+
+    async fn write_status(
+        &self,
+        r: &(Kind, String, String),
+        status: &Value,
+    ) -> Result<String, kube::Error> {
+        let (kind, ns, name) = r;
+        let body = json!({
+            "apiVersion": API_VERSION,
+            "kind": format!("{kind:?}"),
+            "status": status,
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let rv = match kind {
+            Kind::Subscription => Api::<Subscription>::namespaced(self.client.clone(), ns)
+                .patch_status(name, &params, &Patch::Apply(&body))
+                .await?
+                .resource_version(),
+            Kind::LicenseAssignment => {
+                Api::<LicenseAssignment>::namespaced(self.client.clone(), ns)
+                    .patch_status(name, &params, &Patch::Apply(&body))
+                    .await?
+                    .resource_version()
+            }
+            Kind::AddOn => Api::<AddOn>::namespaced(self.client.clone(), ns)
+                .patch_status(name, &params, &Patch::Apply(&body))
+                .await?
+                .resource_version(),
+        };
+        self.metrics.status_writes.inc();
+        Ok(rv.unwrap_or_default())
+    }
+}
+
+/// JSON patches built from `serde_json::Value` (kube takes them typed).
+mod json_patch_ops {
+    pub struct Ops(pub serde_json::Value);
+
+    impl Ops {
+        pub fn into_patch(self) -> kube::api::Patch<()> {
+            kube::api::Patch::Json(
+                serde_json::from_value(self.0).expect("a well-formed JSON patch"),
+            )
+        }
+    }
+}
+
+/// The reason of the Event recorded for a change made in the licensing service.
+fn changed_reason(op: &crate::planner::Op) -> &'static str {
+    use crate::planner::Op;
+    match op {
+        Op::Buy { .. } => "Purchased",
+        Op::ConvertTrial { .. } => "TrialConverted",
+        Op::SetSeats { .. } => "SeatsChanged",
+        Op::SetRecurringBilling { .. } => "RecurringBillingChanged",
+        Op::Cancel { .. } => "Canceled",
+        Op::BuyAddOn { .. } => "AddOnPurchased",
+        Op::SetAddOnQuantity { .. } => "AddOnQuantityChanged",
+        Op::AssignLicenses { .. } => "LicensesChanged",
+    }
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= 1000 {
+        return s.to_string();
+    }
+    let mut end = 1000;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Status writes through the API server: only what changed, only while leading; a new Blocked
+/// reason also becomes a Warning event.
+struct KubeLedger<'a> {
+    ctx: &'a Ctx,
+    written: HashMap<(Kind, String, String), Value>,
+    uids: HashMap<(Kind, String, String), String>,
+    rvs: &'a mut HashMap<(Kind, String, String), String>,
+}
+
+impl Ledger for KubeLedger<'_> {
+    async fn save(&mut self, desired: &Desired) -> Result<(), crate::backend::BackendError> {
+        let unavailable =
+            |e: String| crate::backend::BackendError::Unavailable(format!("kubernetes: {e}"));
+        if !self.ctx.leading() {
+            return Err(unavailable("leadership lost: not writing status".into()));
+        }
+        for (kind, meta, status) in desired.statuses() {
+            let key = (kind, meta.namespace.clone(), meta.name.clone());
+            let norm = normalized(&status);
+            let before = self.written.get(&key);
+            if before == Some(&norm) {
+                continue;
+            }
+            let old_reason = before
+                .and_then(|v| v.get("blockedReason"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let rv = match self.ctx.write_status(&key, &status).await {
+                Ok(rv) => rv,
+                // Deleted meanwhile: nothing left to report on.
+                Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                Err(e) => return Err(unavailable(e.to_string())),
+            };
+            self.rvs.insert(key.clone(), rv);
+            let new_reason = status.get("blockedReason").and_then(Value::as_str);
+            if let Some(reason) = new_reason
+                && old_reason.as_deref() != Some(reason)
+            {
+                let message = status
+                    .get("conditions")
+                    .and_then(Value::as_array)
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Blocked"))
+                    .and_then(|c| c["message"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let r = ObjectRef {
+                    kind,
+                    namespace: meta.namespace.clone(),
+                    name: meta.name.clone(),
+                };
+                let reference = self.ctx.reference(&r, self.uids.get(&key));
+                self.ctx
+                    .publish(
+                        &Event {
+                            type_: EventType::Warning,
+                            reason: reason.to_string(),
+                            note: Some(truncate(&message)),
+                            action: "Reconcile".into(),
+                            secondary: None,
+                        },
+                        &reference,
+                    )
+                    .await;
+            }
+            self.written.insert(key, norm);
+        }
+        Ok(())
+    }
+}
+
+async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let org = obj.organization().to_string();
+    let next = ctx.reconcile_org(&org).await?;
+    ctx.backoff
+        .lock()
+        .expect("backoff lock")
+        .remove(&key_of(K::KIND, obj.meta()));
+    Ok(Action::requeue(next))
+}
+
+/// Transient failures back off exponentially per object: 1 s, 2 s, 4 s … up to 5 minutes.
+fn error_policy<K: Managed>(obj: Arc<K>, err: &ReconcileError, ctx: Arc<Ctx>) -> Action {
+    let mut backoff = ctx.backoff.lock().expect("backoff lock");
+    let n = backoff.entry(key_of(K::KIND, obj.meta())).or_insert(0);
+    *n = (*n + 1).min(16);
+    let wait = Duration::from_secs((1u64 << (*n - 1)).min(300));
+    tracing::warn!(error = %err, object = %obj.name_any(), retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// Runs the controller until `stop` turns true. Serves /metrics, /healthz and /readyz.
+pub async fn run(
+    client: kube::Client,
+    cfg: RunConfig,
+    stop: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let embedded =
+        Embedded::open(&cfg.state, clock.clone()).map_err(|e| RunError::State(e.to_string()))?;
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
+        .await
+        .map_err(|e| RunError::Listen(cfg.metrics_addr, e))?;
+    let http = serve_http(listener, metrics.clone(), ready.clone(), stop.clone());
+
+    let (leading_tx, leading) = watch::channel(cfg.election.is_none());
+    let election = cfg
+        .election
+        .clone()
+        .map(|e| tokio::spawn(leader::run(client.clone(), e, leading_tx, stop.clone())));
+
+    let wc = watcher::Config::default().any_semantic();
+    let subs = Controller::new(Api::<Subscription>::all(client.clone()), wc.clone());
+    let las = Controller::new(Api::<LicenseAssignment>::all(client.clone()), wc.clone());
+    let add_ons = Controller::new(Api::<AddOn>::all(client.clone()), wc.clone());
+    let identity = cfg
+        .election
+        .as_ref()
+        .map_or_else(|| "seatkeeper".to_string(), |e| e.identity.clone());
+    let ctx = Arc::new(Ctx {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "seatkeeper".into(),
+                instance: Some(identity),
+            },
+        ),
+        client: client.clone(),
+        backend: Hooked {
+            inner: embedded,
+            hook: metrics.clone(),
+        },
+        clock,
+        subscriptions: subs.store(),
+        assignments: las.store(),
+        add_ons: add_ons.store(),
+        orgs: Default::default(),
+        forced: Default::default(),
+        leading,
+        metrics,
+        backoff: Default::default(),
+        cfg,
+    });
+
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let subs = watch_related(subs, &client, &ctx)
+        .graceful_shutdown_on(stopped(stop.clone()))
+        .run(
+            reconcile::<Subscription>,
+            error_policy::<Subscription>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let las = watch_related(las, &client, &ctx)
+        .graceful_shutdown_on(stopped(stop.clone()))
+        .run(
+            reconcile::<LicenseAssignment>,
+            error_policy::<LicenseAssignment>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let add_ons = watch_related(add_ons, &client, &ctx)
+        .graceful_shutdown_on(stopped(stop.clone()))
+        .run(reconcile::<AddOn>, error_policy::<AddOn>, ctx.clone())
+        .for_each(|_| async {});
+    let readiness = {
+        let ctx = ctx.clone();
+        async move {
+            let _ = ctx.subscriptions.wait_until_ready().await;
+            let _ = ctx.assignments.wait_until_ready().await;
+            let _ = ctx.add_ons.wait_until_ready().await;
+            ready.store(true, Ordering::SeqCst);
+            tracing::info!("caches synced; ready");
+        }
+    };
+    tokio::join!(subs, las, add_ons, readiness, http);
+    if let Some(e) = election {
+        let _ = e.await;
+    }
+    Ok(())
+}
+
+/// Namespaces (binding labels) and Secrets (product keys) re-plan the organizations of the
+/// objects that depend on them.
+fn watch_related<K: Managed>(
+    controller: Controller<K>,
+    client: &kube::Client,
+    ctx: &Arc<Ctx>,
+) -> Controller<K> {
+    let store = controller.store();
+    let by_namespace = {
+        let (store, ctx) = (store.clone(), Arc::downgrade(ctx));
+        move |ns: Namespace| {
+            let name = ns.name_any();
+            let hits: Vec<Arc<K>> = store
+                .state()
+                .into_iter()
+                .filter(|o| o.namespace().as_deref() == Some(name.as_str()))
+                .collect();
+            if let Some(ctx) = ctx.upgrade() {
+                for o in &hits {
+                    ctx.force(o.organization());
+                }
+            }
+            hits.into_iter()
+                .map(|o| KubeRef::from_obj(&*o))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_secret = {
+        let (store, ctx) = (store, Arc::downgrade(ctx));
+        move |secret: Secret| {
+            let (ns, name) = (secret.namespace(), secret.name_any());
+            let hits: Vec<Arc<K>> = store
+                .state()
+                .into_iter()
+                .filter(|o| o.namespace() == ns && o.secret().is_some_and(|(s, _)| s == name))
+                .collect();
+            if let Some(ctx) = ctx.upgrade() {
+                for o in &hits {
+                    ctx.force(o.organization());
+                }
+            }
+            hits.into_iter()
+                .map(|o| KubeRef::from_obj(&*o))
+                .collect::<Vec<_>>()
+        }
+    };
+    controller
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            by_namespace,
+        )
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            by_secret,
+        )
+}
+
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.load(Ordering::SeqCst) {
+                        (axum::http::StatusCode::OK, "ready")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "caches not synced",
+                        )
+                    }
+                }
+            }),
+        );
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "metrics server failed");
+    }
+}
