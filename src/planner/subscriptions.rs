@@ -153,11 +153,16 @@ impl Planner<'_> {
                 Block::new("SubscriptionNotFound", format!("subscription {id}, bought earlier, no longer exists in the licensing service"))
             });
         }
-        Ok(p.pending.and_then(|pp| {
-            org.subscriptions
-                .iter()
-                .find(|s| s.purchase_key.as_deref() == Some(pp.key.as_str()))
-        }))
+        // A purchase whose record was lost (a crash before the status write) is still found:
+        // its key is derived from the resource's identity.
+        let key = p.pending.map_or_else(
+            || purchase_key(p.kind, p.meta, p.organization),
+            |pp| pp.key.clone(),
+        );
+        Ok(org
+            .subscriptions
+            .iter()
+            .find(|s| s.purchase_key.as_deref() == Some(key.as_str())))
     }
 
     fn purchase_steps(&mut self, p: &PurchaseInput, out: &mut PurchaseResult) -> Result<(), Block> {
