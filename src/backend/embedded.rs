@@ -151,6 +151,44 @@ struct State {
     catalog: Arc<Catalog>,
     path: Option<PathBuf>,
     writes: u64,
+    /// The tenant file as last read or written; a different file on disk was edited
+    /// outside seatkeeper (by hand, like a change in the vendor's portal, or by another
+    /// replica) and is read again.
+    stamp: Option<Stamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: std::time::SystemTime,
+    len: u64,
+}
+
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: m.modified().ok()?,
+        len: m.len(),
+    })
+}
+
+impl State {
+    fn refresh(&mut self) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let stamp = stamp_of(path);
+        if stamp.is_none() || stamp == self.stamp {
+            return Ok(());
+        }
+        let tenant = TenantFile::load(path).map_err(|e| {
+            BackendError::Unavailable(format!("the tenant file changed on disk: {e}"))
+        })?;
+        tracing::info!(path = %path.display(), "tenant file changed on disk; read again");
+        self.catalog = Arc::new(Catalog::with_overrides(tenant.catalog.as_ref()));
+        self.tenant = tenant;
+        self.stamp = stamp;
+        Ok(())
+    }
 }
 
 /// The simulator. With a path it persists every change; without one it lives in memory.
@@ -162,12 +200,14 @@ pub struct Embedded {
 impl Embedded {
     pub fn new(tenant: TenantFile, path: Option<PathBuf>, clock: Arc<dyn Clock>) -> Embedded {
         let catalog = Arc::new(Catalog::with_overrides(tenant.catalog.as_ref()));
+        let stamp = path.as_deref().and_then(stamp_of);
         Embedded {
             state: Mutex::new(State {
                 tenant,
                 catalog,
                 path,
                 writes: 0,
+                stamp,
             }),
             clock,
         }
@@ -197,11 +237,12 @@ impl Embedded {
     /// Replace seatkeeper's resource records and persist them.
     pub fn save_records(&self, records: Vec<ResourceRecord>) -> Result<()> {
         let mut st = self.state.lock().expect("tenant lock");
+        st.refresh()?;
         if st.tenant.resources == records {
             return Ok(());
         }
         st.tenant.resources = records;
-        persist(&st)
+        persist(&mut st)
     }
 
     /// Run `f` on one organization with time advanced to now; persist if it succeeded.
@@ -212,6 +253,7 @@ impl Embedded {
     ) -> Result<T> {
         let now = self.clock.now();
         let mut st = self.state.lock().expect("tenant lock");
+        st.refresh()?;
         let catalog = st.catalog.clone();
         let org = st
             .tenant
@@ -226,7 +268,7 @@ impl Embedded {
         advance(org, now);
         let out = f(org, &catalog, now)?;
         st.writes += 1;
-        persist(&st)?;
+        persist(&mut st)?;
         Ok(out)
     }
 
@@ -247,7 +289,7 @@ impl Embedded {
 }
 
 /// Atomic rewrite: temporary file beside the target, fsync, rename.
-fn persist(st: &State) -> Result<()> {
+fn persist(st: &mut State) -> Result<()> {
     let Some(path) = &st.path else { return Ok(()) };
     let io = |e: std::io::Error| {
         BackendError::Unavailable(format!("cannot write {}: {e}", path.display()))
@@ -269,6 +311,7 @@ fn persist(st: &State) -> Result<()> {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
+    st.stamp = stamp_of(path);
     Ok(())
 }
 
@@ -377,7 +420,8 @@ fn apply_change(
 impl Backend for Embedded {
     async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
         let now = self.clock.now();
-        let st = self.state.lock().expect("tenant lock");
+        let mut st = self.state.lock().expect("tenant lock");
+        st.refresh()?;
         let organization = st
             .tenant
             .organizations
@@ -628,7 +672,8 @@ impl Backend for Embedded {
 
 impl Embedded {
     fn existing_purchase(&self, organization: &str, key: &str) -> Option<Subscription> {
-        let st = self.state.lock().expect("tenant lock");
+        let mut st = self.state.lock().expect("tenant lock");
+        let _ = st.refresh();
         st.tenant
             .organizations
             .iter()

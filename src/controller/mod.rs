@@ -199,6 +199,18 @@ fn of_org<K: Managed>(store: &Store<K>, org: &str) -> Vec<Arc<K>> {
     v
 }
 
+fn fingerprint_of<K: Managed>(
+    out: &mut BTreeMap<(Kind, String, String), String>,
+    objects: &[Arc<K>],
+) {
+    for o in objects {
+        out.insert(
+            key_of(K::KIND, o.meta()),
+            o.resource_version().unwrap_or_default(),
+        );
+    }
+}
+
 fn declared<K: Managed>(
     objects: &[Arc<K>],
     now: crate::domain::Instant,
@@ -252,22 +264,10 @@ impl Ctx {
 
     /// The resourceVersions of everything the organization's plan reads from the caches.
     fn fingerprint(&self, org: &str) -> BTreeMap<(Kind, String, String), String> {
-        fn add<K: Managed>(
-            out: &mut BTreeMap<(Kind, String, String), String>,
-            store: &Store<K>,
-            org: &str,
-        ) {
-            for o in of_org(store, org) {
-                out.insert(
-                    key_of(K::KIND, o.meta()),
-                    o.resource_version().unwrap_or_default(),
-                );
-            }
-        }
         let mut out = BTreeMap::new();
-        add(&mut out, &self.subscriptions, org);
-        add(&mut out, &self.assignments, org);
-        add(&mut out, &self.add_ons, org);
+        fingerprint_of(&mut out, &of_org(&self.subscriptions, org));
+        fingerprint_of(&mut out, &of_org(&self.assignments, org));
+        fingerprint_of(&mut out, &of_org(&self.add_ons, org));
         out
     }
 
@@ -313,6 +313,10 @@ impl Ctx {
         let subs = of_org(&self.subscriptions, org);
         let las = of_org(&self.assignments, org);
         let add_ons = of_org(&self.add_ons, org);
+        let mut read = BTreeMap::new();
+        fingerprint_of(&mut read, &subs);
+        fingerprint_of(&mut read, &las);
+        fingerprint_of(&mut read, &add_ons);
         let mut desired = Desired {
             subscriptions: declared(&subs, now),
             assignments: declared(&las, now),
@@ -409,7 +413,9 @@ impl Ctx {
         self.update_gauges(org, &desired);
 
         state.finished = Some(std::time::Instant::now());
-        let mut seen = self.fingerprint(org);
+        // What this run read (not what the caches hold now: a change that arrived meanwhile
+        // must still be planned), with our own writes' resourceVersions.
+        let mut seen = read;
         for (k, rv) in rvs {
             if let Some(v) = seen.get_mut(&k) {
                 *v = rv;
@@ -453,10 +459,13 @@ impl Ctx {
             let updated = api
                 .patch(&o.name_any(), &PatchParams::default(), &patch.into_patch())
                 .await?;
-            rvs.insert(
-                key_of(K::KIND, o.meta()),
-                updated.resource_version().unwrap_or_default(),
-            );
+            let read = meta_of(o.meta(), self.clock.now());
+            if unchanged_since_read(&read, updated.meta()) {
+                rvs.insert(
+                    key_of(K::KIND, o.meta()),
+                    updated.resource_version().unwrap_or_default(),
+                );
+            }
         }
         Ok(())
     }
@@ -531,11 +540,12 @@ impl Ctx {
         }
     }
 
+    /// Writes one status by server-side apply; returns the object's metadata after the write.
     async fn write_status(
         &self,
         r: &(Kind, String, String),
         status: &Value,
-    ) -> Result<String, kube::Error> {
+    ) -> Result<ObjectMeta, kube::Error> {
         let (kind, ns, name) = r;
         let body = json!({
             "apiVersion": API_VERSION,
@@ -543,25 +553,37 @@ impl Ctx {
             "status": status,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let rv = match kind {
-            Kind::Subscription => Api::<Subscription>::namespaced(self.client.clone(), ns)
-                .patch_status(name, &params, &Patch::Apply(&body))
-                .await?
-                .resource_version(),
+        let meta = match kind {
+            Kind::Subscription => {
+                Api::<Subscription>::namespaced(self.client.clone(), ns)
+                    .patch_status(name, &params, &Patch::Apply(&body))
+                    .await?
+                    .metadata
+            }
             Kind::LicenseAssignment => {
                 Api::<LicenseAssignment>::namespaced(self.client.clone(), ns)
                     .patch_status(name, &params, &Patch::Apply(&body))
                     .await?
-                    .resource_version()
+                    .metadata
             }
-            Kind::AddOn => Api::<AddOn>::namespaced(self.client.clone(), ns)
-                .patch_status(name, &params, &Patch::Apply(&body))
-                .await?
-                .resource_version(),
+            Kind::AddOn => {
+                Api::<AddOn>::namespaced(self.client.clone(), ns)
+                    .patch_status(name, &params, &Patch::Apply(&body))
+                    .await?
+                    .metadata
+            }
         };
         self.metrics.status_writes.inc();
-        Ok(rv.unwrap_or_default())
+        Ok(meta)
     }
+}
+
+/// Our write's resourceVersion may stand for what we read only if nobody else changed what the
+/// plan reads (spec, annotations, deletion) in between; otherwise the next trigger must plan.
+fn unchanged_since_read(read: &Meta, after: &ObjectMeta) -> bool {
+    after.generation == read.generation
+        && after.annotations.clone().unwrap_or_default() == read.annotations
+        && after.deletion_timestamp.is_some() == read.deleting
 }
 
 /// JSON patches built from `serde_json::Value` (kube takes them typed).
@@ -630,13 +652,16 @@ impl Ledger for KubeLedger<'_> {
                 .and_then(|v| v.get("blockedReason"))
                 .and_then(Value::as_str)
                 .map(str::to_string);
-            let rv = match self.ctx.write_status(&key, &status).await {
-                Ok(rv) => rv,
+            let after = match self.ctx.write_status(&key, &status).await {
+                Ok(m) => m,
                 // Deleted meanwhile: nothing left to report on.
                 Err(kube::Error::Api(s)) if s.code == 404 => continue,
                 Err(e) => return Err(unavailable(e.to_string())),
             };
-            self.rvs.insert(key.clone(), rv);
+            if unchanged_since_read(meta, &after) {
+                self.rvs
+                    .insert(key.clone(), after.resource_version.unwrap_or_default());
+            }
             let new_reason = status.get("blockedReason").and_then(Value::as_str);
             if let Some(reason) = new_reason
                 && old_reason.as_deref() != Some(reason)

@@ -139,7 +139,8 @@ struct Inner {
     history: Vec<Change>,
     /// Requests that changed something: (method, path).
     writes: Vec<(String, String)>,
-    fail_status_writes: usize,
+    /// Status writes whose body contains this text fail with 500, this many times.
+    fail_status: Option<(String, usize)>,
     /// History before this resourceVersion is gone.
     compacted: u64,
 }
@@ -215,9 +216,10 @@ impl ApiServer {
             .count()
     }
 
-    /// The next `n` status writes fail with 500 (a crash between an action and its record).
-    pub fn fail_status_writes(&self, n: usize) {
-        self.shared.inner.lock().unwrap().fail_status_writes = n;
+    /// The next `n` status writes whose body contains `needle` fail with 500: a crash between
+    /// an action and its record.
+    pub fn fail_status_writes(&self, needle: &str, n: usize) {
+        self.shared.inner.lock().unwrap().fail_status = Some((needle.to_string(), n));
     }
 
     /// Objects of a resource (`seatkeeper.dev/v1alpha1/subscriptions`, `events.k8s.io/v1/events`).
@@ -490,6 +492,16 @@ async fn handle(
         && let Some(d) = discovery(&path)
     {
         return ok(d);
+    }
+    if path.ends_with("/status") && method != Method::GET {
+        let mut inner = shared.inner.lock().unwrap();
+        if let Some((needle, n)) = inner.fail_status.as_mut()
+            && *n > 0
+            && String::from_utf8_lossy(&body).contains(needle.as_str())
+        {
+            *n -= 1;
+            return status(500, "InternalError", "injected failure");
+        }
     }
     let t = match target(&path) {
         Some(Ok(t)) => t,
@@ -770,10 +782,6 @@ fn write(
         );
     };
     let on_status = t.subresource.as_deref() == Some("status");
-    if on_status && inner.fail_status_writes > 0 {
-        inner.fail_status_writes -= 1;
-        return status(500, "InternalError", "injected failure");
-    }
     let requested = match change(&current) {
         Ok(v) => v,
         Err(r) => return r,
@@ -871,7 +879,17 @@ fn patch(
         let mut doc = current.clone();
         match content_type.as_str() {
             "application/json-patch+json" => {
-                let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                // As the API server's JSON patch library does: testing a missing path against
+                // null succeeds.
+                let mut raw = patch.as_array().cloned().unwrap_or_default();
+                raw.retain(|op| {
+                    !(op["op"] == "test"
+                        && op["value"].is_null()
+                        && op["path"]
+                            .as_str()
+                            .is_some_and(|p| doc.pointer(p).is_none()))
+                });
+                let ops: json_patch::Patch = serde_json::from_value(Value::Array(raw))
                     .map_err(|e| status(400, "BadRequest", e.to_string()))?;
                 json_patch::patch(&mut doc, &ops)
                     .map_err(|e| status(422, "Invalid", e.to_string()))?;

@@ -1,0 +1,676 @@
+//! End to end: `seatkeeper run` (its run function, on the real runtime) against the in-process
+//! API server, driven like a user with kube's client; the embedded backend keeps its tenant in a
+//! file, as `--state` does in a cluster.
+
+mod support;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use seatkeeper::api::{AddOn, LicenseAssignment, Subscription};
+use seatkeeper::controller::{self, RunConfig, leader::Election};
+use seatkeeper::planner::Options;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::apiserver::ApiServer;
+use tokio::sync::watch;
+
+const ORG: &str = "contoso.com";
+const NS: &str = "team-a";
+
+struct Replica {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    metrics: std::net::SocketAddr,
+}
+
+impl Replica {
+    /// A clean stop (SIGTERM).
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+    /// A crash: no goodbye, the Lease stays until it expires.
+    fn kill(self) {
+        self.task.abort();
+    }
+}
+
+fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn start(server: &ApiServer, state: &Path, identity: &str, resync: Duration) -> Replica {
+    if std::env::var("E2E_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .try_init();
+    }
+    let (stop, rx) = watch::channel(false);
+    let metrics = free_port();
+    let cfg = RunConfig {
+        state: state.to_path_buf(),
+        resync,
+        options: Options {
+            require_namespace_binding: true,
+            ..Options::default()
+        },
+        metrics_addr: metrics,
+        election: Some(Election {
+            namespace: "seatkeeper".into(),
+            name: "seatkeeper".into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(2),
+            renew: Duration::from_millis(300),
+        }),
+    };
+    let client = server.client();
+    let task = tokio::spawn(async move {
+        controller::run(client, cfg, rx).await.unwrap();
+    });
+    Replica {
+        stop,
+        task,
+        metrics,
+    }
+}
+
+struct World {
+    server: ApiServer,
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+}
+
+const USERS: usize = 10;
+
+fn tenant_yaml(extra_subs: &str) -> String {
+    let mut y = format!("organizations:\n- domain: {ORG}\n  paymentMethodOnFile: true\n  users:\n");
+    for i in 0..USERS {
+        y += &format!("  - {{upn: u{i}@{ORG}, usageLocation: NL}}\n");
+    }
+    y += "  - {upn: nolocation@contoso.com}\n";
+    y += "  subscriptions:\n  - {id: sub-e3, product: ENTERPRISEPACK, seats: 5}\n";
+    y += extra_subs;
+    y
+}
+
+async fn world(extra_subs: &str) -> World {
+    let server = ApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("tenant.yaml");
+    std::fs::write(&state, tenant_yaml(extra_subs)).unwrap();
+    let client = server.client();
+    let nss: Api<Namespace> = Api::all(client.clone());
+    for (name, labels) in [
+        ("seatkeeper", json!({})),
+        (NS, json!({"seatkeeper.dev/organization": ORG})),
+        ("unbound", json!({})),
+    ] {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        nss.create(&PostParams::default(), &ns).await.unwrap();
+    }
+    World {
+        server,
+        _dir: dir,
+        state,
+    }
+}
+
+impl World {
+    fn api<K>(&self, ns: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.server.client(), ns)
+    }
+
+    async fn create(&self, ns: &str, doc: Value) {
+        let kind = doc["kind"].as_str().unwrap().to_string();
+        match kind.as_str() {
+            "Subscription" => {
+                let o: Subscription = serde_json::from_value(doc).unwrap();
+                self.api::<Subscription>(ns)
+                    .create(&PostParams::default(), &o)
+                    .await
+                    .unwrap();
+            }
+            "LicenseAssignment" => {
+                let o: LicenseAssignment = serde_json::from_value(doc).unwrap();
+                self.api::<LicenseAssignment>(ns)
+                    .create(&PostParams::default(), &o)
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                let o: AddOn = serde_json::from_value(doc).unwrap();
+                self.api::<AddOn>(ns)
+                    .create(&PostParams::default(), &o)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    fn object(&self, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        self.server
+            .get(&format!("seatkeeper.dev/v1alpha1/{plural}"), ns, name)
+    }
+
+    fn tenant(&self) -> Value {
+        let text = std::fs::read_to_string(&self.state).unwrap();
+        serde_saphyr::from_str(&text).unwrap()
+    }
+
+    fn holders(&self, product: &str) -> usize {
+        self.tenant()["organizations"][0]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| {
+                u["licenses"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|l| l["product"] == product))
+            })
+            .count()
+    }
+
+    fn subscription(&self, id: &str) -> Value {
+        self.tenant()["organizations"][0]["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    fn event_reasons(&self, name: &str) -> Vec<String> {
+        self.server
+            .objects("events.k8s.io/v1/events")
+            .iter()
+            .filter(|e| e["regarding"]["name"] == name)
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+fn condition(obj: &Value, type_: &str) -> (String, String) {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sub(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Subscription",
+        "metadata": {"name": name}, "spec": spec})
+}
+
+fn lasg(name: &str, users: std::ops::Range<usize>, product: &str, extra: Value) -> Value {
+    let users: Vec<String> = users.map(|i| format!("u{i}@{ORG}")).collect();
+    let mut spec = json!({"organization": ORG, "users": users, "licenses": [{"product": product}]});
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        spec[k] = v;
+    }
+    json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "LicenseAssignment",
+        "metadata": {"name": name}, "spec": spec})
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (code, body)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_buys_assigns_reports_and_stays_idle_after_convergence() {
+    let w = world("").await;
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(1));
+    eventually("ready", || {
+        futures::executor::block_on(http_get(r.metrics, "/readyz")).0 == 200
+    })
+    .await;
+    w.create(NS, sub("e3", json!({"organization": ORG, "product": "ENTERPRISEPACK", "subscriptionId": "sub-e3", "seats": 8}))).await;
+    w.create(NS, lasg("staff", 0..7, "ENTERPRISEPACK", json!({})))
+        .await;
+    eventually("both Ready", || {
+        let s = w.object("subscriptions", NS, "e3");
+        let l = w.object("licenseassignments", NS, "staff");
+        s.is_some_and(|s| condition(&s, "Ready").0 == "True")
+            && l.is_some_and(|l| condition(&l, "Ready").0 == "True")
+    })
+    .await;
+    assert_eq!(w.subscription("sub-e3")["seats"], 8);
+    assert_eq!(w.holders("ENTERPRISEPACK"), 7);
+    let s = w.object("subscriptions", NS, "e3").unwrap();
+    assert_eq!(s["metadata"]["finalizers"][0], "seatkeeper.dev/cleanup");
+    assert_eq!(s["status"]["observedGeneration"], 1);
+    assert_eq!(s["status"]["seats"]["assigned"], 7);
+    assert!(
+        s["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["manager"] == "seatkeeper" && f["subresource"] == "status")
+    );
+    assert!(w.event_reasons("e3").contains(&"SeatsChanged".to_string()));
+    assert!(
+        w.event_reasons("staff")
+            .contains(&"LicensesChanged".to_string())
+    );
+
+    // Idle: over several resyncs (1 s each) nothing is written, to Kubernetes or the backend.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status_writes = w.server.status_writes();
+    let tenant = std::fs::read_to_string(&w.state).unwrap();
+    let (_, before) = http_get(r.metrics, "/metrics").await;
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let (_, after) = http_get(r.metrics, "/metrics").await;
+    assert_eq!(
+        w.server.status_writes(),
+        status_writes,
+        "status writes at idle"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&w.state).unwrap(),
+        tenant,
+        "backend writes at idle"
+    );
+    let writes = |t: &str| {
+        metric(t, "seatkeeper_backend_calls_total")
+            - metric(t, "seatkeeper_backend_calls_total{operation=\"snapshot\"}")
+    };
+    assert_eq!(writes(&before), writes(&after));
+    assert!(
+        metric(&after, "seatkeeper_reconciles_total")
+            > metric(&before, "seatkeeper_reconciles_total"),
+        "resyncs still look at the backend"
+    );
+    assert!(
+        after.contains(
+            "seatkeeper_seats_assigned{organization=\"contoso.com\",product=\"ENTERPRISEPACK\"} 7"
+        ),
+        "{after}"
+    );
+    assert_eq!(http_get(r.metrics, "/healthz").await.0, 200);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_blocked_reasons_surface_in_conditions_and_events() {
+    let w = world(concat!(
+        "  - {id: sub-reseller, product: SPE_E3, seats: 2, channel: Reseller}\n",
+        "  - {id: sub-trial, product: O365_BUSINESS_PREMIUM, seats: 5, trial: true}\n",
+        "  - {id: sub-credit, product: EXCHANGESTANDARD, seats: 5, creditCheck: Pending}\n",
+        "  - {id: sub-prepaid, product: SPB, seats: 5, channel: Prepaid}\n",
+        "  - {id: sub-self, product: O365_BUSINESS_ESSENTIALS, seats: 1, channel: SelfService}\n",
+    ))
+    .await;
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(60));
+    w.create(NS, sub("reseller", json!({"organization": ORG, "product": "SPE_E3", "subscriptionId": "sub-reseller", "seats": 4}))).await;
+    w.create(NS, sub("trial", json!({"organization": ORG, "product": "O365_BUSINESS_PREMIUM", "subscriptionId": "sub-trial", "seats": 8}))).await;
+    w.create(NS, sub("credit", json!({"organization": ORG, "product": "EXCHANGESTANDARD", "subscriptionId": "sub-credit", "seats": 8}))).await;
+    w.create("unbound", sub("stray", json!({"organization": ORG, "product": "ENTERPRISEPACK", "subscriptionId": "sub-e3", "seats": 9}))).await;
+    w.create(NS, lasg("too-many", 0..USERS, "ENTERPRISEPACK", json!({})))
+        .await;
+    w.create(NS, sub("prepaid", json!({"organization": ORG, "product": "SPB", "subscriptionId": "sub-prepaid", "seats": 3}))).await;
+    w.create(NS, sub("self", json!({"organization": ORG, "product": "O365_BUSINESS_ESSENTIALS", "subscriptionId": "sub-self", "seats": 3}))).await;
+    let mut nolocation = lasg("nolocation", 0..0, "SPB", json!({}));
+    nolocation["spec"]["users"] = json!(["nolocation@contoso.com"]);
+    w.create(NS, nolocation).await;
+    let expect = [
+        ("subscriptions", NS, "reseller", "ResellerManaged"),
+        ("subscriptions", NS, "trial", "Trial"),
+        ("subscriptions", NS, "credit", "CreditCheckPending"),
+        (
+            "subscriptions",
+            "unbound",
+            "stray",
+            "OrganizationNotPermitted",
+        ),
+        ("licenseassignments", NS, "too-many", "InsufficientSeats"),
+        ("subscriptions", NS, "prepaid", "Prepaid"),
+        ("subscriptions", NS, "self", "SelfServicePurchase"),
+        (
+            "licenseassignments",
+            NS,
+            "nolocation",
+            "UsageLocationMissing",
+        ),
+    ];
+    for (plural, ns, name, reason) in expect {
+        eventually(&format!("{name} blocked by {reason}"), || {
+            w.object(plural, ns, name)
+                .is_some_and(|o| condition(&o, "Blocked") == ("True".into(), reason.into()))
+        })
+        .await;
+        eventually(&format!("a {reason} event for {name}"), || {
+            w.event_reasons(name).contains(&reason.to_string())
+        })
+        .await;
+    }
+    // Nothing was changed in the blocked subscriptions.
+    assert_eq!(w.subscription("sub-reseller")["seats"], 2);
+    assert_eq!(w.subscription("sub-e3")["seats"], 5);
+    assert_eq!(w.subscription("sub-prepaid")["seats"], 5);
+
+    // Binding the namespace is watched: the stray resource is acted on without a resync.
+    let nss: Api<Namespace> = Api::all(w.server.client());
+    nss.patch(
+        "unbound",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"seatkeeper.dev/organization": ORG}}})),
+    )
+    .await
+    .unwrap();
+    eventually("stray acted on once bound", || {
+        w.subscription("sub-e3")["seats"] == 9
+    })
+    .await;
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_r26_plan_change_waits_for_seats_then_moves_everyone_make_before_break() {
+    let w = world("  - {id: sub-m365, product: SPE_E3, seats: 3}\n").await;
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(60));
+    // Five users on Office 365 E3; the resource that gave it to them goes, the licences stay.
+    w.create(
+        NS,
+        lasg(
+            "e3",
+            0..5,
+            "ENTERPRISEPACK",
+            json!({"deletionPolicy": "Retain"}),
+        ),
+    )
+    .await;
+    eventually("5 on E3", || w.holders("ENTERPRISEPACK") == 5).await;
+    let las: Api<LicenseAssignment> = w.api(NS);
+    las.delete("e3", &DeleteParams::default()).await.unwrap();
+    eventually("e3 assignment gone", || {
+        w.object("licenseassignments", NS, "e3").is_none()
+    })
+    .await;
+    assert_eq!(w.holders("ENTERPRISEPACK"), 5);
+    // Move them to Microsoft 365 E3: only 3 seats for 5 users, so nobody moves.
+    w.create(NS, sub("m365", json!({"organization": ORG, "product": "SPE_E3", "subscriptionId": "sub-m365", "seats": 3}))).await;
+    w.create(NS, lasg("move", 0..5, "SPE_E3", json!({"mode": "Replace"})))
+        .await;
+    eventually("blocked on seats", || {
+        w.object("licenseassignments", NS, "move").is_some_and(|o| {
+            condition(&o, "Blocked") == ("True".into(), "InsufficientSeats".into())
+        })
+    })
+    .await;
+    assert_eq!(w.holders("SPE_E3"), 0, "nobody moves until everyone can");
+    let subs: Api<Subscription> = w.api(NS);
+    subs.patch(
+        "m365",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"seats": 5}})),
+    )
+    .await
+    .unwrap();
+    eventually("all moved", || {
+        w.holders("SPE_E3") == 5 && w.holders("ENTERPRISEPACK") == 0
+    })
+    .await;
+    eventually("move Ready", || {
+        w.object("licenseassignments", NS, "move")
+            .is_some_and(|o| condition(&o, "Ready").0 == "True")
+    })
+    .await;
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_deletion_policies_unassign_retain_cancel_orphan_and_refused() {
+    let w = world(concat!(
+        "  - id: sub-base\n    product: O365_BUSINESS_PREMIUM\n    seats: 5\n",
+        "    addOns: [{id: addon-1, product: EXCHANGEARCHIVE_ADDON, quantity: 2}]\n",
+    ))
+    .await;
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(60));
+    w.create(NS, lasg("unassign", 0..2, "ENTERPRISEPACK", json!({})))
+        .await;
+    w.create(
+        NS,
+        lasg(
+            "retain",
+            2..4,
+            "ENTERPRISEPACK",
+            json!({"deletionPolicy": "Retain"}),
+        ),
+    )
+    .await;
+    w.create(NS, sub("bought", json!({"organization": ORG, "product": "SPE_E3", "seats": 2, "deletionPolicy": "Cancel"}))).await;
+    w.create(NS, sub("orphan", json!({"organization": ORG, "product": "EXCHANGESTANDARD", "seats": 1, "deletionPolicy": "Orphan"}))).await;
+    w.create(NS, json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "AddOn", "metadata": {"name": "archive"},
+        "spec": {"organization": ORG, "product": "EXCHANGEARCHIVE_ADDON", "type": "Traditional",
+            "subscriptionRef": {"name": "base"}, "quantity": 2, "deletionPolicy": "Cancel"}})).await;
+    w.create(NS, sub("base", json!({"organization": ORG, "product": "O365_BUSINESS_PREMIUM", "subscriptionId": "sub-base", "seats": 5}))).await;
+    eventually("assigned and bought", || {
+        w.holders("ENTERPRISEPACK") == 4
+            && w.object("subscriptions", NS, "bought")
+                .is_some_and(|o| o["status"]["subscriptionId"].is_string())
+            && w.object("subscriptions", NS, "orphan")
+                .is_some_and(|o| o["status"]["subscriptionId"].is_string())
+            && w.object("addons", NS, "archive")
+                .is_some_and(|o| condition(&o, "Ready").0 == "True")
+    })
+    .await;
+    let bought = w.object("subscriptions", NS, "bought").unwrap()["status"]["subscriptionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let orphan = w.object("subscriptions", NS, "orphan").unwrap()["status"]["subscriptionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let las: Api<LicenseAssignment> = w.api(NS);
+    let subs: Api<Subscription> = w.api(NS);
+    let add_ons: Api<AddOn> = w.api(NS);
+    las.delete("unassign", &DeleteParams::default())
+        .await
+        .unwrap();
+    las.delete("retain", &DeleteParams::default())
+        .await
+        .unwrap();
+    subs.delete("bought", &DeleteParams::default())
+        .await
+        .unwrap();
+    subs.delete("orphan", &DeleteParams::default())
+        .await
+        .unwrap();
+    add_ons
+        .delete("archive", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("deleted", || {
+        ["unassign", "retain"]
+            .iter()
+            .all(|n| w.object("licenseassignments", NS, n).is_none())
+            && ["bought", "orphan"]
+                .iter()
+                .all(|n| w.object("subscriptions", NS, n).is_none())
+    })
+    .await;
+    assert_eq!(
+        w.holders("ENTERPRISEPACK"),
+        2,
+        "Unassign removed 2, Retain kept 2"
+    );
+    assert_eq!(w.subscription(&bought)["status"], "Canceled");
+    assert_eq!(w.subscription(&orphan)["status"], "Active");
+
+    // A traditional add-on cannot be cancelled by an admin (R23): the status says so and the
+    // object waits with its reason; switching to Orphan lets it go.
+    eventually("add-on deletion explained", || {
+        w.object("addons", NS, "archive").is_some_and(|o| {
+            condition(&o, "Blocked") == ("True".into(), "RemovalRequiresSupport".into())
+        })
+    })
+    .await;
+    add_ons
+        .patch(
+            "archive",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"deletionPolicy": "Orphan"}})),
+        )
+        .await
+        .unwrap();
+    eventually("add-on released", || {
+        w.object("addons", NS, "archive").is_none()
+    })
+    .await;
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_drift_made_outside_seatkeeper_is_corrected_at_resync() {
+    let w = world("").await;
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(1));
+    w.create(NS, sub("e3", json!({"organization": ORG, "product": "ENTERPRISEPACK", "subscriptionId": "sub-e3", "seats": 6}))).await;
+    w.create(NS, lasg("staff", 0..3, "ENTERPRISEPACK", json!({})))
+        .await;
+    eventually("converged", || {
+        w.holders("ENTERPRISEPACK") == 3 && w.subscription("sub-e3")["seats"] == 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // In the "vendor portal": seats lowered and a licence removed by hand.
+    let text = std::fs::read_to_string(&w.state).unwrap();
+    let mut tenant: Value = serde_saphyr::from_str(&text).unwrap();
+    for s in tenant["organizations"][0]["subscriptions"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if s["id"] == "sub-e3" {
+            s["seats"] = json!(4);
+        }
+    }
+    tenant["organizations"][0]["users"][0]["licenses"] = json!([]);
+    std::fs::write(&w.state, serde_saphyr::to_string(&tenant).unwrap()).unwrap();
+    eventually("drift corrected", || {
+        w.holders("ENTERPRISEPACK") == 3 && w.subscription("sub-e3")["seats"] == 6
+    })
+    .await;
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_two_replicas_one_killed_the_other_takes_over_and_nothing_is_done_twice() {
+    let w = world("").await;
+    let a = start(&w.server, &w.state, "a", Duration::from_secs(60));
+    eventually("a leads", || {
+        w.server
+            .get("coordination.k8s.io/v1/leases", "seatkeeper", "seatkeeper")
+            .is_some_and(|l| l["spec"]["holderIdentity"] == "a")
+    })
+    .await;
+    let b = start(&w.server, &w.state, "b", Duration::from_secs(60));
+    w.create(
+        NS,
+        sub(
+            "m365",
+            json!({"organization": ORG, "product": "SPE_E3", "seats": 3}),
+        ),
+    )
+    .await;
+    eventually("bought by a", || {
+        w.object("subscriptions", NS, "m365")
+            .is_some_and(|o| condition(&o, "Ready").0 == "True")
+    })
+    .await;
+    a.kill();
+    w.create(NS, lasg("staff", 0..3, "SPE_E3", json!({}))).await;
+    eventually("b leads", || {
+        w.server
+            .get("coordination.k8s.io/v1/leases", "seatkeeper", "seatkeeper")
+            .is_some_and(|l| l["spec"]["holderIdentity"] == "b")
+    })
+    .await;
+    eventually("assigned by b", || w.holders("SPE_E3") == 3).await;
+    let bought: Vec<Value> = w.tenant()["organizations"][0]["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["product"] == "SPE_E3")
+        .cloned()
+        .collect();
+    assert_eq!(bought.len(), 1, "bought once: {bought:?}");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_crash_between_purchase_and_status_write_buys_once() {
+    let w = world("").await;
+    // The write that would record the bought subscription's id fails once.
+    w.server.fail_status_writes("subscriptionId", 1);
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(60));
+    w.create(
+        NS,
+        sub(
+            "m365",
+            json!({"organization": ORG, "product": "SPE_E3", "seats": 3}),
+        ),
+    )
+    .await;
+    eventually("recorded after the retry", || {
+        w.object("subscriptions", NS, "m365").is_some_and(|o| {
+            o["status"]["subscriptionId"].is_string() && condition(&o, "Ready").0 == "True"
+        })
+    })
+    .await;
+    let bought = w.tenant()["organizations"][0]["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["product"] == "SPE_E3")
+        .count();
+    assert_eq!(bought, 1);
+    let (_, m) = http_get(r.metrics, "/metrics").await;
+    assert!(
+        metric(&m, "seatkeeper_reconcile_failures_total") >= 1.0,
+        "{m}"
+    );
+    r.stop().await;
+}
