@@ -674,3 +674,27 @@ async fn e2e_crash_between_purchase_and_status_write_buys_once() {
     );
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_r03_credit_check_is_looked_at_again_when_it_clears_not_at_resync() {
+    let clears = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3))
+        .round(jiff::Unit::Second)
+        .unwrap();
+    let w = world(&format!(
+        "  - {{id: sub-credit, product: EXCHANGESTANDARD, seats: 5, creditCheck: Pending, creditCheckClearsAt: \"{clears}\"}}\n"
+    ))
+    .await;
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(600));
+    w.create(NS, sub("credit", json!({"organization": ORG, "product": "EXCHANGESTANDARD", "subscriptionId": "sub-credit", "seats": 8}))).await;
+    eventually("pending credit check reported", || {
+        w.object("subscriptions", NS, "credit").is_some_and(|o| {
+            condition(&o, "Blocked") == ("True".into(), "CreditCheckPending".into())
+        })
+    })
+    .await;
+    eventually("seats bought once the check cleared", || {
+        w.subscription("sub-credit")["seats"] == 8
+    })
+    .await;
+    r.stop().await;
+}

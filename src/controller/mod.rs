@@ -83,7 +83,8 @@ type Meter = Hooked<Embedded, Metrics>;
 /// What one organization's last reconcile saw: the resourceVersions of its objects.
 #[derive(Default)]
 struct OrgState {
-    finished: Option<std::time::Instant>,
+    /// When the last run wants to look again (resync, a credit check clearing, …).
+    due: Option<std::time::Instant>,
     seen: BTreeMap<(Kind, String, String), String>,
 }
 
@@ -284,13 +285,14 @@ impl Ctx {
             .lock()
             .expect("forced lock")
             .remove(&org.to_lowercase());
+        let now = std::time::Instant::now();
         if !forced
-            && let Some(t) = state.finished
-            && t.elapsed() < self.cfg.resync
+            && let Some(due) = state.due
+            && now < due
             && state.seen == self.fingerprint(org)
         {
             // Another trigger already covered this state (or it is our own status write).
-            return Ok(self.cfg.resync - t.elapsed());
+            return Ok(due - now);
         }
         let started = std::time::Instant::now();
         self.metrics.reconciles.inc();
@@ -300,6 +302,8 @@ impl Ctx {
             .observe(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             self.metrics.fail(e.category());
+            // The retry must run, even though nothing changed in the cluster.
+            state.due = None;
         }
         result
     }
@@ -412,7 +416,6 @@ impl Ctx {
         }
         self.update_gauges(org, &desired);
 
-        state.finished = Some(std::time::Instant::now());
         // What this run read (not what the caches hold now: a change that arrived meanwhile
         // must still be planned), with our own writes' resourceVersions.
         let mut seen = read;
@@ -430,6 +433,7 @@ impl Ctx {
         if !report.converged {
             next = next.min(Duration::from_secs(30));
         }
+        state.due = Some(std::time::Instant::now() + next);
         Ok(next)
     }
 
