@@ -698,3 +698,34 @@ async fn e2e_r03_credit_check_is_looked_at_again_when_it_clears_not_at_resync() 
     .await;
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_r04_a_product_key_secret_is_watched_and_unblocks_a_prepaid_subscription() {
+    let w = world("  - {id: sub-prepaid, product: SPB, seats: 5, channel: Prepaid}\n").await;
+    // No payment method on file: adding prepaid seats needs a product key (R04).
+    let text = std::fs::read_to_string(&w.state)
+        .unwrap()
+        .replace("paymentMethodOnFile: true", "paymentMethodOnFile: false");
+    std::fs::write(&w.state, text).unwrap();
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(600));
+    w.create(NS, sub("prepaid", json!({"organization": ORG, "product": "SPB", "subscriptionId": "sub-prepaid", "seats": 7,
+        "productKey": {"secretRef": {"name": "spb-key", "key": "key"}}}))).await;
+    eventually("blocked without the key", || {
+        w.object("subscriptions", NS, "prepaid")
+            .is_some_and(|o| condition(&o, "Blocked") == ("True".into(), "Prepaid".into()))
+    })
+    .await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api(NS);
+    let secret = serde_json::from_value(json!({"metadata": {"name": "spb-key"},
+        "stringData": {"key": "ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"}}))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    eventually("seats added with the key", || {
+        w.subscription("sub-prepaid")["seats"] == 7
+    })
+    .await;
+    r.stop().await;
+}
