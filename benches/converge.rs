@@ -161,6 +161,24 @@ async fn naive<B: Backend>(backend: &B, desired: &Desired, options: &Options, li
     calls
 }
 
+fn run<B: Backend>(
+    rt: &tokio::runtime::Runtime,
+    backend: &B,
+    desired: &mut Desired,
+    clock: &FixedClock,
+    options: &Options,
+) -> seatkeeper::executor::Report {
+    rt.block_on(converge(
+        backend,
+        &mut NoLedger,
+        desired,
+        clock,
+        options,
+        DEFAULT_MAX_PASSES,
+    ))
+    .unwrap()
+}
+
 fn figure(size: &str, name: &str, value: impl std::fmt::Display, unit: &str) {
     println!("{size} {name} {value} {unit}");
 }
@@ -193,16 +211,7 @@ fn run_size(size: &str, n: usize) {
     drop(first);
     drop(observed);
     let t = Wall::now();
-    let report = rt
-        .block_on(converge(
-            &memory,
-            &mut NoLedger,
-            &mut d,
-            clock.as_ref(),
-            &options,
-            DEFAULT_MAX_PASSES,
-        ))
-        .unwrap();
+    let report = run(&rt, &memory, &mut d, &clock, &options);
     let converge_ms = ms(t.elapsed());
     figure(size, "converge_ms", format!("{converge_ms:.1}"), "ms");
     assert!(
@@ -251,16 +260,7 @@ fn run_size(size: &str, n: usize) {
     figure(size, "idle_actions", idle.actions.len(), "actions");
     drop((observed, idle));
     let writes_before = memory.writes();
-    let again = rt
-        .block_on(converge(
-            &memory,
-            &mut NoLedger,
-            &mut d,
-            clock.as_ref(),
-            &options,
-            DEFAULT_MAX_PASSES,
-        ))
-        .unwrap();
+    let again = run(&rt, &memory, &mut d, &clock, &options);
     figure(
         size,
         "idle_writes",
@@ -282,15 +282,7 @@ fn run_size(size: &str, n: usize) {
     };
     let mut d = desired(n);
     let t = Wall::now();
-    rt.block_on(converge(
-        &slow,
-        &mut NoLedger,
-        &mut d,
-        clock.as_ref(),
-        &options,
-        DEFAULT_MAX_PASSES,
-    ))
-    .unwrap();
+    run(&rt, &slow, &mut d, &clock, &options);
     let latency_ms = ms(t.elapsed());
     let ideal = n.div_ceil(MAX_BATCH) as f64 * LATENCY_MS as f64 / CONCURRENCY as f64;
     figure(
@@ -359,15 +351,7 @@ fn run_size(size: &str, n: usize) {
     let persisted = Embedded::open(&path, clock.clone()).unwrap();
     let mut d = desired(n);
     let t = Wall::now();
-    rt.block_on(converge(
-        &persisted,
-        &mut NoLedger,
-        &mut d,
-        clock.as_ref(),
-        &options,
-        DEFAULT_MAX_PASSES,
-    ))
-    .unwrap();
+    run(&rt, &persisted, &mut d, &clock, &options);
     figure(
         size,
         "converge_persisted_ms",

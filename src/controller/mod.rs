@@ -778,29 +778,9 @@ pub async fn run(
         cfg,
     });
 
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let subs = watch_related(subs, &client, &ctx)
-        .graceful_shutdown_on(stopped(stop.clone()))
-        .run(
-            reconcile::<Subscription>,
-            error_policy::<Subscription>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let las = watch_related(las, &client, &ctx)
-        .graceful_shutdown_on(stopped(stop.clone()))
-        .run(
-            reconcile::<LicenseAssignment>,
-            error_policy::<LicenseAssignment>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let add_ons = watch_related(add_ons, &client, &ctx)
-        .graceful_shutdown_on(stopped(stop.clone()))
-        .run(reconcile::<AddOn>, error_policy::<AddOn>, ctx.clone())
-        .for_each(|_| async {});
+    let subs = control(subs, &client, &ctx, stop.clone());
+    let las = control(las, &client, &ctx, stop.clone());
+    let add_ons = control(add_ons, &client, &ctx, stop.clone());
     let readiness = {
         let ctx = ctx.clone();
         async move {
@@ -816,6 +796,21 @@ pub async fn run(
         let _ = e.await;
     }
     Ok(())
+}
+
+/// One kind's controller, running until `stop` turns true.
+fn control<K: Managed>(
+    controller: Controller<K>,
+    client: &kube::Client,
+    ctx: &Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> {
+    watch_related(controller, client, ctx)
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .run(reconcile::<K>, error_policy::<K>, ctx.clone())
+        .for_each(|_| async {})
 }
 
 /// Namespaces (binding labels) and Secrets (product keys) re-plan the organizations of the
