@@ -729,3 +729,69 @@ async fn e2e_r04_a_product_key_secret_is_watched_and_unblocks_a_prepaid_subscrip
     .await;
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_more_blocked_reasons_surface_in_conditions_and_events() {
+    let w = world(concat!(
+        "  - {id: sub-bs, product: O365_BUSINESS_PREMIUM, seats: 5}\n",
+        "  - {id: sub-exo, product: EXCHANGESTANDARD, seats: 5}\n",
+    ))
+    .await;
+    // u9 already holds Office 365 E3, given outside seatkeeper.
+    let text = std::fs::read_to_string(&w.state).unwrap().replace(
+        "{upn: u9@contoso.com, usageLocation: NL}",
+        "{upn: u9@contoso.com, usageLocation: NL, licenses: [{product: ENTERPRISEPACK}]}",
+    );
+    std::fs::write(&w.state, text).unwrap();
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(600));
+    w.create(NS, lasg("e3", 0..3, "ENTERPRISEPACK", json!({})))
+        .await;
+    eventually("3 assigned", || w.holders("ENTERPRISEPACK") == 4).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // younger by a second
+    w.create(NS, sub("shrink", json!({"organization": ORG, "product": "ENTERPRISEPACK", "subscriptionId": "sub-e3", "seats": 2}))).await;
+    let mut dup = lasg("dup", 0..1, "ENTERPRISEPACK", json!({}));
+    dup["spec"]["licenses"][0]["disabledPlans"] = json!(["SWAY"]);
+    w.create(NS, dup).await;
+    w.create(
+        NS,
+        lasg("conflict", 1..2, "O365_BUSINESS_PREMIUM", json!({})),
+    )
+    .await;
+    w.create(
+        NS,
+        lasg(
+            "downgrade",
+            9..10,
+            "EXCHANGESTANDARD",
+            json!({"mode": "Replace"}),
+        ),
+    )
+    .await;
+    w.create(NS, lasg("unknown", 5..6, "NO_SUCH_PRODUCT", json!({})))
+        .await;
+    let expect = [
+        ("subscriptions", "shrink", "SeatsInUse"),
+        ("licenseassignments", "dup", "DuplicateAssignment"),
+        ("licenseassignments", "conflict", "ConflictingServices"),
+        (
+            "licenseassignments",
+            "downgrade",
+            "DowngradeNotAcknowledged",
+        ),
+        ("licenseassignments", "unknown", "ProductUnknown"),
+    ];
+    for (plural, name, reason) in expect {
+        eventually(&format!("{name} blocked by {reason}"), || {
+            w.object(plural, NS, name)
+                .is_some_and(|o| condition(&o, "Blocked") == ("True".into(), reason.into()))
+        })
+        .await;
+        eventually(&format!("a {reason} event for {name}"), || {
+            w.event_reasons(name).contains(&reason.to_string())
+        })
+        .await;
+    }
+    assert_eq!(w.subscription("sub-e3")["seats"], 5);
+    assert_eq!(w.holders("ENTERPRISEPACK"), 4, "nothing removed");
+    r.stop().await;
+}
