@@ -6,18 +6,24 @@ use serde_json::{Value, json};
 
 #[test]
 fn crds_folder_matches_the_rust_types() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    for (file, yaml) in seatkeeper::crdgen::crds() {
-        let path = dir.join(file);
-        if std::env::var_os("UPDATE_CRDS").is_some() {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(&path, &yaml).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The Helm chart ships the same files: Helm installs its crds/ folder (never upgrades it).
+    for dir in [root.join("crds"), root.join("charts/seatkeeper/crds")] {
+        for (file, yaml) in seatkeeper::crdgen::crds() {
+            let path = dir.join(file);
+            if std::env::var_os("UPDATE_CRDS").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &yaml).unwrap();
+            }
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                on_disk == yaml,
+                "{} is stale: regenerate with `UPDATE_CRDS=1 cargo test --test crds`",
+                path.display()
+            );
         }
-        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            on_disk == yaml,
-            "crds/{file} is stale: regenerate with `UPDATE_CRDS=1 cargo test --test crds`"
-        );
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(files, 3, "{} holds exactly the three CRDs", dir.display());
     }
 }
 

@@ -58,6 +58,9 @@ struct RunArgs {
     /// The embedded backend's tenant file (on a volume in a cluster).
     #[arg(long)]
     state: PathBuf,
+    /// A tenant file copied to --state when that does not exist yet (a sandbox's first start).
+    #[arg(long)]
+    seed: Option<PathBuf>,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -147,6 +150,18 @@ fn run_controller(args: &RunArgs) -> i32 {
         .with_writer(std::io::stderr)
         .try_init();
     let BackendKind::Embedded = args.backend;
+    if let Some(seed) = &args.seed
+        && !args.state.exists()
+    {
+        if let Err(e) = std::fs::copy(seed, &args.state) {
+            eprintln!(
+                "error: cannot copy the seed {} to {}: {e}",
+                seed.display(),
+                args.state.display()
+            );
+            return EXIT_INVALID;
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

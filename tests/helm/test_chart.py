@@ -1,0 +1,210 @@
+"""The Helm chart: lint (strict), render with default and other values, and check what it
+produces. Runs with the Helm v4 SDK from PyPI (helm-python-sdk); no helm binary, no cluster.
+
+    python tests/helm/test_chart.py
+"""
+
+import copy
+import pathlib
+import sys
+
+import helm_python as helm
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "seatkeeper"
+
+# Exactly what the controller calls (src/controller): keep in step with the code.
+CONTROLLER_RULES = {
+    ("seatkeeper.dev", "addons", "get"), ("seatkeeper.dev", "addons", "list"),
+    ("seatkeeper.dev", "addons", "watch"), ("seatkeeper.dev", "addons", "patch"),
+    ("seatkeeper.dev", "licenseassignments", "get"), ("seatkeeper.dev", "licenseassignments", "list"),
+    ("seatkeeper.dev", "licenseassignments", "watch"), ("seatkeeper.dev", "licenseassignments", "patch"),
+    ("seatkeeper.dev", "subscriptions", "get"), ("seatkeeper.dev", "subscriptions", "list"),
+    ("seatkeeper.dev", "subscriptions", "watch"), ("seatkeeper.dev", "subscriptions", "patch"),
+    ("seatkeeper.dev", "addons/status", "patch"),
+    ("seatkeeper.dev", "licenseassignments/status", "patch"),
+    ("seatkeeper.dev", "subscriptions/status", "patch"),
+    ("", "namespaces", "get"), ("", "namespaces", "list"), ("", "namespaces", "watch"),
+    ("", "secrets", "get"), ("", "secrets", "list"), ("", "secrets", "watch"),
+    ("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "patch"),
+}
+LEASE_RULES = {
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "update"),
+}
+
+failures = []
+
+
+def check(ok, what):
+    if not ok:
+        failures.append(what)
+        print(f"FAIL {what}")
+
+
+def defaults():
+    with helm.Chart.load(str(CHART)) as chart:
+        return chart.values
+
+
+def render(values=None):
+    with helm.Chart.load(str(CHART)) as chart:
+        merged = copy.deepcopy(defaults())
+        deep_merge(merged, values or {})
+        chart.validate_schema(merged)
+        out = chart.render(values=values or {}, name="seatkeeper", namespace="seatkeeper-system",
+                           is_install=True)
+    objects = []
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                objects.append(doc)
+    return objects
+
+
+def deep_merge(into, other):
+    for k, v in other.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            deep_merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def rejected(values):
+    try:
+        render(values)
+    except helm.HelmError as e:
+        return str(e)
+    return None
+
+
+def find(objects, kind, name=None):
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def rules_of(role):
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+def main():
+    # Lint, strict: warnings count as errors.
+    for values in ({}, {"metrics": {"serviceMonitor": {"enabled": True}}, "networkPolicy": {"enabled": True}}):
+        report = helm.lint(str(CHART), values, strict=True, namespace="seatkeeper-system")
+        problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2] + report.get("errors", [])
+        check(not problems, f"lint --strict with {values}: {problems}")
+
+    objects = render()
+    kinds = sorted({o["kind"] for o in objects})
+    check(kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "PersistentVolumeClaim", "Role",
+                    "RoleBinding", "Service", "ServiceAccount"], f"default kinds: {kinds}")
+
+    # RBAC: the controller gets exactly what it uses.
+    controller = find(objects, "ClusterRole", "seatkeeper-controller")[0]
+    check(rules_of(controller) == CONTROLLER_RULES,
+          f"controller rules differ: extra {rules_of(controller) - CONTROLLER_RULES}, missing {CONTROLLER_RULES - rules_of(controller)}")
+    lease = find(objects, "Role", "seatkeeper-leader-election")[0]
+    check(rules_of(lease) == LEASE_RULES, f"lease rules: {rules_of(lease)}")
+    check(lease["metadata"]["namespace"] == "seatkeeper-system", "the Lease role is namespaced")
+    binding = find(objects, "ClusterRoleBinding")[0]
+    check(binding["subjects"][0]["name"] == "seatkeeper", "bound to the service account")
+
+    # R30: the user-facing roles and their aggregation.
+    billing = find(objects, "ClusterRole", "seatkeeper-billing-admin")[0]
+    license_ = find(objects, "ClusterRole", "seatkeeper-license-admin")[0]
+    viewer = find(objects, "ClusterRole", "seatkeeper-viewer")[0]
+    writes = {"create", "update", "patch", "delete"}
+    check({r for (g, r, v) in rules_of(billing) if v in writes} == {"subscriptions", "addons"},
+          "billing admin writes subscriptions and add-ons only")
+    check({r for (g, r, v) in rules_of(license_) if v in writes} == {"licenseassignments"},
+          "license admin writes licence assignments only")
+    check(not any(v in writes for (_, _, v) in rules_of(viewer)), "viewer is read-only")
+    agg = lambda role: {k.rsplit("-", 1)[-1] for k, v in role["metadata"]["labels"].items()
+                        if k.startswith("rbac.authorization.k8s.io/aggregate-to-") and v == "true"}
+    check(agg(billing) == {"admin"} and agg(license_) == {"admin", "edit"} and agg(viewer) == {"view"},
+          f"aggregation: {agg(billing)} {agg(license_)} {agg(viewer)}")
+    no_agg = render({"rbac": {"aggregateToDefaultRoles": False}})
+    check(all(not agg(r) for r in find(no_agg, "ClusterRole")), "aggregation can be turned off")
+
+    # The Deployment: non-root, read-only root, no escalation, resources, probes, arguments.
+    dep = find(objects, "Deployment")[0]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    sc = c["securityContext"]
+    check(pod["securityContext"]["runAsNonRoot"] is True and sc["runAsNonRoot"] is True, "non-root")
+    check(sc["readOnlyRootFilesystem"] is True, "read-only root filesystem")
+    check(sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], "no escalation")
+    check(pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", "seccomp")
+    check(set(c["resources"]) == {"requests", "limits"}, "requests and limits")
+    check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness on /healthz")
+    check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness on /readyz")
+    args = c["args"]
+    for a in ("run", "--state=/var/lib/seatkeeper/tenant.yaml", "--leader-election=true",
+              "--require-namespace-binding=true", "--resync=10m", "--metrics-addr=0.0.0.0:8080"):
+        check(a in args, f"argument {a} in {args}")
+    check(dep["spec"]["strategy"]["type"] == "Recreate", "Recreate with a ReadWriteOnce volume")
+    check(pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "seatkeeper-state", "state on the PVC")
+    pvc = find(objects, "PersistentVolumeClaim")[0]
+    check(pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep", "the PVC outlives the release")
+    check(c["image"] == "ghcr.io/seatkeeper/seatkeeper:0.1.0", f"image defaults to appVersion: {c['image']}")
+
+    # Toggles add and remove the optional objects.
+    extra = render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+                    "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]}})
+    sm = find(extra, "ServiceMonitor")
+    check(len(sm) == 1 and sm[0]["metadata"]["labels"]["release"] == "prom", "ServiceMonitor when asked")
+    np = find(extra, "NetworkPolicy")
+    check(len(np) == 1 and np[0]["spec"]["ingress"][0]["ports"][0]["port"] == 8080, "NetworkPolicy on the metrics port")
+    check(not find(render({"metrics": {"service": {"enabled": False}}}), "Service"), "no Service when disabled")
+    check(not find(render({"leaderElection": {"enabled": False}}), "Role"), "no Lease role without election")
+    check(not find(render({"rbac": {"create": False}}), "ClusterRole"), "no RBAC when rbac.create=false")
+
+    # A sandbox: no PVC, the seed copied into an emptyDir.
+    seed = (ROOT / "examples" / "tenant.yaml").read_text()
+    sandbox = render({"state": {"persistence": {"enabled": False}, "seed": seed}})
+    check(not find(sandbox, "PersistentVolumeClaim"), "sandbox has no PVC")
+    cm = find(sandbox, "ConfigMap", "seatkeeper-seed")
+    check(len(cm) == 1 and yaml.safe_load(cm[0]["data"]["tenant.yaml"]) == yaml.safe_load(seed), "seed ConfigMap")
+    sdep = find(sandbox, "Deployment")[0]
+    check("--seed=/etc/seatkeeper/seed/tenant.yaml" in sdep["spec"]["template"]["spec"]["containers"][0]["args"], "--seed")
+    check("emptyDir" in sdep["spec"]["template"]["spec"]["volumes"][0], "emptyDir state")
+    check("strategy" not in sdep["spec"], "RollingUpdate without a ReadWriteOnce volume")
+
+    # Two replicas need shared storage and election.
+    ha = render({"replicaCount": 2, "state": {"persistence": {"accessModes": ["ReadWriteMany"]}}})
+    check(find(ha, "Deployment")[0]["spec"]["replicas"] == 2, "two replicas with ReadWriteMany")
+
+    # Bad values are refused, with a reason.
+    for bad, why in [
+        ({"replicaCount": "two"}, "replicaCount is an integer"),
+        ({"replicaCount": 0}, "replicaCount at least 1"),
+        ({"resync": "ten minutes"}, "resync is a duration"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy enum"),
+        ({"surprise": True}, "unknown keys"),
+        ({"state": {"persistence": {"enabled": True, "accessModes": ["ReadOnlyMany"]}}}, "accessModes enum"),
+        ({"metrics": {"port": 80}}, "privileged metrics port"),
+        ({"replicaCount": 2}, "two replicas on ReadWriteOnce"),
+        ({"replicaCount": 2, "leaderElection": {"enabled": False}, "state": {"persistence": {"accessModes": ["ReadWriteMany"]}}}, "two replicas without election"),
+        ({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}, "ServiceMonitor without Service"),
+    ]:
+        check(rejected(bad) is not None, f"rejects {why}: {bad}")
+
+    # CRDs ship with the chart, byte for byte the top-level ones.
+    top = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    ours = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    check(top == ours, f"chart crds/ lists {ours}, crds/ lists {top}")
+    for name in top:
+        check((ROOT / "crds" / name).read_bytes() == (CHART / "crds" / name).read_bytes(), f"crds/{name} identical")
+
+    if failures:
+        print(f"{len(failures)} chart checks failed")
+        sys.exit(1)
+    print("chart: lint, render and all checks passed")
+
+
+if __name__ == "__main__":
+    main()
