@@ -152,15 +152,14 @@ fn run_controller(args: &RunArgs) -> i32 {
     let BackendKind::Embedded = args.backend;
     if let Some(seed) = &args.seed
         && !args.state.exists()
+        && let Err(e) = std::fs::copy(seed, &args.state)
     {
-        if let Err(e) = std::fs::copy(seed, &args.state) {
-            eprintln!(
-                "error: cannot copy the seed {} to {}: {e}",
-                seed.display(),
-                args.state.display()
-            );
-            return EXIT_INVALID;
-        }
+        eprintln!(
+            "error: cannot copy the seed {} to {}: {e}",
+            seed.display(),
+            args.state.display()
+        );
+        return EXIT_INVALID;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
