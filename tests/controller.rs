@@ -186,6 +186,19 @@ impl World {
             .unwrap_or(Value::Null)
     }
 
+    /// The object reaches Blocked=True with `reason`, and a Warning event says so.
+    async fn blocked_with_event(&self, plural: &str, ns: &str, name: &str, reason: &str) {
+        eventually(&format!("{name} blocked by {reason}"), || {
+            self.object(plural, ns, name)
+                .is_some_and(|o| condition(&o, "Blocked") == ("True".into(), reason.into()))
+        })
+        .await;
+        eventually(&format!("a {reason} event for {name}"), || {
+            self.event_reasons(name).contains(&reason.to_string())
+        })
+        .await;
+    }
+
     fn event_reasons(&self, name: &str) -> Vec<String> {
         self.server
             .objects("events.k8s.io/v1/events")
@@ -375,15 +388,7 @@ async fn e2e_blocked_reasons_surface_in_conditions_and_events() {
         ),
     ];
     for (plural, ns, name, reason) in expect {
-        eventually(&format!("{name} blocked by {reason}"), || {
-            w.object(plural, ns, name)
-                .is_some_and(|o| condition(&o, "Blocked") == ("True".into(), reason.into()))
-        })
-        .await;
-        eventually(&format!("a {reason} event for {name}"), || {
-            w.event_reasons(name).contains(&reason.to_string())
-        })
-        .await;
+        w.blocked_with_event(plural, ns, name, reason).await;
     }
     // Nothing was changed in the blocked subscriptions.
     assert_eq!(w.subscription("sub-reseller")["seats"], 2);
@@ -781,15 +786,7 @@ async fn e2e_more_blocked_reasons_surface_in_conditions_and_events() {
         ("licenseassignments", "unknown", "ProductUnknown"),
     ];
     for (plural, name, reason) in expect {
-        eventually(&format!("{name} blocked by {reason}"), || {
-            w.object(plural, NS, name)
-                .is_some_and(|o| condition(&o, "Blocked") == ("True".into(), reason.into()))
-        })
-        .await;
-        eventually(&format!("a {reason} event for {name}"), || {
-            w.event_reasons(name).contains(&reason.to_string())
-        })
-        .await;
+        w.blocked_with_event(plural, NS, name, reason).await;
     }
     assert_eq!(w.subscription("sub-e3")["seats"], 5);
     assert_eq!(w.holders("ENTERPRISEPACK"), 4, "nothing removed");
