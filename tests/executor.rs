@@ -319,3 +319,26 @@ fn large_tenant_files_load_past_the_yaml_parsers_default_node_budget() {
     let t = tenant(60_000, 10, "");
     assert_eq!(t.organizations[0].users.len(), 60_000);
 }
+
+#[tokio::test]
+async fn r07_the_simulator_refuses_to_cancel_a_subscription_whose_licences_are_in_use() {
+    let clock = Arc::new(FixedClock::new(now()));
+    let backend = Embedded::new(tenant(3, 5, ""), None, clock.clone());
+    let mut desired = Desired {
+        assignments: vec![assignment("staff", &upns(3), "ENTERPRISEPACK")],
+        ..Default::default()
+    };
+    run(&backend, &mut desired, &clock).await.unwrap();
+    let err = backend.cancel("contoso.com", "sub-e3").await.unwrap_err();
+    assert_eq!(
+        err,
+        BackendError::Refused(Refusal::SeatsInUse {
+            assigned: 3,
+            requested: 0
+        })
+    );
+    assert_eq!(
+        backend.tenant().organizations[0].subscriptions[0].status,
+        seatkeeper::domain::SubscriptionState::Active
+    );
+}

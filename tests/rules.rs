@@ -894,3 +894,17 @@ fn usage_errors_exit_2_and_json_is_a_kubectl_list() {
     assert_eq!(r.item("spb")["status"]["seats"]["desired"], 2);
     assert!(r.tenant.contains("seats: 1"), "plan changes nothing");
 }
+
+#[test]
+fn r07_cannot_cancel_a_subscription_whose_licences_are_in_use() {
+    let t = Tenant::new(&tenant(
+        &users(2, ", licenses: [{product: SPB}]"),
+        &s("sub-1", "SPB", 5, ""),
+    ));
+    let m = sub("spb", "sub-1", "SPB", 5, ", deletionPolicy: Cancel");
+    let before = t.apply(&m).tenant;
+    let r = t.run("delete", &m, NOW);
+    assert_eq!(r.blocked("spb"), "SeatsInUse");
+    assert_eq!(r.code, 3);
+    assert_eq!(r.tenant, before, "nothing cancelled");
+}

@@ -9,8 +9,8 @@ use super::{
 use crate::clock::Clock;
 use crate::domain::catalog::CatalogOverrides;
 use crate::domain::rules::{
-    cancellation_window_open, check_add_on_available, check_admin_may_change, check_licence_set,
-    check_seat_change, check_seats_cover_assigned, check_subscription_live, check_trial_conversion,
+    cancellation_window_open, check_add_on_available, check_admin_may_change, check_cancellation,
+    check_licence_set, check_seat_change, check_seats_cover_assigned, check_trial_conversion,
     check_user_assignable, licences_after,
 };
 use crate::domain::{
@@ -536,13 +536,14 @@ impl Backend for Embedded {
 
     async fn cancel(&self, organization: &str, subscription_id: &str) -> Result<Cancellation> {
         self.change(organization, |org, _, now| {
+            let snapshot = org.clone();
             let sub = find_sub(org, subscription_id)?;
-            check_subscription_live(sub, now)?;
-            match sub.channel {
-                Channel::Reseller => return Err(Refusal::ResellerManaged.into()),
-                Channel::SelfService => return Err(Refusal::SelfServicePurchase.into()),
-                _ => {}
-            }
+            check_cancellation(
+                sub,
+                snapshot.pool(&sub.product, now),
+                snapshot.consumed(&sub.product),
+                now,
+            )?;
             if cancellation_window_open(sub, now) {
                 // R22: its traditional add-ons go with it.
                 sub.status = SubscriptionState::Canceled;

@@ -128,47 +128,40 @@ trait Managed:
     }
 }
 
-impl Managed for Subscription {
-    const KIND: Kind = Kind::Subscription;
-    type Spec = crate::api::SubscriptionSpec;
-    type Status = crate::api::SubscriptionStatus;
-    fn organization(&self) -> &str {
-        &self.spec.organization
-    }
-    fn parts(&self) -> (&Self::Spec, Option<&Self::Status>) {
-        (&self.spec, self.status.as_ref())
-    }
+macro_rules! managed {
+    ($kind:ident, $spec:ident, $status:ident $(, $extra:item)?) => {
+        impl Managed for $kind {
+            const KIND: Kind = Kind::$kind;
+            type Spec = crate::api::$spec;
+            type Status = crate::api::$status;
+            fn organization(&self) -> &str {
+                &self.spec.organization
+            }
+            fn parts(&self) -> (&Self::Spec, Option<&Self::Status>) {
+                (&self.spec, self.status.as_ref())
+            }
+            $($extra)?
+        }
+    };
+}
+
+managed!(
+    Subscription,
+    SubscriptionSpec,
+    SubscriptionStatus,
     fn secret(&self) -> Option<(&str, &str)> {
         self.spec
             .product_key
             .as_ref()
             .map(|k| (k.secret_ref.name.as_str(), k.secret_ref.key.as_str()))
     }
-}
-
-impl Managed for LicenseAssignment {
-    const KIND: Kind = Kind::LicenseAssignment;
-    type Spec = crate::api::LicenseAssignmentSpec;
-    type Status = crate::api::LicenseAssignmentStatus;
-    fn organization(&self) -> &str {
-        &self.spec.organization
-    }
-    fn parts(&self) -> (&Self::Spec, Option<&Self::Status>) {
-        (&self.spec, self.status.as_ref())
-    }
-}
-
-impl Managed for AddOn {
-    const KIND: Kind = Kind::AddOn;
-    type Spec = crate::api::AddOnSpec;
-    type Status = crate::api::AddOnStatus;
-    fn organization(&self) -> &str {
-        &self.spec.organization
-    }
-    fn parts(&self) -> (&Self::Spec, Option<&Self::Status>) {
-        (&self.spec, self.status.as_ref())
-    }
-}
+);
+managed!(
+    LicenseAssignment,
+    LicenseAssignmentSpec,
+    LicenseAssignmentStatus
+);
+managed!(AddOn, AddOnSpec, AddOnStatus);
 
 fn key_of(kind: Kind, m: &ObjectMeta) -> (Kind, String, String) {
     (
@@ -550,35 +543,31 @@ impl Ctx {
         r: &(Kind, String, String),
         status: &Value,
     ) -> Result<ObjectMeta, kube::Error> {
-        let (kind, ns, name) = r;
+        let meta = match r.0 {
+            Kind::Subscription => self.write_status_of::<Subscription>(r, status).await?,
+            Kind::LicenseAssignment => self.write_status_of::<LicenseAssignment>(r, status).await?,
+            Kind::AddOn => self.write_status_of::<AddOn>(r, status).await?,
+        };
+        self.metrics.status_writes.inc();
+        Ok(meta)
+    }
+
+    async fn write_status_of<K: Managed>(
+        &self,
+        (kind, ns, name): &(Kind, String, String),
+        status: &Value,
+    ) -> Result<ObjectMeta, kube::Error> {
         let body = json!({
             "apiVersion": API_VERSION,
             "kind": format!("{kind:?}"),
             "status": status,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let meta = match kind {
-            Kind::Subscription => {
-                Api::<Subscription>::namespaced(self.client.clone(), ns)
-                    .patch_status(name, &params, &Patch::Apply(&body))
-                    .await?
-                    .metadata
-            }
-            Kind::LicenseAssignment => {
-                Api::<LicenseAssignment>::namespaced(self.client.clone(), ns)
-                    .patch_status(name, &params, &Patch::Apply(&body))
-                    .await?
-                    .metadata
-            }
-            Kind::AddOn => {
-                Api::<AddOn>::namespaced(self.client.clone(), ns)
-                    .patch_status(name, &params, &Patch::Apply(&body))
-                    .await?
-                    .metadata
-            }
-        };
-        self.metrics.status_writes.inc();
-        Ok(meta)
+        Ok(Api::<K>::namespaced(self.client.clone(), ns)
+            .patch_status(name, &params, &Patch::Apply(&body))
+            .await?
+            .meta()
+            .clone())
     }
 }
 
@@ -677,11 +666,7 @@ impl Ledger for KubeLedger<'_> {
                     .and_then(|c| c["message"].as_str())
                     .unwrap_or_default()
                     .to_string();
-                let r = ObjectRef {
-                    kind,
-                    namespace: meta.namespace.clone(),
-                    name: meta.name.clone(),
-                };
+                let r = ObjectRef::of(kind, meta);
                 let reference = self.ctx.reference(&r, self.uids.get(&key));
                 self.ctx
                     .publish(

@@ -200,14 +200,42 @@ pub fn check_admin_may_change(sub: &Subscription, now: Instant) -> Result<(), Re
             clears_at: sub.credit_check_clears_at,
         });
     }
+    check_channel(sub)?;
+    if sub.trial {
+        return Err(Refusal::Trial {
+            payment_method_missing: false,
+        });
+    }
+    Ok(())
+}
+
+/// R05, R09: subscriptions bought through a reseller or by a user (self-service) are not the
+/// admin's to change, convert or cancel.
+pub fn check_channel(sub: &Subscription) -> Result<(), Refusal> {
     match sub.channel {
         Channel::Reseller => Err(Refusal::ResellerManaged),
         Channel::SelfService => Err(Refusal::SelfServicePurchase),
-        _ if sub.trial => Err(Refusal::Trial {
-            payment_method_missing: false,
-        }),
         _ => Ok(()),
     }
+}
+
+/// R10, R07: may `sub` be cancelled? `pool` is its product's assignable seats now (this
+/// subscription's included), `assigned` the licences of it in use: what is left after the
+/// cancellation must still cover them.
+pub fn check_cancellation(
+    sub: &Subscription,
+    pool: u32,
+    assigned: u32,
+    now: Instant,
+) -> Result<(), Refusal> {
+    check_subscription_live(sub, now)?;
+    check_channel(sub)?;
+    let own = if sub.is_usable(now) && sub.is_admin_manageable() {
+        sub.assignable_seats()
+    } else {
+        0
+    };
+    check_seats_cover_assigned(pool.saturating_sub(own), assigned)
 }
 
 /// R01–R07: may the seat count of `sub` become `seats`? `consumed` is the pool's seats in use.
@@ -256,14 +284,13 @@ pub fn check_trial_conversion(
     now: Instant,
 ) -> Result<(), Refusal> {
     check_subscription_live(sub, now)?;
-    match sub.channel {
-        Channel::Reseller => Err(Refusal::ResellerManaged),
-        Channel::SelfService => Err(Refusal::SelfServicePurchase),
-        _ if !org.payment_method_on_file => Err(Refusal::Trial {
+    check_channel(sub)?;
+    if !org.payment_method_on_file {
+        return Err(Refusal::Trial {
             payment_method_missing: true,
-        }),
-        _ => Ok(()),
+        });
     }
+    Ok(())
 }
 
 /// R21: the add-on fits `base` (traditional) or one of the organization's active

@@ -2,7 +2,6 @@
 //! the declared state does not ask to remove.
 
 use super::conditions::{Block, Outcome};
-use super::subscriptions::ref_of;
 use super::{Declared, Kind, Op, Planner, UserChange};
 use crate::api::{
     ACKNOWLEDGE_DOWNGRADE_ANNOTATION, ALLOW_BULK_REMOVAL_ANNOTATION, AssignmentDeletionPolicy,
@@ -459,7 +458,8 @@ impl Planner<'_> {
                 );
             }
         } else if deleting && limit_block.is_none() {
-            self.deleted.push(ref_of(Kind::LicenseAssignment, &d.meta));
+            self.deleted
+                .push(super::ObjectRef::of(Kind::LicenseAssignment, &d.meta));
         }
         match limit_block {
             Some(b) => Err(b),

@@ -9,11 +9,11 @@ use crate::api::{
 };
 use crate::domain::billing::{CostPreview, cost_preview};
 use crate::domain::rules::{
-    cancellation_window_open, check_add_on_available, check_admin_may_change, check_seat_change,
-    check_seats_cover_assigned, check_subscription_live, check_trial_conversion,
+    cancellation_window_open, check_add_on_available, check_admin_may_change, check_cancellation,
+    check_seat_change, check_seats_cover_assigned, check_subscription_live, check_trial_conversion,
 };
 use crate::domain::{
-    BillingFrequency, Channel, Organization, ProductKind, Refusal, Subscription, SubscriptionState,
+    BillingFrequency, Organization, ProductKind, Refusal, Subscription, SubscriptionState,
 };
 
 /// A subscription-like thing to reconcile: a Subscription, or a standalone AddOn.
@@ -211,7 +211,7 @@ impl Planner<'_> {
             out.purchase = None;
         }
         if p.meta.deleting {
-            return self.plan_cancel(p, org, bound, out);
+            return self.plan_cancel(p, bound, out);
         }
         let paused = out.outcome.paused;
         let Some(sub) = bound else {
@@ -333,17 +333,10 @@ impl Planner<'_> {
     fn plan_cancel(
         &mut self,
         p: &PurchaseInput,
-        org: &Organization,
         bound: Option<&Subscription>,
         out: &mut PurchaseResult,
     ) -> Result<(), Block> {
-        let done = |me: &mut Self| {
-            me.deleted.push(super::ObjectRef {
-                kind: p.kind,
-                namespace: p.meta.namespace.clone(),
-                name: p.meta.name.clone(),
-            })
-        };
+        let done = |me: &mut Self| me.deleted.push(super::ObjectRef::of(p.kind, p.meta));
         let sub = match (p.deletion, bound) {
             (SubscriptionDeletionPolicy::Orphan, _) | (_, None) => {
                 done(self);
@@ -363,19 +356,9 @@ impl Planner<'_> {
             }
             .into());
         }
-        match sub.channel {
-            Channel::Reseller => return Err(Refusal::ResellerManaged.into()),
-            Channel::SelfService => return Err(Refusal::SelfServicePurchase.into()),
-            _ => {}
-        }
+        // Seats in use are counted after this pass's removals.
         let pool = self.pool(p.organization, p.product);
-        let seats_left = pool.seats.saturating_sub(if sub.is_usable(self.now) {
-            sub.seats
-        } else {
-            0
-        });
-        check_seats_cover_assigned(seats_left, pool.consumed)?;
-        let _ = org;
+        check_cancellation(sub, pool.seats, pool.consumed, self.now)?;
         out.outcome.progressing = Some(format!("cancelling subscription {}", sub.id));
         if !out.outcome.paused {
             self.push(
@@ -573,7 +556,8 @@ impl Planner<'_> {
             .map_or("", |r| r.name.as_str());
         let Some(base) = base else {
             if d.meta.deleting {
-                self.deleted.push(ref_of(Kind::AddOn, &d.meta));
+                self.deleted
+                    .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
                 return Ok(());
             }
             return Err(Block::new(
@@ -602,7 +586,8 @@ impl Planner<'_> {
         }
         if base.status == SubscriptionState::Canceled {
             if d.meta.deleting {
-                self.deleted.push(ref_of(Kind::AddOn, &d.meta));
+                self.deleted
+                    .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
                 return Ok(());
             }
             return Err(Block::new(
@@ -619,7 +604,8 @@ impl Planner<'_> {
                     Err(Refusal::RemovalRequiresSupport.into())
                 }
                 _ => {
-                    self.deleted.push(ref_of(Kind::AddOn, &d.meta));
+                    self.deleted
+                        .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
                     Ok(())
                 }
             };
@@ -722,13 +708,5 @@ fn counts(desired: u32, purchased: u32, pool: super::Pool) -> SeatCounts {
         purchased: purchased as i64,
         assigned: pool.consumed as i64,
         available: pool.available() as i64,
-    }
-}
-
-pub(super) fn ref_of(kind: Kind, meta: &Meta) -> super::ObjectRef {
-    super::ObjectRef {
-        kind,
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone(),
     }
 }
