@@ -20,6 +20,10 @@ pub const ORGANIZATION_LABEL: &str = "seatkeeper.dev/organization";
 pub const PAUSED_ANNOTATION: &str = "seatkeeper.dev/paused";
 pub const ALLOW_BULK_REMOVAL_ANNOTATION: &str = "seatkeeper.dev/allow-bulk-removal";
 pub const ACKNOWLEDGE_DOWNGRADE_ANNOTATION: &str = "seatkeeper.dev/acknowledge-downgrade";
+/// Lets one reconcile raise seats by more than `--max-seat-increase`.
+pub const ALLOW_LARGE_PURCHASE_ANNOTATION: &str = crate::domain::rules::ALLOW_LARGE_PURCHASE;
+/// The most seats (or add-on quantity) a resource may declare.
+pub const MAX_SEATS: i32 = 1_000_000;
 pub const FINALIZER: &str = "seatkeeper.dev/cleanup";
 
 fn default_true() -> bool {
@@ -78,11 +82,15 @@ pub struct SubscriptionSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("product is immutable"))]
     pub product: String,
     /// The desired total number of seats (licences). A wish for 5 more seats on 100 is written
-    /// as 105; 95 removes 5. Seats never go below the number assigned.
-    #[schemars(range(min = 0))]
+    /// as 105; 95 removes 5. Seats never go below the number assigned. At most 1,000,000; one
+    /// reconcile raises seats by at most --max-seat-increase (default 100) unless the resource
+    /// is annotated `seatkeeper.dev/allow-large-purchase: "true"`.
+    #[schemars(range(min = 0, max = 1_000_000))]
     pub seats: i32,
     /// Adopt this existing subscription instead of buying one. When absent, seatkeeper buys a
-    /// subscription exactly once and records its id in status.subscriptionId.
+    /// subscription exactly once and records its id in status.subscriptionId. Only one
+    /// resource manages a subscription: when several name it, the oldest owns it and the
+    /// others are Blocked with DuplicateSubscription.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_id: Option<String>,
     /// How a newly bought subscription is billed. Used only when buying.
@@ -263,13 +271,24 @@ pub struct AddOnSpec {
     /// The Subscription resource (same namespace) a traditional add-on is bought for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_ref: Option<SubscriptionRef>,
-    /// The desired quantity (licences of the add-on).
-    #[schemars(range(min = 0))]
+    /// Adopt this existing add-on instead of buying one: for `Traditional`, the id of an add-on
+    /// of the base subscription; for `Standalone`, the id of its subscription. When absent,
+    /// seatkeeper buys one exactly once and records its id in status.addOnId. Only one
+    /// resource manages an add-on: when several name it, the oldest owns it and the others are
+    /// Blocked with DuplicateSubscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_on_id: Option<String>,
+    /// The desired quantity (licences of the add-on). At most 1,000,000; one reconcile raises
+    /// it by at most --max-seat-increase (default 100) unless the resource is annotated
+    /// `seatkeeper.dev/allow-large-purchase: "true"`.
+    #[schemars(range(min = 0, max = 1_000_000))]
     pub quantity: i32,
     /// How a newly bought standalone add-on is billed.
     #[serde(default)]
     pub billing_frequency: BillingFrequency,
-    /// When bought, assign the add-on to everyone in the organization who has no licence yet.
+    /// When seatkeeper buys the add-on, assign it once to everyone in the organization who
+    /// holds no licence yet, as far as the rules and the free quantity allow (R25). Users who
+    /// appear later are not touched; an adopted add-on (addOnId) is never auto-assigned.
     #[serde(default)]
     pub auto_assign: bool,
     /// What deleting this resource does: `Orphan` leaves the add-on, `Cancel` cancels it
@@ -546,4 +565,14 @@ pub struct AddOnStatus {
     /// A purchase in flight (recorded before the backend is called).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purchase: Option<PendingPurchase>,
+    /// Users who got the add-on from its one-time auto-assignment at the purchase (R25);
+    /// absent until that has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_assigned: Option<i64>,
+    /// The add-on was bought with autoAssign and its one-time auto-assignment has not run yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_assign_due: bool,
+    /// Users without a licence whom the auto-assignment could not give the add-on, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_assign_skipped: Vec<UserStatus>,
 }

@@ -200,7 +200,22 @@ pub async fn converge<B: Backend, L: Ledger>(
                             record_owned(&mut status.owned, change, &added);
                             record_removals(status, change, now);
                         }
+                        record_auto_assigned(desired, &resource, &change.user, Ok(()));
                         done.entry(*i).or_default().push(change.clone());
+                    }
+                    Err(r) if resource.kind == Kind::AddOn => {
+                        // R25 is best effort: a refused user is passed over, not a block.
+                        record_auto_assigned(desired, &resource, &change.user, Err(&r));
+                        let action = Action {
+                            op: Op::AssignLicenses {
+                                users: vec![change.clone()],
+                            },
+                            ..actions[*i].clone()
+                        };
+                        executed.push(Executed {
+                            action,
+                            refused: Some(Block::from(r)),
+                        });
                     }
                     Err(r) => {
                         let block = Block::from(r);
@@ -245,6 +260,31 @@ pub async fn converge<B: Backend, L: Ledger>(
         ledger.save(desired).await?;
     }
     unreachable!("the loop returns on its last pass")
+}
+
+/// One user's result of an add-on's one-time auto-assignment (R25): once any result is in,
+/// the assignment has run and is not planned again.
+fn record_auto_assigned(
+    desired: &mut Desired,
+    r: &ObjectRef,
+    user: &str,
+    result: Result<(), &Refusal>,
+) {
+    let Some(d) = (r.kind == Kind::AddOn)
+        .then(|| find(&mut desired.add_ons, r))
+        .flatten()
+    else {
+        return;
+    };
+    let status = &mut d.status;
+    status.auto_assign_due = false;
+    let assigned = status.auto_assigned.get_or_insert(0);
+    match result {
+        Ok(()) => *assigned += 1,
+        Err(refusal) => {
+            planner::note_skipped(&mut status.auto_assign_skipped, planner::skipped(user, refusal))
+        }
+    }
 }
 
 fn record_removals(status: &mut LicenseAssignmentStatus, change: &UserChange, now: Instant) {
@@ -417,18 +457,11 @@ async fn apply_one<B: Backend>(
             base_subscription_id,
             product,
             quantity,
-            auto_assign,
             key,
+            ..
         } => {
             let a = retrying(clock, || {
-                backend.buy_add_on(
-                    org,
-                    base_subscription_id,
-                    product,
-                    *quantity,
-                    *auto_assign,
-                    key,
-                )
+                backend.buy_add_on(org, base_subscription_id, product, *quantity, key)
             })
             .await?;
             Effect::Bought {
@@ -506,6 +539,14 @@ impl PurchaseStatus for AddOnStatus {
 }
 
 fn record(desired: &mut Desired, r: &ObjectRef, effect: Effect) {
+    if let (Effect::Bought { .. }, Some(d)) = (&effect, find(&mut desired.add_ons, r))
+        && r.kind == Kind::AddOn
+        && d.spec.auto_assign
+        && d.spec.add_on_id.is_none()
+    {
+        // R25: assigned once, at the purchase; planned in the next pass like any licence change.
+        d.status.auto_assign_due = true;
+    }
     let status: &mut dyn PurchaseStatus = match r.kind {
         Kind::Subscription => match find(&mut desired.subscriptions, r) {
             Some(d) => &mut d.status,

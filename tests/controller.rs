@@ -489,7 +489,7 @@ async fn e2e_deletion_policies_unassign_retain_cancel_orphan_and_refused() {
     w.create(NS, sub("orphan", json!({"organization": ORG, "product": "EXCHANGESTANDARD", "seats": 1, "deletionPolicy": "Orphan"}))).await;
     w.create(NS, json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "AddOn", "metadata": {"name": "archive"},
         "spec": {"organization": ORG, "product": "EXCHANGEARCHIVE_ADDON", "type": "Traditional",
-            "subscriptionRef": {"name": "base"}, "quantity": 2, "deletionPolicy": "Cancel"}})).await;
+            "subscriptionRef": {"name": "base"}, "addOnId": "addon-1", "quantity": 2, "deletionPolicy": "Cancel"}})).await;
     w.create(NS, sub("base", json!({"organization": ORG, "product": "O365_BUSINESS_PREMIUM", "subscriptionId": "sub-base", "seats": 5}))).await;
     eventually("assigned and bought", || {
         w.holders("ENTERPRISEPACK") == 4

@@ -133,12 +133,9 @@ impl Backend for Faulty {
         base: &str,
         product: &str,
         quantity: u32,
-        auto_assign: bool,
         key: &str,
     ) -> Result<TraditionalAddOn> {
-        self.inner
-            .buy_add_on(o, base, product, quantity, auto_assign, key)
-            .await
+        self.inner.buy_add_on(o, base, product, quantity, key).await
     }
     async fn set_add_on_quantity(&self, o: &str, base: &str, id: &str, q: u32) -> Result<()> {
         self.inner.set_add_on_quantity(o, base, id, q).await

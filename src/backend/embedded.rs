@@ -10,8 +10,8 @@ use crate::clock::Clock;
 use crate::domain::catalog::CatalogOverrides;
 use crate::domain::rules::{
     cancellation_window_open, check_add_on_available, check_admin_may_change, check_cancellation,
-    check_licence_set, check_seat_change, check_seats_cover_assigned, check_trial_conversion,
-    check_user_assignable, licences_after,
+    check_free_seats, check_seat_change, check_seats_cover_assigned, check_trial_conversion,
+    check_user_change,
 };
 use crate::domain::{
     BillingFrequency, Catalog, Channel, CreditCheck, Instant, Organization, PendingSeatChange,
@@ -384,36 +384,13 @@ fn apply_change(
         .user(&change.user)
         .ok_or_else(|| Refusal::UserNotFound {
             user: change.user.clone(),
-        })?
-        .clone();
-    let new: Vec<&str> = change
-        .add
-        .iter()
-        .filter(|l| user.licence(&l.product).is_none())
-        .map(|l| l.product.as_str())
-        .collect();
-    if !new.is_empty() {
-        check_user_assignable(org, &change.user)?;
-    }
-    let after = licences_after(&user, &change.add, &change.remove);
-    check_licence_set(catalog, &after)?;
-    for p in &new {
-        if org.self_service_only(p, now) {
-            return Err(Refusal::SelfServiceOnly {
-                product: p.to_string(),
-            });
-        }
+        })?;
+    let checked = check_user_change(org, catalog, user, &change.add, &change.remove, now)?;
+    for p in &checked.new_products {
         // Make-before-break: the user's own removals do not count against the pool yet.
-        let free = org.pool(p, now).saturating_sub(org.consumed(p));
-        if free == 0 {
-            return Err(Refusal::InsufficientSeats {
-                product: p.to_string(),
-                needed: 1,
-                available: 0,
-            });
-        }
+        check_free_seats(p, 1, org.pool(p, now).saturating_sub(org.consumed(p)))?;
     }
-    org.set_licences(&change.user, after);
+    org.set_licences(&change.user, checked.after);
     Ok(())
 }
 
@@ -561,7 +538,6 @@ impl Backend for Embedded {
         base_subscription_id: &str,
         product: &str,
         quantity: u32,
-        auto_assign: bool,
         key: &str,
     ) -> Result<TraditionalAddOn> {
         let existing = self
@@ -588,23 +564,6 @@ impl Backend for Embedded {
                 purchase_key: Some(key.into()),
             };
             base.add_ons.push(add_on.clone());
-            if auto_assign {
-                // R25: everyone who has no licence yet gets it, as far as the rules allow.
-                let unlicensed: Vec<String> = org
-                    .users
-                    .iter()
-                    .filter(|u| u.licenses.is_empty())
-                    .map(|u| u.upn.clone())
-                    .collect();
-                for upn in unlicensed {
-                    let change = UserChange {
-                        user: upn,
-                        add: vec![crate::domain::Licence::new(product, &[])],
-                        remove: vec![],
-                    };
-                    let _ = apply_change(org, catalog, &change, now);
-                }
-            }
             Ok(add_on)
         })
     }

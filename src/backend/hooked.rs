@@ -63,13 +63,10 @@ impl<B: Backend, H: Hook> Backend for Hooked<B, H> {
         base: &str,
         product: &str,
         quantity: u32,
-        auto_assign: bool,
         key: &str,
     ) -> Result<TraditionalAddOn> {
         self.hook.before("buyAddOn").await;
-        self.inner
-            .buy_add_on(o, base, product, quantity, auto_assign, key)
-            .await
+        self.inner.buy_add_on(o, base, product, quantity, key).await
     }
     async fn set_add_on_quantity(&self, o: &str, base: &str, id: &str, q: u32) -> Result<()> {
         self.hook.before("setAddOnQuantity").await;

@@ -102,14 +102,14 @@ pub trait Backend: Send + Sync {
         organization: &str,
         subscription_id: &str,
     ) -> impl Future<Output = Result<Cancellation>> + Send;
-    #[allow(clippy::too_many_arguments)]
+    /// Buy a traditional add-on. R25's auto-assignment is not the service's job here: the
+    /// planner plans it as ordinary licence changes, so `plan` shows it.
     fn buy_add_on(
         &self,
         organization: &str,
         base_subscription_id: &str,
         product: &str,
         quantity: u32,
-        auto_assign: bool,
         idempotency_key: &str,
     ) -> impl Future<Output = Result<TraditionalAddOn>> + Send;
     fn set_add_on_quantity(

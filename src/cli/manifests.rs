@@ -217,7 +217,38 @@ pub fn load(
             }
         }
     }
+    if m.objects.is_empty() {
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(InputError(format!(
+            "no seatkeeper resources in {}: expected Subscription, LicenseAssignment or AddOn documents (apiVersion {})",
+            names.join(", "),
+            crate::api::API_VERSION
+        )));
+    }
     Ok(m)
+}
+
+const LABEL_RULE: &str = "at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit (RFC 1123)";
+const SUBDOMAIN_RULE: &str = "at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit (RFC 1123)";
+
+/// A DNS-1123 label: what Kubernetes requires of a namespace name.
+pub fn dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && dns1123_segment(s)
+}
+
+/// Lowercase letters, digits and '-', starting and ending with a letter or digit.
+fn dns1123_segment(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// A DNS-1123 subdomain: what Kubernetes requires of most object names.
+pub fn dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(dns1123_segment)
 }
 
 fn read_document(
@@ -252,6 +283,18 @@ fn read_document(
     }
     if name.is_empty() {
         return Err(src.err(kind, "metadata.name: required"));
+    }
+    // As the API server checks them: names are DNS-1123 subdomains, namespaces DNS-1123 labels.
+    let name_ok = if kind == "Namespace" {
+        dns1123_label(&name)
+    } else {
+        dns1123_subdomain(&name)
+    };
+    if !name_ok {
+        return Err(src.err(kind, format!("metadata.name: {name:?} is not a valid name: {}", if kind == "Namespace" { LABEL_RULE } else { SUBDOMAIN_RULE })));
+    }
+    if !dns1123_label(&namespace) {
+        return Err(src.err(&label, format!("metadata.namespace: {namespace:?} is not a valid namespace: {LABEL_RULE}")));
     }
     match (api_version, kind) {
         ("v1", "Namespace") => {

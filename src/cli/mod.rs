@@ -77,6 +77,10 @@ struct RunArgs {
     /// Licence batches sent to the backend at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// One reconcile of one resource raises seats (or buys) by at most this many, unless it is
+    /// annotated seatkeeper.dev/allow-large-purchase: "true".
+    #[arg(long, default_value_t = crate::planner::DEFAULT_MAX_SEAT_INCREASE)]
+    max_seat_increase: u32,
     /// Elect a leader on a coordination.k8s.io Lease, so several replicas are safe.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
@@ -128,6 +132,7 @@ impl RunArgs {
                 max_removals: self.max_removals,
                 require_namespace_binding: self.require_namespace_binding,
                 concurrency: self.concurrency,
+                max_seat_increase: self.max_seat_increase,
             },
             metrics_addr: self.metrics_addr,
             election: self
@@ -221,6 +226,10 @@ struct Args {
     /// is annotated seatkeeper.dev/allow-bulk-removal: "true".
     #[arg(long, default_value_t = 20)]
     max_removals: usize,
+    /// One reconcile of one resource raises seats (or buys) by at most this many, unless it is
+    /// annotated seatkeeper.dev/allow-large-purchase: "true".
+    #[arg(long, default_value_t = crate::planner::DEFAULT_MAX_SEAT_INCREASE)]
+    max_seat_increase: u32,
     /// Refuse resources in namespaces not bound to an organization.
     #[arg(long)]
     require_namespace_binding: bool,
@@ -460,6 +469,7 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     let options = Options {
         max_removals: args.max_removals,
         require_namespace_binding: args.require_namespace_binding,
+        max_seat_increase: args.max_seat_increase,
         ..Options::default()
     };
     let report = if mode == Mode::Plan {

@@ -67,6 +67,18 @@ pub enum Refusal {
     NotFound { what: String },
     #[error("a batch takes at most 20 users")]
     BatchTooLarge { size: usize },
+    /// seatkeeper's own guard, not the service's: a purchase larger than one reconcile may make.
+    #[error("the purchase is over the limit of one reconcile")]
+    PurchaseLimitExceeded {
+        product: String,
+        from: u32,
+        to: u32,
+        limit: u32,
+        monthly_cost: f64,
+    },
+    /// seatkeeper's own guard: another resource owns this subscription or add-on.
+    #[error("another resource manages this subscription")]
+    DuplicateSubscription { id: String, owner: String },
 }
 
 impl Refusal {
@@ -94,6 +106,8 @@ impl Refusal {
             Refusal::ProductUnknown { .. } => "ProductUnknown",
             Refusal::NotFound { .. } => "NotFound",
             Refusal::BatchTooLarge { .. } => "BatchTooLarge",
+            Refusal::PurchaseLimitExceeded { .. } => "PurchaseLimitExceeded",
+            Refusal::DuplicateSubscription { .. } => "DuplicateSubscription",
         }
     }
 
@@ -167,6 +181,13 @@ impl Refusal {
             Refusal::ProductUnknown { product } => format!("product {product} is not in the catalog"),
             Refusal::NotFound { what } => format!("{what} was not found"),
             Refusal::BatchTooLarge { size } => format!("a batch of {size} users is over the limit of 20"),
+            Refusal::PurchaseLimitExceeded { product, from, to, limit, monthly_cost } => format!(
+                "raising {product} from {from} to {to} adds {} seats, over the limit of {limit} per reconcile (--max-seat-increase), and would add {monthly_cost:.2} a month at list price: nothing was bought; if that is intended, annotate {ALLOW_LARGE_PURCHASE}=\"true\"",
+                to - from
+            ),
+            Refusal::DuplicateSubscription { id, owner } => format!(
+                "{id} is already managed by {owner}, the oldest resource naming it: only one resource may manage a subscription or add-on; nothing is changed here until this resource stops naming it or the other is deleted"
+            ),
         }
     }
 
@@ -178,6 +199,32 @@ impl Refusal {
             _ => None,
         }
     }
+}
+
+/// The annotation that lets one reconcile buy more than the purchase guard allows.
+pub const ALLOW_LARGE_PURCHASE: &str = "seatkeeper.dev/allow-large-purchase";
+
+/// The purchase guard: one reconcile of one resource raises seats (or buys) by at most
+/// `limit` unless the resource allows a large purchase. `from` is 0 for a new purchase.
+pub fn check_purchase_limit(
+    product: &str,
+    from: u32,
+    to: u32,
+    limit: u32,
+    allowed: bool,
+    monthly_price: f64,
+) -> Result<(), Refusal> {
+    let increase = to.saturating_sub(from);
+    if increase <= limit || allowed {
+        return Ok(());
+    }
+    Err(Refusal::PurchaseLimitExceeded {
+        product: product.into(),
+        from,
+        to,
+        limit,
+        monthly_cost: ((increase as f64) * monthly_price * 100.0).round() / 100.0,
+    })
 }
 
 /// The subscription can be managed at all right now (state, activation).
@@ -371,6 +418,56 @@ pub fn check_licence_set(catalog: &Catalog, licences: &[Licence]) -> Result<(), 
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// One user's licence change as the service checks it, before seats (R13–R15, R17, R09):
+/// the user exists and, for a new licence, has a usage location; the licences held afterwards
+/// are compatible; no new licence comes only from self-service purchases. Returns what the
+/// user holds afterwards and the products that take a new seat.
+pub fn check_user_change(
+    org: &Organization,
+    catalog: &Catalog,
+    user: &User,
+    add: &[Licence],
+    remove: &[String],
+    now: Instant,
+) -> Result<UserChangeCheck, Refusal> {
+    let new_products: Vec<String> = add
+        .iter()
+        .filter(|l| user.licence(&l.product).is_none())
+        .map(|l| l.product.clone())
+        .collect();
+    if !new_products.is_empty() {
+        check_user_assignable(org, &user.upn)?;
+    }
+    let after = licences_after(user, add, remove);
+    check_licence_set(catalog, &after)?;
+    if let Some(p) = new_products.iter().find(|p| org.self_service_only(p, now)) {
+        return Err(Refusal::SelfServiceOnly { product: p.clone() });
+    }
+    Ok(UserChangeCheck {
+        after,
+        new_products,
+    })
+}
+
+/// What [`check_user_change`] found acceptable.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserChangeCheck {
+    pub after: Vec<Licence>,
+    pub new_products: Vec<String>,
+}
+
+/// R16: a new licence needs a free seat of its product.
+pub fn check_free_seats(product: &str, needed: u32, available: u32) -> Result<(), Refusal> {
+    if needed > available {
+        return Err(Refusal::InsufficientSeats {
+            product: product.into(),
+            needed: needed - available,
+            available,
+        });
     }
     Ok(())
 }

@@ -8,9 +8,7 @@ use crate::api::{
     AssignmentMode, LicenseAssignmentSpec, LicenseAssignmentStatus, OwnedLicence,
     PAUSED_ANNOTATION, UserState, UserStatus,
 };
-use crate::domain::rules::{
-    check_licence_set, check_user_assignable, data_plans_enabled, licences_after,
-};
+use crate::domain::rules::{check_user_change, data_plans_enabled, licences_after};
 use crate::domain::{Licence, Refusal, User};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -241,32 +239,15 @@ impl Planner<'_> {
                     user_states.insert(u.to_string(), (UserState::Assigned, None));
                     continue;
                 }
-                let new_products: Vec<String> = add
-                    .iter()
-                    .filter(|l| user.licence(&l.product).is_none())
-                    .map(|l| l.product.clone())
-                    .collect();
-                if !new_products.is_empty()
-                    && let Err(r) = check_user_assignable(org, u)
-                {
-                    user_states.insert(u.to_string(), block(r));
-                    continue;
-                }
-                let after = licences_after(user, &add, &remove);
-                if let Err(r) = check_licence_set(&catalog, &after) {
-                    user_states.insert(u.to_string(), block(r));
-                    continue;
-                }
-                if let Some(p) = new_products
-                    .iter()
-                    .find(|p| org.self_service_only(p, self.now))
-                {
-                    user_states.insert(
-                        u.to_string(),
-                        block(Refusal::SelfServiceOnly { product: p.clone() }),
-                    );
-                    continue;
-                }
+                let checked =
+                    match check_user_change(org, &catalog, user, &add, &remove, self.now) {
+                        Ok(c) => c,
+                        Err(r) => {
+                            user_states.insert(u.to_string(), block(r));
+                            continue;
+                        }
+                    };
+                let (after, new_products) = (checked.after, checked.new_products);
                 if replace
                     && !remove.is_empty()
                     && !d.meta.flag(ACKNOWLEDGE_DOWNGRADE_ANNOTATION)
@@ -505,7 +486,7 @@ pub fn record_owned(owned: &mut Vec<OwnedLicence>, change: &UserChange, newly_ad
 
 impl<'a> Planner<'a> {
     /// The user as this plan leaves them so far.
-    fn planned_user(&self, user: &'a User) -> Cow<'a, User> {
+    pub(super) fn planned_user(&self, user: &'a User) -> Cow<'a, User> {
         match self.planned_licences.get(&(user as *const User as usize)) {
             Some(licences) => Cow::Owned(User {
                 licenses: licences.clone(),

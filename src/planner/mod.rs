@@ -4,10 +4,12 @@
 //! controller both call [`plan`]; the executor applies what it returns.
 
 mod assignments;
+mod auto_assign;
 pub mod conditions;
 mod subscriptions;
 
 pub use assignments::record_owned;
+pub use auto_assign::{MAX_SKIPPED_LISTED, note_skipped, skipped};
 
 use crate::api::{
     AddOnSpec, AddOnStatus, LicenseAssignmentSpec, LicenseAssignmentStatus, SubscriptionSpec,
@@ -238,7 +240,13 @@ pub struct Options {
     pub require_namespace_binding: bool,
     /// How many licence batches the executor sends to the backend at once.
     pub concurrency: usize,
+    /// The purchase guard: one reconcile of one resource raises seats (or an add-on's
+    /// quantity, or buys) by at most this many unless the resource allows a large purchase.
+    pub max_seat_increase: u32,
 }
+
+/// `--max-seat-increase`'s default.
+pub const DEFAULT_MAX_SEAT_INCREASE: u32 = 100;
 
 impl Default for Options {
     fn default() -> Self {
@@ -246,6 +254,7 @@ impl Default for Options {
             max_removals: 20,
             require_namespace_binding: false,
             concurrency: 4,
+            max_seat_increase: DEFAULT_MAX_SEAT_INCREASE,
         }
     }
 }
@@ -349,6 +358,7 @@ pub struct Plan {
 /// Plan one pass.
 pub fn plan(desired: &Desired, observed: &Observed, now: Instant, options: &Options) -> Plan {
     let mut planner = Planner::new(desired, observed, now, options);
+    planner.owners = planner.find_owners();
     let mut subs = planner.plan_subscriptions();
     let mut add_ons = planner.plan_add_ons(&subs);
     planner.plan_assignments();
@@ -391,6 +401,18 @@ impl Pool {
 /// organization → product → seats and consumption.
 type Pools = HashMap<String, HashMap<String, Pool>>;
 
+/// What a resource manages in the licensing service; each has one owner.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Managed {
+    /// A subscription: adopted or bought by a Subscription or a standalone AddOn.
+    Subscription(String),
+    /// A traditional add-on, adopted or bought by a Traditional AddOn.
+    AddOn(String),
+}
+
+/// (lowercase organization, what is managed) → the oldest resource naming it.
+type Owners = HashMap<(String, Managed), ObjectRef>;
+
 struct Planner<'a> {
     desired: &'a Desired,
     observed: &'a Observed,
@@ -410,6 +432,8 @@ struct Planner<'a> {
     /// later changes are checked against them; keyed by the observed user's address (users
     /// live in `observed` for the whole pass).
     planned_licences: HashMap<usize, Vec<Licence>>,
+    /// One owner per subscription and per add-on.
+    owners: Owners,
 }
 
 impl<'a> Planner<'a> {
@@ -450,6 +474,66 @@ impl<'a> Planner<'a> {
             deleted: vec![],
             requeue_at: None,
             planned_licences: HashMap::new(),
+            owners: HashMap::new(),
+        }
+    }
+
+    /// One owner per subscription and add-on: of the resources naming it (to adopt, or as
+    /// bought before), the oldest by creation time, then namespace/name. Resources their
+    /// namespace may not act for do not take part.
+    fn find_owners(&self) -> Owners {
+        let d = self.desired;
+        let mut claims: Vec<(&Meta, Kind, &str, Managed)> = vec![];
+        for s in &d.subscriptions {
+            if let Some(id) = s.spec.subscription_id.as_ref().or(s.status.subscription_id.as_ref()) {
+                let m = Managed::Subscription(id.clone());
+                claims.push((&s.meta, Kind::Subscription, &s.spec.organization, m));
+            }
+        }
+        for a in &d.add_ons {
+            if let Some(id) = a.spec.add_on_id.as_ref().or(a.status.add_on_id.as_ref()) {
+                let m = match a.spec.add_on_type {
+                    crate::api::AddOnType::Standalone => Managed::Subscription(id.clone()),
+                    crate::api::AddOnType::Traditional => Managed::AddOn(id.clone()),
+                };
+                claims.push((&a.meta, Kind::AddOn, &a.spec.organization, m));
+            }
+        }
+        claims.retain(|(meta, _, org, _)| self.gate(meta, org).is_ok());
+        claims.sort_by(|a, b| {
+            (a.0.created_at, &a.0.namespace, &a.0.name, a.1)
+                .cmp(&(b.0.created_at, &b.0.namespace, &b.0.name, b.1))
+        });
+        let mut owners = Owners::new();
+        for (meta, kind, org, managed) in claims {
+            owners
+                .entry((org.to_lowercase(), managed))
+                .or_insert_with(|| ObjectRef::of(kind, meta));
+        }
+        owners
+    }
+
+    /// Another, older resource manages this subscription or add-on: this one changes nothing.
+    fn check_owner(
+        &self,
+        kind: Kind,
+        meta: &Meta,
+        organization: &str,
+        managed: Managed,
+    ) -> Result<(), Block> {
+        let id = match &managed {
+            Managed::Subscription(id) => format!("subscription {id}"),
+            Managed::AddOn(id) => format!("add-on {id}"),
+        };
+        match self.owners.get(&(organization.to_lowercase(), managed)) {
+            Some(owner) if *owner != ObjectRef::of(kind, meta) => {
+                Err(Refusal::DuplicateSubscription {
+                    id,
+                    owner: owner.to_string(),
+                }
+                .into())
+            }
+            _ => Ok(()),
         }
     }
 

@@ -1,16 +1,18 @@
 //! Subscriptions and add-ons: buy exactly once, convert trials, change seats and billing,
 //! carry out deletion policies. Subscriptions and standalone add-ons share one path (R24).
 
+use super::auto_assign::AutoAssign;
 use super::conditions::{Block, Outcome};
-use super::{Kind, Meta, Op, Planner, purchase_key};
+use super::{Kind, Managed, Meta, Op, Planner, purchase_key};
 use crate::api::{
-    AddOnStatus, AddOnType, PAUSED_ANNOTATION, PendingPurchase, PurchaseState, SeatCounts,
-    SubscriptionDeletionPolicy, SubscriptionStatus,
+    ALLOW_LARGE_PURCHASE_ANNOTATION, AddOnStatus, AddOnType, PAUSED_ANNOTATION, PendingPurchase,
+    PurchaseState, SeatCounts, SubscriptionDeletionPolicy, SubscriptionStatus,
 };
 use crate::domain::billing::{CostPreview, cost_preview};
 use crate::domain::rules::{
     cancellation_window_open, check_add_on_available, check_admin_may_change, check_cancellation,
-    check_seat_change, check_seats_cover_assigned, check_subscription_live, check_trial_conversion,
+    check_purchase_limit, check_seat_change, check_seats_cover_assigned, check_subscription_live,
+    check_trial_conversion,
 };
 use crate::domain::{
     BillingFrequency, Organization, ProductKind, Refusal, Subscription, SubscriptionState,
@@ -56,6 +58,9 @@ pub(super) struct PurchaseResult {
     pub decrease: Option<Decrease>,
     pub organization: String,
     pub product: String,
+    /// Bound through its purchase key, not a recorded id: bought by this resource, and the
+    /// record of it was lost or is only now written.
+    pub found_by_key: bool,
 }
 
 pub(super) fn state_of(sub: &Subscription) -> PurchaseState {
@@ -195,7 +200,11 @@ impl Planner<'_> {
                 .into());
             }
         };
+        if let Some(id) = p.adopt_id.or(p.recorded_id) {
+            self.check_owner(p.kind, p.meta, p.organization, Managed::Subscription(id.into()))?;
+        }
         let bound = self.resolve(p, org)?;
+        out.found_by_key = bound.is_some() && p.adopt_id.is_none() && p.recorded_id.is_none();
         if let Some(s) = bound {
             if s.product != p.product {
                 return Err(Block::new(
@@ -221,6 +230,7 @@ impl Planner<'_> {
             if p.expect == ProductKind::AddOn {
                 check_add_on_available(&catalog, org, p.product, None, self.now)?;
             }
+            self.check_purchase_guard(p.meta, p.product, 0, p.seats, product.monthly_price)?;
             let pending = p.pending.cloned().unwrap_or(PendingPurchase {
                 key: purchase_key(p.kind, p.meta, p.organization),
                 started_at: self.now,
@@ -272,6 +282,7 @@ impl Planner<'_> {
                 p.product_key.is_some(),
                 self.now,
             )?;
+            self.check_purchase_guard(p.meta, p.product, sub.seats, p.seats, product.monthly_price)?;
             let cost = cost_preview(&view, product.monthly_price, p.seats, self.now);
             progress.push(format!(
                 "buying {} seats ({} → {})",
@@ -326,6 +337,20 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The purchase guard (`--max-seat-increase`, `seatkeeper.dev/allow-large-purchase`).
+    fn check_purchase_guard(
+        &self,
+        meta: &Meta,
+        product: &str,
+        from: u32,
+        to: u32,
+        monthly_price: f64,
+    ) -> Result<(), Block> {
+        let allowed = meta.flag(ALLOW_LARGE_PURCHASE_ANNOTATION);
+        let limit = self.options.max_seat_increase;
+        Ok(check_purchase_limit(product, from, to, limit, allowed, monthly_price)?)
     }
 
     /// `deletionPolicy`: Orphan forgets; Cancel cancels, or turns recurring billing off once
@@ -461,7 +486,10 @@ pub(super) struct AddOnResult {
     pub base_id: Option<String>,
     pub quantity: Option<(u32, SeatCounts)>,
     pub state: Option<PurchaseState>,
+    pub auto_assign: AutoAssign,
 }
+
+type AddOnDecl = super::Declared<crate::api::AddOnSpec, AddOnStatus>;
 
 impl Planner<'_> {
     pub(super) fn plan_add_ons(&mut self, subs: &[PurchaseResult]) -> Vec<AddOnResult> {
@@ -470,68 +498,127 @@ impl Planner<'_> {
             .add_ons
             .iter()
             .map(|d| {
-                let quantity = d.spec.quantity.max(0) as u32;
-                if d.spec.add_on_type == AddOnType::Standalone {
-                    let purchase = self.plan_purchase(&PurchaseInput {
-                        kind: Kind::AddOn,
-                        meta: &d.meta,
-                        organization: &d.spec.organization,
-                        product: &d.spec.product,
-                        expect: ProductKind::AddOn,
-                        seats: quantity,
-                        adopt_id: None,
-                        recorded_id: d.status.add_on_id.as_deref(),
-                        pending: d.status.purchase.as_ref(),
-                        billing_frequency: d.spec.billing_frequency,
-                        recurring_billing: true,
-                        product_key: None,
-                        convert_trial: false,
-                        deletion: d.spec.deletion_policy,
-                    });
-                    let mut r = AddOnResult {
-                        add_on_id: purchase.recorded_id.clone(),
-                        ..Default::default()
-                    };
-                    if let Some(sub) = &purchase.bound {
-                        let pool = self.observed_pool(&d.spec.organization, &d.spec.product);
-                        r.state = Some(state_of(sub));
-                        r.quantity = Some((sub.seats, counts(quantity, sub.seats, pool)));
-                    }
-                    r.purchase = purchase;
-                    r
+                let mut r = if d.spec.add_on_type == AddOnType::Standalone {
+                    self.plan_standalone(d)
                 } else {
                     let base = d.spec.subscription_ref.as_ref().and_then(|r| {
                         desired.subscriptions.iter().position(|s| {
                             s.meta.namespace == d.meta.namespace && s.meta.name == r.name
                         })
                     });
-                    let mut r = AddOnResult {
-                        add_on_id: d.status.add_on_id.clone(),
-                        base_id: d.status.base_subscription_id.clone(),
-                        ..Default::default()
-                    };
-                    r.purchase.organization = d.spec.organization.clone();
-                    r.purchase.product = d.spec.product.clone();
-                    r.purchase.purchase = d.status.purchase.clone();
-                    r.purchase.outcome.paused = d.meta.flag(PAUSED_ANNOTATION);
-                    let base_sub = base.and_then(|i| subs[i].bound.as_ref());
-                    if let Err(block) = self.traditional_steps(d, quantity, base_sub, &mut r) {
-                        self.note_retry(block.retry_at);
-                        r.purchase.outcome.blocked = Some(block);
-                    }
-                    r
+                    self.plan_traditional(d, base.and_then(|i| subs[i].bound.as_ref()))
+                };
+                r.auto_assign = AutoAssign::from_status(&d.status);
+                // Found through its purchase key: this resource just bought it (R25 is due).
+                r.auto_assign.due |= r.purchase.found_by_key && d.spec.auto_assign;
+                let usable = match (&r.purchase.bound, d.spec.add_on_type) {
+                    (Some(sub), AddOnType::Standalone) => sub.is_usable(self.now),
+                    (_, AddOnType::Traditional) => r.add_on_id.is_some(),
+                    _ => false,
+                };
+                if r.auto_assign.due
+                    && usable
+                    && r.purchase.outcome.blocked.is_none()
+                    && !d.meta.deleting
+                {
+                    self.plan_auto_assign(d, &mut r.auto_assign, &mut r.purchase.outcome);
                 }
+                r
             })
             .collect()
     }
 
+    fn plan_standalone(&mut self, d: &AddOnDecl) -> AddOnResult {
+        let quantity = d.spec.quantity.max(0) as u32;
+        let purchase = self.plan_purchase(&PurchaseInput {
+            kind: Kind::AddOn,
+            meta: &d.meta,
+            organization: &d.spec.organization,
+            product: &d.spec.product,
+            expect: ProductKind::AddOn,
+            seats: quantity,
+            adopt_id: d.spec.add_on_id.as_deref(),
+            recorded_id: d.status.add_on_id.as_deref(),
+            pending: d.status.purchase.as_ref(),
+            billing_frequency: d.spec.billing_frequency,
+            recurring_billing: true,
+            product_key: None,
+            convert_trial: false,
+            deletion: d.spec.deletion_policy,
+        });
+        let mut r = AddOnResult {
+            add_on_id: purchase.recorded_id.clone(),
+            ..Default::default()
+        };
+        if let Some(sub) = &purchase.bound {
+            let pool = self.observed_pool(&d.spec.organization, &d.spec.product);
+            r.state = Some(state_of(sub));
+            r.quantity = Some((sub.seats, counts(quantity, sub.seats, pool)));
+        }
+        r.purchase = purchase;
+        r
+    }
+
+    fn plan_traditional(&mut self, d: &AddOnDecl, base: Option<&Subscription>) -> AddOnResult {
+        let mut r = AddOnResult {
+            add_on_id: d.status.add_on_id.clone(),
+            base_id: d.status.base_subscription_id.clone(),
+            ..Default::default()
+        };
+        r.purchase.organization = d.spec.organization.clone();
+        r.purchase.product = d.spec.product.clone();
+        r.purchase.purchase = d.status.purchase.clone();
+        r.purchase.outcome.paused = d.meta.flag(PAUSED_ANNOTATION);
+        if let Err(block) = self.traditional_steps(d, base, &mut r) {
+            self.note_retry(block.retry_at);
+            r.purchase.outcome.blocked = Some(block);
+        }
+        r
+    }
+
+    /// The add-on this resource manages on `base`: the one it adopts (spec.addOnId), the one it
+    /// bought (status.addOnId), or the one its purchase key names (bought, record lost).
+    fn traditional_record<'s>(
+        &self,
+        d: &AddOnDecl,
+        base: &'s Subscription,
+    ) -> Result<Option<&'s crate::domain::TraditionalAddOn>, Block> {
+        if let Some(id) = &d.spec.add_on_id {
+            let a = base.add_ons.iter().find(|a| &a.id == id).ok_or_else(|| {
+                Block::new(
+                    "AddOnNotFound",
+                    format!(
+                        "add-on {id} does not exist on the base subscription {}: check spec.addOnId and spec.subscriptionRef",
+                        base.id
+                    ),
+                )
+            })?;
+            if a.product != d.spec.product {
+                return Err(Block::new(
+                    "ProductMismatch",
+                    format!("add-on {id} is of product {}, not {}", a.product, d.spec.product),
+                ));
+            }
+            return Ok(Some(a));
+        }
+        let key = match (&d.status.add_on_id, &d.status.purchase) {
+            (Some(id), _) => return Ok(base.add_ons.iter().find(|a| &a.id == id)),
+            (None, Some(pp)) => pp.key.clone(),
+            (None, None) => purchase_key(Kind::AddOn, &d.meta, &d.spec.organization),
+        };
+        Ok(base
+            .add_ons
+            .iter()
+            .find(|a| a.purchase_key.as_deref() == Some(key.as_str())))
+    }
+
     fn traditional_steps(
         &mut self,
-        d: &super::Declared<crate::api::AddOnSpec, AddOnStatus>,
-        quantity: u32,
+        d: &AddOnDecl,
         base: Option<&Subscription>,
         r: &mut AddOnResult,
     ) -> Result<(), Block> {
+        let quantity = d.spec.quantity.max(0) as u32;
         let org = self.gate(&d.meta, &d.spec.organization)?;
         let catalog = self.observed.catalog.clone();
         let product = match catalog.product(&d.spec.product) {
@@ -549,6 +636,10 @@ impl Planner<'_> {
                 .into());
             }
         };
+        if let Some(id) = d.spec.add_on_id.as_ref().or(d.status.add_on_id.as_ref()) {
+            let managed = Managed::AddOn(id.clone());
+            self.check_owner(Kind::AddOn, &d.meta, &d.spec.organization, managed)?;
+        }
         let ref_name = d
             .spec
             .subscription_ref
@@ -569,16 +660,10 @@ impl Planner<'_> {
             ));
         };
         r.base_id = Some(base.id.clone());
-        let record = match (&d.status.add_on_id, &d.status.purchase) {
-            (Some(id), _) => base.add_ons.iter().find(|a| &a.id == id),
-            (None, Some(pp)) => base
-                .add_ons
-                .iter()
-                .find(|a| a.purchase_key.as_deref() == Some(pp.key.as_str())),
-            _ => None,
-        };
+        let record = self.traditional_record(d, base)?;
         if let Some(a) = record {
             let pool = self.observed_pool(&d.spec.organization, &d.spec.product);
+            r.purchase.found_by_key = d.spec.add_on_id.is_none() && d.status.add_on_id.is_none();
             r.add_on_id = Some(a.id.clone());
             r.purchase.purchase = None;
             r.state = Some(state_of(base));
@@ -622,6 +707,23 @@ impl Planner<'_> {
             None => {
                 check_add_on_available(&catalog, org, &d.spec.product, Some(base), self.now)?;
                 check_admin_may_change(base, self.now)?;
+                if let Some(a) = base.add_ons.iter().find(|a| a.product == d.spec.product) {
+                    // Buying a second one next to it is almost never meant: adopt it instead.
+                    return Err(Block::new(
+                        "AddOnExists",
+                        format!(
+                            "the base subscription {} already has add-on {} of {}: set spec.addOnId: {} to manage it instead of buying a second one",
+                            base.id, a.id, a.product, a.id
+                        ),
+                    ));
+                }
+                self.check_purchase_guard(
+                    &d.meta,
+                    &d.spec.product,
+                    0,
+                    quantity,
+                    product.monthly_price,
+                )?;
                 let pending = d.status.purchase.clone().unwrap_or(PendingPurchase {
                     key: purchase_key(Kind::AddOn, &d.meta, &d.spec.organization),
                     started_at: self.now,
@@ -645,12 +747,19 @@ impl Planner<'_> {
             Some(_) if quantity == 0 => Err(Refusal::RemovalRequiresSupport.into()),
             Some(a) => {
                 check_admin_may_change(base, self.now)?;
+                r.purchase.outcome.progressing =
+                    Some(format!("changing quantity {} → {quantity}", a.quantity));
                 if quantity > a.quantity {
+                    self.check_purchase_guard(
+                        &d.meta,
+                        &d.spec.product,
+                        a.quantity,
+                        quantity,
+                        product.monthly_price,
+                    )?;
                     let mut billed = base.clone();
                     billed.seats = a.quantity;
                     let cost = cost_preview(&billed, product.monthly_price, quantity, self.now);
-                    r.purchase.outcome.progressing =
-                        Some(format!("changing quantity {} → {quantity}", a.quantity));
                     if !paused {
                         self.pool_mut(&d.spec.organization, &d.spec.product).seats +=
                             quantity - a.quantity;
@@ -662,8 +771,6 @@ impl Planner<'_> {
                         self.push(&d.meta, Kind::AddOn, &d.spec.organization, op, false);
                     }
                 } else {
-                    r.purchase.outcome.progressing =
-                        Some(format!("changing quantity {} → {quantity}", a.quantity));
                     r.purchase.decrease = Some(Decrease {
                         kind: Kind::AddOn,
                         meta: d.meta.clone(),
@@ -698,6 +805,9 @@ impl Planner<'_> {
             quantity: r.quantity.as_ref().map(|(_, c)| c.clone()),
             last_seat_change: prev.last_seat_change.clone(),
             purchase: r.purchase.purchase.clone(),
+            auto_assigned: r.auto_assign.assigned,
+            auto_assign_due: r.auto_assign.due,
+            auto_assign_skipped: r.auto_assign.skipped.clone(),
         }
     }
 }
