@@ -281,9 +281,10 @@ fn record_auto_assigned(
     let assigned = status.auto_assigned.get_or_insert(0);
     match result {
         Ok(()) => *assigned += 1,
-        Err(refusal) => {
-            planner::note_skipped(&mut status.auto_assign_skipped, planner::skipped(user, refusal))
-        }
+        Err(refusal) => planner::note_skipped(
+            &mut status.auto_assign_skipped,
+            planner::skipped(user, refusal),
+        ),
     }
 }
 

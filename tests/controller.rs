@@ -792,3 +792,51 @@ async fn e2e_more_blocked_reasons_surface_in_conditions_and_events() {
     assert_eq!(w.holders("ENTERPRISEPACK"), 4, "nothing removed");
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_money_safety_duplicate_subscription_and_purchase_limit_reach_conditions_and_events() {
+    let w = world("").await;
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(600));
+    w.create(NS, sub("first", json!({"organization": ORG, "product": "ENTERPRISEPACK", "subscriptionId": "sub-e3", "seats": 6}))).await;
+    eventually("first owns sub-e3", || {
+        w.subscription("sub-e3")["seats"] == 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // younger by a second
+    w.create(NS, sub("second", json!({"organization": ORG, "product": "ENTERPRISEPACK", "subscriptionId": "sub-e3", "seats": 9}))).await;
+    w.create(
+        NS,
+        sub(
+            "huge",
+            json!({"organization": ORG, "product": "SPE_E3", "seats": 500}),
+        ),
+    )
+    .await;
+    w.blocked_with_event("subscriptions", NS, "second", "DuplicateSubscription")
+        .await;
+    w.blocked_with_event("subscriptions", NS, "huge", "PurchaseLimitExceeded")
+        .await;
+    let huge = w.object("subscriptions", NS, "huge").unwrap();
+    let message = huge["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Blocked")
+        .unwrap()["message"]
+        .to_string();
+    assert!(
+        message.contains("500") && message.contains("limit of 100"),
+        "{message}"
+    );
+    let first = w.object("subscriptions", NS, "first").unwrap();
+    assert_eq!(condition(&first, "Ready").0, "True");
+    assert_eq!(w.subscription("sub-e3")["seats"], 6, "never moved to 9");
+    let bought = w.tenant()["organizations"][0]["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["product"] == "SPE_E3")
+        .count();
+    assert_eq!(bought, 0, "nothing bought");
+    r.stop().await;
+}

@@ -263,3 +263,144 @@ proptest! {
         run(&c)?;
     }
 }
+
+/// Several Subscriptions (and standalone AddOns) naming the same existing subscriptions, with
+/// random seats and ages, applied again and again (and once more after a restart that forgot
+/// every status, in another order): each subscription's seat count changes at most once, so
+/// it never moves back and forth.
+#[derive(Clone, Debug)]
+struct Claims {
+    /// Per declared resource: which subscription (0..3) it names, its seats, its age, and
+    /// whether it is a standalone AddOn (of ATP_ENTERPRISE, sub-2) rather than a Subscription.
+    resources: Vec<(usize, u32, u8, bool)>,
+    /// Users holding each product at the start.
+    held: [u32; 3],
+}
+
+const CLAIMED: [(&str, &str); 3] = [
+    ("sub-0", "SPB"),
+    ("sub-1", "SPB"),
+    ("sub-2", "ATP_ENTERPRISE"),
+];
+
+fn claims() -> impl Strategy<Value = Claims> {
+    (
+        prop::collection::vec((0usize..3, 0u32..30, any::<u8>(), any::<bool>()), 1..6),
+        [0u32..6, 0u32..6, 0u32..6],
+    )
+        .prop_map(|(resources, held)| Claims { resources, held })
+}
+
+fn claims_tenant(c: &Claims) -> TenantFile {
+    let mut yaml = String::from(
+        "organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  users:\n  - {upn: nobody@contoso.com, usageLocation: NL}\n",
+    );
+    let mut n = 0;
+    for (i, (_, product)) in CLAIMED.iter().enumerate() {
+        for _ in 0..c.held[i] {
+            yaml += &format!(
+                "  - {{upn: {}, usageLocation: NL, licenses: [{{product: {product}}}]}}\n",
+                upn(n)
+            );
+            n += 1;
+        }
+    }
+    yaml += "  subscriptions:\n";
+    for (i, (id, product)) in CLAIMED.iter().enumerate() {
+        // Every subscription covers the licences in use on its own, with 3 to spare.
+        let seats = c.held[i] + 3;
+        yaml += &format!("  - {{id: {id}, product: {product}, seats: {seats}}}\n");
+    }
+    TenantFile::parse(&yaml, "tenant.yaml").unwrap()
+}
+
+fn claims_desired(c: &Claims) -> Desired {
+    let mut d = Desired::default();
+    for (i, (target, seats, age, standalone)) in c.resources.iter().enumerate() {
+        let (id, product) = CLAIMED[*target];
+        let meta = Meta {
+            namespace: "default".into(),
+            name: format!("r-{i}"),
+            created_at: now() - jiff::SignedDuration::from_secs(*age as i64 % 4),
+            uid: format!("uid-{i}"),
+            ..Default::default()
+        };
+        if *standalone {
+            d.add_ons.push(Declared {
+                meta,
+                spec: serde_json::from_value(serde_json::json!({
+                    "organization": "contoso.com", "product": "ATP_ENTERPRISE",
+                    "type": "Standalone", "addOnId": id, "quantity": seats
+                }))
+                .unwrap(),
+                status: Default::default(),
+            });
+        } else {
+            d.subscriptions.push(Declared {
+                meta,
+                spec: serde_json::from_value(serde_json::json!({
+                    "organization": "contoso.com", "product": product,
+                    "subscriptionId": id, "seats": seats
+                }))
+                .unwrap(),
+                status: Default::default(),
+            });
+        }
+    }
+    d
+}
+
+fn no_flapping(c: &Claims) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let clock = Arc::new(FixedClock::new(now()));
+    let backend = Embedded::new(claims_tenant(c), None, clock.clone());
+    let mut d = claims_desired(c);
+    let mut changes: BTreeMap<String, Vec<(u32, u32)>> = BTreeMap::new();
+    for apply in 0..4 {
+        if apply == 3 {
+            // A restart that lost every status, reading the resources in another order.
+            d = claims_desired(c);
+            d.subscriptions.reverse();
+            d.add_ons.reverse();
+        }
+        let report = rt
+            .block_on(converge(
+                &backend,
+                &mut NoLedger,
+                &mut d,
+                clock.as_ref(),
+                &Options::default(),
+                DEFAULT_MAX_PASSES,
+            ))
+            .unwrap();
+        prop_assert!(report.converged, "apply {apply} did not converge");
+        for e in report.executed.iter().filter(|e| e.refused.is_none()) {
+            if let Op::SetSeats {
+                subscription_id,
+                cost,
+                ..
+            } = &e.action.op
+            {
+                prop_assert!(apply == 0, "apply {apply} changed seats again: {e:?}");
+                changes
+                    .entry(subscription_id.clone())
+                    .or_default()
+                    .push((cost.from, cost.to));
+            }
+        }
+    }
+    for (id, list) in &changes {
+        prop_assert!(list.len() <= 1, "{id} moved back and forth: {list:?}");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000), failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn duplicate_subscription_claims_never_flap(c in claims()) {
+        no_flapping(&c)?;
+    }
+}

@@ -1,147 +1,12 @@
 //! The licensing rules (DOMAIN.md R01–R29), each guarded through the real binary: tenant
 //! file + manifests + command line, with a fixed clock.
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::*;
 use serde_json::Value;
 use std::process::Command;
-
-const NOW: &str = "2026-11-21T09:00:00Z";
-
-struct Run {
-    code: i32,
-    out: Value,
-    stderr: String,
-    tenant: String,
-}
-
-impl Run {
-    fn item(&self, name: &str) -> &Value {
-        self.out["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["metadata"]["name"] == name)
-            .unwrap_or_else(|| panic!("no {name}"))
-    }
-    fn blocked(&self, name: &str) -> String {
-        self.item(name)["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "Blocked")
-            .map(|c| {
-                if c["status"] == "True" {
-                    c["reason"].as_str().unwrap().to_string()
-                } else {
-                    String::new()
-                }
-            })
-            .unwrap()
-    }
-    fn ready(&self, name: &str) -> bool {
-        self.item(name)["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    }
-    fn user(&self, name: &str, user: &str) -> &Value {
-        self.item(name)["status"]["users"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["user"] == user)
-            .unwrap()
-    }
-    fn actions(&self) -> Vec<String> {
-        self.out["actions"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|x| x["action"].as_str().unwrap().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-struct Tenant {
-    dir: tempfile::TempDir,
-}
-
-impl Tenant {
-    fn new(tenant: &str) -> Tenant {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("tenant.yaml"), tenant).unwrap();
-        Tenant { dir }
-    }
-    fn run(&self, verb: &str, manifests: &str, now: &str) -> Run {
-        let m = self.dir.path().join("m.yaml");
-        std::fs::write(&m, manifests).unwrap();
-        let state = self.dir.path().join("tenant.yaml");
-        let out = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
-            .args([
-                verb,
-                "-f",
-                m.to_str().unwrap(),
-                "--state",
-                state.to_str().unwrap(),
-                "--now",
-                now,
-                "-o",
-                "json",
-            ])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        Run {
-            code: out.status.code().unwrap(),
-            out: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-            // Only the tenant itself, not seatkeeper's records of applied manifests.
-            tenant: std::fs::read_to_string(&state)
-                .unwrap()
-                .split("\nresources:")
-                .next()
-                .unwrap()
-                .to_string(),
-        }
-    }
-    fn apply(&self, manifests: &str) -> Run {
-        self.run("apply", manifests, NOW)
-    }
-}
-
-fn sub(name: &str, id: &str, product: &str, seats: i32, extra: &str) -> String {
-    format!(
-        "---\napiVersion: seatkeeper.dev/v1alpha1\nkind: Subscription\nmetadata: {{name: {name}}}\nspec: {{organization: contoso.com, product: {product}, subscriptionId: {id}, seats: {seats}{extra}}}\n"
-    )
-}
-
-fn lasg(name: &str, users: &[&str], licences: &str, extra: &str) -> String {
-    format!(
-        "---\napiVersion: seatkeeper.dev/v1alpha1\nkind: LicenseAssignment\nmetadata: {{name: {name}{}}}\nspec: {{organization: contoso.com, users: [{}], licenses: {licences}{extra}}}\n",
-        "",
-        users.join(", ")
-    )
-}
-
-fn users(n: usize, licence: &str) -> String {
-    (0..n)
-        .map(|i| format!("  - {{upn: u{i}@contoso.com, usageLocation: NL{licence}}}\n"))
-        .collect()
-}
-
-fn tenant(users_yaml: &str, subs_yaml: &str) -> String {
-    format!(
-        "organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  users:\n{users_yaml}  subscriptions:\n{subs_yaml}"
-    )
-}
-
-fn s(id: &str, product: &str, seats: u32, extra: &str) -> String {
-    format!(
-        "  - {{id: {id}, product: {product}, seats: {seats}, purchasedAt: '2026-11-01T00:00:00Z', cancellationWindowEndsAt: '2026-11-08T00:00:00Z'{extra}}}\n"
-    )
-}
 
 #[test]
 fn r01_seats_is_the_desired_total() {
@@ -528,12 +393,6 @@ fn r20_unassigned_seats_stay_bought() {
     );
     assert_eq!(r.item("spb")["status"]["seats"]["purchased"], 2);
     assert_eq!(r.item("spb")["status"]["seats"]["available"], 1);
-}
-
-fn addon(name: &str, product: &str, kind: &str, extra: &str) -> String {
-    format!(
-        "---\napiVersion: seatkeeper.dev/v1alpha1\nkind: AddOn\nmetadata: {{name: {name}}}\nspec: {{organization: contoso.com, product: {product}, type: {kind}, quantity: 2{extra}}}\n"
-    )
 }
 
 #[test]

@@ -291,10 +291,23 @@ fn read_document(
         dns1123_subdomain(&name)
     };
     if !name_ok {
-        return Err(src.err(kind, format!("metadata.name: {name:?} is not a valid name: {}", if kind == "Namespace" { LABEL_RULE } else { SUBDOMAIN_RULE })));
+        return Err(src.err(
+            kind,
+            format!(
+                "metadata.name: {name:?} is not a valid name: {}",
+                if kind == "Namespace" {
+                    LABEL_RULE
+                } else {
+                    SUBDOMAIN_RULE
+                }
+            ),
+        ));
     }
     if !dns1123_label(&namespace) {
-        return Err(src.err(&label, format!("metadata.namespace: {namespace:?} is not a valid namespace: {LABEL_RULE}")));
+        return Err(src.err(
+            &label,
+            format!("metadata.namespace: {namespace:?} is not a valid namespace: {LABEL_RULE}"),
+        ));
     }
     match (api_version, kind) {
         ("v1", "Namespace") => {

@@ -49,6 +49,13 @@ pub fn violation(schema: &Value, value: &Value, path: &str) -> Option<String> {
     {
         return Some(format!("{}: must be at least {min}, not {n}", at(path)));
     }
+    if let (Some(max), Some(n)) = (
+        schema.get("maximum").and_then(Value::as_f64),
+        value.as_f64(),
+    ) && n > max
+    {
+        return Some(format!("{}: must be at most {max}, not {n}", at(path)));
+    }
     if let (Some(min), Some(s)) = (
         schema.get("minLength").and_then(Value::as_u64),
         value.as_str(),

@@ -239,14 +239,14 @@ impl Planner<'_> {
                     user_states.insert(u.to_string(), (UserState::Assigned, None));
                     continue;
                 }
-                let checked =
-                    match check_user_change(org, &catalog, user, &add, &remove, self.now) {
-                        Ok(c) => c,
-                        Err(r) => {
-                            user_states.insert(u.to_string(), block(r));
-                            continue;
-                        }
-                    };
+                let checked = match check_user_change(org, &catalog, user, &add, &remove, self.now)
+                {
+                    Ok(c) => c,
+                    Err(r) => {
+                        user_states.insert(u.to_string(), block(r));
+                        continue;
+                    }
+                };
                 let (after, new_products) = (checked.after, checked.new_products);
                 if replace
                     && !remove.is_empty()

@@ -485,7 +485,12 @@ impl<'a> Planner<'a> {
         let d = self.desired;
         let mut claims: Vec<(&Meta, Kind, &str, Managed)> = vec![];
         for s in &d.subscriptions {
-            if let Some(id) = s.spec.subscription_id.as_ref().or(s.status.subscription_id.as_ref()) {
+            if let Some(id) = s
+                .spec
+                .subscription_id
+                .as_ref()
+                .or(s.status.subscription_id.as_ref())
+            {
                 let m = Managed::Subscription(id.clone());
                 claims.push((&s.meta, Kind::Subscription, &s.spec.organization, m));
             }
@@ -501,8 +506,12 @@ impl<'a> Planner<'a> {
         }
         claims.retain(|(meta, _, org, _)| self.gate(meta, org).is_ok());
         claims.sort_by(|a, b| {
-            (a.0.created_at, &a.0.namespace, &a.0.name, a.1)
-                .cmp(&(b.0.created_at, &b.0.namespace, &b.0.name, b.1))
+            (a.0.created_at, &a.0.namespace, &a.0.name, a.1).cmp(&(
+                b.0.created_at,
+                &b.0.namespace,
+                &b.0.name,
+                b.1,
+            ))
         });
         let mut owners = Owners::new();
         for (meta, kind, org, managed) in claims {

@@ -201,7 +201,12 @@ impl Planner<'_> {
             }
         };
         if let Some(id) = p.adopt_id.or(p.recorded_id) {
-            self.check_owner(p.kind, p.meta, p.organization, Managed::Subscription(id.into()))?;
+            self.check_owner(
+                p.kind,
+                p.meta,
+                p.organization,
+                Managed::Subscription(id.into()),
+            )?;
         }
         let bound = self.resolve(p, org)?;
         out.found_by_key = bound.is_some() && p.adopt_id.is_none() && p.recorded_id.is_none();
@@ -282,7 +287,13 @@ impl Planner<'_> {
                 p.product_key.is_some(),
                 self.now,
             )?;
-            self.check_purchase_guard(p.meta, p.product, sub.seats, p.seats, product.monthly_price)?;
+            self.check_purchase_guard(
+                p.meta,
+                p.product,
+                sub.seats,
+                p.seats,
+                product.monthly_price,
+            )?;
             let cost = cost_preview(&view, product.monthly_price, p.seats, self.now);
             progress.push(format!(
                 "buying {} seats ({} → {})",
@@ -350,7 +361,14 @@ impl Planner<'_> {
     ) -> Result<(), Block> {
         let allowed = meta.flag(ALLOW_LARGE_PURCHASE_ANNOTATION);
         let limit = self.options.max_seat_increase;
-        Ok(check_purchase_limit(product, from, to, limit, allowed, monthly_price)?)
+        Ok(check_purchase_limit(
+            product,
+            from,
+            to,
+            limit,
+            allowed,
+            monthly_price,
+        )?)
     }
 
     /// `deletionPolicy`: Orphan forgets; Cancel cancels, or turns recurring billing off once
@@ -596,7 +614,10 @@ impl Planner<'_> {
             if a.product != d.spec.product {
                 return Err(Block::new(
                     "ProductMismatch",
-                    format!("add-on {id} is of product {}, not {}", a.product, d.spec.product),
+                    format!(
+                        "add-on {id} is of product {}, not {}",
+                        a.product, d.spec.product
+                    ),
                 ));
             }
             return Ok(Some(a));
@@ -705,8 +726,6 @@ impl Planner<'_> {
         match record {
             None if quantity == 0 => Ok(()),
             None => {
-                check_add_on_available(&catalog, org, &d.spec.product, Some(base), self.now)?;
-                check_admin_may_change(base, self.now)?;
                 if let Some(a) = base.add_ons.iter().find(|a| a.product == d.spec.product) {
                     // Buying a second one next to it is almost never meant: adopt it instead.
                     return Err(Block::new(
@@ -717,6 +736,8 @@ impl Planner<'_> {
                         ),
                     ));
                 }
+                check_add_on_available(&catalog, org, &d.spec.product, Some(base), self.now)?;
+                check_admin_may_change(base, self.now)?;
                 self.check_purchase_guard(
                     &d.meta,
                     &d.spec.product,

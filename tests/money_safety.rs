@@ -1,0 +1,718 @@
+//! Money safety (one owner per subscription, the purchase guard, adopting add-ons, R25 planned,
+//! names and empty input): each behaviour through the planner, and through the binary.
+
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::*;
+use seatkeeper::api::{AddOnSpec, AddOnStatus, SubscriptionSpec, SubscriptionStatus};
+use seatkeeper::backend::embedded::{Embedded, TenantFile};
+use seatkeeper::clock::FixedClock;
+use seatkeeper::domain::Instant;
+use seatkeeper::executor::observe;
+use seatkeeper::planner::{self, Declared, Desired, Meta, Op, Options, Plan};
+use serde_json::json;
+use std::sync::Arc;
+
+// ---------------------------------------------------------------------------------------------
+// Through the planner: declared resources + observed tenant + clock → actions and statuses.
+// ---------------------------------------------------------------------------------------------
+
+fn now() -> Instant {
+    NOW.parse().unwrap()
+}
+
+fn meta(name: &str, age_days: i64, annotations: &[(&str, &str)]) -> Meta {
+    Meta {
+        namespace: "team-a".into(),
+        name: name.into(),
+        created_at: now() - jiff::SignedDuration::from_hours(24 * age_days),
+        uid: format!("uid-{name}"),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn subscription(
+    meta: Meta,
+    spec: serde_json::Value,
+) -> Declared<SubscriptionSpec, SubscriptionStatus> {
+    let mut spec = spec;
+    spec["organization"] = json!("contoso.com");
+    Declared {
+        meta,
+        spec: serde_json::from_value(spec).unwrap(),
+        status: Default::default(),
+    }
+}
+
+fn add_on(
+    meta: Meta,
+    spec: serde_json::Value,
+    status: AddOnStatus,
+) -> Declared<AddOnSpec, AddOnStatus> {
+    let mut spec = spec;
+    spec["organization"] = json!("contoso.com");
+    Declared {
+        meta,
+        spec: serde_json::from_value(spec).unwrap(),
+        status,
+    }
+}
+
+const PLANNER_TENANT: &str = "
+catalog:
+  products:
+  - {sku: BOOKINGS, kind: AddOn, plans: [BOOK], addOnFor: [SPB], monthlyPrice: 1}
+organizations:
+- domain: contoso.com
+  paymentMethodOnFile: true
+  users:
+  - {upn: a@contoso.com, usageLocation: NL, licenses: [{product: SPB}]}
+  - {upn: b@contoso.com, usageLocation: NL}
+  - {upn: c@contoso.com, usageLocation: NL}
+  - {upn: e@contoso.com, usageLocation: NL}
+  - {upn: nolocation@contoso.com}
+  subscriptions:
+  - {id: sub-1, product: SPB, seats: 5, addOns: [{id: addon-1, product: EXCHANGEARCHIVE_ADDON, quantity: 2}]}
+  - {id: sub-2, product: SPB, seats: 3}
+  - {id: sub-atp, product: ATP_ENTERPRISE, seats: 2}
+  - {id: sub-book, product: BOOKINGS, seats: 2}
+";
+
+fn plan_with(desired: &Desired, options: &Options) -> Plan {
+    let tenant = TenantFile::parse(PLANNER_TENANT, "tenant.yaml").unwrap();
+    let backend = Embedded::new(tenant, None, Arc::new(FixedClock::new(now())));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let observed = rt
+        .block_on(observe(&backend, &["contoso.com".to_string()]))
+        .unwrap();
+    planner::plan(desired, &observed, now(), options)
+}
+
+fn plan(desired: &Desired) -> Plan {
+    plan_with(desired, &Options::default())
+}
+
+fn blocked(conditions: &seatkeeper::api::Conditions) -> Option<(String, String)> {
+    conditions
+        .get("Blocked")
+        .filter(|c| c.status == "True")
+        .map(|c| (c.reason.clone(), c.message.clone()))
+}
+
+#[test]
+fn duplicate_subscription_older_owns_it() {
+    let desired = Desired {
+        subscriptions: vec![
+            subscription(
+                meta("younger", 1, &[]),
+                json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 9}),
+            ),
+            subscription(
+                meta("older", 2, &[]),
+                json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 7}),
+            ),
+        ],
+        ..Default::default()
+    };
+    let p = plan(&desired);
+    let seat_changes: Vec<_> = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a.op, Op::SetSeats { .. }))
+        .collect();
+    assert_eq!(seat_changes.len(), 1, "{:?}", p.actions);
+    assert_eq!(seat_changes[0].name, "older");
+    let (reason, message) = blocked(&p.subscriptions[0].conditions).unwrap();
+    assert_eq!(reason, "DuplicateSubscription");
+    assert!(
+        message.contains("Subscription team-a/older"),
+        "names the owner: {message}"
+    );
+    assert_eq!(
+        p.subscriptions[0].blocked_reason.as_deref(),
+        Some("DuplicateSubscription")
+    );
+    assert!(blocked(&p.subscriptions[1].conditions).is_none());
+}
+
+#[test]
+fn duplicate_subscription_same_age_is_decided_by_namespace_and_name() {
+    let desired = Desired {
+        subscriptions: vec![
+            subscription(
+                meta("b", 1, &[]),
+                json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 9}),
+            ),
+            subscription(
+                meta("a", 1, &[]),
+                json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 7}),
+            ),
+        ],
+        ..Default::default()
+    };
+    let p = plan(&desired);
+    assert_eq!(
+        blocked(&p.subscriptions[0].conditions).map(|b| b.0),
+        Some("DuplicateSubscription".into())
+    );
+    assert_eq!(p.actions.len(), 1);
+    assert_eq!(p.actions[0].name, "a");
+}
+
+#[test]
+fn duplicate_subscription_a_standalone_add_on_cannot_take_over_a_subscription() {
+    let desired = Desired {
+        subscriptions: vec![subscription(
+            meta("atp-sub", 3, &[]),
+            json!({"product": "ATP_ENTERPRISE", "subscriptionId": "sub-atp", "seats": 2}),
+        )],
+        add_ons: vec![add_on(
+            meta("atp", 1, &[]),
+            json!({"product": "ATP_ENTERPRISE", "type": "Standalone", "addOnId": "sub-atp", "quantity": 4}),
+            Default::default(),
+        )],
+        ..Default::default()
+    };
+    let p = plan(&desired);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let (reason, message) = blocked(&p.add_ons[0].conditions).unwrap();
+    assert_eq!(reason, "DuplicateSubscription");
+    assert!(message.contains("Subscription team-a/atp-sub"), "{message}");
+}
+
+#[test]
+fn duplicate_traditional_add_on_adoption_older_owns_it() {
+    let base = subscription(
+        meta("base", 5, &[]),
+        json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 5}),
+    );
+    let spec = |q: i32| {
+        json!({"product": "EXCHANGEARCHIVE_ADDON", "type": "Traditional",
+            "subscriptionRef": {"name": "base"}, "addOnId": "addon-1", "quantity": q})
+    };
+    let desired = Desired {
+        subscriptions: vec![base],
+        add_ons: vec![
+            add_on(meta("older", 2, &[]), spec(3), Default::default()),
+            add_on(meta("younger", 1, &[]), spec(4), Default::default()),
+        ],
+        ..Default::default()
+    };
+    let p = plan(&desired);
+    let quantities: Vec<_> = p
+        .actions
+        .iter()
+        .filter_map(|a| match &a.op {
+            Op::SetAddOnQuantity { cost, .. } => Some((a.name.clone(), cost.to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(quantities, vec![("older".to_string(), 3)]);
+    assert_eq!(
+        p.add_ons[1].blocked_reason.as_deref(),
+        Some("DuplicateSubscription")
+    );
+}
+
+#[test]
+fn purchase_guard_blocks_large_increase() {
+    let desired = Desired {
+        subscriptions: vec![subscription(
+            meta("spb", 1, &[]),
+            json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 200}),
+        )],
+        ..Default::default()
+    };
+    let p = plan(&desired);
+    assert!(p.actions.is_empty(), "nothing is bought: {:?}", p.actions);
+    let (reason, message) = blocked(&p.subscriptions[0].conditions).unwrap();
+    assert_eq!(reason, "PurchaseLimitExceeded");
+    // 195 more seats of SPB at 22.00 a month each.
+    for part in ["5 to 200", "195 seats", "limit of 100", "4290.00 a month"] {
+        assert!(message.contains(part), "{part} in {message}");
+    }
+    assert!(message.contains("seatkeeper.dev/allow-large-purchase"));
+}
+
+#[test]
+fn purchase_guard_allows_an_annotated_large_purchase() {
+    let desired = Desired {
+        subscriptions: vec![subscription(
+            meta("spb", 1, &[("seatkeeper.dev/allow-large-purchase", "true")]),
+            json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 200}),
+        )],
+        ..Default::default()
+    };
+    let p = plan(&desired);
+    assert!(blocked(&p.subscriptions[0].conditions).is_none());
+    assert!(matches!(&p.actions[0].op, Op::SetSeats { cost, .. } if cost.to == 200));
+}
+
+#[test]
+fn purchase_guard_counts_a_new_purchase_and_follows_the_option() {
+    let desired = Desired {
+        subscriptions: vec![subscription(
+            meta("new", 1, &[]),
+            json!({"product": "SPE_E3", "seats": 30}),
+        )],
+        ..Default::default()
+    };
+    assert!(matches!(
+        plan(&desired).actions[0].op,
+        Op::Buy { seats: 30, .. }
+    ));
+    let strict = Options {
+        max_seat_increase: 10,
+        ..Options::default()
+    };
+    let p = plan_with(&desired, &strict);
+    assert!(p.actions.is_empty());
+    assert_eq!(
+        p.subscriptions[0].blocked_reason.as_deref(),
+        Some("PurchaseLimitExceeded")
+    );
+    assert!(
+        p.subscriptions[0].purchase.is_none(),
+        "no purchase is recorded as in flight"
+    );
+}
+
+#[test]
+fn purchase_guard_covers_add_on_quantities() {
+    let base = subscription(
+        meta("base", 5, &[]),
+        json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 5}),
+    );
+    let desired = Desired {
+        subscriptions: vec![base],
+        add_ons: vec![
+            add_on(
+                meta("archive", 2, &[]),
+                json!({"product": "EXCHANGEARCHIVE_ADDON", "type": "Traditional",
+                    "subscriptionRef": {"name": "base"}, "addOnId": "addon-1", "quantity": 500}),
+                Default::default(),
+            ),
+            add_on(
+                meta("atp", 2, &[]),
+                json!({"product": "ATP_ENTERPRISE", "type": "Standalone", "quantity": 101}),
+                Default::default(),
+            ),
+        ],
+        ..Default::default()
+    };
+    let p = plan(&desired);
+    assert!(
+        p.actions.iter().all(|a| a.name == "base"),
+        "{:?}",
+        p.actions
+    );
+    for s in &p.add_ons {
+        assert_eq!(s.blocked_reason.as_deref(), Some("PurchaseLimitExceeded"));
+    }
+}
+
+#[test]
+fn add_on_id_adopts_a_traditional_add_on_instead_of_buying() {
+    let base = subscription(
+        meta("base", 5, &[]),
+        json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 5}),
+    );
+    let spec = json!({"product": "EXCHANGEARCHIVE_ADDON", "type": "Traditional",
+        "subscriptionRef": {"name": "base"}, "quantity": 3});
+    let mut adopting = spec.clone();
+    adopting["addOnId"] = json!("addon-1");
+    let desired = Desired {
+        subscriptions: vec![base.clone()],
+        add_ons: vec![add_on(
+            meta("archive", 2, &[]),
+            adopting,
+            Default::default(),
+        )],
+        ..Default::default()
+    };
+    let p = plan(&desired);
+    assert_eq!(p.add_ons[0].add_on_id.as_deref(), Some("addon-1"));
+    assert!(
+        matches!(&p.actions[0].op, Op::SetAddOnQuantity { add_on_id, cost, .. } if add_on_id == "addon-1" && cost.to == 3)
+    );
+    // Without addOnId, a second add-on of the same product is not bought next to it.
+    let desired = Desired {
+        subscriptions: vec![base],
+        add_ons: vec![add_on(meta("archive", 2, &[]), spec, Default::default())],
+        ..Default::default()
+    };
+    let p = plan(&desired);
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    let (reason, message) = blocked(&p.add_ons[0].conditions).unwrap();
+    assert_eq!(reason, "AddOnExists");
+    assert!(message.contains("spec.addOnId: addon-1"), "{message}");
+}
+
+#[test]
+fn add_on_id_adopts_a_standalone_subscription() {
+    let desired = Desired {
+        add_ons: vec![add_on(
+            meta("atp", 1, &[]),
+            json!({"product": "ATP_ENTERPRISE", "type": "Standalone", "addOnId": "sub-atp", "quantity": 4}),
+            Default::default(),
+        )],
+        ..Default::default()
+    };
+    let p = plan(&desired);
+    assert_eq!(p.add_ons[0].add_on_id.as_deref(), Some("sub-atp"));
+    assert!(
+        matches!(&p.actions[0].op, Op::SetSeats { subscription_id, cost, .. } if subscription_id == "sub-atp" && cost.to == 4)
+    );
+    assert!(!p.actions.iter().any(|a| matches!(a.op, Op::Buy { .. })));
+}
+
+fn bookings(status: AddOnStatus) -> Desired {
+    Desired {
+        add_ons: vec![add_on(
+            meta("book", 1, &[]),
+            json!({"product": "BOOKINGS", "type": "Standalone", "quantity": 2, "autoAssign": true}),
+            status,
+        )],
+        ..Default::default()
+    }
+}
+
+fn assigned_users(p: &Plan) -> Vec<String> {
+    p.actions
+        .iter()
+        .flat_map(|a| match &a.op {
+            Op::AssignLicenses { users } => users.iter().map(|u| u.user.clone()).collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[test]
+fn r25_autoassign_is_planned_for_users_without_a_licence_with_reasons() {
+    // Bought by this resource (sub-book), its auto-assignment not run yet.
+    let p = plan(&bookings(AddOnStatus {
+        add_on_id: Some("sub-book".into()),
+        auto_assign_due: true,
+        ..Default::default()
+    }));
+    // a holds a licence already; b and c take the 2 seats; e finds none; nolocation cannot
+    // be licensed.
+    assert_eq!(assigned_users(&p), vec!["b@contoso.com", "c@contoso.com"]);
+    assert_eq!(p.actions[0].kind, planner::Kind::AddOn);
+    let skipped: Vec<(&str, &str)> = p.add_ons[0]
+        .auto_assign_skipped
+        .iter()
+        .map(|u| (u.user.as_str(), u.reason.as_deref().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![
+            ("e@contoso.com", "InsufficientSeats"),
+            ("nolocation@contoso.com", "UsageLocationMissing")
+        ]
+    );
+    assert!(
+        blocked(&p.add_ons[0].conditions).is_none(),
+        "best effort, not a block"
+    );
+}
+
+#[test]
+fn r25_autoassign_runs_once_and_never_for_an_adopted_add_on() {
+    // Once it has run, users without a licence (new ones included) are not touched.
+    let p = plan(&bookings(AddOnStatus {
+        add_on_id: Some("sub-book".into()),
+        auto_assigned: Some(2),
+        ..Default::default()
+    }));
+    assert!(assigned_users(&p).is_empty(), "{:?}", p.actions);
+    assert_eq!(p.add_ons[0].auto_assigned, Some(2));
+    // Adopting is not buying.
+    let mut adopted = bookings(AddOnStatus::default());
+    adopted.add_ons[0].spec.add_on_id = Some("sub-book".into());
+    let p = plan(&adopted);
+    assert!(assigned_users(&p).is_empty(), "{:?}", p.actions);
+    assert_eq!(p.add_ons[0].add_on_id.as_deref(), Some("sub-book"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the binary.
+// ---------------------------------------------------------------------------------------------
+
+fn tenant_file(t: &Tenant) -> String {
+    std::fs::read_to_string(t.dir.path().join("tenant.yaml")).unwrap()
+}
+
+#[test]
+fn duplicate_subscription_never_flaps_across_applies() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 5, "")));
+    let first = sub("first", "sub-1", "SPB", 7, "");
+    assert_eq!(t.apply(&first).code, 0);
+    // The second names the same subscription a day later.
+    let both = first + &sub("second", "sub-1", "SPB", 9, "");
+    for day in ["2026-11-22T09:00:00Z", "2026-11-23T09:00:00Z"] {
+        let r = t.run("apply", &both, day);
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        assert_eq!(r.blocked("second"), "DuplicateSubscription");
+        assert!(r.ready("first"));
+        assert!(r.tenant.contains("seats: 7"), "{}", r.tenant);
+        let plan = t.run("plan", &both, day);
+        assert!(plan.actions().is_empty(), "{:?}", plan.actions());
+    }
+}
+
+#[test]
+fn purchase_guard_blocks_large_increase_through_the_binary() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 5, "")));
+    let before = t.apply(&sub("spb", "sub-1", "SPB", 5, "")).tenant;
+    let big = sub("spb", "sub-1", "SPB", 150, "");
+    let r = t.apply(&big);
+    assert_eq!(r.code, 3);
+    assert_eq!(r.blocked("spb"), "PurchaseLimitExceeded");
+    assert_eq!(r.tenant, before, "nothing bought");
+    let r = t.run_with("apply", &big, NOW, &["--max-seat-increase", "200"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.tenant.contains("seats: 150"));
+    let annotated = sub("spb", "sub-1", "SPB", 400, "").replace(
+        "metadata: {name: spb}",
+        "metadata: {name: spb, annotations: {seatkeeper.dev/allow-large-purchase: \"true\"}}",
+    );
+    let r = t.apply(&annotated);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.tenant.contains("seats: 400"));
+}
+
+#[test]
+fn seats_are_capped_at_one_million() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 5, "")));
+    let before = tenant_file(&t);
+    let r = t.apply(&sub("spb", "sub-1", "SPB", 2_000_000_000, ""));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("m.yaml") && r.stderr.contains("spec.seats"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(tenant_file(&t), before, "nothing changed");
+}
+
+#[test]
+fn add_on_id_adopts_through_the_binary() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s(
+            "sub-1",
+            "EXCHANGESTANDARD",
+            1,
+            ", addOns: [{id: addon-1, product: EXCHANGEARCHIVE_ADDON, quantity: 2}]",
+        ),
+    ));
+    let base = sub("base", "sub-1", "EXCHANGESTANDARD", 1, "");
+    let plain = addon(
+        "arch",
+        "EXCHANGEARCHIVE_ADDON",
+        "Traditional",
+        ", subscriptionRef: {name: base}",
+    );
+    let r = t.apply(&(base.clone() + &plain));
+    assert_eq!(r.blocked("arch"), "AddOnExists");
+    assert_eq!(r.tenant.matches("EXCHANGEARCHIVE_ADDON").count(), 1);
+    let adopt = plain
+        .replace(
+            "subscriptionRef: {name: base}",
+            "subscriptionRef: {name: base}, addOnId: addon-1",
+        )
+        .replace("quantity: 2", "quantity: 4");
+    let r = t.apply(&(base + &adopt));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("arch")["status"]["addOnId"], "addon-1");
+    assert_eq!(
+        r.tenant.matches("EXCHANGEARCHIVE_ADDON").count(),
+        1,
+        "not bought twice"
+    );
+    assert!(r.tenant.contains("quantity: 4"));
+}
+
+const BOOKINGS: &str = "catalog:\n  products:\n  - {sku: BOOKINGS, kind: AddOn, plans: [BOOK], addOnFor: [SPB], monthlyPrice: 1}\n";
+
+fn r25_tenant() -> String {
+    let users = "  - {upn: a@contoso.com, usageLocation: NL, licenses: [{product: SPB}]}\n  - {upn: b@contoso.com, usageLocation: NL}\n  - {upn: c@contoso.com, usageLocation: NL}\n  - {upn: d@contoso.com}\n";
+    BOOKINGS.to_string() + &tenant(users, &s("sub-1", "SPB", 1, ""))
+}
+
+#[test]
+fn r25_autoassign_standalone_addon() {
+    let t = Tenant::new(&r25_tenant());
+    let m = addon("book", "BOOKINGS", "Standalone", ", autoAssign: true")
+        .replace("quantity: 2", "quantity: 5");
+    let plan = t.run("plan", &m, NOW);
+    assert_eq!(
+        plan.actions(),
+        vec!["buy", "assignLicenses"],
+        "plan predicts it"
+    );
+    assert!(
+        !plan.tenant.contains("BOOKINGS, seats"),
+        "plan changes nothing"
+    );
+    let r = t.apply(&m);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let status = &r.item("book")["status"];
+    assert_eq!(status["autoAssigned"], 2, "b and c");
+    assert_eq!(status["autoAssignSkipped"][0]["user"], "d@contoso.com");
+    assert_eq!(
+        status["autoAssignSkipped"][0]["reason"],
+        "UsageLocationMissing"
+    );
+    assert_eq!(
+        r.tenant.matches("product: BOOKINGS").count(),
+        3,
+        "the subscription and 2 licences"
+    );
+    // A user who appears later is not touched: it happens once, at the purchase.
+    let text = tenant_file(&t).replace(
+        "  - {upn: d@contoso.com}",
+        "  - {upn: d@contoso.com}\n  - {upn: e@contoso.com, usageLocation: NL}",
+    );
+    std::fs::write(t.dir.path().join("tenant.yaml"), text).unwrap();
+    let r = t.apply(&m);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.tenant.matches("product: BOOKINGS").count(), 3);
+}
+
+#[test]
+fn r25_autoassign_traditional_addon_is_visible_in_plan_and_stops_at_the_quantity() {
+    let mut users = String::new();
+    for i in 0..45 {
+        users += &format!("  - {{upn: n{i}@contoso.com, usageLocation: NL}}\n");
+    }
+    let t = Tenant::new(&(BOOKINGS.to_string() + &tenant(&users, &s("sub-1", "SPB", 1, ""))));
+    let m = sub("base", "sub-1", "SPB", 1, "")
+        + &addon(
+            "book",
+            "BOOKINGS",
+            "Traditional",
+            ", subscriptionRef: {name: base}, autoAssign: true",
+        )
+        .replace("quantity: 2", "quantity: 40");
+    let plan = t.run("plan", &m, NOW);
+    assert_eq!(plan.actions(), vec!["buyAddOn", "assignLicenses"]);
+    assert_eq!(
+        plan.out["actions"][1]["users"].as_array().unwrap().len(),
+        40,
+        "as many as the quantity allows"
+    );
+    let r = t.apply(&m);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("book")["status"]["autoAssigned"], 40);
+    assert_eq!(
+        r.item("book")["status"]["autoAssignSkipped"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+#[test]
+fn kubernetes_names_are_checked_like_the_api_server() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 5, "")));
+    let before = tenant_file(&t);
+    let bad_name =
+        sub("spb", "sub-1", "SPB", 6, "").replace("{name: spb}", "{name: \"Business Standard!\"}");
+    let bad_ns = sub("spb", "sub-1", "SPB", 6, "")
+        .replace("{name: spb}", "{name: spb, namespace: \"Contoso NS\"}");
+    for (m, field) in [(bad_name, "metadata.name"), (bad_ns, "metadata.namespace")] {
+        let r = t.apply(&m);
+        assert_eq!(r.code, 1, "{m}");
+        assert!(
+            r.stderr.contains("m.yaml") && r.stderr.contains(field),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(tenant_file(&t), before);
+    }
+}
+
+#[test]
+fn input_without_seatkeeper_resources_is_an_error() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 5, "")));
+    for m in [
+        "",
+        "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n",
+    ] {
+        let r = t.apply(m);
+        assert_eq!(r.code, 1);
+        assert!(
+            r.stderr.contains("no seatkeeper resources in"),
+            "{}",
+            r.stderr
+        );
+    }
+    let empty = t.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+        .args(["apply", "-f", empty.to_str().unwrap(), "--state"])
+        .arg(t.dir.path().join("tenant.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no seatkeeper resources in"));
+}
+
+#[test]
+fn r25_autoassign_goes_to_the_service_in_batches_of_20() {
+    let mut users = String::new();
+    for i in 0..45 {
+        users += &format!("  - {{upn: n{i}@contoso.com, usageLocation: NL}}\n");
+    }
+    let tenant = TenantFile::parse(
+        &(BOOKINGS.to_string() + &tenant(&users, &s("sub-1", "SPB", 1, ""))),
+        "tenant.yaml",
+    )
+    .unwrap();
+    let clock = Arc::new(FixedClock::new(now()));
+    let backend = Embedded::new(tenant, None, clock.clone());
+    let mut desired = Desired {
+        subscriptions: vec![subscription(
+            meta("base", 2, &[]),
+            json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 1}),
+        )],
+        add_ons: vec![add_on(
+            meta("book", 1, &[]),
+            json!({"product": "BOOKINGS", "type": "Traditional", "subscriptionRef": {"name": "base"},
+                "quantity": 45, "autoAssign": true}),
+            Default::default(),
+        )],
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let report = rt
+        .block_on(seatkeeper::executor::converge(
+            &backend,
+            &mut seatkeeper::executor::NoLedger,
+            &mut desired,
+            clock.as_ref(),
+            &Options::default(),
+            seatkeeper::executor::DEFAULT_MAX_PASSES,
+        ))
+        .unwrap();
+    assert!(report.converged);
+    assert_eq!(
+        backend.writes(),
+        1 + 3,
+        "one purchase, then 45 users in 3 calls"
+    );
+    assert_eq!(desired.add_ons[0].status.auto_assigned, Some(45));
+    assert!(!desired.add_ons[0].status.auto_assign_due);
+}
