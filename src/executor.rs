@@ -574,7 +574,7 @@ fn mark_blocked(
     generation: Option<i64>,
     now: Instant,
 ) {
-    *reason = Some(block.reason.clone());
+    *reason = Some(block.reason.to_string());
     *conditions = Outcome {
         blocked: Some(block.clone()),
         ..Default::default()
@@ -630,7 +630,7 @@ fn overlay_refusals(
         for u in s.users.iter_mut() {
             if let Some(ub) = refused_users.get(&(r.clone(), u.user.clone())) {
                 u.state = UserState::Blocked;
-                u.reason = Some(ub.reason.clone());
+                u.reason = Some(ub.reason.to_string());
                 u.message = Some(ub.message.clone());
             }
         }

@@ -767,3 +767,18 @@ fn r07_cannot_cancel_a_subscription_whose_licences_are_in_use() {
     assert_eq!(r.code, 3);
     assert_eq!(r.tenant, before, "nothing cancelled");
 }
+
+#[test]
+fn extreme_dates_are_handled_not_a_crash() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s("sub-1", "SPB", 1, "")
+            .replace("2026-11-01T00:00:00Z", "9999-12-01T00:00:00Z")
+            .replace("2026-11-08T00:00:00Z", "9999-12-08T00:00:00Z"),
+    ));
+    let m = sub("spb", "sub-1", "SPB", 2, "")
+        + "---\napiVersion: seatkeeper.dev/v1alpha1\nkind: Subscription\nmetadata: {name: new}\nspec: {organization: contoso.com, product: SPE_E3, seats: 1}\n";
+    let r = t.run("apply", &m, "9999-12-20T00:00:00Z");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.tenant.contains("seats: 2"));
+}

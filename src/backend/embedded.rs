@@ -7,6 +7,7 @@ use super::{
     Backend, BackendError, Cancellation, MAX_BATCH, PurchaseRequest, Result, SeatChange, Snapshot,
 };
 use crate::clock::Clock;
+use crate::domain::billing::period_after;
 use crate::domain::catalog::CatalogOverrides;
 use crate::domain::rules::{
     cancellation_window_open, check_add_on_available, check_admin_may_change, check_cancellation,
@@ -14,11 +15,11 @@ use crate::domain::rules::{
     check_user_change,
 };
 use crate::domain::{
-    BillingFrequency, Catalog, Channel, CreditCheck, Instant, Organization, PendingSeatChange,
-    Refusal, Subscription, SubscriptionState, TraditionalAddOn,
+    Catalog, Channel, CreditCheck, Instant, Organization, PendingSeatChange, Refusal, Subscription,
+    SubscriptionState, TraditionalAddOn,
 };
 use crate::planner::UserChange;
-use jiff::{ToSpan, tz::TimeZone};
+use jiff::ToSpan;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -251,31 +252,63 @@ impl Embedded {
         organization: &str,
         f: impl FnOnce(&mut Organization, &Catalog, Instant) -> Result<T>,
     ) -> Result<T> {
+        self.update(organization, |org, catalog, now, _| {
+            f(org, catalog, now).map(Done::Changed)
+        })
+    }
+
+    /// Like [`Embedded::change`], all under one lock: `f` may find the change already made
+    /// (a retried purchase: nothing is written) and may take new ids, unique in the tenant.
+    fn update<T>(
+        &self,
+        organization: &str,
+        f: impl FnOnce(&mut Organization, &Catalog, Instant, &Ids) -> Result<Done<T>>,
+    ) -> Result<T> {
         let now = self.clock.now();
         let mut st = self.state.lock().expect("tenant lock");
         st.refresh()?;
         let catalog = st.catalog.clone();
-        let org = st
-            .tenant
-            .organizations
-            .iter_mut()
-            .find(|o| o.domain.eq_ignore_ascii_case(organization))
+        let orgs = &mut st.tenant.organizations;
+        let i = orgs
+            .iter()
+            .position(|o| o.domain.eq_ignore_ascii_case(organization))
             .ok_or_else(|| {
                 BackendError::Refused(Refusal::NotFound {
                     what: format!("organization {organization}"),
                 })
             })?;
+        let (before, rest) = orgs.split_at_mut(i);
+        let (org, after) = rest.split_first_mut().expect("found above");
+        let ids = Ids(before.iter().chain(after.iter()).collect());
         advance(org, now);
-        let out = f(org, &catalog, now)?;
-        st.writes += 1;
-        persist(&mut st)?;
-        Ok(out)
+        match f(org, &catalog, now, &ids)? {
+            Done::Unchanged(out) => Ok(out),
+            Done::Changed(out) => {
+                st.writes += 1;
+                persist(&mut st)?;
+                Ok(out)
+            }
+        }
     }
+}
 
-    fn next_id(tenant: &TenantFile, prefix: &str) -> String {
-        let used: std::collections::BTreeSet<&str> = tenant
-            .organizations
+/// What a call did to the tenant.
+enum Done<T> {
+    Changed(T),
+    /// Already done before (a retried purchase): nothing to write.
+    Unchanged(T),
+}
+
+/// The other organizations, for ids unique across the tenant.
+struct Ids<'t>(Vec<&'t Organization>);
+
+impl Ids<'_> {
+    fn next(&self, org: &Organization, prefix: &str) -> String {
+        let used: std::collections::BTreeSet<&str> = self
+            .0
             .iter()
+            .copied()
+            .chain(std::iter::once(org))
             .flat_map(|o| o.subscriptions.iter())
             .flat_map(|s| {
                 std::iter::once(s.id.as_str()).chain(s.add_ons.iter().map(|a| a.id.as_str()))
@@ -339,27 +372,17 @@ fn advance(org: &mut Organization, now: Instant) {
             && s.status != SubscriptionState::Canceled
         {
             if s.recurring_billing {
-                let mut next = end;
-                while next <= now {
-                    next = term_after(next, s.billing_frequency);
+                // Renewed, term after term; a term past the calendar's end never comes.
+                let mut next = Some(end);
+                while let Some(n) = next.filter(|n| *n <= now) {
+                    next = period_after(n, s.billing_frequency);
                 }
-                s.term_ends_at = Some(next);
+                s.term_ends_at = next;
             } else {
                 s.status = SubscriptionState::Canceled;
             }
         }
     }
-}
-
-fn term_after(from: Instant, frequency: BillingFrequency) -> Instant {
-    let span = match frequency {
-        BillingFrequency::Monthly => 1.month(),
-        BillingFrequency::Annual => 1.year(),
-    };
-    from.to_zoned(TimeZone::UTC)
-        .checked_add(span)
-        .expect("date in range")
-        .timestamp()
 }
 
 fn find_sub<'o>(org: &'o mut Organization, id: &str) -> Result<&'o mut Subscription> {
@@ -420,11 +443,16 @@ impl Backend for Embedded {
         organization: &str,
         req: &PurchaseRequest,
     ) -> Result<Subscription> {
-        if let Some(existing) = self.existing_purchase(organization, &req.idempotency_key) {
-            return Ok(existing);
-        }
-        let id = Embedded::next_id(&self.tenant(), "sub");
-        self.change(organization, |org, catalog, now| {
+        self.update(organization, |org, catalog, now, ids| {
+            let key = Some(req.idempotency_key.as_str());
+            if let Some(existing) = org
+                .subscriptions
+                .iter()
+                .find(|s| s.purchase_key.as_deref() == key)
+            {
+                return Ok(Done::Unchanged(existing.clone()));
+            }
+            let id = ids.next(org, "sub");
             let product = catalog
                 .product(&req.product)
                 .ok_or_else(|| Refusal::ProductUnknown {
@@ -449,13 +477,13 @@ impl Backend for Embedded {
                 billing_frequency: req.billing_frequency,
                 recurring_billing: req.recurring_billing,
                 purchased_at: Some(now),
-                term_ends_at: Some(term_after(now, req.billing_frequency)),
+                term_ends_at: period_after(now, req.billing_frequency),
                 cancellation_window_ends_at: Some(now + (7 * 24).hours()),
                 purchase_key: Some(req.idempotency_key.clone()),
                 ..Default::default()
             };
             org.subscriptions.push(sub.clone());
-            Ok(sub)
+            Ok(Done::Changed(sub))
         })
     }
 
@@ -540,19 +568,16 @@ impl Backend for Embedded {
         quantity: u32,
         key: &str,
     ) -> Result<TraditionalAddOn> {
-        let existing = self
-            .tenant()
-            .organizations
-            .iter()
-            .flat_map(|o| o.subscriptions.iter())
-            .flat_map(|s| s.add_ons.iter())
-            .find(|a| a.purchase_key.as_deref() == Some(key))
-            .cloned();
-        if let Some(a) = existing {
-            return Ok(a);
-        }
-        let id = Embedded::next_id(&self.tenant(), "addon");
-        self.change(organization, |org, catalog, now| {
+        self.update(organization, |org, catalog, now, ids| {
+            if let Some(a) = org
+                .subscriptions
+                .iter()
+                .flat_map(|s| s.add_ons.iter())
+                .find(|a| a.purchase_key.as_deref() == Some(key))
+            {
+                return Ok(Done::Unchanged(a.clone()));
+            }
+            let id = ids.next(org, "addon");
             let snapshot = org.clone();
             let base = find_sub(org, base_subscription_id)?;
             check_admin_may_change(base, now)?;
@@ -564,7 +589,7 @@ impl Backend for Embedded {
                 purchase_key: Some(key.into()),
             };
             base.add_ons.push(add_on.clone());
-            Ok(add_on)
+            Ok(Done::Changed(add_on))
         })
     }
 
@@ -630,16 +655,61 @@ impl Backend for Embedded {
     }
 }
 
-impl Embedded {
-    fn existing_purchase(&self, organization: &str, key: &str) -> Option<Subscription> {
-        let mut st = self.state.lock().expect("tenant lock");
-        let _ = st.refresh();
-        st.tenant
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::domain::BillingFrequency;
+
+    fn two_orgs() -> Embedded {
+        let yaml = "organizations:\n- {domain: contoso.com, paymentMethodOnFile: true}\n- {domain: fabrikam.com, paymentMethodOnFile: true}\n";
+        let tenant = TenantFile::parse(yaml, "tenant.yaml").unwrap();
+        let now = "2026-11-21T09:00:00Z".parse().unwrap();
+        Embedded::new(tenant, None, Arc::new(FixedClock::new(now)))
+    }
+
+    /// Two organizations buying at the same moment never get the same subscription id.
+    #[test]
+    fn concurrent_purchases_in_two_organizations_get_distinct_ids() {
+        let backend = Arc::new(two_orgs());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let backend = backend.clone();
+                std::thread::spawn(move || {
+                    let org = if t % 2 == 0 {
+                        "contoso.com"
+                    } else {
+                        "fabrikam.com"
+                    };
+                    (0..25)
+                        .map(|i| {
+                            let request = PurchaseRequest {
+                                product: "SPB".into(),
+                                seats: 1,
+                                billing_frequency: BillingFrequency::Monthly,
+                                recurring_billing: true,
+                                idempotency_key: format!("key-{t}-{i}"),
+                            };
+                            futures::executor::block_on(backend.buy_subscription(org, &request))
+                                .unwrap()
+                                .id
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let ids: Vec<String> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), 200, "ids were handed out twice");
+        let subs: usize = backend
+            .tenant()
             .organizations
             .iter()
-            .filter(|o| o.domain.eq_ignore_ascii_case(organization))
-            .flat_map(|o| o.subscriptions.iter())
-            .find(|s| s.purchase_key.as_deref() == Some(key))
-            .cloned()
+            .map(|o| o.subscriptions.len())
+            .sum();
+        assert_eq!(subs, 200);
     }
 }

@@ -298,15 +298,6 @@ enum CliError {
     Now(String),
 }
 
-fn kind_of(name: &str) -> Option<Kind> {
-    match name {
-        "Subscription" => Some(Kind::Subscription),
-        "LicenseAssignment" => Some(Kind::LicenseAssignment),
-        "AddOn" => Some(Kind::AddOn),
-        _ => None,
-    }
-}
-
 /// Keeps resource records in the tenant file, beside the tenant they describe.
 struct TenantLedger<'a> {
     backend: &'a Embedded,
@@ -334,7 +325,7 @@ fn records_of(
         .statuses()
         .into_iter()
         .map(|(kind, meta, status)| ResourceRecord {
-            kind: format!("{kind:?}"),
+            kind: kind.as_str().to_string(),
             namespace: meta.namespace.clone(),
             name: meta.name.clone(),
             uid: meta.uid.clone(),
@@ -387,7 +378,7 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     let mut statuses: BTreeMap<(Kind, String, String), Value> = BTreeMap::new();
     let mut others = vec![];
     for r in tenant.resources.iter() {
-        match kind_of(&r.kind) {
+        match Kind::from_wire(&r.kind) {
             Some(k) if !r.manifest.is_null() => {
                 let key = (k, r.namespace.clone(), r.name.clone());
                 objects.insert(key.clone(), r.manifest.clone());
@@ -399,7 +390,7 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     }
     let mut targets = vec![];
     for (_, obj) in &manifests.objects {
-        let k = kind_of(obj.kind()).expect("a seatkeeper kind");
+        let k = Kind::from_wire(obj.kind()).expect("a seatkeeper kind");
         let key = (k, obj.namespace(), obj.name());
         let mut v = obj.to_value();
         if let Some(o) = v.as_object_mut() {
@@ -429,7 +420,7 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
         let (created_at, uid, deleting) = meta_of[key].clone();
         let obj = Object::from_value(object, None).map_err(|e| {
             InputError(format!(
-                "{}: recorded {:?} {}/{}: {e}",
+                "{}: recorded {} {}/{}: {e}",
                 args.state.display(),
                 key.0,
                 key.1,
@@ -506,7 +497,13 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
                 .plan
                 .deleted
                 .iter()
-                .map(|r| (format!("{:?}", r.kind), r.namespace.clone(), r.name.clone()))
+                .map(|r| {
+                    (
+                        r.kind.as_str().to_string(),
+                        r.namespace.clone(),
+                        r.name.clone(),
+                    )
+                })
                 .collect();
             let mut records = backend.tenant().resources;
             records

@@ -53,7 +53,7 @@ pub fn render(
         .map(|e| {
             let mut v = serde_json::to_value(&e.action).expect("actions serialize");
             if let Some(b) = &e.refused {
-                v["refused"] = json!({"reason": b.reason, "message": b.message});
+                v["refused"] = json!({"reason": b.reason.as_str(), "message": b.message});
             }
             v
         })
@@ -91,10 +91,7 @@ fn table(
         let _ = writeln!(out, "{verb}:");
         for e in &report.executed {
             let what = e.action.op.describe();
-            let who = format!(
-                "{:?} {}/{}",
-                e.action.kind, e.action.namespace, e.action.name
-            );
+            let who = format!("{} {}/{}", e.action.kind, e.action.namespace, e.action.name);
             match &e.refused {
                 None => {
                     let _ = writeln!(out, "  {who}: {what}");
@@ -218,7 +215,7 @@ fn table(
         .filter_map(|r| {
             let b = r.conditions.get("Blocked").filter(|c| c.status == "True")?;
             Some(format!(
-                "  {:?} {}/{}: {}: {}",
+                "  {} {}/{}: {}: {}",
                 r.key.0, r.key.1, r.key.2, b.reason, b.message
             ))
         })

@@ -396,7 +396,7 @@ impl Ctx {
                 },
                 Some(b) => Event {
                     type_: EventType::Warning,
-                    reason: b.reason.clone(),
+                    reason: b.reason.to_string(),
                     note: Some(truncate(&b.message)),
                     action: "Reconcile".into(),
                     secondary: None,
@@ -500,7 +500,7 @@ impl Ctx {
     fn reference(&self, r: &ObjectRef, uid: Option<&String>) -> ObjectReference {
         ObjectReference {
             api_version: Some(API_VERSION.into()),
-            kind: Some(format!("{:?}", r.kind)),
+            kind: Some(r.kind.as_str().to_string()),
             namespace: Some(r.namespace.clone()),
             name: Some(r.name.clone()),
             uid: uid.cloned(),
@@ -559,7 +559,7 @@ impl Ctx {
     ) -> Result<ObjectMeta, kube::Error> {
         let body = json!({
             "apiVersion": API_VERSION,
-            "kind": format!("{kind:?}"),
+            "kind": kind.as_str(),
             "status": status,
         });
         let params = PatchParams::apply(FIELD_MANAGER).force();

@@ -34,26 +34,19 @@ fn cents(x: f64) -> f64 {
 /// charge is credited and the old count charged for the part already used, so the net charge
 /// is the difference times the remaining fraction of the period.
 pub fn cost_preview(sub: &Subscription, monthly_price: f64, to: u32, now: Instant) -> CostPreview {
-    let step = match sub.billing_frequency {
-        BillingFrequency::Monthly => 1.month(),
-        BillingFrequency::Annual => 1.year(),
-    };
     let months = match sub.billing_frequency {
         BillingFrequency::Monthly => 1.0,
         BillingFrequency::Annual => 12.0,
     };
-    let (remaining, period_ends_at) = match sub.purchased_at {
-        Some(start) => {
-            let mut begin = start.to_zoned(TimeZone::UTC);
-            let now_z = now.to_zoned(TimeZone::UTC);
-            let mut end = begin.checked_add(step).expect("date in range");
-            while end <= now_z {
-                begin = end.clone();
-                end = begin.checked_add(step).expect("date in range");
-            }
-            let total = (end.timestamp().as_second() - begin.timestamp().as_second()) as f64;
-            let left = (end.timestamp().as_second() - now.as_second()) as f64;
-            (left / total, Some(end.timestamp()))
+    let period = sub
+        .purchased_at
+        .and_then(|start| billing_period(start, sub.billing_frequency, now));
+    let (remaining, period_ends_at) = match period {
+        Some((begin, end)) => {
+            let total = (end.as_second() - begin.as_second()) as f64;
+            let left = (end.as_second() - now.as_second()) as f64;
+            // Before the purchase (a clock set back): the whole first period is ahead.
+            ((left / total).clamp(0.0, 1.0), Some(end))
         }
         None => (1.0, None),
     };
@@ -65,5 +58,88 @@ pub fn cost_preview(sub: &Subscription, monthly_price: f64, to: u32, now: Instan
         charged_now: cents(delta * monthly_price * months * remaining),
         new_monthly_amount: cents(to as f64 * monthly_price),
         period_ends_at,
+    }
+}
+
+/// When a billing period (term) that starts at `from` ends; None past the calendar's end.
+pub fn period_after(from: Instant, frequency: BillingFrequency) -> Option<Instant> {
+    let step = match frequency {
+        BillingFrequency::Monthly => 1.month(),
+        BillingFrequency::Annual => 1.year(),
+    };
+    Some(
+        from.to_zoned(TimeZone::UTC)
+            .checked_add(step)
+            .ok()?
+            .timestamp(),
+    )
+}
+
+/// The billing period, counted from `start`, that holds `now` (the first one if `now` is
+/// earlier); None when it would lie past the calendar's end.
+fn billing_period(
+    start: Instant,
+    frequency: BillingFrequency,
+    now: Instant,
+) -> Option<(Instant, Instant)> {
+    let (mut begin, mut end) = (start, period_after(start, frequency)?);
+    while end <= now {
+        (begin, end) = (end, period_after(end, frequency)?);
+    }
+    Some((begin, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Instant {
+        s.parse().unwrap()
+    }
+
+    fn sub(purchased: &str) -> Subscription {
+        Subscription {
+            id: "sub-1".into(),
+            product: "SPB".into(),
+            seats: 10,
+            purchased_at: Some(at(purchased)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn r08_seats_added_mid_period_are_charged_pro_rata() {
+        // Half of a 30-day period is left: 2 more seats at 10.00 cost 10.00 now.
+        let c = cost_preview(
+            &sub("2026-11-01T00:00:00Z"),
+            10.0,
+            12,
+            at("2026-11-16T00:00:00Z"),
+        );
+        assert_eq!(c.charged_now, 10.0);
+        assert_eq!(c.new_monthly_amount, 120.0);
+        assert_eq!(c.period_ends_at, Some(at("2026-12-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn r08_a_clock_before_the_purchase_never_charges_more_than_a_full_period() {
+        let c = cost_preview(
+            &sub("2026-11-01T00:00:00Z"),
+            10.0,
+            12,
+            at("2026-01-01T00:00:00Z"),
+        );
+        assert_eq!(c.charged_now, 20.0);
+    }
+
+    #[test]
+    fn extreme_dates_do_not_panic() {
+        let late = at("9999-12-20T00:00:00Z");
+        let c = cost_preview(&sub("9999-12-01T00:00:00Z"), 10.0, 12, late);
+        assert_eq!(
+            c.charged_now, 20.0,
+            "no period end in the calendar: a full period"
+        );
+        assert_eq!(period_after(late, BillingFrequency::Monthly), None);
     }
 }

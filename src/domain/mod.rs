@@ -6,10 +6,12 @@
 
 pub mod billing;
 pub mod catalog;
+pub mod reasons;
 pub mod rules;
 pub mod tenant;
 
 pub use catalog::{Catalog, Product, ProductKind};
+pub use reasons::BlockReason;
 pub use rules::Refusal;
 pub use tenant::{
     BillingFrequency, Channel, CreditCheck, Licence, Organization, PendingSeatChange, Subscription,

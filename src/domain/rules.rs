@@ -5,6 +5,7 @@
 
 use super::Instant;
 use super::catalog::Catalog;
+use super::reasons::BlockReason;
 use super::tenant::{Channel, Licence, Organization, Subscription, SubscriptionState, User};
 use serde::{Deserialize, Serialize};
 
@@ -83,31 +84,31 @@ pub enum Refusal {
 
 impl Refusal {
     /// The Blocked reason (CONTRACT §1) this refusal surfaces as.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> BlockReason {
         match self {
-            Refusal::CreditCheckPending { .. } => "CreditCheckPending",
-            Refusal::Prepaid { .. } => "Prepaid",
-            Refusal::ResellerManaged => "ResellerManaged",
-            Refusal::Trial { .. } => "Trial",
-            Refusal::SeatsInUse { .. } => "SeatsInUse",
-            Refusal::SelfServicePurchase => "SelfServicePurchase",
-            Refusal::NotActiveYet { .. } => "NotActiveYet",
-            Refusal::SubscriptionCanceled { .. } => "SubscriptionCanceled",
-            Refusal::SubscriptionSuspended { .. } => "SubscriptionSuspended",
-            Refusal::InsufficientSeats { .. } => "InsufficientSeats",
-            Refusal::ConflictingServices { .. } => "ConflictingServices",
-            Refusal::MissingDependency { .. } => "MissingDependency",
-            Refusal::UserNotFound { .. } => "UserNotFound",
-            Refusal::UsageLocationMissing { .. } => "UsageLocationMissing",
-            Refusal::SelfServiceOnly { .. } => "SelfServiceOnly",
-            Refusal::NotAvailable { .. } => "NotAvailable",
-            Refusal::RemovalRequiresSupport => "RemovalRequiresSupport",
-            Refusal::CancellationWindowClosed { .. } => "CancellationWindowClosed",
-            Refusal::ProductUnknown { .. } => "ProductUnknown",
-            Refusal::NotFound { .. } => "NotFound",
-            Refusal::BatchTooLarge { .. } => "BatchTooLarge",
-            Refusal::PurchaseLimitExceeded { .. } => "PurchaseLimitExceeded",
-            Refusal::DuplicateSubscription { .. } => "DuplicateSubscription",
+            Refusal::CreditCheckPending { .. } => BlockReason::CreditCheckPending,
+            Refusal::Prepaid { .. } => BlockReason::Prepaid,
+            Refusal::ResellerManaged => BlockReason::ResellerManaged,
+            Refusal::Trial { .. } => BlockReason::Trial,
+            Refusal::SeatsInUse { .. } => BlockReason::SeatsInUse,
+            Refusal::SelfServicePurchase => BlockReason::SelfServicePurchase,
+            Refusal::NotActiveYet { .. } => BlockReason::NotActiveYet,
+            Refusal::SubscriptionCanceled { .. } => BlockReason::SubscriptionCanceled,
+            Refusal::SubscriptionSuspended { .. } => BlockReason::SubscriptionSuspended,
+            Refusal::InsufficientSeats { .. } => BlockReason::InsufficientSeats,
+            Refusal::ConflictingServices { .. } => BlockReason::ConflictingServices,
+            Refusal::MissingDependency { .. } => BlockReason::MissingDependency,
+            Refusal::UserNotFound { .. } => BlockReason::UserNotFound,
+            Refusal::UsageLocationMissing { .. } => BlockReason::UsageLocationMissing,
+            Refusal::SelfServiceOnly { .. } => BlockReason::SelfServiceOnly,
+            Refusal::NotAvailable { .. } => BlockReason::NotAvailable,
+            Refusal::RemovalRequiresSupport => BlockReason::RemovalRequiresSupport,
+            Refusal::CancellationWindowClosed { .. } => BlockReason::CancellationWindowClosed,
+            Refusal::ProductUnknown { .. } => BlockReason::ProductUnknown,
+            Refusal::NotFound { .. } => BlockReason::NotFound,
+            Refusal::BatchTooLarge { .. } => BlockReason::BatchTooLarge,
+            Refusal::PurchaseLimitExceeded { .. } => BlockReason::PurchaseLimitExceeded,
+            Refusal::DuplicateSubscription { .. } => BlockReason::DuplicateSubscription,
         }
     }
 

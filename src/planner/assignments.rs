@@ -8,6 +8,7 @@ use crate::api::{
     AssignmentMode, LicenseAssignmentSpec, LicenseAssignmentStatus, OwnedLicence,
     PAUSED_ANNOTATION, UserState, UserStatus,
 };
+use crate::domain::BlockReason;
 use crate::domain::rules::{check_user_change, data_plans_enabled, licences_after};
 use crate::domain::{Licence, Refusal, User};
 use std::borrow::Cow;
@@ -94,6 +95,7 @@ impl Planner<'_> {
             owned: d.status.owned.clone(),
             ..Default::default()
         };
+        let mut first_block: Option<(&str, Block)> = None;
         for u in &users {
             let (state, block) = user_states
                 .get(*u)
@@ -104,35 +106,43 @@ impl Planner<'_> {
                 UserState::Pending => status.pending += 1,
                 UserState::Blocked => status.blocked += 1,
             }
+            // The resource's Blocked reason: the first blocked user's, else the first waiting one's.
+            if let Some(b) = &block {
+                let better = match &first_block {
+                    None => true,
+                    Some((fu, _)) => {
+                        state == UserState::Blocked
+                            && user_states.get(*fu).map(|s| s.0) != Some(UserState::Blocked)
+                    }
+                };
+                if better {
+                    first_block = Some((u, b.clone()));
+                }
+            }
             status.users.push(UserStatus {
                 user: u.to_string(),
                 state,
-                reason: block.as_ref().map(|b| b.reason.clone()),
+                reason: block.as_ref().map(|b| b.reason.to_string()),
                 message: block.map(|b| b.message),
             });
         }
-        if outcome.blocked.is_none() {
-            let first = status
+        if outcome.blocked.is_none()
+            && let Some((user, b)) = first_block
+        {
+            let same_reason = status
                 .users
                 .iter()
-                .find(|u| u.state == UserState::Blocked)
-                .or_else(|| status.users.iter().find(|u| u.reason.is_some()));
-            if let Some(u) = first {
-                let n = status.users.iter().filter(|x| x.reason == u.reason).count();
-                let others = if n > 1 {
-                    format!(" ({n} users)")
-                } else {
-                    String::new()
-                };
-                outcome.blocked = Some(Block::new(
-                    u.reason.as_deref().unwrap_or_default(),
-                    format!(
-                        "{}: {}{others}",
-                        u.user,
-                        u.message.as_deref().unwrap_or_default()
-                    ),
-                ));
-            }
+                .filter(|x| x.reason.as_deref() == Some(b.reason.as_str()))
+                .count();
+            let others = match same_reason.saturating_sub(1) {
+                0 => String::new(),
+                1 => " (and 1 more user)".to_string(),
+                n => format!(" (and {n} more users)"),
+            };
+            outcome.blocked = Some(Block::new(
+                b.reason,
+                format!("{user}: {}{others}", b.message),
+            ));
         }
         status.conditions = outcome.conditions(&d.status.conditions, d.meta.generation, self.now);
         status.blocked_reason = outcome.blocked_reason();
@@ -202,7 +212,7 @@ impl Planner<'_> {
                         (
                             UserState::Blocked,
                             Some(Block::new(
-                                "DuplicateAssignment",
+ BlockReason::DuplicateAssignment,
                                 format!(
                                     "LicenseAssignment {}/{} already assigns {} to this user with other disabled plans; the older claim wins: make the plans agree or drop one",
                                     other.namespace, other.name, l.product
@@ -259,7 +269,7 @@ impl Planner<'_> {
                         (
                             UserState::Blocked,
                             Some(Block::new(
-                                "DowngradeNotAcknowledged",
+ BlockReason::DowngradeNotAcknowledged,
                                 format!(
                                     "moving {u} off {} loses data-bearing services (R28): back the data up, then annotate {ACKNOWLEDGE_DOWNGRADE_ANNOTATION}=\"true\"",
                                     remove.join(", ")
@@ -326,7 +336,7 @@ impl Planner<'_> {
         let mut limit_block = None;
         if removing > self.options.max_removals && !d.meta.flag(ALLOW_BULK_REMOVAL_ANNOTATION) {
             let block = Block::new(
-                "RemovalLimitExceeded",
+                BlockReason::RemovalLimitExceeded,
                 format!(
                     "this change would remove licences from {removing} users, over the limit of {}: nothing was removed; if that is intended, annotate {ALLOW_BULK_REMOVAL_ANNOTATION}=\"true\"",
                     self.options.max_removals
@@ -369,7 +379,7 @@ impl Planner<'_> {
                     available,
                 });
                 let block = Block::new(
-                    &block.reason,
+                    block.reason,
                     format!(
                         "{n} users still have to move to {p} but only {available} licences are free: buy at least {} more seats; nobody moves until all can",
                         n - available

@@ -1,21 +1,21 @@
 //! From a resource's outcome to its Ready/Synced/Blocked conditions.
 
 use crate::api::{Condition, Conditions};
-use crate::domain::Instant;
+use crate::domain::{BlockReason, Instant};
 
 /// Something outside the spec that prevents convergence.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Block {
-    pub reason: String,
+    pub reason: BlockReason,
     pub message: String,
     /// When it may clear by itself.
     pub retry_at: Option<Instant>,
 }
 
 impl Block {
-    pub fn new(reason: &str, message: impl Into<String>) -> Block {
+    pub fn new(reason: BlockReason, message: impl Into<String>) -> Block {
         Block {
-            reason: reason.into(),
+            reason,
             message: message.into(),
             retry_at: None,
         }
@@ -61,9 +61,14 @@ impl Outcome {
     ) -> Conditions {
         let mut c = previous.clone();
         let ready = match (&self.blocked, &self.progressing) {
-            (Some(b), _) if !self.informational => {
-                condition("Ready", false, &b.reason, &b.message, now, generation)
-            }
+            (Some(b), _) if !self.informational => condition(
+                "Ready",
+                false,
+                b.reason.as_str(),
+                &b.message,
+                now,
+                generation,
+            ),
             (_, Some(p)) if self.paused => condition(
                 "Ready",
                 false,
@@ -103,7 +108,14 @@ impl Outcome {
             )
         });
         c.set(match &self.blocked {
-            Some(b) => condition("Blocked", true, &b.reason, &b.message, now, generation),
+            Some(b) => condition(
+                "Blocked",
+                true,
+                b.reason.as_str(),
+                &b.message,
+                now,
+                generation,
+            ),
             None => condition(
                 "Blocked",
                 false,
@@ -117,6 +129,6 @@ impl Outcome {
     }
 
     pub fn blocked_reason(&self) -> Option<String> {
-        self.blocked.as_ref().map(|b| b.reason.clone())
+        self.blocked.as_ref().map(|b| b.reason.to_string())
     }
 }

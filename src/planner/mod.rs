@@ -16,18 +16,52 @@ use crate::api::{
     SubscriptionStatus,
 };
 use crate::domain::billing::CostPreview;
-use crate::domain::{BillingFrequency, Catalog, Instant, Licence, Organization, Refusal};
+use crate::domain::{
+    BillingFrequency, BlockReason, Catalog, Instant, Licence, Organization, Refusal,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub use conditions::Block;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// The three kinds of resource. Their wire names are part of persisted purchase keys and
+/// records: never rename one (a renamed kind would make a recorded purchase unrecognisable,
+/// and buy again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Subscription,
     LicenseAssignment,
     AddOn,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Subscription, Kind::LicenseAssignment, Kind::AddOn];
+
+    /// The wire name: the resource's `kind`, in purchase keys, records and actions.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Subscription => "Subscription",
+            Kind::LicenseAssignment => "LicenseAssignment",
+            Kind::AddOn => "AddOn",
+        }
+    }
+
+    pub fn from_wire(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Names one declared resource.
@@ -144,7 +178,7 @@ impl Op {
 
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} {}/{}", self.kind, self.namespace, self.name)
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
     }
 }
 
@@ -584,7 +618,7 @@ impl<'a> Planner<'a> {
         {
             Some(bound) if bound != organization => {
                 return Err(Block::new(
-                    "OrganizationNotPermitted",
+                    BlockReason::OrganizationNotPermitted,
                     format!(
                         "namespace {} is bound to organization {bound}; this resource names {organization}: move it to a namespace bound to {organization}",
                         meta.namespace
@@ -593,7 +627,7 @@ impl<'a> Planner<'a> {
             }
             None if self.options.require_namespace_binding => {
                 return Err(Block::new(
-                    "OrganizationNotPermitted",
+                    BlockReason::OrganizationNotPermitted,
                     format!(
                         "namespace {} is not bound to an organization: label it {}={organization}",
                         meta.namespace,
@@ -605,7 +639,7 @@ impl<'a> Planner<'a> {
         }
         self.observed.organizations.get(organization).ok_or_else(|| {
             Block::new(
-                "OrganizationNotFound",
+ BlockReason::OrganizationNotFound,
                 format!("organization {organization} is not known to the licensing backend: check spec.organization"),
             )
         })
@@ -648,7 +682,7 @@ impl<'a> Planner<'a> {
 impl From<Refusal> for Block {
     fn from(r: Refusal) -> Block {
         Block {
-            reason: r.reason().to_string(),
+            reason: r.reason(),
             message: r.message(),
             retry_at: r.retry_at(),
         }
@@ -659,7 +693,10 @@ impl From<Refusal> for Block {
 /// a new incarnation of the resource.
 pub fn purchase_key(kind: Kind, meta: &Meta, organization: &str) -> String {
     format!(
-        "seatkeeper:{organization}:{kind:?}:{}/{}:{}",
-        meta.namespace, meta.name, meta.uid
+        "seatkeeper:{organization}:{}:{}/{}:{}",
+        kind.as_str(),
+        meta.namespace,
+        meta.name,
+        meta.uid
     )
 }

@@ -8,6 +8,7 @@ use crate::api::{
     ALLOW_LARGE_PURCHASE_ANNOTATION, AddOnStatus, AddOnType, PAUSED_ANNOTATION, PendingPurchase,
     PurchaseState, SeatCounts, SubscriptionDeletionPolicy, SubscriptionStatus,
 };
+use crate::domain::BlockReason;
 use crate::domain::billing::{CostPreview, cost_preview};
 use crate::domain::rules::{
     cancellation_window_open, check_add_on_available, check_admin_may_change, check_cancellation,
@@ -140,7 +141,7 @@ impl Planner<'_> {
                     .any(|o| o.subscription(id).is_some()) =>
                 {
                     Err(Block::new(
-                        "OrganizationMismatch",
+                        BlockReason::OrganizationMismatch,
                         format!(
                             "subscription {id} belongs to another organization, not {}: subscriptions are never shared",
                             p.organization
@@ -148,14 +149,15 @@ impl Planner<'_> {
                     ))
                 }
                 None => Err(Block::new(
-                    "SubscriptionNotFound",
+                    BlockReason::SubscriptionNotFound,
                     format!("subscription {id} does not exist in {}", p.organization),
                 )),
             };
         }
         if let Some(id) = p.recorded_id {
             return org.subscription(id).map(Some).ok_or_else(|| {
-                Block::new("SubscriptionNotFound", format!("subscription {id}, bought earlier, no longer exists in the licensing service"))
+                Block::new(
+ BlockReason::SubscriptionNotFound, format!("subscription {id}, bought earlier, no longer exists in the licensing service"))
             });
         }
         // A purchase whose record was lost (a crash before the status write) is still found:
@@ -177,7 +179,7 @@ impl Planner<'_> {
             Some(x) if x.kind == p.expect => x,
             Some(_) if p.expect == ProductKind::Base => {
                 return Err(Block::new(
-                    "ProductUnknown",
+                    BlockReason::ProductUnknown,
                     format!(
                         "{} is an add-on product: declare it with kind AddOn",
                         p.product
@@ -186,7 +188,7 @@ impl Planner<'_> {
             }
             Some(_) => {
                 return Err(Block::new(
-                    "ProductUnknown",
+                    BlockReason::ProductUnknown,
                     format!(
                         "{} is not an add-on product: declare it with kind Subscription",
                         p.product
@@ -213,7 +215,7 @@ impl Planner<'_> {
         if let Some(s) = bound {
             if s.product != p.product {
                 return Err(Block::new(
-                    "ProductMismatch",
+                    BlockReason::ProductMismatch,
                     format!(
                         "subscription {} is of product {}, not {}",
                         s.id, s.product, p.product
@@ -604,7 +606,7 @@ impl Planner<'_> {
         if let Some(id) = &d.spec.add_on_id {
             let a = base.add_ons.iter().find(|a| &a.id == id).ok_or_else(|| {
                 Block::new(
-                    "AddOnNotFound",
+ BlockReason::AddOnNotFound,
                     format!(
                         "add-on {id} does not exist on the base subscription {}: check spec.addOnId and spec.subscriptionRef",
                         base.id
@@ -613,7 +615,7 @@ impl Planner<'_> {
             })?;
             if a.product != d.spec.product {
                 return Err(Block::new(
-                    "ProductMismatch",
+                    BlockReason::ProductMismatch,
                     format!(
                         "add-on {id} is of product {}, not {}",
                         a.product, d.spec.product
@@ -646,7 +648,7 @@ impl Planner<'_> {
             Some(p) if p.kind == ProductKind::AddOn => p,
             Some(_) => {
                 return Err(Block::new(
-                    "ProductUnknown",
+                    BlockReason::ProductUnknown,
                     format!("{} is not an add-on product", d.spec.product),
                 ));
             }
@@ -673,7 +675,7 @@ impl Planner<'_> {
                 return Ok(());
             }
             return Err(Block::new(
-                "BaseSubscriptionNotReady",
+                BlockReason::BaseSubscriptionNotReady,
                 format!(
                     "the base Subscription {ref_name} does not exist in namespace {} or has no subscription yet",
                     d.meta.namespace
@@ -697,7 +699,7 @@ impl Planner<'_> {
                 return Ok(());
             }
             return Err(Block::new(
-                "BaseSubscriptionCanceled",
+                BlockReason::BaseSubscriptionCanceled,
                 format!(
                     "the base subscription {} was canceled, which cancels its traditional add-ons (R22)",
                     base.id
@@ -718,7 +720,7 @@ impl Planner<'_> {
         }
         if !base.is_usable(self.now) {
             return Err(Block::new(
-                "BaseSubscriptionNotReady",
+                BlockReason::BaseSubscriptionNotReady,
                 format!("the base subscription {} is not active yet", base.id),
             ));
         }
@@ -729,7 +731,7 @@ impl Planner<'_> {
                 if let Some(a) = base.add_ons.iter().find(|a| a.product == d.spec.product) {
                     // Buying a second one next to it is almost never meant: adopt it instead.
                     return Err(Block::new(
-                        "AddOnExists",
+                        BlockReason::AddOnExists,
                         format!(
                             "the base subscription {} already has add-on {} of {}: set spec.addOnId: {} to manage it instead of buying a second one",
                             base.id, a.id, a.product, a.id
