@@ -782,3 +782,30 @@ fn extreme_dates_are_handled_not_a_crash() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.tenant.contains("seats: 2"));
 }
+
+#[test]
+fn a_recorded_status_that_cannot_be_read_is_an_error_not_forgotten() {
+    // u0's licence is owned by LicenseAssignment a; a damaged record must not silently drop
+    // that ownership (or anything else it holds).
+    let t = Tenant::new(&format!(
+        "{}resources:\n- kind: LicenseAssignment\n  namespace: default\n  name: a\n  uid: '1'\n  createdAt: '2026-11-20T00:00:00Z'\n  manifest: {{apiVersion: seatkeeper.dev/v1alpha1, kind: LicenseAssignment, metadata: {{name: a, namespace: default}}, spec: {{organization: contoso.com, users: [u0@contoso.com], licenses: [{{product: SPB}}]}}}}\n  status: {{owned: oops}}\n",
+        tenant(
+            &users(1, ", licenses: [{product: SPB}]"),
+            &s("sub-1", "SPB", 1, "")
+        )
+    ));
+    let before = std::fs::read_to_string(t.dir.path().join("tenant.yaml")).unwrap();
+    let r = t.apply(&lasg("a", &["u0@contoso.com"], "[{product: SPB}]", ""));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("tenant.yaml")
+            && r.stderr.contains("LicenseAssignment default/a")
+            && r.stderr.contains("status.owned"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.dir.path().join("tenant.yaml")).unwrap(),
+        before
+    );
+}

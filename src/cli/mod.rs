@@ -418,7 +418,7 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     };
     for (key, object) in &objects {
         let (created_at, uid, deleting) = meta_of[key].clone();
-        let obj = Object::from_value(object, None).map_err(|e| {
+        let recorded = |e: String| {
             InputError(format!(
                 "{}: recorded {} {}/{}: {e}",
                 args.state.display(),
@@ -426,7 +426,8 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
                 key.1,
                 key.2
             ))
-        })?;
+        };
+        let obj = Object::from_value(object, None).map_err(&recorded)?;
         let m = obj.meta();
         let meta = Meta {
             namespace: key.1.clone(),
@@ -437,22 +438,24 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
             annotations: m.annotations.clone().unwrap_or_default(),
             deleting,
         };
+        // A record that cannot be read is an error, never an empty status: it holds what the
+        // resource bought and the licences it owns.
         let status = statuses.get(key).cloned().unwrap_or(Value::Null);
         match obj {
             Object::Subscription(o) => desired.subscriptions.push(Declared {
                 meta,
                 spec: o.spec,
-                status: serde_json::from_value(status).unwrap_or_default(),
+                status: recorded_status(status).map_err(&recorded)?,
             }),
             Object::LicenseAssignment(o) => desired.assignments.push(Declared {
                 meta,
                 spec: o.spec,
-                status: serde_json::from_value(status).unwrap_or_default(),
+                status: recorded_status(status).map_err(&recorded)?,
             }),
             Object::AddOn(o) => desired.add_ons.push(Declared {
                 meta,
                 spec: o.spec,
-                status: serde_json::from_value(status).unwrap_or_default(),
+                status: recorded_status(status).map_err(&recorded)?,
             }),
         }
     }
@@ -541,6 +544,15 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     } else {
         EXIT_NOT_READY
     })
+}
+
+/// A status recorded in the tenant file (none yet: the default).
+fn recorded_status<T: Default + serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+    if value.is_null() {
+        return Ok(T::default());
+    }
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| format!("status.{}: {}", e.path(), e.inner()))
 }
 
 /// Bad input that only the tenant can reveal: an unknown organization or product.

@@ -515,25 +515,19 @@ impl Ctx {
     }
 
     fn update_gauges(&self, org: &str, desired: &Desired) {
-        for d in &desired.subscriptions {
-            if let Some(s) = &d.status.seats {
-                let labels = metrics::Pool {
-                    organization: org.to_string(),
-                    product: d.spec.product.clone(),
-                };
-                self.metrics
-                    .seats_purchased
-                    .get_or_create(&labels)
-                    .set(s.purchased);
-                self.metrics
-                    .seats_assigned
-                    .get_or_create(&labels)
-                    .set(s.assigned);
-                self.metrics
-                    .seats_available
-                    .get_or_create(&labels)
-                    .set(s.available);
-            }
+        for (product, seats) in pool_gauges(desired) {
+            let labels = metrics::Pool {
+                organization: org.to_string(),
+                product,
+            };
+            let m = &self.metrics;
+            m.seats_purchased
+                .get_or_create(&labels)
+                .set(seats.purchased);
+            m.seats_assigned.get_or_create(&labels).set(seats.assigned);
+            m.seats_available
+                .get_or_create(&labels)
+                .set(seats.available);
         }
     }
 
@@ -569,6 +563,27 @@ impl Ctx {
             .meta()
             .clone())
     }
+}
+
+/// Per product: seats purchased over all the organization's declared subscriptions and
+/// add-ons of it, and the pool's assigned and available licences (the same for each of them).
+fn pool_gauges(desired: &Desired) -> BTreeMap<String, crate::api::SeatCounts> {
+    let subs = desired
+        .subscriptions
+        .iter()
+        .filter_map(|d| Some((&d.spec.product, d.status.seats.as_ref()?)));
+    let add_ons = desired
+        .add_ons
+        .iter()
+        .filter_map(|d| Some((&d.spec.product, d.status.quantity.as_ref()?)));
+    let mut out: BTreeMap<String, crate::api::SeatCounts> = BTreeMap::new();
+    for (product, seats) in subs.chain(add_ons) {
+        let g = out.entry(product.clone()).or_default();
+        g.purchased += seats.purchased;
+        g.assigned = seats.assigned;
+        g.available = seats.available;
+    }
+    out
 }
 
 /// Our write's resourceVersion may stand for what we read only if nobody else changed what the
@@ -905,5 +920,37 @@ async fn serve_http(
         .await
     {
         tracing::error!(error = %e, "metrics server failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{SeatCounts, SubscriptionStatus};
+
+    #[test]
+    fn seats_purchased_gauge_sums_the_subscriptions_of_a_product() {
+        let sub = |seats: i64| Declared {
+            meta: Meta::default(),
+            spec: serde_json::from_value(
+                json!({"organization": "contoso.com", "product": "SPB", "seats": seats}),
+            )
+            .unwrap(),
+            status: SubscriptionStatus {
+                seats: Some(SeatCounts {
+                    desired: seats,
+                    purchased: seats,
+                    assigned: 9,
+                    available: 4,
+                }),
+                ..Default::default()
+            },
+        };
+        let desired = Desired {
+            subscriptions: vec![sub(5), sub(8)],
+            ..Default::default()
+        };
+        let g = &pool_gauges(&desired)["SPB"];
+        assert_eq!((g.purchased, g.assigned, g.available), (13, 9, 4));
     }
 }

@@ -229,7 +229,7 @@ impl Planner<'_> {
                     );
                     continue;
                 };
-                let user = &*self.planned_user(user);
+                let user = &*self.planned_user(organization, user);
                 let add: Vec<Licence> = declared
                     .iter()
                     .filter(|l| user.licence(&l.product).is_none_or(|h| !h.same_plans(l)))
@@ -426,10 +426,12 @@ impl Planner<'_> {
                 user_states.insert(c.user.clone(), (UserState::Pending, None));
             }
             if let Some(user) = org.user(&c.change.user) {
-                let after =
-                    licences_after(&self.planned_user(user), &c.change.add, &c.change.remove);
-                self.planned_licences
-                    .insert(user as *const User as usize, after);
+                let after = licences_after(
+                    &self.planned_user(organization, user),
+                    &c.change.add,
+                    &c.change.remove,
+                );
+                self.plan_licences(organization, user, after);
             }
             accepted.push(c.change);
         }
@@ -456,6 +458,14 @@ impl Planner<'_> {
             Some(b) => Err(b),
             None => Ok(()),
         }
+    }
+}
+
+impl Planner<'_> {
+    /// What `user` holds once this plan's changes so far are made.
+    pub(super) fn plan_licences(&mut self, organization: &str, user: &User, after: Vec<Licence>) {
+        let key = (organization.to_lowercase(), user.upn.to_lowercase());
+        self.planned_licences.insert(key, after);
     }
 }
 
@@ -496,8 +506,9 @@ pub fn record_owned(owned: &mut Vec<OwnedLicence>, change: &UserChange, newly_ad
 
 impl<'a> Planner<'a> {
     /// The user as this plan leaves them so far.
-    pub(super) fn planned_user(&self, user: &'a User) -> Cow<'a, User> {
-        match self.planned_licences.get(&(user as *const User as usize)) {
+    pub(super) fn planned_user(&self, organization: &str, user: &'a User) -> Cow<'a, User> {
+        let key = (organization.to_lowercase(), user.upn.to_lowercase());
+        match self.planned_licences.get(&key) {
             Some(licences) => Cow::Owned(User {
                 licenses: licences.clone(),
                 ..user.clone()

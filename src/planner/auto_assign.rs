@@ -6,7 +6,7 @@ use super::conditions::Outcome;
 use super::{Kind, Op, Planner, UserChange};
 use crate::api::{AddOnSpec, AddOnStatus, PAUSED_ANNOTATION, UserState, UserStatus};
 use crate::domain::rules::{check_free_seats, check_user_change};
-use crate::domain::{Licence, Refusal, User};
+use crate::domain::{Licence, Refusal};
 
 /// At most this many skipped users are listed in status (the count is in the message).
 pub const MAX_SKIPPED_LISTED: usize = 100;
@@ -67,7 +67,7 @@ impl Planner<'_> {
         let mut changes = vec![];
         let mut skipped_now = 0usize;
         for observed_user in &org.users {
-            let user = self.planned_user(observed_user);
+            let user = self.planned_user(organization, observed_user);
             if !user.licenses.is_empty() {
                 continue;
             }
@@ -87,8 +87,7 @@ impl Planner<'_> {
             if !paused {
                 self.pool_mut(organization, product).consumed += 1;
             }
-            self.planned_licences
-                .insert(observed_user as *const User as usize, checked.after);
+            self.plan_licences(organization, observed_user, checked.after);
             changes.push(UserChange {
                 user: user.upn.clone(),
                 add: licence.to_vec(),

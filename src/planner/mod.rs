@@ -463,9 +463,8 @@ struct Planner<'a> {
     deleted: Vec<ObjectRef>,
     requeue_at: Option<Instant>,
     /// The licences a user holds once this plan's earlier licence changes are made, so that
-    /// later changes are checked against them; keyed by the observed user's address (users
-    /// live in `observed` for the whole pass).
-    planned_licences: HashMap<usize, Vec<Licence>>,
+    /// later changes are checked against them: (organization, user), both lowercase.
+    planned_licences: HashMap<(String, String), Vec<Licence>>,
     /// One owner per subscription and per add-on.
     owners: Owners,
 }
