@@ -22,14 +22,31 @@ use std::future::Future;
 /// Where resource statuses are kept between passes and runs: the tenant file for the CLI,
 /// the status subresource in a cluster.
 pub trait Ledger: Send {
-    fn save(&mut self, desired: &Desired) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn save(
+        &mut self,
+        desired: &Desired,
+        point: SavePoint,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+}
+
+/// Why the executor saves. A ledger must keep every purchase in flight at `BeforeChanges`
+/// (so a crash can never buy twice) and everything at `Final`; what it keeps in between is
+/// its choice (the cluster writes each status once per convergence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SavePoint {
+    /// Before a pass calls the backend: purchase keys must be on record.
+    BeforeChanges,
+    /// After a pass's changes, with more passes to come.
+    AfterPass,
+    /// The run is over (converged, out of passes, or failed).
+    Final,
 }
 
 /// A ledger that keeps nothing (`plan`, tests).
 pub struct NoLedger;
 
 impl Ledger for NoLedger {
-    async fn save(&mut self, _: &Desired) -> Result<(), BackendError> {
+    async fn save(&mut self, _: &Desired, _: SavePoint) -> Result<(), BackendError> {
         Ok(())
     }
 }
@@ -100,7 +117,7 @@ pub async fn converge<B: Backend, L: Ledger>(
         overlay_refusals(desired, &mut plan, &refused, &refused_users, now);
         store_statuses(desired, &plan);
         if plan.actions.is_empty() || pass == max_passes.max(1) {
-            ledger.save(desired).await?;
+            ledger.save(desired, SavePoint::Final).await?;
             let converged = plan.actions.is_empty();
             return Ok(Report {
                 executed,
@@ -112,7 +129,7 @@ pub async fn converge<B: Backend, L: Ledger>(
             });
         }
         // Purchase keys and statuses are on record before any purchase is attempted.
-        ledger.save(desired).await?;
+        ledger.save(desired, SavePoint::BeforeChanges).await?;
         let actions = std::mem::take(&mut plan.actions);
         let mut changes: BTreeMap<String, Vec<(usize, UserChange)>> = BTreeMap::new();
         let mut unfinished: BTreeSet<(String, String)> = BTreeSet::new();
@@ -135,7 +152,10 @@ pub async fn converge<B: Backend, L: Ledger>(
             writes: &mut writes,
             unfinished: &mut unfinished,
         };
-        ops.apply(backend, clock, desired, &actions, false).await?;
+        if let Err(e) = ops.apply(backend, clock, desired, &actions, false).await {
+            ledger.save(desired, SavePoint::Final).await?;
+            return Err(e);
+        }
         // Licence changes next: they may use seats just bought, and may free seats.
         let mut batches: Vec<(String, Vec<(usize, UserChange)>)> = vec![];
         for (org, list) in changes {
@@ -237,7 +257,7 @@ pub async fn converge<B: Backend, L: Ledger>(
             }
         }
         if let Some(e) = failure {
-            ledger.save(desired).await?;
+            ledger.save(desired, SavePoint::Final).await?;
             return Err(e);
         }
         for (i, users) in done {
@@ -256,8 +276,11 @@ pub async fn converge<B: Backend, L: Ledger>(
             writes: &mut writes,
             unfinished: &mut unfinished,
         };
-        ops.apply(backend, clock, desired, &actions, true).await?;
-        ledger.save(desired).await?;
+        if let Err(e) = ops.apply(backend, clock, desired, &actions, true).await {
+            ledger.save(desired, SavePoint::Final).await?;
+            return Err(e);
+        }
+        ledger.save(desired, SavePoint::AfterPass).await?;
     }
     unreachable!("the loop returns on its last pass")
 }

@@ -305,3 +305,66 @@ async fn leases_and_discovery() {
         .collect();
     assert!(kinds.contains(&"LicenseAssignment".to_string()));
 }
+
+#[tokio::test]
+async fn server_side_apply_removes_fields_the_manager_stops_sending() {
+    let server = ApiServer::start().await;
+    let client = server.client();
+    namespace(&client, "team", json!({})).await;
+    let api: Api<Subscription> = Api::namespaced(client.clone(), "team");
+    api.create(&PostParams::default(), &subscription("e3", 5))
+        .await
+        .unwrap();
+    let apply = |status: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            let body = json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Subscription", "status": status});
+            api.patch_status(
+                "e3",
+                &PatchParams::apply("seatkeeper").force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    apply(json!({"blockedReason": "Trial", "subscriptionId": "sub-1", "seats": {"desired": 5, "purchased": 5, "assigned": 0, "available": 5}})).await;
+    let after = apply(json!({"subscriptionId": "sub-1", "seats": {"desired": 5, "purchased": 5, "assigned": 1, "available": 4}})).await;
+    let status = serde_json::to_value(after.status.unwrap()).unwrap();
+    assert!(status.get("blockedReason").is_none(), "{status}");
+    assert_eq!(status["seats"]["assigned"], 1);
+    // A field another write set (not this manager's apply) stays.
+    api.patch_status(
+        "e3",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"trial": true}})),
+    )
+    .await
+    .unwrap();
+    let after = apply(json!({"subscriptionId": "sub-1"})).await;
+    let status = serde_json::to_value(after.status.unwrap()).unwrap();
+    assert_eq!(status["trial"], true);
+    assert!(status.get("seats").is_none());
+}
+
+#[tokio::test]
+async fn metadata_only_lists_carry_no_secret_data() {
+    let server = ApiServer::start().await;
+    let client = server.client();
+    namespace(&client, "team", json!({})).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "team");
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "k"}, "stringData": {"key": "ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"}}),
+    )
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let meta = secrets.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(meta.items.len(), 1);
+    assert_eq!(server.secret_data_streamed(), 0);
+    let full = secrets.list(&ListParams::default()).await.unwrap();
+    assert!(full.items[0].data.is_some());
+    assert_eq!(server.secret_data_streamed(), 1);
+}

@@ -732,6 +732,11 @@ async fn e2e_r04_a_product_key_secret_is_watched_and_unblocks_a_prepaid_subscrip
         w.subscription("sub-prepaid")["seats"] == 7
     })
     .await;
+    assert_eq!(
+        w.server.secret_data_streamed(),
+        0,
+        "Secrets are watched as metadata only; the key is read with a GET"
+    );
     r.stop().await;
 }
 
@@ -838,5 +843,203 @@ async fn e2e_money_safety_duplicate_subscription_and_purchase_limit_reach_condit
         .filter(|s| s["product"] == "SPE_E3")
         .count();
     assert_eq!(bought, 0, "nothing bought");
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_status_is_written_at_most_once_per_object_for_500_assignments() {
+    let w = world("  - {id: sub-big, product: SPE_E3, seats: 500}\n").await;
+    let mut text = std::fs::read_to_string(&w.state).unwrap();
+    let users: String = (0..500)
+        .map(|i| format!("  - {{upn: bulk{i}@{ORG}, usageLocation: NL}}\n"))
+        .collect();
+    text = text.replace("  users:\n", &format!("  users:\n{users}"));
+    std::fs::write(&w.state, text).unwrap();
+    let las: Api<LicenseAssignment> = w.api(NS);
+    for i in 0..500 {
+        let mut la = lasg(&format!("bulk-{i}"), 0..0, "SPE_E3", json!({}));
+        la["spec"]["users"] = json!([format!("bulk{i}@{ORG}")]);
+        let o: LicenseAssignment = serde_json::from_value(la).unwrap();
+        las.create(&PostParams::default(), &o).await.unwrap();
+    }
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(600));
+    eventually("500 assigned and Ready", || {
+        w.holders("SPE_E3") == 500
+            && w.server
+                .objects("seatkeeper.dev/v1alpha1/licenseassignments")
+                .iter()
+                .all(|o| condition(o, "Ready").0 == "True")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = w.server.status_writes();
+    assert!(writes <= 500, "{writes} status writes for 500 objects");
+    r.stop().await;
+}
+
+/// A backend only this test has: the controller takes any `Backend`.
+struct Counting {
+    inner: seatkeeper::backend::embedded::Embedded,
+    assign_calls: std::sync::atomic::AtomicUsize,
+}
+
+impl seatkeeper::backend::Backend for Counting {
+    async fn snapshot(
+        &self,
+        o: &str,
+    ) -> seatkeeper::backend::Result<seatkeeper::backend::Snapshot> {
+        self.inner.snapshot(o).await
+    }
+    async fn buy_subscription(
+        &self,
+        o: &str,
+        r: &seatkeeper::backend::PurchaseRequest,
+    ) -> seatkeeper::backend::Result<seatkeeper::domain::Subscription> {
+        self.inner.buy_subscription(o, r).await
+    }
+    async fn convert_trial(&self, o: &str, id: &str) -> seatkeeper::backend::Result<()> {
+        self.inner.convert_trial(o, id).await
+    }
+    async fn set_seats(
+        &self,
+        o: &str,
+        id: &str,
+        seats: u32,
+        key: Option<&str>,
+    ) -> seatkeeper::backend::Result<seatkeeper::backend::SeatChange> {
+        self.inner.set_seats(o, id, seats, key).await
+    }
+    async fn set_recurring_billing(
+        &self,
+        o: &str,
+        id: &str,
+        on: bool,
+    ) -> seatkeeper::backend::Result<()> {
+        self.inner.set_recurring_billing(o, id, on).await
+    }
+    async fn cancel(
+        &self,
+        o: &str,
+        id: &str,
+    ) -> seatkeeper::backend::Result<seatkeeper::backend::Cancellation> {
+        self.inner.cancel(o, id).await
+    }
+    async fn buy_add_on(
+        &self,
+        o: &str,
+        base: &str,
+        product: &str,
+        quantity: u32,
+        key: &str,
+    ) -> seatkeeper::backend::Result<seatkeeper::domain::TraditionalAddOn> {
+        self.inner.buy_add_on(o, base, product, quantity, key).await
+    }
+    async fn set_add_on_quantity(
+        &self,
+        o: &str,
+        base: &str,
+        id: &str,
+        q: u32,
+    ) -> seatkeeper::backend::Result<()> {
+        self.inner.set_add_on_quantity(o, base, id, q).await
+    }
+    async fn cancel_add_on(
+        &self,
+        o: &str,
+        base: &str,
+        id: &str,
+    ) -> seatkeeper::backend::Result<()> {
+        self.inner.cancel_add_on(o, base, id).await
+    }
+    async fn assign_licences(
+        &self,
+        o: &str,
+        changes: &[seatkeeper::planner::UserChange],
+    ) -> seatkeeper::backend::Result<Vec<Result<(), seatkeeper::domain::Refusal>>> {
+        self.assign_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.assign_licences(o, changes).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_the_controller_runs_with_any_backend() {
+    let w = world("").await;
+    let clock: std::sync::Arc<dyn seatkeeper::clock::Clock> =
+        std::sync::Arc::new(seatkeeper::clock::SystemClock);
+    let backend = std::sync::Arc::new(Counting {
+        inner: seatkeeper::backend::embedded::Embedded::open(&w.state, clock.clone()).unwrap(),
+        assign_calls: Default::default(),
+    });
+    let (stop, rx) = watch::channel(false);
+    let cfg = RunConfig {
+        state: PathBuf::from("/nonexistent: run_with takes the backend"),
+        resync: Duration::from_secs(600),
+        options: Options::default(),
+        metrics_addr: free_port(),
+        election: None,
+    };
+    let client = w.server.client();
+    let b = backend.clone();
+    let task = tokio::spawn(async move {
+        controller::run_with(client, cfg, b, clock, rx)
+            .await
+            .unwrap();
+    });
+    w.create(NS, lasg("e3", 0..2, "ENTERPRISEPACK", json!({})))
+        .await;
+    eventually("assigned through the test backend", || {
+        w.holders("ENTERPRISEPACK") == 2
+    })
+    .await;
+    assert!(
+        backend
+            .assign_calls
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+    stop.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_status_fields_that_no_longer_apply_are_removed() {
+    let w = world("").await;
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(600));
+    w.create(
+        NS,
+        sub(
+            "big",
+            json!({"organization": ORG, "product": "SPE_E3", "seats": 150}),
+        ),
+    )
+    .await;
+    w.blocked_with_event("subscriptions", NS, "big", "PurchaseLimitExceeded")
+        .await;
+    let subs: Api<Subscription> = w.api(NS);
+    subs.patch(
+        "big",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"seatkeeper.dev/allow-large-purchase": "true"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("bought and Ready", || {
+        w.object("subscriptions", NS, "big")
+            .is_some_and(|o| condition(&o, "Ready").0 == "True")
+    })
+    .await;
+    let status = &w.object("subscriptions", NS, "big").unwrap()["status"];
+    assert!(status["subscriptionId"].is_string());
+    assert!(
+        status.get("blockedReason").is_none(),
+        "a cleared Blocked reason does not linger: {status}"
+    );
+    assert!(
+        status.get("purchase").is_none(),
+        "a finished purchase is no longer in flight: {status}"
+    );
     r.stop().await;
 }

@@ -133,3 +133,88 @@ pub trait Backend: Send + Sync {
         changes: &[UserChange],
     ) -> impl Future<Output = Result<Vec<std::result::Result<(), Refusal>>>> + Send;
 }
+
+/// A shared backend is a backend (a test or a wrapper keeps a handle to it).
+impl<B: Backend> Backend for Arc<B> {
+    fn snapshot(&self, organization: &str) -> impl Future<Output = Result<Snapshot>> + Send {
+        (**self).snapshot(organization)
+    }
+    fn buy_subscription(
+        &self,
+        organization: &str,
+        request: &PurchaseRequest,
+    ) -> impl Future<Output = Result<Subscription>> + Send {
+        (**self).buy_subscription(organization, request)
+    }
+    fn convert_trial(
+        &self,
+        organization: &str,
+        subscription_id: &str,
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).convert_trial(organization, subscription_id)
+    }
+    fn set_seats(
+        &self,
+        organization: &str,
+        subscription_id: &str,
+        seats: u32,
+        product_key: Option<&str>,
+    ) -> impl Future<Output = Result<SeatChange>> + Send {
+        (**self).set_seats(organization, subscription_id, seats, product_key)
+    }
+    fn set_recurring_billing(
+        &self,
+        organization: &str,
+        subscription_id: &str,
+        enabled: bool,
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).set_recurring_billing(organization, subscription_id, enabled)
+    }
+    fn cancel(
+        &self,
+        organization: &str,
+        subscription_id: &str,
+    ) -> impl Future<Output = Result<Cancellation>> + Send {
+        (**self).cancel(organization, subscription_id)
+    }
+    fn buy_add_on(
+        &self,
+        organization: &str,
+        base_subscription_id: &str,
+        product: &str,
+        quantity: u32,
+        idempotency_key: &str,
+    ) -> impl Future<Output = Result<TraditionalAddOn>> + Send {
+        (**self).buy_add_on(
+            organization,
+            base_subscription_id,
+            product,
+            quantity,
+            idempotency_key,
+        )
+    }
+    fn set_add_on_quantity(
+        &self,
+        organization: &str,
+        base_subscription_id: &str,
+        add_on_id: &str,
+        quantity: u32,
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).set_add_on_quantity(organization, base_subscription_id, add_on_id, quantity)
+    }
+    fn cancel_add_on(
+        &self,
+        organization: &str,
+        base_subscription_id: &str,
+        add_on_id: &str,
+    ) -> impl Future<Output = Result<()>> + Send {
+        (**self).cancel_add_on(organization, base_subscription_id, add_on_id)
+    }
+    fn assign_licences(
+        &self,
+        organization: &str,
+        changes: &[UserChange],
+    ) -> impl Future<Output = Result<Vec<std::result::Result<(), Refusal>>>> + Send {
+        (**self).assign_licences(organization, changes)
+    }
+}

@@ -11,7 +11,7 @@ use crate::backend::BackendError;
 use crate::backend::embedded::{Embedded, ResourceRecord, TenantFile};
 use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::domain::Instant;
-use crate::executor::{self, Ledger, NoLedger};
+use crate::executor::{self, Ledger, NoLedger, SavePoint};
 use crate::planner::{Declared, Desired, Kind, Meta, Options};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
@@ -307,7 +307,7 @@ struct TenantLedger<'a> {
 }
 
 impl Ledger for TenantLedger<'_> {
-    async fn save(&mut self, desired: &Desired) -> Result<(), BackendError> {
+    async fn save(&mut self, desired: &Desired, _: SavePoint) -> Result<(), BackendError> {
         let mut records = self.others.clone();
         records.extend(records_of(desired, self.objects));
         records.sort_by(|a, b| {

@@ -5,8 +5,12 @@
 //! - create / get / list / replace / patch / delete, namespaced and cluster-scoped;
 //! - the `status` subresource: writes to the main resource ignore `status`, writes to
 //!   `/status` change only `status`;
-//! - merge, strategic-merge (treated as merge), JSON and apply patches (apply merges, requires
-//!   `fieldManager` and records it in `managedFields`);
+//! - merge, strategic-merge (treated as merge), JSON and apply patches (apply requires
+//!   `fieldManager`, records the fields it set in `managedFields` as `fieldsV1`, and removes
+//!   the fields that manager set before and no longer sends, as server-side apply does; lists
+//!   are owned whole);
+//! - metadata-only lists and watches (`Accept: …;as=PartialObjectMetadata…`), and a count of
+//!   Secrets whose data was streamed by a list or watch;
 //! - `resourceVersion` on every change, `409 Conflict` on a stale one;
 //! - `metadata.generation` bumped only when something other than metadata and status changes;
 //! - finalizers: delete sets `deletionTimestamp` and the object goes once they are removed;
@@ -16,7 +20,8 @@
 //! - namespaced objects need their Namespace to exist; Secrets' `stringData` becomes `data`.
 //!
 //! Not implemented: schema validation of custom resources, strategic-merge list semantics,
-//! real server-side-apply field ownership (apply merges), authentication.
+//! shared field ownership between managers (a field is removed when its last applier drops
+//! it, even if another manager also set it), authentication.
 
 #![allow(dead_code, clippy::result_large_err)]
 
@@ -143,6 +148,8 @@ struct Inner {
     fail_status: Option<(String, usize)>,
     /// History before this resourceVersion is gone.
     compacted: u64,
+    /// Secrets served with their data by a list or watch.
+    secret_data_streamed: std::sync::atomic::AtomicUsize,
 }
 
 struct Shared {
@@ -204,6 +211,14 @@ impl ApiServer {
             .iter()
             .filter(|(_, p)| p.ends_with("/status"))
             .count()
+    }
+
+    /// Secrets whose data a list or watch has sent so far.
+    pub fn secret_data_streamed(&self) -> usize {
+        let inner = self.shared.inner.lock().unwrap();
+        inner
+            .secret_data_streamed
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Changing requests so far, on any path containing `needle`.
@@ -513,9 +528,9 @@ async fn handle(
     }
     match (&method, &t.name) {
         (&Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
-            watch(shared, &t, &query)
+            watch(shared, &t, &query, metadata_only(&headers))
         }
-        (&Method::GET, None) => list(&shared, &t, &query),
+        (&Method::GET, None) => list(&shared, &t, &query, metadata_only(&headers)),
         (&Method::GET, Some(name)) => {
             let inner = shared.inner.lock().unwrap();
             match inner.objects.get(&(
@@ -544,7 +559,35 @@ async fn handle(
     }
 }
 
-fn list(shared: &Shared, t: &Target, query: &HashMap<String, String>) -> Response {
+/// The client asked for metadata only (`PartialObjectMetadata`).
+fn metadata_only(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+}
+
+/// An object as a list or watch serves it: whole, or its metadata only. Counts Secrets
+/// whose data goes out.
+fn served(inner: &Inner, object: &Value, metadata_only: bool) -> Value {
+    if metadata_only {
+        return json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": object["metadata"].clone()});
+    }
+    if object["kind"] == "Secret" && !object["data"].is_null() {
+        inner
+            .secret_data_streamed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    object.clone()
+}
+
+fn list(
+    shared: &Shared,
+    t: &Target,
+    query: &HashMap<String, String>,
+    metadata_only: bool,
+) -> Response {
     let inner = shared.inner.lock().unwrap();
     let labels = query.get("labelSelector").cloned().unwrap_or_default();
     let fields = query.get("fieldSelector").cloned().unwrap_or_default();
@@ -554,15 +597,29 @@ fn list(shared: &Shared, t: &Target, query: &HashMap<String, String>) -> Respons
         .filter(|((r, ns, _), _)| *r == t.def.id() && t.namespace.as_ref().is_none_or(|n| n == ns))
         .map(|(_, v)| v.clone())
         .filter(|v| labels_match(v, &labels) && fields_match(v, &fields))
+        .map(|v| served(&inner, &v, metadata_only))
         .collect();
+    let (kind, api_version) = if metadata_only {
+        (
+            "PartialObjectMetadataList".to_string(),
+            "meta.k8s.io/v1".to_string(),
+        )
+    } else {
+        (format!("{}List", t.def.kind), t.def.api_version())
+    };
     ok(json!({
-        "kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
+        "kind": kind, "apiVersion": api_version,
         "metadata": {"resourceVersion": inner.rv.to_string()},
         "items": items,
     }))
 }
 
-fn watch(shared: Arc<Shared>, t: &Target, query: &HashMap<String, String>) -> Response {
+fn watch(
+    shared: Arc<Shared>,
+    t: &Target,
+    query: &HashMap<String, String>,
+    metadata_only: bool,
+) -> Response {
     let resource = t.def.id();
     let namespace = t.namespace.clone();
     let labels = query.get("labelSelector").cloned().unwrap_or_default();
@@ -630,6 +687,11 @@ fn watch(shared: Arc<Shared>, t: &Target, query: &HashMap<String, String>) -> Re
     let def = t.def;
     let stream = async_stream(move |yield_: tokio::sync::mpsc::Sender<Bytes>| async move {
         let line = |type_: &str, object: &Value| {
+            let object = if type_ == "BOOKMARK" {
+                object.clone()
+            } else {
+                served(&shared.inner.lock().unwrap(), object, metadata_only)
+            };
             let mut s = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap();
             s.push(b'\n');
             Bytes::from(s)
@@ -905,17 +967,25 @@ fn patch(
                         "fieldManager is required for apply patch",
                     ));
                 };
-                json_patch::merge(&mut doc, &patch);
                 let mut fields: Vec<Value> = current["metadata"]["managedFields"]
                     .as_array()
                     .cloned()
                     .unwrap_or_default();
-                fields.retain(|f| {
-                    !(f["manager"] == manager.as_str()
-                        && f["subresource"].as_str() == subresource.as_deref())
-                });
+                let mine = |f: &Value| {
+                    f["manager"] == manager.as_str()
+                        && f["subresource"].as_str() == subresource.as_deref()
+                };
+                // Server-side apply: fields this manager applied before and no longer applies
+                // are removed; then the applied configuration is merged in.
+                let owned = patch_fields(&patch);
+                if let Some(before) = fields.iter().find(|f| mine(f)) {
+                    remove_dropped(&mut doc, &before["fieldsV1"], &owned);
+                }
+                json_patch::merge(&mut doc, &patch);
+                fields.retain(|f| !mine(f));
                 let mut entry = json!({"manager": manager, "operation": "Apply",
-                    "apiVersion": t.def.api_version(), "fieldsType": "FieldsV1"});
+                    "apiVersion": t.def.api_version(), "fieldsType": "FieldsV1",
+                    "fieldsV1": owned});
                 if let Some(s) = &subresource {
                     entry["subresource"] = json!(s);
                 }
@@ -936,6 +1006,43 @@ fn patch(
         }
         Ok(doc)
     })
+}
+
+/// The fields an applied configuration sets, in the `fieldsV1` shape (`{"f:status":
+/// {"f:seats": {}}}`); lists are atomic (owned whole), as for list-maps we send in full.
+fn patch_fields(v: &Value) -> Value {
+    match v.as_object() {
+        Some(o) => Value::Object(
+            o.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind"))
+                .map(|(k, v)| (format!("f:{k}"), patch_fields(v)))
+                .collect(),
+        ),
+        None => json!({}),
+    }
+}
+
+/// Removes from `doc` the fields owned `before` that `now` no longer holds.
+fn remove_dropped(doc: &mut Value, before: &Value, now: &Value) {
+    let (Some(before), Some(obj)) = (before.as_object(), doc.as_object_mut()) else {
+        return;
+    };
+    for (f, sub) in before {
+        let Some(k) = f.strip_prefix("f:") else {
+            continue;
+        };
+        match now.get(f) {
+            None => {
+                obj.remove(k);
+            }
+            Some(next) if sub.as_object().is_some_and(|m| !m.is_empty()) => {
+                if let Some(child) = obj.get_mut(k) {
+                    remove_dropped(child, sub, next);
+                }
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 fn delete(shared: &Shared, t: &Target, name: &str, path: &str) -> Response {

@@ -1,0 +1,340 @@
+//! What the controllers share, and the one place that decides when an organization is
+//! reconciled: whatever triggers a reconcile, the unit of work is the object's organization,
+//! planned from the caches against one backend snapshot per pass. A trigger whose state an
+//! earlier run already covered (our own status writes, several objects of one organization)
+//! is answered from what that run read.
+
+use super::finalizers;
+use super::kinds::{Key, Managed, declared, fingerprint_of, of_org};
+use super::metrics::{self, Metrics};
+use super::status::{KubeLedger, normalized};
+use super::watches::{self, Namespaces};
+use super::{ReconcileError, RunConfig, events};
+use crate::api::{AddOn, LicenseAssignment, SeatCounts, Subscription};
+use crate::backend::Backend;
+use crate::backend::hooked::Hooked;
+use crate::clock::Clock;
+use crate::executor::{self, DEFAULT_MAX_PASSES, Report};
+use crate::planner::Desired;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What one organization's last reconcile saw.
+#[derive(Default)]
+pub struct OrgState {
+    /// When the last run wants to look again (resync, a credit check clearing, …).
+    due: Option<std::time::Instant>,
+    /// The resourceVersions of its objects as that run read (and wrote) them.
+    seen: BTreeMap<Key, String>,
+}
+
+pub struct Ctx<B> {
+    pub client: kube::Client,
+    pub backend: Hooked<B, Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub cfg: RunConfig,
+    pub subscriptions: Store<Subscription>,
+    pub assignments: Store<LicenseAssignment>,
+    pub add_ons: Store<AddOn>,
+    pub namespaces: Namespaces,
+    pub orgs: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<OrgState>>>>,
+    /// Organizations to re-plan even though none of their objects changed (a Secret or a
+    /// Namespace label did).
+    pub forced: std::sync::Mutex<HashSet<String>>,
+    pub leading: watch::Receiver<bool>,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub backoff: std::sync::Mutex<HashMap<Key, u32>>,
+}
+
+impl<B: Backend> Ctx<B> {
+    pub fn leading(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    fn org_state(&self, org: &str) -> Arc<tokio::sync::Mutex<OrgState>> {
+        self.orgs
+            .lock()
+            .expect("orgs lock")
+            .entry(org.to_lowercase())
+            .or_default()
+            .clone()
+    }
+
+    pub fn force(&self, org: &str) {
+        self.forced
+            .lock()
+            .expect("forced lock")
+            .insert(org.to_lowercase());
+    }
+
+    /// The resourceVersions of everything the organization's plan reads from the caches.
+    fn fingerprint(&self, org: &str) -> BTreeMap<Key, String> {
+        let mut out = BTreeMap::new();
+        fingerprint_of(&mut out, &of_org(&self.subscriptions, org));
+        fingerprint_of(&mut out, &of_org(&self.assignments, org));
+        fingerprint_of(&mut out, &of_org(&self.add_ons, org));
+        out
+    }
+
+    /// Plans and applies one organization, unless a run already covered this state. Returns
+    /// when to look again.
+    pub async fn reconcile_org(&self, org: &str) -> Result<Duration, ReconcileError> {
+        if !self.leading() {
+            // Followers observe only; the leader does the work.
+            return Ok(Duration::from_secs(5));
+        }
+        let state = self.org_state(org);
+        let mut state = state.lock().await;
+        let forced = self
+            .forced
+            .lock()
+            .expect("forced lock")
+            .remove(&org.to_lowercase());
+        let now = std::time::Instant::now();
+        if !forced
+            && let Some(due) = state.due
+            && now < due
+            && state.seen == self.fingerprint(org)
+        {
+            return Ok(due - now);
+        }
+        let started = std::time::Instant::now();
+        self.metrics.reconciles.inc();
+        let result = self.converge_org(org, &mut state).await;
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            self.metrics.fail(e.category());
+            // The retry must run, even though nothing changed in the cluster.
+            state.due = None;
+        }
+        result
+    }
+
+    /// Read → finalizers → converge → events, finalizers, gauges → when to look again.
+    async fn converge_org(
+        &self,
+        org: &str,
+        state: &mut OrgState,
+    ) -> Result<Duration, ReconcileError> {
+        let now = self.clock.now();
+        let subs = of_org(&self.subscriptions, org);
+        let las = of_org(&self.assignments, org);
+        let add_ons = of_org(&self.add_ons, org);
+        let mut read = BTreeMap::new();
+        fingerprint_of(&mut read, &subs);
+        fingerprint_of(&mut read, &las);
+        fingerprint_of(&mut read, &add_ons);
+        let mut desired = Desired {
+            subscriptions: declared(&subs, now),
+            assignments: declared(&las, now),
+            add_ons: declared(&add_ons, now),
+            ..Default::default()
+        };
+        self.read_bindings(&mut desired);
+        self.read_product_keys(&subs, &mut desired).await?;
+
+        // Every live object carries the finalizer before anything is bought for it.
+        let mut rvs: HashMap<Key, String> = HashMap::new();
+        finalizers::add(&self.client, &subs, now, &mut rvs).await?;
+        finalizers::add(&self.client, &las, now, &mut rvs).await?;
+        finalizers::add(&self.client, &add_ons, now, &mut rvs).await?;
+
+        let report = self.converge(&mut desired, &mut rvs).await?;
+        for r in &report.plan.deleted {
+            finalizers::remove(&self.client, r).await?;
+        }
+        self.update_gauges(org, &desired);
+
+        // What this run read (not what the caches hold now: a change that arrived meanwhile
+        // must still be planned), with our own writes' resourceVersions.
+        let mut seen = read;
+        for (k, rv) in rvs {
+            if let Some(v) = seen.get_mut(&k) {
+                *v = rv;
+            }
+        }
+        state.seen = seen;
+        let next = self.next_look(&report);
+        state.due = Some(std::time::Instant::now() + next);
+        Ok(next)
+    }
+
+    /// Namespace bindings, from the namespace index.
+    fn read_bindings(&self, desired: &mut Desired) {
+        let namespaces: HashSet<String> = desired
+            .statuses()
+            .iter()
+            .map(|(_, m, _)| m.namespace.clone())
+            .collect();
+        for ns in namespaces {
+            let label = watches::binding(&self.namespaces, &ns);
+            desired.namespaces.insert(ns, label);
+        }
+    }
+
+    /// The product keys Subscriptions name, read with a GET when needed (never cached).
+    async fn read_product_keys(
+        &self,
+        subs: &[Arc<Subscription>],
+        desired: &mut Desired,
+    ) -> Result<(), kube::Error> {
+        for s in subs {
+            let Some((name, key)) = s.secret() else {
+                continue;
+            };
+            let ns = s.namespace().unwrap_or_default();
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+            if let Some(value) = secrets
+                .get_opt(name)
+                .await?
+                .and_then(|sec| sec.data)
+                .and_then(|d| d.get(key).cloned())
+            {
+                desired.secrets.insert(
+                    (ns.clone(), name.to_string(), key.to_string()),
+                    String::from_utf8_lossy(&value.0).trim().to_string(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The executor's run, with statuses written through the one status writer and an Event
+    /// for every change made or refused.
+    async fn converge(
+        &self,
+        desired: &mut Desired,
+        rvs: &mut HashMap<Key, String>,
+    ) -> Result<Report, ReconcileError> {
+        let statuses = desired.statuses();
+        let mut ledger = KubeLedger {
+            ctx: self,
+            written: statuses
+                .iter()
+                .map(|(k, m, s)| ((*k, m.namespace.clone(), m.name.clone()), normalized(s)))
+                .collect(),
+            uids: statuses
+                .iter()
+                .map(|(k, m, _)| ((*k, m.namespace.clone(), m.name.clone()), m.uid.clone()))
+                .collect(),
+            rvs,
+        };
+        let report = executor::converge(
+            &self.backend,
+            &mut ledger,
+            desired,
+            self.clock.as_ref(),
+            &self.cfg.options,
+            DEFAULT_MAX_PASSES,
+        )
+        .await?;
+        for e in &report.executed {
+            let r = e.action.resource();
+            let uid = ledger
+                .uids
+                .get(&(r.kind, r.namespace.clone(), r.name.clone()));
+            let event = match &e.refused {
+                None => events::changed(&e.action.op),
+                Some(b) => events::warning(b.reason.as_str(), &b.message),
+            };
+            events::publish(&self.recorder, &event, &events::reference(&r, uid)).await;
+        }
+        Ok(report)
+    }
+
+    /// The resync, sooner when something is due by itself (a credit check, a 202) or the run
+    /// did not converge.
+    fn next_look(&self, report: &Report) -> Duration {
+        let mut next = self.cfg.resync;
+        if let Some(at) = report.plan.requeue_at {
+            let wait = at.duration_since(self.clock.now()).as_secs().max(1) as u64;
+            next = next.min(Duration::from_secs(wait));
+        }
+        if !report.converged {
+            next = next.min(Duration::from_secs(30));
+        }
+        next
+    }
+
+    fn update_gauges(&self, org: &str, desired: &Desired) {
+        for (product, seats) in pool_gauges(desired) {
+            let labels = metrics::Pool {
+                organization: org.to_string(),
+                product,
+            };
+            let m = &self.metrics;
+            m.seats_purchased
+                .get_or_create(&labels)
+                .set(seats.purchased);
+            m.seats_assigned.get_or_create(&labels).set(seats.assigned);
+            m.seats_available
+                .get_or_create(&labels)
+                .set(seats.available);
+        }
+    }
+}
+
+/// Per product: seats purchased over all the organization's declared subscriptions and
+/// add-ons of it, and the pool's assigned and available licences (the same for each of them).
+fn pool_gauges(desired: &Desired) -> BTreeMap<String, SeatCounts> {
+    let subs = desired
+        .subscriptions
+        .iter()
+        .filter_map(|d| Some((&d.spec.product, d.status.seats.as_ref()?)));
+    let add_ons = desired
+        .add_ons
+        .iter()
+        .filter_map(|d| Some((&d.spec.product, d.status.quantity.as_ref()?)));
+    let mut out: BTreeMap<String, SeatCounts> = BTreeMap::new();
+    for (product, seats) in subs.chain(add_ons) {
+        let g = out.entry(product.clone()).or_default();
+        g.purchased += seats.purchased;
+        g.assigned = seats.assigned;
+        g.available = seats.available;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SubscriptionStatus;
+    use crate::planner::{Declared, Meta};
+    use serde_json::json;
+
+    #[test]
+    fn seats_purchased_gauge_sums_the_subscriptions_of_a_product() {
+        let sub = |seats: i64| Declared {
+            meta: Meta::default(),
+            spec: serde_json::from_value(
+                json!({"organization": "contoso.com", "product": "SPB", "seats": seats}),
+            )
+            .unwrap(),
+            status: SubscriptionStatus {
+                seats: Some(SeatCounts {
+                    desired: seats,
+                    purchased: seats,
+                    assigned: 9,
+                    available: 4,
+                }),
+                ..Default::default()
+            },
+        };
+        let desired = Desired {
+            subscriptions: vec![sub(5), sub(8)],
+            ..Default::default()
+        };
+        let g = &pool_gauges(&desired)["SPB"];
+        assert_eq!((g.purchased, g.assigned, g.available), (13, 9, 4));
+    }
+}

@@ -1,0 +1,155 @@
+//! Namespaces and Secrets, watched once for all three kinds and as metadata only: no Secret
+//! data is streamed or cached (a product key is read with a GET when a plan needs it).
+//! Namespace labels (the organization binding) are kept in a small index; a change to a
+//! namespace or to a Secret a Subscription names re-plans the organizations it concerns.
+
+use super::context::Ctx;
+use super::kinds::Managed;
+use crate::api::{AddOn, LicenseAssignment, Subscription};
+use crate::backend::Backend;
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::ResourceExt;
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::sync::Arc;
+
+/// Namespace metadata, by name.
+pub type Namespaces = Store<PartialObjectMeta<Namespace>>;
+
+/// Sends reconcile requests to the three kinds' controllers.
+pub struct Triggers {
+    subscriptions: UnboundedSender<ObjectRef<Subscription>>,
+    assignments: UnboundedSender<ObjectRef<LicenseAssignment>>,
+    add_ons: UnboundedSender<ObjectRef<AddOn>>,
+}
+
+/// What each controller listens to.
+pub struct Receivers {
+    pub subscriptions: UnboundedReceiver<ObjectRef<Subscription>>,
+    pub assignments: UnboundedReceiver<ObjectRef<LicenseAssignment>>,
+    pub add_ons: UnboundedReceiver<ObjectRef<AddOn>>,
+}
+
+pub fn triggers() -> (Triggers, Receivers) {
+    let (s_tx, s_rx) = unbounded();
+    let (l_tx, l_rx) = unbounded();
+    let (a_tx, a_rx) = unbounded();
+    (
+        Triggers {
+            subscriptions: s_tx,
+            assignments: l_tx,
+            add_ons: a_tx,
+        },
+        Receivers {
+            subscriptions: s_rx,
+            assignments: l_rx,
+            add_ons: a_rx,
+        },
+    )
+}
+
+/// The namespace index and the stream that keeps it (poll it to keep it current).
+pub fn namespaces(
+    client: &kube::Client,
+) -> (Namespaces, impl Stream<Item = PartialObjectMeta<Namespace>>) {
+    let (store, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .filter_map(|r| async move {
+        r.map_err(|e| tracing::warn!(error = %e, "watching namespaces"))
+            .ok()
+    });
+    (store, stream)
+}
+
+/// The organization a namespace is bound to, from the index.
+pub fn binding(namespaces: &Namespaces, namespace: &str) -> Option<String> {
+    namespaces
+        .get(&ObjectRef::new(namespace))
+        .and_then(|n| n.labels().get(crate::api::ORGANIZATION_LABEL).cloned())
+}
+
+/// Runs until the streams end: every namespace or Secret change re-plans what depends on it.
+pub async fn run<B: Backend + 'static>(
+    ctx: Arc<Ctx<B>>,
+    namespaces: impl Stream<Item = PartialObjectMeta<Namespace>>,
+    triggers: Triggers,
+) {
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .filter_map(|r| async move {
+        r.map_err(|e| tracing::warn!(error = %e, "watching secrets"))
+            .ok()
+    });
+    let namespaces = namespaces.map(|n| Change::Namespace(n.name_any()));
+    let secrets = secrets.map(|s| Change::Secret(s.namespace().unwrap_or_default(), s.name_any()));
+    let mut changes = std::pin::pin!(futures::stream::select(namespaces, secrets));
+    while let Some(change) = changes.next().await {
+        let hit = |o: &dyn HasPlace| change.concerns(o);
+        send(&ctx, &ctx.subscriptions, &triggers.subscriptions, &hit);
+        send(&ctx, &ctx.assignments, &triggers.assignments, &hit);
+        send(&ctx, &ctx.add_ons, &triggers.add_ons, &hit);
+    }
+}
+
+enum Change {
+    Namespace(String),
+    /// (namespace, name)
+    Secret(String, String),
+}
+
+/// Where an object lives and which Secret it reads.
+trait HasPlace {
+    fn namespace_name(&self) -> Option<String>;
+    fn secret_name(&self) -> Option<&str>;
+}
+
+impl<K: Managed> HasPlace for K {
+    fn namespace_name(&self) -> Option<String> {
+        self.meta().namespace.clone()
+    }
+    fn secret_name(&self) -> Option<&str> {
+        self.secret().map(|(name, _)| name)
+    }
+}
+
+impl Change {
+    fn concerns(&self, o: &dyn HasPlace) -> bool {
+        match self {
+            Change::Namespace(ns) => o.namespace_name().as_deref() == Some(ns),
+            Change::Secret(ns, name) => {
+                o.namespace_name().as_deref() == Some(ns) && o.secret_name() == Some(name)
+            }
+        }
+    }
+}
+
+/// Forces the organizations of the objects `hit` selects and asks for one reconcile each.
+fn send<K: Managed, B: Backend>(
+    ctx: &Ctx<B>,
+    store: &Store<K>,
+    tx: &UnboundedSender<ObjectRef<K>>,
+    hit: &dyn Fn(&dyn HasPlace) -> bool,
+) {
+    let mut orgs = std::collections::HashSet::new();
+    for o in store.state() {
+        if hit(&*o) && orgs.insert(o.organization().to_lowercase()) {
+            ctx.force(o.organization());
+            let _ = tx.unbounded_send(ObjectRef::from_obj(&*o));
+        }
+    }
+}
