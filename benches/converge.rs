@@ -7,7 +7,7 @@
 //! 10% of users already licensed, and 2% more demand for Office 365 E3 than seats (contention).
 
 use seatkeeper::api::{
-    LicenseAssignmentSpec, LicenseAssignmentStatus, SubscriptionSpec, SubscriptionStatus,
+    AssignmentIntent, LicenseAssignmentStatus, SubscriptionIntent, SubscriptionStatus,
 };
 use seatkeeper::backend::embedded::{Embedded, TenantFile};
 use seatkeeper::backend::hooked::{Hooked, Latency};
@@ -81,7 +81,7 @@ fn meta(name: String, age: i64) -> Meta {
 
 fn desired(n: usize) -> Desired {
     let mut d = Desired::default();
-    let spec: SubscriptionSpec = serde_json::from_value(serde_json::json!({
+    let spec: SubscriptionIntent = serde_json::from_value(serde_json::json!({
         "organization": ORG, "product": "ENTERPRISEPACK", "subscriptionId": "sub-e3",
         "seats": demand(n, "ENTERPRISEPACK"),
     }))
@@ -95,7 +95,7 @@ fn desired(n: usize) -> Desired {
         let users: Vec<String> = (g * GROUP..n.min((g + 1) * GROUP))
             .map(|i| format!("u{i}@{ORG}"))
             .collect();
-        let spec: LicenseAssignmentSpec = serde_json::from_value(serde_json::json!({
+        let spec: AssignmentIntent = serde_json::from_value(serde_json::json!({
             "organization": ORG, "users": users, "licenses": [{"product": product_of(g)}],
         }))
         .unwrap();

@@ -4,12 +4,14 @@
 //! [`Ledger`], then calls the backend: purchases one by one, licence changes in batches of at
 //! most 20 users. A refusal stops that resource and becomes its Blocked reason.
 
-use crate::api::{AddOnStatus, LicenseAssignmentStatus, Removal, SubscriptionStatus, UserState};
 use crate::backend::{Backend, BackendError, MAX_BATCH, PurchaseRequest, SeatChange};
 use crate::clock::Clock;
 use crate::domain::billing::CostPreview;
 use crate::domain::{DATA_RETENTION_DAYS, Instant, Refusal};
 use crate::planner::conditions::Outcome;
+use crate::planner::resources::{
+    AddOnStatus, Conditions, LicenseAssignmentStatus, Removal, SubscriptionStatus, UserState,
+};
 use crate::planner::{
     self, Action, Block, Declared, Desired, Kind, ObjectRef, Observed, Op, Options, Plan,
     UserChange, record_owned,
@@ -592,7 +594,7 @@ fn record(desired: &mut Desired, r: &ObjectRef, effect: Effect) {
 /// Marks a status Blocked with the reason met in this run.
 fn mark_blocked(
     reason: &mut Option<String>,
-    conditions: &mut crate::api::Conditions,
+    conditions: &mut Conditions,
     block: &Block,
     generation: Option<i64>,
     now: Instant,

@@ -4,7 +4,8 @@
 //! - [`planner`]: desired state + observed tenant + clock → actions and statuses (pure);
 //! - [`backend`]: the licensing service behind one trait, with the embedded tenant simulator;
 //! - [`executor`]: applies a plan through a backend, safely and in batches;
-//! - [`api`]: the resource types and their CRDs;
+//! - [`api`]: the resource types and their CRDs; [`intents`]: Kubernetes objects → the
+//!   planner's declared resources (the one intent builder);
 //! - [`cli`]: the `seatkeeper` command line.
 
 pub mod api;
@@ -15,5 +16,6 @@ pub mod controller;
 pub mod crdgen;
 pub mod domain;
 pub mod executor;
+pub mod intents;
 pub mod planner;
 pub mod yaml;

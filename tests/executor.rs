@@ -3,7 +3,7 @@
 //! service accepts now and finishes later (Partner Center 202).
 
 use seatkeeper::api::{
-    LicenseAssignmentSpec, LicenseAssignmentStatus, SubscriptionSpec, SubscriptionStatus,
+    AssignmentIntent, LicenseAssignmentStatus, SubscriptionIntent, SubscriptionStatus,
 };
 use seatkeeper::backend::embedded::{Embedded, TenantFile};
 use seatkeeper::backend::{
@@ -38,7 +38,7 @@ fn subscription(
     id: &str,
     product: &str,
     seats: i32,
-) -> Declared<SubscriptionSpec, SubscriptionStatus> {
+) -> Declared<SubscriptionIntent, SubscriptionStatus> {
     Declared {
         meta: meta(name, 100),
         spec: serde_json::from_value(serde_json::json!({
@@ -53,7 +53,7 @@ fn assignment(
     name: &str,
     users: &[String],
     product: &str,
-) -> Declared<LicenseAssignmentSpec, LicenseAssignmentStatus> {
+) -> Declared<AssignmentIntent, LicenseAssignmentStatus> {
     Declared {
         meta: meta(name, 50),
         spec: serde_json::from_value(serde_json::json!({

@@ -5,7 +5,7 @@
 mod cli;
 
 use cli::*;
-use seatkeeper::api::{AddOnSpec, AddOnStatus, SubscriptionSpec, SubscriptionStatus};
+use seatkeeper::api::{AddOnIntent, AddOnStatus, SubscriptionIntent, SubscriptionStatus};
 use seatkeeper::backend::embedded::{Embedded, TenantFile};
 use seatkeeper::clock::FixedClock;
 use seatkeeper::domain::Instant;
@@ -22,16 +22,16 @@ fn now() -> Instant {
     NOW.parse().unwrap()
 }
 
-fn meta(name: &str, age_days: i64, annotations: &[(&str, &str)]) -> Meta {
+fn meta(name: &str, age_days: i64, allow_large_purchase: bool) -> Meta {
     Meta {
         namespace: "team-a".into(),
         name: name.into(),
         created_at: now() - jiff::SignedDuration::from_hours(24 * age_days),
         uid: format!("uid-{name}"),
-        annotations: annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        flags: seatkeeper::planner::Flags {
+            allow_large_purchase,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -39,7 +39,7 @@ fn meta(name: &str, age_days: i64, annotations: &[(&str, &str)]) -> Meta {
 fn subscription(
     meta: Meta,
     spec: serde_json::Value,
-) -> Declared<SubscriptionSpec, SubscriptionStatus> {
+) -> Declared<SubscriptionIntent, SubscriptionStatus> {
     let mut spec = spec;
     spec["organization"] = json!("contoso.com");
     Declared {
@@ -53,7 +53,7 @@ fn add_on(
     meta: Meta,
     spec: serde_json::Value,
     status: AddOnStatus,
-) -> Declared<AddOnSpec, AddOnStatus> {
+) -> Declared<AddOnIntent, AddOnStatus> {
     let mut spec = spec;
     spec["organization"] = json!("contoso.com");
     Declared {
@@ -111,11 +111,11 @@ fn duplicate_subscription_older_owns_it() {
     let desired = Desired {
         subscriptions: vec![
             subscription(
-                meta("younger", 1, &[]),
+                meta("younger", 1, false),
                 json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 9}),
             ),
             subscription(
-                meta("older", 2, &[]),
+                meta("older", 2, false),
                 json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 7}),
             ),
         ],
@@ -147,11 +147,11 @@ fn duplicate_subscription_same_age_is_decided_by_namespace_and_name() {
     let desired = Desired {
         subscriptions: vec![
             subscription(
-                meta("b", 1, &[]),
+                meta("b", 1, false),
                 json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 9}),
             ),
             subscription(
-                meta("a", 1, &[]),
+                meta("a", 1, false),
                 json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 7}),
             ),
         ],
@@ -170,11 +170,11 @@ fn duplicate_subscription_same_age_is_decided_by_namespace_and_name() {
 fn duplicate_subscription_a_standalone_add_on_cannot_take_over_a_subscription() {
     let desired = Desired {
         subscriptions: vec![subscription(
-            meta("atp-sub", 3, &[]),
+            meta("atp-sub", 3, false),
             json!({"product": "ATP_ENTERPRISE", "subscriptionId": "sub-atp", "seats": 2}),
         )],
         add_ons: vec![add_on(
-            meta("atp", 1, &[]),
+            meta("atp", 1, false),
             json!({"product": "ATP_ENTERPRISE", "type": "Standalone", "addOnId": "sub-atp", "quantity": 4}),
             Default::default(),
         )],
@@ -190,7 +190,7 @@ fn duplicate_subscription_a_standalone_add_on_cannot_take_over_a_subscription() 
 #[test]
 fn duplicate_traditional_add_on_adoption_older_owns_it() {
     let base = subscription(
-        meta("base", 5, &[]),
+        meta("base", 5, false),
         json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 5}),
     );
     let spec = |q: i32| {
@@ -200,8 +200,8 @@ fn duplicate_traditional_add_on_adoption_older_owns_it() {
     let desired = Desired {
         subscriptions: vec![base],
         add_ons: vec![
-            add_on(meta("older", 2, &[]), spec(3), Default::default()),
-            add_on(meta("younger", 1, &[]), spec(4), Default::default()),
+            add_on(meta("older", 2, false), spec(3), Default::default()),
+            add_on(meta("younger", 1, false), spec(4), Default::default()),
         ],
         ..Default::default()
     };
@@ -225,7 +225,7 @@ fn duplicate_traditional_add_on_adoption_older_owns_it() {
 fn purchase_guard_blocks_large_increase() {
     let desired = Desired {
         subscriptions: vec![subscription(
-            meta("spb", 1, &[]),
+            meta("spb", 1, false),
             json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 200}),
         )],
         ..Default::default()
@@ -245,7 +245,7 @@ fn purchase_guard_blocks_large_increase() {
 fn purchase_guard_allows_an_annotated_large_purchase() {
     let desired = Desired {
         subscriptions: vec![subscription(
-            meta("spb", 1, &[("seatkeeper.dev/allow-large-purchase", "true")]),
+            meta("spb", 1, true),
             json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 200}),
         )],
         ..Default::default()
@@ -259,7 +259,7 @@ fn purchase_guard_allows_an_annotated_large_purchase() {
 fn purchase_guard_counts_a_new_purchase_and_follows_the_option() {
     let desired = Desired {
         subscriptions: vec![subscription(
-            meta("new", 1, &[]),
+            meta("new", 1, false),
             json!({"product": "SPE_E3", "seats": 30}),
         )],
         ..Default::default()
@@ -287,20 +287,20 @@ fn purchase_guard_counts_a_new_purchase_and_follows_the_option() {
 #[test]
 fn purchase_guard_covers_add_on_quantities() {
     let base = subscription(
-        meta("base", 5, &[]),
+        meta("base", 5, false),
         json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 5}),
     );
     let desired = Desired {
         subscriptions: vec![base],
         add_ons: vec![
             add_on(
-                meta("archive", 2, &[]),
+                meta("archive", 2, false),
                 json!({"product": "EXCHANGEARCHIVE_ADDON", "type": "Traditional",
                     "subscriptionRef": {"name": "base"}, "addOnId": "addon-1", "quantity": 500}),
                 Default::default(),
             ),
             add_on(
-                meta("atp", 2, &[]),
+                meta("atp", 2, false),
                 json!({"product": "ATP_ENTERPRISE", "type": "Standalone", "quantity": 101}),
                 Default::default(),
             ),
@@ -321,7 +321,7 @@ fn purchase_guard_covers_add_on_quantities() {
 #[test]
 fn add_on_id_adopts_a_traditional_add_on_instead_of_buying() {
     let base = subscription(
-        meta("base", 5, &[]),
+        meta("base", 5, false),
         json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 5}),
     );
     let spec = json!({"product": "EXCHANGEARCHIVE_ADDON", "type": "Traditional",
@@ -331,7 +331,7 @@ fn add_on_id_adopts_a_traditional_add_on_instead_of_buying() {
     let desired = Desired {
         subscriptions: vec![base.clone()],
         add_ons: vec![add_on(
-            meta("archive", 2, &[]),
+            meta("archive", 2, false),
             adopting,
             Default::default(),
         )],
@@ -345,7 +345,7 @@ fn add_on_id_adopts_a_traditional_add_on_instead_of_buying() {
     // Without addOnId, a second add-on of the same product is not bought next to it.
     let desired = Desired {
         subscriptions: vec![base],
-        add_ons: vec![add_on(meta("archive", 2, &[]), spec, Default::default())],
+        add_ons: vec![add_on(meta("archive", 2, false), spec, Default::default())],
         ..Default::default()
     };
     let p = plan(&desired);
@@ -359,7 +359,7 @@ fn add_on_id_adopts_a_traditional_add_on_instead_of_buying() {
 fn add_on_id_adopts_a_standalone_subscription() {
     let desired = Desired {
         add_ons: vec![add_on(
-            meta("atp", 1, &[]),
+            meta("atp", 1, false),
             json!({"product": "ATP_ENTERPRISE", "type": "Standalone", "addOnId": "sub-atp", "quantity": 4}),
             Default::default(),
         )],
@@ -376,7 +376,7 @@ fn add_on_id_adopts_a_standalone_subscription() {
 fn bookings(status: AddOnStatus) -> Desired {
     Desired {
         add_ons: vec![add_on(
-            meta("book", 1, &[]),
+            meta("book", 1, false),
             json!({"product": "BOOKINGS", "type": "Standalone", "quantity": 2, "autoAssign": true}),
             status,
         )],
@@ -683,11 +683,11 @@ fn r25_autoassign_goes_to_the_service_in_batches_of_20() {
     let backend = Embedded::new(tenant, None, clock.clone());
     let mut desired = Desired {
         subscriptions: vec![subscription(
-            meta("base", 2, &[]),
+            meta("base", 2, false),
             json!({"product": "SPB", "subscriptionId": "sub-1", "seats": 1}),
         )],
         add_ons: vec![add_on(
-            meta("book", 1, &[]),
+            meta("book", 1, false),
             json!({"product": "BOOKINGS", "type": "Traditional", "subscriptionRef": {"name": "base"},
                 "quantity": 45, "autoAssign": true}),
             Default::default(),

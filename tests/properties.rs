@@ -5,7 +5,7 @@
 //! - convergence reaches a fixed point within the pass limit: planning again changes nothing.
 
 use proptest::prelude::*;
-use seatkeeper::api::{AssignmentMode, LicenseAssignmentSpec, LicenseAssignmentStatus};
+use seatkeeper::api::{AssignmentIntent, AssignmentMode, LicenseAssignmentStatus};
 use seatkeeper::backend::embedded::{Embedded, TenantFile};
 use seatkeeper::clock::FixedClock;
 use seatkeeper::domain::Instant;
@@ -116,7 +116,7 @@ fn desired(c: &Case) -> Desired {
         if users.is_empty() {
             continue;
         }
-        let spec: LicenseAssignmentSpec = serde_json::from_value(serde_json::json!({
+        let spec: AssignmentIntent = serde_json::from_value(serde_json::json!({
             "organization": "contoso.com", "users": users,
             "licenses": [{"product": PRODUCTS[*p]}],
             "mode": if *replace { "Replace" } else { "Add" },

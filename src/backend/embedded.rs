@@ -7,6 +7,7 @@ use super::{
     Backend, BackendError, Cancellation, MAX_BATCH, PurchaseRequest, Result, SeatChange, Snapshot,
 };
 use crate::clock::Clock;
+use crate::domain::UserChange;
 use crate::domain::billing::period_after;
 use crate::domain::catalog::CatalogOverrides;
 use crate::domain::rules::{
@@ -18,7 +19,6 @@ use crate::domain::{
     Catalog, Channel, CreditCheck, Instant, Organization, PendingSeatChange, Refusal, Subscription,
     SubscriptionState, TraditionalAddOn,
 };
-use crate::planner::UserChange;
 use jiff::ToSpan;
 use serde::{Deserialize, Serialize};
 use std::io::Write;

@@ -2,8 +2,8 @@
 //! sandboxes) or counting calls by operation (metrics).
 
 use super::{Backend, Cancellation, PurchaseRequest, Result, SeatChange, Snapshot};
+use crate::domain::UserChange;
 use crate::domain::{Refusal, Subscription, TraditionalAddOn};
-use crate::planner::UserChange;
 use std::future::Future;
 use std::time::Duration;
 

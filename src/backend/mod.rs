@@ -9,10 +9,10 @@
 pub mod embedded;
 pub mod hooked;
 
+use crate::domain::UserChange;
 use crate::domain::{
     BillingFrequency, Catalog, Organization, Refusal, Subscription, TraditionalAddOn,
 };
-use crate::planner::UserChange;
 use std::future::Future;
 use std::sync::Arc;
 

@@ -12,7 +12,8 @@ use crate::backend::embedded::{Embedded, ResourceRecord, TenantFile};
 use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::domain::Instant;
 use crate::executor::{self, Ledger, NoLedger, SavePoint};
-use crate::planner::{Declared, Desired, Kind, Meta, Options};
+use crate::intents::declared;
+use crate::planner::{Desired, Kind, Options};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -321,8 +322,7 @@ fn records_of(
     desired: &Desired,
     objects: &BTreeMap<(Kind, String, String), Value>,
 ) -> Vec<ResourceRecord> {
-    desired
-        .statuses()
+    crate::intents::statuses(desired)
         .into_iter()
         .map(|(kind, meta, status)| ResourceRecord {
             kind: kind.as_str().to_string(),
@@ -428,35 +428,26 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
             ))
         };
         let obj = Object::from_value(object, None).map_err(&recorded)?;
-        let m = obj.meta();
-        let meta = Meta {
-            namespace: key.1.clone(),
-            name: key.2.clone(),
-            created_at,
-            generation: m.generation,
-            uid,
-            annotations: m.annotations.clone().unwrap_or_default(),
-            deleting,
-        };
+        let meta = crate::intents::meta(obj.meta(), created_at, uid, deleting);
         // A record that cannot be read is an error, never an empty status: it holds what the
         // resource bought and the licences it owns.
         let status = statuses.get(key).cloned().unwrap_or(Value::Null);
         match obj {
-            Object::Subscription(o) => desired.subscriptions.push(Declared {
+            Object::Subscription(o) => desired.subscriptions.push(declared(
                 meta,
-                spec: o.spec,
-                status: recorded_status(status).map_err(&recorded)?,
-            }),
-            Object::LicenseAssignment(o) => desired.assignments.push(Declared {
+                &o.spec,
+                recorded_status(status).map_err(&recorded)?,
+            )),
+            Object::LicenseAssignment(o) => desired.assignments.push(declared(
                 meta,
-                spec: o.spec,
-                status: recorded_status(status).map_err(&recorded)?,
-            }),
-            Object::AddOn(o) => desired.add_ons.push(Declared {
+                &o.spec,
+                recorded_status(status).map_err(&recorded)?,
+            )),
+            Object::AddOn(o) => desired.add_ons.push(declared(
                 meta,
-                spec: o.spec,
-                status: recorded_status(status).map_err(&recorded)?,
-            }),
+                &o.spec,
+                recorded_status(status).map_err(&recorded)?,
+            )),
         }
     }
 

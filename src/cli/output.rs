@@ -14,8 +14,7 @@ pub fn objects(
     manifests: &BTreeMap<(Kind, String, String), Value>,
     targets: &[(Kind, String, String)],
 ) -> Vec<Shown> {
-    let statuses: BTreeMap<(Kind, String, String), Value> = desired
-        .statuses()
+    let statuses: BTreeMap<(Kind, String, String), Value> = crate::intents::statuses(desired)
         .into_iter()
         .map(|(kind, meta, status)| ((kind, meta.namespace.clone(), meta.name.clone()), status))
         .collect();

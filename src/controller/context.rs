@@ -5,7 +5,7 @@
 //! is answered from what that run read.
 
 use super::finalizers;
-use super::kinds::{Key, Managed, declared, fingerprint_of, of_org};
+use super::kinds::{Key, Managed, declared, fingerprint_of, key_of, of_org};
 use super::metrics::{self, Metrics};
 use super::status::{KubeLedger, normalized};
 use super::watches::{self, Namespaces};
@@ -127,9 +127,9 @@ impl<B: Backend> Ctx<B> {
         state: &mut OrgState,
     ) -> Result<Duration, ReconcileError> {
         let now = self.clock.now();
-        let subs = of_org(&self.subscriptions, org);
-        let las = of_org(&self.assignments, org);
-        let add_ons = of_org(&self.add_ons, org);
+        let subs = self.current(of_org(&self.subscriptions, org), &state.seen).await?;
+        let las = self.current(of_org(&self.assignments, org), &state.seen).await?;
+        let add_ons = self.current(of_org(&self.add_ons, org), &state.seen).await?;
         let mut read = BTreeMap::new();
         fingerprint_of(&mut read, &subs);
         fingerprint_of(&mut read, &las);
@@ -169,10 +169,34 @@ impl<B: Backend> Ctx<B> {
         Ok(next)
     }
 
+    /// The objects as they stand, with our own last status. The cache can lag behind our own
+    /// status writes: an object whose cached version is not the one the last run saw (or
+    /// wrote) is read again, so a stale status (the licences a LicenseAssignment owns, a
+    /// purchase in flight) is never planned from.
+    async fn current<K: Managed>(
+        &self,
+        objects: Vec<Arc<K>>,
+        seen: &BTreeMap<Key, String>,
+    ) -> Result<Vec<Arc<K>>, kube::Error> {
+        let mut out = Vec::with_capacity(objects.len());
+        for o in objects {
+            let key = key_of(K::KIND, o.meta());
+            let cached = o.meta().resource_version.as_ref();
+            if seen.get(&key).is_none_or(|rv| Some(rv) == cached) {
+                out.push(o);
+                continue;
+            }
+            let api: Api<K> = Api::namespaced(self.client.clone(), &key.1);
+            if let Some(latest) = api.get_opt(&key.2).await? {
+                out.push(Arc::new(latest));
+            }
+        }
+        Ok(out)
+    }
+
     /// Namespace bindings, from the namespace index.
     fn read_bindings(&self, desired: &mut Desired) {
-        let namespaces: HashSet<String> = desired
-            .statuses()
+        let namespaces: HashSet<String> = crate::intents::statuses(desired)
             .iter()
             .map(|(_, m, _)| m.namespace.clone())
             .collect();
@@ -216,7 +240,7 @@ impl<B: Backend> Ctx<B> {
         desired: &mut Desired,
         rvs: &mut HashMap<Key, String>,
     ) -> Result<Report, ReconcileError> {
-        let statuses = desired.statuses();
+        let statuses = crate::intents::statuses(desired);
         let mut ledger = KubeLedger {
             ctx: self,
             written: statuses

@@ -27,6 +27,8 @@ pub trait Managed:
 {
     const KIND: Kind;
     type Spec: Clone;
+    /// What the planner reads of the spec.
+    type Intent: for<'s> From<&'s Self::Spec>;
     type Status: Clone + Default + Serialize + DeserializeOwned;
     fn organization(&self) -> &str;
     fn parts(&self) -> (&Self::Spec, Option<&Self::Status>);
@@ -37,10 +39,11 @@ pub trait Managed:
 }
 
 macro_rules! managed {
-    ($kind:ident, $spec:ident, $status:ident $(, $extra:item)?) => {
+    ($kind:ident, $spec:ident, $intent:ident, $status:ident $(, $extra:item)?) => {
         impl Managed for $kind {
             const KIND: Kind = Kind::$kind;
             type Spec = crate::api::$spec;
+            type Intent = crate::planner::resources::$intent;
             type Status = crate::api::$status;
             fn organization(&self) -> &str {
                 &self.spec.organization
@@ -56,6 +59,7 @@ macro_rules! managed {
 managed!(
     Subscription,
     SubscriptionSpec,
+    SubscriptionIntent,
     SubscriptionStatus,
     fn secret(&self) -> Option<(&str, &str)> {
         self.spec
@@ -67,9 +71,10 @@ managed!(
 managed!(
     LicenseAssignment,
     LicenseAssignmentSpec,
+    AssignmentIntent,
     LicenseAssignmentStatus
 );
-managed!(AddOn, AddOnSpec, AddOnStatus);
+managed!(AddOn, AddOnSpec, AddOnIntent, AddOnStatus);
 
 pub fn key_of(kind: Kind, m: &ObjectMeta) -> Key {
     (
@@ -79,17 +84,14 @@ pub fn key_of(kind: Kind, m: &ObjectMeta) -> Key {
     )
 }
 
-/// What the planner needs of an object's metadata.
+/// What the planner needs of a cached object's metadata.
 pub fn meta_of(m: &ObjectMeta, now: crate::domain::Instant) -> Meta {
-    Meta {
-        namespace: m.namespace.clone().unwrap_or_default(),
-        name: m.name.clone().unwrap_or_default(),
-        created_at: m.creation_timestamp.as_ref().map_or(now, |t| t.0),
-        generation: m.generation,
-        uid: m.uid.clone().unwrap_or_default(),
-        annotations: m.annotations.clone().unwrap_or_default(),
-        deleting: m.deletion_timestamp.is_some(),
-    }
+    crate::intents::meta(
+        m,
+        m.creation_timestamp.as_ref().map_or(now, |t| t.0),
+        m.uid.clone().unwrap_or_default(),
+        m.deletion_timestamp.is_some(),
+    )
 }
 
 /// The cached objects of one organization, in key order.
@@ -117,16 +119,13 @@ pub fn fingerprint_of<K: Managed>(out: &mut BTreeMap<Key, String>, objects: &[Ar
 pub fn declared<K: Managed>(
     objects: &[Arc<K>],
     now: crate::domain::Instant,
-) -> Vec<Declared<K::Spec, K::Status>> {
+) -> Vec<Declared<K::Intent, K::Status>> {
     objects
         .iter()
         .map(|o| {
             let (spec, status) = o.parts();
-            Declared {
-                meta: meta_of(o.meta(), now),
-                spec: spec.clone(),
-                status: status.cloned().unwrap_or_default(),
-            }
+            let status = status.cloned().unwrap_or_default();
+            crate::intents::declared(meta_of(o.meta(), now), spec, status)
         })
         .collect()
 }
@@ -135,6 +134,6 @@ pub fn declared<K: Managed>(
 /// plan reads (spec, annotations, deletion) in between; otherwise the next trigger must plan.
 pub fn unchanged_since_read(read: &Meta, after: &ObjectMeta) -> bool {
     after.generation == read.generation
-        && after.annotations.clone().unwrap_or_default() == read.annotations
+        && crate::intents::flags(after.annotations.as_ref()) == read.flags
         && after.deletion_timestamp.is_some() == read.deleting
 }

@@ -55,7 +55,7 @@ impl<B: Backend> Ledger for KubeLedger<'_, B> {
             return Ok(());
         }
         let mut due = vec![];
-        for (kind, meta, status) in desired.statuses() {
+        for (kind, meta, status) in crate::intents::statuses(desired) {
             let key = (kind, meta.namespace.clone(), meta.name.clone());
             let norm = normalized(&status);
             let before = self.written.get(&key);

@@ -153,6 +153,17 @@ impl Licence {
     }
 }
 
+/// One user's atomic licence change: make-before-break.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserChange {
+    pub user: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<Licence>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subscription {

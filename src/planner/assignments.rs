@@ -2,19 +2,18 @@
 //! the declared state does not ask to remove.
 
 use super::conditions::{Block, Outcome};
-use super::{Declared, Kind, Op, Planner, UserChange};
-use crate::api::{
+use super::resources::{
     ACKNOWLEDGE_DOWNGRADE_ANNOTATION, ALLOW_BULK_REMOVAL_ANNOTATION, AssignmentDeletionPolicy,
-    AssignmentMode, LicenseAssignmentSpec, LicenseAssignmentStatus, OwnedLicence,
-    PAUSED_ANNOTATION, UserState, UserStatus,
+    AssignmentIntent, AssignmentMode, LicenseAssignmentStatus, OwnedLicence, UserState, UserStatus,
 };
+use super::{Declared, Kind, Op, Planner, UserChange};
 use crate::domain::BlockReason;
 use crate::domain::rules::{check_user_change, data_plans_enabled, licences_after};
 use crate::domain::{Licence, Refusal, User};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-type Assignment = Declared<LicenseAssignmentSpec, LicenseAssignmentStatus>;
+type Assignment = Declared<AssignmentIntent, LicenseAssignmentStatus>;
 
 /// organization → lowercase user → (product, (the oldest resource declaring it, its plans)).
 type Claims = HashMap<String, HashMap<String, Vec<(String, (usize, Licence))>>>;
@@ -78,7 +77,7 @@ impl Planner<'_> {
         claims: &Claims,
     ) -> LicenseAssignmentStatus {
         let mut outcome = Outcome {
-            paused: d.meta.flag(PAUSED_ANNOTATION),
+            paused: d.meta.flags.paused,
             ..Default::default()
         };
         let users = unique(&d.spec.users);
@@ -260,7 +259,7 @@ impl Planner<'_> {
                 let (after, new_products) = (checked.after, checked.new_products);
                 if replace
                     && !remove.is_empty()
-                    && !d.meta.flag(ACKNOWLEDGE_DOWNGRADE_ANNOTATION)
+                    && !d.meta.flags.acknowledge_downgrade
                     && data_plans_enabled(&catalog, &after)
                         < data_plans_enabled(&catalog, &user.licenses)
                 {
@@ -334,7 +333,7 @@ impl Planner<'_> {
             .filter(|c| !c.change.remove.is_empty())
             .count();
         let mut limit_block = None;
-        if removing > self.options.max_removals && !d.meta.flag(ALLOW_BULK_REMOVAL_ANNOTATION) {
+        if removing > self.options.max_removals && !d.meta.flags.allow_bulk_removal {
             let block = Block::new(
                 BlockReason::RemovalLimitExceeded,
                 format!(

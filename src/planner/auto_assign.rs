@@ -3,8 +3,8 @@
 //! Planned like any licence change, so `plan` shows it and it goes in batches of 20.
 
 use super::conditions::Outcome;
+use super::resources::{AddOnIntent, AddOnStatus, UserState, UserStatus};
 use super::{Kind, Op, Planner, UserChange};
-use crate::api::{AddOnSpec, AddOnStatus, PAUSED_ANNOTATION, UserState, UserStatus};
 use crate::domain::rules::{check_free_seats, check_user_change};
 use crate::domain::{Licence, Refusal};
 
@@ -53,7 +53,7 @@ impl Planner<'_> {
     /// Plans the auto-assignment of a bought add-on whose turn it is.
     pub(super) fn plan_auto_assign(
         &mut self,
-        d: &super::Declared<AddOnSpec, AddOnStatus>,
+        d: &super::Declared<AddOnIntent, AddOnStatus>,
         state: &mut AutoAssign,
         outcome: &mut Outcome,
     ) {
@@ -62,7 +62,7 @@ impl Planner<'_> {
         };
         let catalog = self.observed.catalog.clone();
         let (organization, product) = (d.spec.organization.as_str(), d.spec.product.as_str());
-        let paused = d.meta.flag(PAUSED_ANNOTATION);
+        let paused = d.meta.flags.paused;
         let licence = [Licence::new(product, &[])];
         let mut changes = vec![];
         let mut skipped_now = 0usize;

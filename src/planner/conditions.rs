@@ -1,6 +1,6 @@
 //! From a resource's outcome to its Ready/Synced/Blocked conditions.
 
-use crate::api::{Condition, Conditions};
+use super::resources::{Condition, Conditions};
 use crate::domain::{BlockReason, Instant};
 
 /// Something outside the spec that prevents convergence.

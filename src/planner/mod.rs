@@ -6,24 +6,26 @@
 mod assignments;
 mod auto_assign;
 pub mod conditions;
+pub mod resources;
 mod subscriptions;
 
 pub use assignments::record_owned;
 pub use auto_assign::{MAX_SKIPPED_LISTED, note_skipped, skipped};
 
-use crate::api::{
-    AddOnSpec, AddOnStatus, LicenseAssignmentSpec, LicenseAssignmentStatus, SubscriptionSpec,
-    SubscriptionStatus,
-};
 use crate::domain::billing::CostPreview;
 use crate::domain::{
     BillingFrequency, BlockReason, Catalog, Instant, Licence, Organization, Refusal,
+};
+use resources::{
+    AddOnStatus, AddOnType, LicenseAssignmentStatus, ORGANIZATION_LABEL, SubscriptionStatus,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+pub use crate::domain::UserChange;
 pub use conditions::Block;
+pub use resources::{AddOnIntent, AssignmentIntent, SubscriptionIntent};
 
 /// The three kinds of resource. Their wire names are part of persisted purchase keys and
 /// records: never rename one (a renamed kind would make a recorded purchase unrecognisable,
@@ -193,17 +195,23 @@ pub struct Meta {
     /// Stable identity of this incarnation of the resource (the uid in a cluster); part of
     /// every purchase's idempotency key.
     pub uid: String,
-    pub annotations: BTreeMap<String, String>,
     /// The resource is being deleted: carry out its deletion policy.
     pub deleting: bool,
+    /// What its annotations ask for.
+    pub flags: Flags,
 }
 
-impl Meta {
-    pub fn flag(&self, annotation: &str) -> bool {
-        self.annotations
-            .get(annotation)
-            .is_some_and(|v| v == "true")
-    }
+/// What a resource's `seatkeeper.dev/…` annotations ask for (each set by `"true"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// `seatkeeper.dev/paused`: observe only, change nothing.
+    pub paused: bool,
+    /// `seatkeeper.dev/allow-bulk-removal`: no removal limit.
+    pub allow_bulk_removal: bool,
+    /// `seatkeeper.dev/acknowledge-downgrade`: a Replace may remove data-bearing plans (R28).
+    pub acknowledge_downgrade: bool,
+    /// `seatkeeper.dev/allow-large-purchase`: no purchase guard.
+    pub allow_large_purchase: bool,
 }
 
 /// A declared resource with the status it last reached (which carries what it owns).
@@ -217,9 +225,9 @@ pub struct Declared<S, St> {
 /// Everything declared: the three kinds, namespace bindings and the product keys in Secrets.
 #[derive(Clone, Debug, Default)]
 pub struct Desired {
-    pub subscriptions: Vec<Declared<SubscriptionSpec, SubscriptionStatus>>,
-    pub assignments: Vec<Declared<LicenseAssignmentSpec, LicenseAssignmentStatus>>,
-    pub add_ons: Vec<Declared<AddOnSpec, AddOnStatus>>,
+    pub subscriptions: Vec<Declared<SubscriptionIntent, SubscriptionStatus>>,
+    pub assignments: Vec<Declared<AssignmentIntent, LicenseAssignmentStatus>>,
+    pub add_ons: Vec<Declared<AddOnIntent, AddOnStatus>>,
     /// namespace → the organization it is bound to (`seatkeeper.dev/organization` label).
     pub namespaces: BTreeMap<String, Option<String>>,
     /// (namespace, secret, key) → value.
@@ -227,23 +235,6 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// Every declared resource with its status as JSON, in kind order.
-    pub fn statuses(&self) -> Vec<(Kind, &Meta, serde_json::Value)> {
-        fn each<S, St: Serialize>(
-            kind: Kind,
-            list: &[Declared<S, St>],
-        ) -> impl Iterator<Item = (Kind, &Meta, serde_json::Value)> {
-            list.iter().map(move |d| {
-                let status = serde_json::to_value(&d.status).expect("statuses serialize");
-                (kind, &d.meta, status)
-            })
-        }
-        each(Kind::Subscription, &self.subscriptions)
-            .chain(each(Kind::LicenseAssignment, &self.assignments))
-            .chain(each(Kind::AddOn, &self.add_ons))
-            .collect()
-    }
-
     pub fn organizations(&self) -> Vec<String> {
         let mut orgs: Vec<String> = self
             .subscriptions
@@ -362,17 +353,6 @@ pub enum Op {
     /// Assign, replace and remove licences; each user's change is one atomic operation.
     #[serde(rename_all = "camelCase")]
     AssignLicenses { users: Vec<UserChange> },
-}
-
-/// One user's atomic licence change: make-before-break.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserChange {
-    pub user: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub add: Vec<Licence>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub remove: Vec<String>,
 }
 
 /// What the planner decided: actions in the order to apply them, and every resource's status
@@ -531,8 +511,8 @@ impl<'a> Planner<'a> {
         for a in &d.add_ons {
             if let Some(id) = a.spec.add_on_id.as_ref().or(a.status.add_on_id.as_ref()) {
                 let m = match a.spec.add_on_type {
-                    crate::api::AddOnType::Standalone => Managed::Subscription(id.clone()),
-                    crate::api::AddOnType::Traditional => Managed::AddOn(id.clone()),
+                    AddOnType::Standalone => Managed::Subscription(id.clone()),
+                    AddOnType::Traditional => Managed::AddOn(id.clone()),
                 };
                 claims.push((&a.meta, Kind::AddOn, &a.spec.organization, m));
             }
@@ -629,8 +609,7 @@ impl<'a> Planner<'a> {
                     BlockReason::OrganizationNotPermitted,
                     format!(
                         "namespace {} is not bound to an organization: label it {}={organization}",
-                        meta.namespace,
-                        crate::api::ORGANIZATION_LABEL
+                        meta.namespace, ORGANIZATION_LABEL
                     ),
                 ));
             }

@@ -3,11 +3,11 @@
 
 use super::auto_assign::AutoAssign;
 use super::conditions::{Block, Outcome};
-use super::{Kind, Managed, Meta, Op, Planner, purchase_key};
-use crate::api::{
-    ALLOW_LARGE_PURCHASE_ANNOTATION, AddOnStatus, AddOnType, PAUSED_ANNOTATION, PendingPurchase,
-    PurchaseState, SeatCounts, SubscriptionDeletionPolicy, SubscriptionStatus,
+use super::resources::{
+    AddOnIntent, AddOnStatus, AddOnType, PendingPurchase, PurchaseState, SeatCounts,
+    SubscriptionDeletionPolicy, SubscriptionStatus,
 };
+use super::{Kind, Managed, Meta, Op, Planner, purchase_key};
 use crate::domain::BlockReason;
 use crate::domain::billing::{CostPreview, cost_preview};
 use crate::domain::rules::{
@@ -118,7 +118,7 @@ impl Planner<'_> {
             product: p.product.into(),
             ..Default::default()
         };
-        out.outcome.paused = p.meta.flag(PAUSED_ANNOTATION);
+        out.outcome.paused = p.meta.flags.paused;
         if let Err(block) = self.purchase_steps(p, &mut out) {
             self.note_retry(block.retry_at);
             out.outcome.blocked = Some(block);
@@ -361,7 +361,7 @@ impl Planner<'_> {
         to: u32,
         monthly_price: f64,
     ) -> Result<(), Block> {
-        let allowed = meta.flag(ALLOW_LARGE_PURCHASE_ANNOTATION);
+        let allowed = meta.flags.allow_large_purchase;
         let limit = self.options.max_seat_increase;
         Ok(check_purchase_limit(
             product,
@@ -509,7 +509,7 @@ pub(super) struct AddOnResult {
     pub auto_assign: AutoAssign,
 }
 
-type AddOnDecl = super::Declared<crate::api::AddOnSpec, AddOnStatus>;
+type AddOnDecl = super::Declared<AddOnIntent, AddOnStatus>;
 
 impl Planner<'_> {
     pub(super) fn plan_add_ons(&mut self, subs: &[PurchaseResult]) -> Vec<AddOnResult> {
@@ -588,7 +588,7 @@ impl Planner<'_> {
         r.purchase.organization = d.spec.organization.clone();
         r.purchase.product = d.spec.product.clone();
         r.purchase.purchase = d.status.purchase.clone();
-        r.purchase.outcome.paused = d.meta.flag(PAUSED_ANNOTATION);
+        r.purchase.outcome.paused = d.meta.flags.paused;
         if let Err(block) = self.traditional_steps(d, base, &mut r) {
             self.note_retry(block.retry_at);
             r.purchase.outcome.blocked = Some(block);

@@ -1,0 +1,420 @@
+//! The resources' plain data, as the planner reads and writes it: what each resource declares
+//! (its intent: the spec's fields the planner needs) and the status it reaches. No Kubernetes
+//! types: `crate::api` wraps the specs into CustomResources and re-exports these types, so the
+//! doc comments here are also `kubectl explain` text.
+
+use crate::domain::billing::CostPreview;
+use crate::domain::{BillingFrequency, Channel, Instant};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Namespace label binding a namespace to one organization (tenant isolation).
+pub const ORGANIZATION_LABEL: &str = "seatkeeper.dev/organization";
+/// Observe only, change nothing.
+pub const PAUSED_ANNOTATION: &str = "seatkeeper.dev/paused";
+/// Lets one reconcile remove licences from more than `--max-removals` users.
+pub const ALLOW_BULK_REMOVAL_ANNOTATION: &str = "seatkeeper.dev/allow-bulk-removal";
+/// Required before a Replace removes a data-bearing plan (R28).
+pub const ACKNOWLEDGE_DOWNGRADE_ANNOTATION: &str = "seatkeeper.dev/acknowledge-downgrade";
+/// Lets one reconcile raise seats by more than `--max-seat-increase`.
+pub const ALLOW_LARGE_PURCHASE_ANNOTATION: &str = crate::domain::rules::ALLOW_LARGE_PURCHASE;
+
+fn default_true() -> bool {
+    true
+}
+
+/// What a Subscription declares (its spec), as the planner reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionIntent {
+    pub organization: String,
+    pub product: String,
+    pub seats: i32,
+    #[serde(default)]
+    pub subscription_id: Option<String>,
+    #[serde(default)]
+    pub billing_frequency: BillingFrequency,
+    #[serde(default = "default_true")]
+    pub recurring_billing: bool,
+    #[serde(default)]
+    pub product_key: Option<ProductKeyRef>,
+    #[serde(default)]
+    pub convert_trial: bool,
+    #[serde(default)]
+    pub deletion_policy: SubscriptionDeletionPolicy,
+}
+
+/// What a LicenseAssignment declares (its spec), as the planner reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignmentIntent {
+    pub organization: String,
+    pub users: Vec<String>,
+    pub licenses: Vec<LicenseSpec>,
+    #[serde(default)]
+    pub mode: AssignmentMode,
+    #[serde(default)]
+    pub deletion_policy: AssignmentDeletionPolicy,
+}
+
+/// What an AddOn declares (its spec), as the planner reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddOnIntent {
+    pub organization: String,
+    pub product: String,
+    #[serde(rename = "type")]
+    pub add_on_type: AddOnType,
+    #[serde(default)]
+    pub subscription_ref: Option<SubscriptionRef>,
+    #[serde(default)]
+    pub add_on_id: Option<String>,
+    pub quantity: i32,
+    #[serde(default)]
+    pub billing_frequency: BillingFrequency,
+    #[serde(default)]
+    pub auto_assign: bool,
+    #[serde(default)]
+    pub deletion_policy: SubscriptionDeletionPolicy,
+}
+
+/// Points at the key of a Secret in the same namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductKeyRef {
+    /// The Secret and key holding the product key.
+    pub secret_ref: SecretKeySelector,
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySelector {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// What deleting a Subscription or AddOn does to the purchase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SubscriptionDeletionPolicy {
+    /// Leave the subscription as it is; seatkeeper forgets it.
+    #[default]
+    Orphan,
+    /// Cancel it (after the cancellation window: turn recurring billing off).
+    Cancel,
+}
+
+/// One product to license, optionally with some of its service plans turned off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LicenseSpec {
+    /// The product (SKU part number), e.g. `ENTERPRISEPACK`.
+    #[schemars(length(min = 1))]
+    pub product: String,
+    /// Service plans of the product to turn off for these users, e.g. `SWAY`. Each at most once.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub disabled_plans: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AssignmentMode {
+    /// Add these licences; keep any others the users hold.
+    #[default]
+    Add,
+    /// Hold exactly these licences; remove the others (make-before-break).
+    Replace,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AssignmentDeletionPolicy {
+    /// Remove the licences this resource assigned.
+    #[default]
+    Unassign,
+    /// Leave the licences assigned.
+    Retain,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AddOnType {
+    /// Attached to one base subscription.
+    #[default]
+    Traditional,
+    /// A subscription of its own, with its own end date.
+    Standalone,
+}
+
+/// Names a Subscription resource in the same namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SubscriptionRef {
+    /// Name of the Subscription resource.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// A condition in the shape of metav1.Condition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `Synced` or `Blocked`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase reason, e.g. `CreditCheckPending`.
+    pub reason: String,
+    /// What happened, and what to do about it, in plain words.
+    pub message: String,
+    /// When the status last changed.
+    #[schemars(with = "String")]
+    pub last_transition_time: Instant,
+    /// The generation of the spec this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The conditions every status carries: a list-map keyed by `type`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Conditions(
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub Vec<Condition>,
+);
+
+impl Conditions {
+    pub fn get(&self, type_: &str) -> Option<&Condition> {
+        self.0.iter().find(|c| c.type_ == type_)
+    }
+
+    pub fn is_true(&self, type_: &str) -> bool {
+        self.get(type_).is_some_and(|c| c.status == "True")
+    }
+
+    /// Set a condition, keeping `lastTransitionTime` unless its status flips.
+    pub fn set(&mut self, mut c: Condition) {
+        match self.0.iter_mut().find(|x| x.type_ == c.type_) {
+            Some(old) => {
+                if old.status == c.status {
+                    c.last_transition_time = old.last_transition_time;
+                }
+                *old = c;
+            }
+            None => self.0.push(c),
+        }
+    }
+
+    /// Equal but for timestamps: what decides whether a status write is needed.
+    pub fn same_ignoring_time(&self, other: &Conditions) -> bool {
+        let key = |c: &Condition| {
+            (
+                c.type_.clone(),
+                c.status.clone(),
+                c.reason.clone(),
+                c.message.clone(),
+                c.observed_generation,
+            )
+        };
+        let mut a: Vec<_> = self.0.iter().map(key).collect();
+        let mut b: Vec<_> = other.0.iter().map(key).collect();
+        a.sort();
+        b.sort();
+        a == b
+    }
+}
+
+/// Seat counts of a subscription or add-on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatCounts {
+    /// Seats asked for in spec.
+    pub desired: i64,
+    /// Seats bought.
+    pub purchased: i64,
+    /// Licences of the product assigned to users (across the organization's pool).
+    pub assigned: i64,
+    /// Licences of the product still free to assign (across the pool).
+    pub available: i64,
+}
+
+/// A purchase started but not yet confirmed: retried with the same key, it cannot buy twice.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingPurchase {
+    /// The idempotency key sent with the purchase.
+    pub key: String,
+    /// When the purchase was started.
+    #[schemars(with = "String")]
+    pub started_at: Instant,
+}
+
+/// The lifecycle state of a subscription or add-on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PurchaseState {
+    Pending,
+    Active,
+    Warning,
+    Suspended,
+    CancelAtTermEnd,
+    Canceled,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionStatus {
+    /// The generation of the spec last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Synced` and `Blocked`.
+    #[serde(default)]
+    pub conditions: Conditions,
+    /// The reason of the Blocked condition while it is True; empty otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_reason: Option<String>,
+    /// The id of the subscription in the licensing service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
+    /// How the subscription was bought: `Direct`, `Reseller`, `Prepaid` or `SelfService`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    /// Whether the subscription is a trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<bool>,
+    /// `Pending`, `Active`, `Warning`, `Suspended`, `CancelAtTermEnd` or `Canceled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PurchaseState>,
+    /// When the current term ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub term_ends_at: Option<Instant>,
+    /// Seats desired, purchased, assigned and available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats: Option<SeatCounts>,
+    /// The cost of the last seat change seatkeeper made (R08).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seat_change: Option<CostPreview>,
+    /// A purchase in flight (recorded before the backend is called).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase: Option<PendingPurchase>,
+}
+
+/// One user's state in a LicenseAssignment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStatus {
+    /// The user principal name.
+    pub user: String,
+    /// `Assigned`, `Pending` or `Blocked`.
+    pub state: UserState,
+    /// Why the user is Pending or Blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum UserState {
+    Assigned,
+    Pending,
+    Blocked,
+}
+
+/// A licence this resource removed (R19: the mailbox data is deleted 30 days later).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Removal {
+    pub user: String,
+    pub product: String,
+    #[schemars(with = "String")]
+    pub removed_at: Instant,
+    /// Until when the user's mailbox data can still be recovered.
+    #[schemars(with = "String")]
+    pub data_retained_until: Instant,
+}
+
+/// A licence this resource assigned, and therefore may remove.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct OwnedLicence {
+    pub user: String,
+    pub product: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LicenseAssignmentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Synced` and `Blocked`.
+    #[serde(default)]
+    pub conditions: Conditions,
+    /// The reason of the Blocked condition while it is True.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_reason: Option<String>,
+    /// Users listed in spec.
+    #[serde(default)]
+    pub desired_users: i64,
+    /// Users holding every declared licence.
+    #[serde(default)]
+    pub assigned: i64,
+    /// Users waiting (e.g. for free licences).
+    #[serde(default)]
+    pub pending: i64,
+    /// Users that cannot be licensed until something outside the spec changes.
+    #[serde(default)]
+    pub blocked: i64,
+    /// Each user's state.
+    #[serde(default)]
+    pub users: Vec<UserStatus>,
+    /// Licences this resource removed, with the date their mailbox data is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removals: Vec<Removal>,
+    /// Licences this resource assigned (and so may remove).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned: Vec<OwnedLicence>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddOnStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Synced` and `Blocked`.
+    #[serde(default)]
+    pub conditions: Conditions,
+    /// The reason of the Blocked condition while it is True.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_reason: Option<String>,
+    /// The add-on's id (a standalone add-on's subscription id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_on_id: Option<String>,
+    /// The base subscription a traditional add-on belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_subscription_id: Option<String>,
+    /// `Pending`, `Active`, `Warning`, `Suspended`, `CancelAtTermEnd` or `Canceled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PurchaseState>,
+    /// Quantity desired, purchased, assigned and available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<SeatCounts>,
+    /// The cost of the last quantity change seatkeeper made (R08).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seat_change: Option<CostPreview>,
+    /// A purchase in flight (recorded before the backend is called).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase: Option<PendingPurchase>,
+    /// Users who got the add-on from its one-time auto-assignment at the purchase (R25);
+    /// absent until that has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_assigned: Option<i64>,
+    /// The add-on was bought with autoAssign and its one-time auto-assignment has not run yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_assign_due: bool,
+    /// Users without a licence whom the auto-assignment could not give the add-on, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_assign_skipped: Vec<UserStatus>,
+}

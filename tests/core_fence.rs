@@ -1,0 +1,66 @@
+//! The core (licensing domain, rules, planner, executor, the backend trait) knows no
+//! Kubernetes: it must build without kube, k8s-openapi and serde_json, and never reach into
+//! the Kubernetes shell, the CLI or a particular backend. This test reads the core's sources
+//! and fails on any such import, so the fence cannot erode unnoticed.
+
+use std::path::{Path, PathBuf};
+
+const CORE: &[&str] = &[
+    "src/domain",
+    "src/planner",
+    "src/executor.rs",
+    "src/backend/mod.rs",
+    "src/backend/hooked.rs",
+    "src/clock.rs",
+];
+
+const FORBIDDEN: &[&str] = &[
+    "kube::",
+    "use kube",
+    "k8s_openapi",
+    "serde_json",
+    "crate::api",
+    "crate::cli",
+    "crate::controller",
+    "crate::intents",
+    "embedded::",
+];
+
+fn sources(path: &Path, out: &mut Vec<PathBuf>) {
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).unwrap() {
+            sources(&e.unwrap().path(), out);
+        }
+    } else if path.extension().is_some_and(|x| x == "rs") {
+        out.push(path.to_path_buf());
+    }
+}
+
+#[test]
+fn the_core_imports_no_kubernetes_no_json_and_no_shell() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![];
+    for c in CORE {
+        sources(&root.join(c), &mut files);
+    }
+    assert!(files.len() >= 10, "the core's files were found: {files:?}");
+    let mut found = vec![];
+    for f in &files {
+        for (n, line) in std::fs::read_to_string(f).unwrap().lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            for bad in FORBIDDEN {
+                if code.contains(bad) {
+                    found.push(format!("{}:{}: {bad}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the core reaches outside itself:\n{}",
+        found.join("\n")
+    );
+}
