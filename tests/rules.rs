@@ -809,3 +809,25 @@ fn a_recorded_status_that_cannot_be_read_is_an_error_not_forgotten() {
         before
     );
 }
+
+#[test]
+fn r04_an_invalid_product_key_is_predicted_by_plan_not_refused_by_apply() {
+    let t = Tenant::new(
+        &tenant(&users(1, ""), &s("sub-1", "SPB", 5, ", channel: Prepaid"))
+            .replace("paymentMethodOnFile: true", "paymentMethodOnFile: false"),
+    );
+    let key = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: keys}\nstringData: {key: TOO-SHORT}\n";
+    let m = sub(
+        "spb",
+        "sub-1",
+        "SPB",
+        6,
+        ", productKey: {secretRef: {name: keys, key: key}}",
+    ) + key;
+    let plan = t.run("plan", &m, NOW);
+    assert!(plan.actions().is_empty(), "{:?}", plan.actions());
+    assert_eq!(plan.blocked("spb"), "Prepaid");
+    let msg = plan.item("spb")["status"]["conditions"].to_string();
+    assert!(msg.contains("25-character"), "{msg}");
+    assert!(!msg.contains("TOO-SHORT"), "the key itself is never shown");
+}

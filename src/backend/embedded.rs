@@ -12,7 +12,7 @@ use crate::domain::billing::period_after;
 use crate::domain::catalog::CatalogOverrides;
 use crate::domain::rules::{
     cancellation_window_open, check_add_on_available, check_admin_may_change, check_cancellation,
-    check_free_seats, check_seat_change, check_seats_cover_assigned, check_trial_conversion,
+    check_free_seats, check_reduction, check_seat_change, check_trial_conversion,
     check_user_change,
 };
 use crate::domain::{
@@ -508,9 +508,7 @@ impl Backend for Embedded {
             let snapshot = org.clone();
             let sub = find_sub(org, subscription_id)?;
             let consumed = snapshot.consumed(&sub.product);
-            let key_ok = product_key
-                .is_some_and(|k| k.chars().filter(|c| c.is_ascii_alphanumeric()).count() == 25);
-            check_seat_change(&snapshot, sub, seats, consumed, key_ok, now)?;
+            check_seat_change(&snapshot, sub, seats, consumed, product_key, now)?;
             if snapshot.seat_change_delay_minutes == 0 || seats == sub.seats {
                 sub.seats = seats;
                 sub.pending_seat_change = None;
@@ -616,10 +614,8 @@ impl Backend for Embedded {
             if quantity == 0 {
                 return Err(Refusal::RemovalRequiresSupport.into());
             }
-            if quantity < a.quantity {
-                let pool_after = snapshot.pool(&a.product, now) - (a.quantity - quantity);
-                check_seats_cover_assigned(pool_after, snapshot.consumed(&a.product))?;
-            }
+            let pool = snapshot.pool(&a.product, now);
+            check_reduction(pool, a.quantity, quantity, snapshot.consumed(&a.product))?;
             a.quantity = quantity;
             Ok(())
         })

@@ -127,9 +127,15 @@ impl<B: Backend> Ctx<B> {
         state: &mut OrgState,
     ) -> Result<Duration, ReconcileError> {
         let now = self.clock.now();
-        let subs = self.current(of_org(&self.subscriptions, org), &state.seen).await?;
-        let las = self.current(of_org(&self.assignments, org), &state.seen).await?;
-        let add_ons = self.current(of_org(&self.add_ons, org), &state.seen).await?;
+        let subs = self
+            .current(of_org(&self.subscriptions, org), &state.seen)
+            .await?;
+        let las = self
+            .current(of_org(&self.assignments, org), &state.seen)
+            .await?;
+        let add_ons = self
+            .current(of_org(&self.add_ons, org), &state.seen)
+            .await?;
         let mut read = BTreeMap::new();
         fingerprint_of(&mut read, &subs);
         fingerprint_of(&mut read, &las);

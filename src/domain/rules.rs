@@ -19,6 +19,8 @@ pub enum Refusal {
     Prepaid { removing: bool },
     #[error("the subscription is managed by a reseller")]
     ResellerManaged,
+    #[error("the product key is not valid")]
+    ProductKeyInvalid,
     #[error("the subscription is a trial")]
     Trial { payment_method_missing: bool },
     #[error("seats are in use")]
@@ -54,6 +56,8 @@ pub enum Refusal {
     UserNotFound { user: String },
     #[error("user has no usage location")]
     UsageLocationMissing { user: String },
+    #[error("a downgrade needs acknowledging")]
+    DowngradeNotAcknowledged { user: String, products: Vec<String> },
     #[error("licences of this product come only from self-service purchases")]
     SelfServiceOnly { product: String },
     #[error("add-on not available")]
@@ -88,6 +92,7 @@ impl Refusal {
         match self {
             Refusal::CreditCheckPending { .. } => BlockReason::CreditCheckPending,
             Refusal::Prepaid { .. } => BlockReason::Prepaid,
+            Refusal::ProductKeyInvalid => BlockReason::Prepaid,
             Refusal::ResellerManaged => BlockReason::ResellerManaged,
             Refusal::Trial { .. } => BlockReason::Trial,
             Refusal::SeatsInUse { .. } => BlockReason::SeatsInUse,
@@ -101,6 +106,7 @@ impl Refusal {
             Refusal::UserNotFound { .. } => BlockReason::UserNotFound,
             Refusal::UsageLocationMissing { .. } => BlockReason::UsageLocationMissing,
             Refusal::SelfServiceOnly { .. } => BlockReason::SelfServiceOnly,
+            Refusal::DowngradeNotAcknowledged { .. } => BlockReason::DowngradeNotAcknowledged,
             Refusal::NotAvailable { .. } => BlockReason::NotAvailable,
             Refusal::RemovalRequiresSupport => BlockReason::RemovalRequiresSupport,
             Refusal::CancellationWindowClosed { .. } => BlockReason::CancellationWindowClosed,
@@ -125,6 +131,9 @@ impl Refusal {
             }
             Refusal::Prepaid { removing: false } => {
                 "the subscription was activated with a product key (prepaid): add a payment method to the billing account, or set spec.productKey to another 25-character key, to add seats".into()
+            }
+            Refusal::ProductKeyInvalid => {
+                "the product key named by spec.productKey is not a 25-character key (letters and digits; dashes do not count): correct the Secret, or add a payment method to the billing account".into()
             }
             Refusal::ResellerManaged => {
                 "the subscription was bought through a reseller: ask your partner to change seats".into()
@@ -165,6 +174,10 @@ impl Refusal {
             Refusal::UsageLocationMissing { user } => {
                 format!("user {user} has no usage location: set one in the directory before a licence can be assigned")
             }
+            Refusal::DowngradeNotAcknowledged { user, products } => format!(
+                "moving {user} off {} loses data-bearing services (R28): back the data up, then annotate {ACKNOWLEDGE_DOWNGRADE}=\"true\"",
+                products.join(", ")
+            ),
             Refusal::SelfServiceOnly { product } => format!(
                 "{product} is only held through self-service purchases, which admins cannot assign from: take the subscription over or buy one"
             ),
@@ -286,13 +299,14 @@ pub fn check_cancellation(
     check_seats_cover_assigned(pool.saturating_sub(own), assigned)
 }
 
-/// R01–R07: may the seat count of `sub` become `seats`? `consumed` is the pool's seats in use.
+/// R01–R07: may the seat count of `sub` become `seats`? `consumed` is the pool's seats in use;
+/// `product_key` pays for added seats of a prepaid subscription (R04).
 pub fn check_seat_change(
     org: &Organization,
     sub: &Subscription,
     seats: u32,
     consumed: u32,
-    has_product_key: bool,
+    product_key: Option<&str>,
     now: Instant,
 ) -> Result<(), Refusal> {
     if seats == sub.seats {
@@ -303,15 +317,31 @@ pub fn check_seat_change(
         if seats < sub.seats {
             return Err(Refusal::Prepaid { removing: true });
         }
-        if !has_product_key && !org.payment_method_on_file {
-            return Err(Refusal::Prepaid { removing: false });
+        match product_key {
+            Some(key) if !product_key_valid(key) => return Err(Refusal::ProductKeyInvalid),
+            None if !org.payment_method_on_file => {
+                return Err(Refusal::Prepaid { removing: false });
+            }
+            _ => {}
         }
     }
     if seats < sub.seats {
-        let pool_after = org.pool(&sub.product, now).saturating_sub(sub.seats) + seats;
-        check_seats_cover_assigned(pool_after, consumed)?;
+        let pool = org.pool(&sub.product, now);
+        check_reduction(pool, sub.seats, seats, consumed)?;
     }
     Ok(())
+}
+
+/// R04: a product key has 25 letters and digits (grouped by dashes: `ABCDE-FGHIJ-…`).
+pub fn product_key_valid(key: &str) -> bool {
+    key.chars().filter(|c| c.is_ascii_alphanumeric()).count() == 25
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// R07 for one reduction: `pool` is the product's assignable seats now; the subscription (or
+/// add-on) in it goes from `from` to `to`; `assigned` licences must still fit.
+pub fn check_reduction(pool: u32, from: u32, to: u32, assigned: u32) -> Result<(), Refusal> {
+    check_seats_cover_assigned(pool.saturating_sub(from.saturating_sub(to)), assigned)
 }
 
 /// R07: a product's pool can never shrink below the licences of it that are assigned.
@@ -471,6 +501,30 @@ pub fn check_free_seats(product: &str, needed: u32, available: u32) -> Result<()
         });
     }
     Ok(())
+}
+
+/// The annotation that acknowledges a downgrade (R28).
+pub const ACKNOWLEDGE_DOWNGRADE: &str = "seatkeeper.dev/acknowledge-downgrade";
+
+/// R28: a change that leaves the user with fewer data-bearing plans (and removes licences)
+/// loses data unless it is acknowledged, after a backup.
+pub fn check_downgrade(
+    catalog: &Catalog,
+    user: &User,
+    after: &[Licence],
+    remove: &[String],
+    acknowledged: bool,
+) -> Result<(), Refusal> {
+    if remove.is_empty()
+        || acknowledged
+        || data_plans_enabled(catalog, after) >= data_plans_enabled(catalog, &user.licenses)
+    {
+        return Ok(());
+    }
+    Err(Refusal::DowngradeNotAcknowledged {
+        user: user.upn.clone(),
+        products: remove.to_vec(),
+    })
 }
 
 /// R28: how many data-bearing plans a set of licences turns on.

@@ -3,20 +3,23 @@
 
 use super::conditions::{Block, Outcome};
 use super::resources::{
-    ACKNOWLEDGE_DOWNGRADE_ANNOTATION, ALLOW_BULK_REMOVAL_ANNOTATION, AssignmentDeletionPolicy,
-    AssignmentIntent, AssignmentMode, LicenseAssignmentStatus, OwnedLicence, UserState, UserStatus,
+    ALLOW_BULK_REMOVAL_ANNOTATION, AssignmentDeletionPolicy, AssignmentIntent, AssignmentMode,
+    LicenseAssignmentStatus, OwnedLicence, UserState, UserStatus,
 };
 use super::{Declared, Kind, Op, Planner, UserChange};
 use crate::domain::BlockReason;
-use crate::domain::rules::{check_user_change, data_plans_enabled, licences_after};
-use crate::domain::{Licence, Refusal, User};
+use crate::domain::rules::{check_downgrade, check_free_seats, check_user_change, licences_after};
+use crate::domain::{Licence, Organization, Refusal, User};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 type Assignment = Declared<AssignmentIntent, LicenseAssignmentStatus>;
 
-/// organization → lowercase user → (product, (the oldest resource declaring it, its plans)).
-type Claims = HashMap<String, HashMap<String, Vec<(String, (usize, Licence))>>>;
+/// lowercase user → (product, (the oldest resource declaring it, its plans)).
+type OrgClaims = HashMap<String, Vec<(String, (usize, Licence))>>;
+
+/// organization → its claims.
+type Claims = HashMap<String, OrgClaims>;
 
 /// One user's change before seats are allocated.
 struct Candidate {
@@ -28,7 +31,7 @@ struct Candidate {
     listed: bool,
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
     pub(super) fn plan_assignments(&mut self) {
         let desired = self.desired;
         let mut order: Vec<usize> = (0..desired.assignments.len()).collect();
@@ -81,10 +84,10 @@ impl Planner<'_> {
             ..Default::default()
         };
         let users = unique(&d.spec.users);
-        let mut user_states: BTreeMap<String, (UserState, Option<Block>)> = BTreeMap::new();
-        let result =
-            self.assignment_steps(index, d, claims, &users, &mut user_states, &mut outcome);
-        if let Err(block) = result {
+        let mut states = UserStates::new();
+        if let Err(block) =
+            self.assignment_steps(index, d, claims, &users, &mut states, &mut outcome)
+        {
             outcome.blocked = Some(block);
         }
         let mut status = LicenseAssignmentStatus {
@@ -94,9 +97,8 @@ impl Planner<'_> {
             owned: d.status.owned.clone(),
             ..Default::default()
         };
-        let mut first_block: Option<(&str, Block)> = None;
         for u in &users {
-            let (state, block) = user_states
+            let (state, block) = states
                 .get(*u)
                 .cloned()
                 .unwrap_or((UserState::Pending, outcome.blocked.clone()));
@@ -105,19 +107,6 @@ impl Planner<'_> {
                 UserState::Pending => status.pending += 1,
                 UserState::Blocked => status.blocked += 1,
             }
-            // The resource's Blocked reason: the first blocked user's, else the first waiting one's.
-            if let Some(b) = &block {
-                let better = match &first_block {
-                    None => true,
-                    Some((fu, _)) => {
-                        state == UserState::Blocked
-                            && user_states.get(*fu).map(|s| s.0) != Some(UserState::Blocked)
-                    }
-                };
-                if better {
-                    first_block = Some((u, b.clone()));
-                }
-            }
             status.users.push(UserStatus {
                 user: u.to_string(),
                 state,
@@ -125,294 +114,326 @@ impl Planner<'_> {
                 message: block.map(|b| b.message),
             });
         }
-        if outcome.blocked.is_none()
-            && let Some((user, b)) = first_block
-        {
-            let same_reason = status
-                .users
-                .iter()
-                .filter(|x| x.reason.as_deref() == Some(b.reason.as_str()))
-                .count();
-            let others = match same_reason.saturating_sub(1) {
-                0 => String::new(),
-                1 => " (and 1 more user)".to_string(),
-                n => format!(" (and {n} more users)"),
-            };
-            outcome.blocked = Some(Block::new(
-                b.reason,
-                format!("{user}: {}{others}", b.message),
-            ));
+        if outcome.blocked.is_none() {
+            outcome.blocked = summary_block(&users, &states);
         }
         status.conditions = outcome.conditions(&d.status.conditions, d.meta.generation, self.now);
         status.blocked_reason = outcome.blocked_reason();
         status
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Candidates (listed users, then licences dropped from the spec) → the removal limit →
+    /// seats → the moves to make.
     fn assignment_steps(
         &mut self,
         index: usize,
         d: &Assignment,
         claims: &Claims,
         users: &[&str],
-        user_states: &mut BTreeMap<String, (UserState, Option<Block>)>,
+        states: &mut UserStates,
         outcome: &mut Outcome,
     ) -> Result<(), Block> {
-        let org = self.gate(&d.meta, &d.spec.organization)?;
-        let catalog = self.observed.catalog.clone();
-        for l in &d.spec.licenses {
-            if catalog.product(&l.product).is_none() {
-                return Err(Refusal::ProductUnknown {
-                    product: l.product.clone(),
+        let scope = self.scope(index, d, claims)?;
+        let mut candidates = vec![];
+        if !scope.deleting {
+            for &u in users {
+                match self.candidate(&scope, d, u) {
+                    Ok(Some(c)) => candidates.push(c),
+                    Ok(None) => {
+                        states.insert(u.to_string(), (UserState::Assigned, None));
+                    }
+                    Err(b) => {
+                        states.insert(u.to_string(), (UserState::Blocked, Some(b)));
+                    }
                 }
-                .into());
             }
         }
-        let organization = d.spec.organization.as_str();
-        let of_org = claims.get(organization);
-        // `user` is lowercase.
-        let claim = |user: &str, product: &str| {
-            of_org
-                .and_then(|o| o.get(user))
-                .and_then(|c| c.iter().find(|(p, _)| p == product))
-                .map(|(_, c)| c)
-        };
-        let claimed_elsewhere =
-            |user: &str, product: &str| claim(user, product).is_some_and(|(o, _)| *o != index);
-        let declared: Vec<Licence> = d
+        let dropped = self.dropped(&scope, users, &candidates);
+        candidates.extend(dropped);
+        let limit = self.removal_limit(&scope, d, &mut candidates, states);
+        if scope.replace {
+            self.all_or_nothing(&scope, &mut candidates, states);
+        }
+        let accepted = self.seats(&scope, candidates, states, outcome.paused);
+        if !accepted.is_empty() {
+            let adds = accepted.iter().filter(|c| !c.add.is_empty()).count();
+            let removes = accepted.iter().filter(|c| !c.remove.is_empty()).count();
+            outcome.progressing = Some(format!(
+                "assigning licences to {adds} users, removing licences from {removes} users"
+            ));
+            if !outcome.paused {
+                let op = Op::AssignLicenses { users: accepted };
+                self.push(
+                    &d.meta,
+                    Kind::LicenseAssignment,
+                    scope.organization,
+                    op,
+                    false,
+                );
+            }
+        } else if scope.deleting && limit.is_none() {
+            self.deleted
+                .push(super::ObjectRef::of(Kind::LicenseAssignment, &d.meta));
+        }
+        limit.map_or(Ok(()), Err)
+    }
+
+    /// What this resource plans with; Blocked when its namespace may not act for the
+    /// organization or a product is unknown.
+    fn scope<'s>(
+        &self,
+        index: usize,
+        d: &'s Assignment,
+        claims: &'s Claims,
+    ) -> Result<Scope<'a, 's>, Block> {
+        let org = self.gate(&d.meta, &d.spec.organization)?;
+        let catalog = self.observed.catalog.clone();
+        if let Some(l) = d
             .spec
             .licenses
             .iter()
-            .map(|l| Licence::new(&l.product, &l.disabled_plans))
-            .collect();
-        let owned: BTreeSet<(String, String)> = d
-            .status
-            .owned
-            .iter()
-            .map(|o| (o.user.to_lowercase(), o.product.clone()))
-            .collect();
-        let replace = d.spec.mode == AssignmentMode::Replace;
-        let deleting = d.meta.deleting;
-        let unassign = deleting && d.spec.deletion_policy == AssignmentDeletionPolicy::Unassign;
-        let mut candidates: Vec<Candidate> = vec![];
-
-        if !deleting {
-            for &u in users {
-                let block = |reason: Refusal| (UserState::Blocked, Some(Block::from(reason)));
-                let lower = u.to_lowercase();
-                if let Some((l, (owner, _))) = declared.iter().find_map(|l| {
-                    claim(&lower, &l.product)
-                        .filter(|(owner, plans)| *owner != index && !plans.same_plans(l))
-                        .map(|c| (l, c))
-                }) {
-                    let other = &self.desired.assignments[*owner].meta;
-                    user_states.insert(
-                        u.to_string(),
-                        (
-                            UserState::Blocked,
-                            Some(Block::new(
- BlockReason::DuplicateAssignment,
-                                format!(
-                                    "LicenseAssignment {}/{} already assigns {} to this user with other disabled plans; the older claim wins: make the plans agree or drop one",
-                                    other.namespace, other.name, l.product
-                                ),
-                            )),
-                        ),
-                    );
-                    continue;
-                }
-                let Some(user) = org.user(u) else {
-                    user_states.insert(
-                        u.to_string(),
-                        block(Refusal::UserNotFound { user: u.into() }),
-                    );
-                    continue;
-                };
-                let user = &*self.planned_user(organization, user);
-                let add: Vec<Licence> = declared
-                    .iter()
-                    .filter(|l| user.licence(&l.product).is_none_or(|h| !h.same_plans(l)))
-                    .cloned()
-                    .collect();
-                let remove: Vec<String> = user
-                    .licenses
-                    .iter()
-                    .map(|l| &l.product)
-                    .filter(|p| {
-                        !declared.iter().any(|l| &l.product == *p) && !claimed_elsewhere(&lower, p)
-                    })
-                    .filter(|p| replace || owned.contains(&(lower.clone(), (*p).clone())))
-                    .cloned()
-                    .collect();
-                if add.is_empty() && remove.is_empty() {
-                    user_states.insert(u.to_string(), (UserState::Assigned, None));
-                    continue;
-                }
-                let checked = match check_user_change(org, &catalog, user, &add, &remove, self.now)
-                {
-                    Ok(c) => c,
-                    Err(r) => {
-                        user_states.insert(u.to_string(), block(r));
-                        continue;
-                    }
-                };
-                let (after, new_products) = (checked.after, checked.new_products);
-                if replace
-                    && !remove.is_empty()
-                    && !d.meta.flags.acknowledge_downgrade
-                    && data_plans_enabled(&catalog, &after)
-                        < data_plans_enabled(&catalog, &user.licenses)
-                {
-                    user_states.insert(
-                        u.to_string(),
-                        (
-                            UserState::Blocked,
-                            Some(Block::new(
- BlockReason::DowngradeNotAcknowledged,
-                                format!(
-                                    "moving {u} off {} loses data-bearing services (R28): back the data up, then annotate {ACKNOWLEDGE_DOWNGRADE_ANNOTATION}=\"true\"",
-                                    remove.join(", ")
-                                ),
-                            )),
-                        ),
-                    );
-                    continue;
-                }
-                candidates.push(Candidate {
-                    user: u.to_string(),
-                    change: UserChange {
-                        user: user.upn.clone(),
-                        add,
-                        remove,
-                    },
-                    new_products,
-                    listed: true,
-                });
+            .find(|l| catalog.product(&l.product).is_none())
+        {
+            return Err(Refusal::ProductUnknown {
+                product: l.product.clone(),
             }
+            .into());
         }
-        // Licences this resource owns that the spec no longer asks for (or all, when unassigning).
-        let listed: BTreeSet<String> = if deleting {
+        let deleting = d.meta.deleting;
+        Ok(Scope {
+            index,
+            org,
+            catalog,
+            organization: &d.spec.organization,
+            claims: claims.get(d.spec.organization.as_str()),
+            declared: d
+                .spec
+                .licenses
+                .iter()
+                .map(|l| Licence::new(&l.product, &l.disabled_plans))
+                .collect(),
+            owned: d
+                .status
+                .owned
+                .iter()
+                .map(|o| (o.user.to_lowercase(), o.product.clone()))
+                .collect(),
+            replace: d.spec.mode == AssignmentMode::Replace,
+            deleting,
+            unassign: deleting && d.spec.deletion_policy == AssignmentDeletionPolicy::Unassign,
+        })
+    }
+
+    /// A listed user's change: None when the user already holds what is declared; Err when a
+    /// rule stops it (another resource's claim, the directory, R13–R17, R28).
+    fn candidate(
+        &self,
+        scope: &Scope<'a, '_>,
+        d: &Assignment,
+        u: &str,
+    ) -> Result<Option<Candidate>, Block> {
+        let lower = u.to_lowercase();
+        if let Some((l, owner)) = scope.declared.iter().find_map(|l| {
+            scope
+                .claim(&lower, &l.product)
+                .filter(|(owner, plans)| *owner != scope.index && !plans.same_plans(l))
+                .map(|(owner, _)| (l, *owner))
+        }) {
+            let other = &self.desired.assignments[owner].meta;
+            return Err(Block::new(
+                BlockReason::DuplicateAssignment,
+                format!(
+                    "LicenseAssignment {}/{} already assigns {} to this user with other disabled plans; the older claim wins: make the plans agree or drop one",
+                    other.namespace, other.name, l.product
+                ),
+            ));
+        }
+        let user = scope
+            .org
+            .user(u)
+            .ok_or_else(|| Refusal::UserNotFound { user: u.into() })?;
+        let user = &*self.planned_user(scope.organization, user);
+        let add: Vec<Licence> = scope
+            .declared
+            .iter()
+            .filter(|l| user.licence(&l.product).is_none_or(|h| !h.same_plans(l)))
+            .cloned()
+            .collect();
+        let remove: Vec<String> = user
+            .licenses
+            .iter()
+            .map(|l| &l.product)
+            .filter(|p| !scope.declared.iter().any(|l| &l.product == *p))
+            .filter(|p| !scope.claimed_elsewhere(&lower, p))
+            .filter(|p| scope.replace || scope.owned.contains(&(lower.clone(), (*p).clone())))
+            .cloned()
+            .collect();
+        if add.is_empty() && remove.is_empty() {
+            return Ok(None);
+        }
+        let checked = check_user_change(scope.org, &scope.catalog, user, &add, &remove, self.now)?;
+        if scope.replace {
+            let acknowledged = d.meta.flags.acknowledge_downgrade;
+            check_downgrade(&scope.catalog, user, &checked.after, &remove, acknowledged)?;
+        }
+        Ok(Some(Candidate {
+            user: u.to_string(),
+            change: UserChange {
+                user: user.upn.clone(),
+                add,
+                remove,
+            },
+            new_products: checked.new_products,
+            listed: true,
+        }))
+    }
+
+    /// Licences this resource owns that the spec no longer asks for (all of them when
+    /// deleting with Unassign), as removals.
+    fn dropped(
+        &self,
+        scope: &Scope<'a, '_>,
+        users: &[&str],
+        listed: &[Candidate],
+    ) -> Vec<Candidate> {
+        let spec_users: BTreeSet<String> = if scope.deleting {
             BTreeSet::new()
         } else {
             users.iter().map(|u| u.to_lowercase()).collect()
         };
         let mut dropped: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (user, product) in &owned {
-            let still_declared =
-                listed.contains(user) && declared.iter().any(|l| &l.product == product);
-            if still_declared || (deleting && !unassign) || claimed_elsewhere(user, product) {
+        for (user, product) in &scope.owned {
+            let in_spec = spec_users.contains(user);
+            let still_declared = in_spec && scope.declared.iter().any(|l| &l.product == product);
+            if still_declared
+                || (scope.deleting && !scope.unassign)
+                || scope.claimed_elsewhere(user, product)
+                // already removed by the listed user's own change
+                || (in_spec && listed.iter().any(|c| c.user.to_lowercase() == *user))
+            {
                 continue;
             }
-            if listed.contains(user) && candidates.iter().any(|c| c.user.to_lowercase() == *user) {
-                continue; // already removed by the listed user's own change
-            }
-            if org.user(user).is_some_and(|u| u.licence(product).is_some()) {
+            if scope
+                .org
+                .user(user)
+                .is_some_and(|u| u.licence(product).is_some())
+            {
                 dropped
                     .entry(user.clone())
                     .or_default()
                     .push(product.clone());
             }
         }
-        for (user, remove) in dropped {
-            let upn = org.user(&user).map_or(user.clone(), |u| u.upn.clone());
-            candidates.push(Candidate {
-                user: upn.clone(),
-                change: UserChange {
-                    user: upn,
-                    add: vec![],
-                    remove,
-                },
-                new_products: vec![],
-                listed: false,
-            });
-        }
+        dropped
+            .into_iter()
+            .map(|(user, remove)| {
+                let upn = scope.org.user(&user).map_or(user, |u| u.upn.clone());
+                Candidate {
+                    user: upn.clone(),
+                    change: UserChange {
+                        user: upn,
+                        add: vec![],
+                        remove,
+                    },
+                    new_products: vec![],
+                    listed: false,
+                }
+            })
+            .collect()
+    }
 
-        // The removal limit: nothing is removed when too many users would lose a licence.
+    /// The removal limit: nothing is removed when too many users would lose a licence.
+    fn removal_limit(
+        &self,
+        scope: &Scope<'a, '_>,
+        d: &Assignment,
+        candidates: &mut Vec<Candidate>,
+        states: &mut UserStates,
+    ) -> Option<Block> {
         let removing = candidates
             .iter()
             .filter(|c| !c.change.remove.is_empty())
             .count();
-        let mut limit_block = None;
-        if removing > self.options.max_removals && !d.meta.flags.allow_bulk_removal {
-            let block = Block::new(
-                BlockReason::RemovalLimitExceeded,
-                format!(
-                    "this change would remove licences from {removing} users, over the limit of {}: nothing was removed; if that is intended, annotate {ALLOW_BULK_REMOVAL_ANNOTATION}=\"true\"",
-                    self.options.max_removals
-                ),
-            );
-            candidates.retain_mut(|c| {
-                if c.change.remove.is_empty() {
-                    return true;
-                }
-                if replace || c.change.add.is_empty() {
-                    if c.listed {
-                        user_states
-                            .insert(c.user.clone(), (UserState::Pending, Some(block.clone())));
-                    }
-                    return false;
-                }
-                c.change.remove.clear();
-                true
-            });
-            limit_block = Some(block);
+        if removing <= self.options.max_removals || d.meta.flags.allow_bulk_removal {
+            return None;
         }
+        let block = Block::new(
+            BlockReason::RemovalLimitExceeded,
+            format!(
+                "this change would remove licences from {removing} users, over the limit of {}: nothing was removed; if that is intended, annotate {ALLOW_BULK_REMOVAL_ANNOTATION}=\"true\"",
+                self.options.max_removals
+            ),
+        );
+        candidates.retain_mut(|c| {
+            if c.change.remove.is_empty() {
+                return true;
+            }
+            if scope.replace || c.change.add.is_empty() {
+                if c.listed {
+                    states.insert(c.user.clone(), (UserState::Pending, Some(block.clone())));
+                }
+                return false;
+            }
+            c.change.remove.clear();
+            true
+        });
+        Some(block)
+    }
 
-        // Seats: oldest resource first; Replace moves nobody until everyone can move (R26).
-        let mut accepted: Vec<UserChange> = vec![];
-        if replace {
-            let mut need: BTreeMap<&str, u32> = BTreeMap::new();
-            for c in &candidates {
-                for p in &c.new_products {
-                    *need.entry(p.as_str()).or_default() += 1;
-                }
-            }
-            let short = need
-                .iter()
-                .find(|(p, n)| self.pool(organization, p).available() < **n);
-            if let Some((p, n)) = short {
-                let available = self.pool(organization, p).available();
-                let block = Block::from(Refusal::InsufficientSeats {
-                    product: p.to_string(),
-                    needed: *n,
-                    available,
-                });
-                let block = Block::new(
-                    block.reason,
-                    format!(
-                        "{n} users still have to move to {p} but only {available} licences are free: buy at least {} more seats; nobody moves until all can",
-                        n - available
-                    ),
-                );
-                for c in &candidates {
-                    if c.listed {
-                        user_states
-                            .insert(c.user.clone(), (UserState::Pending, Some(block.clone())));
-                    }
-                }
-                candidates.retain(|c| !c.listed);
-            }
+    /// R26: in Replace mode nobody moves until every user still to move has a free licence.
+    fn all_or_nothing(
+        &self,
+        scope: &Scope<'a, '_>,
+        candidates: &mut Vec<Candidate>,
+        states: &mut UserStates,
+    ) {
+        let mut need: BTreeMap<&str, u32> = BTreeMap::new();
+        for p in candidates.iter().flat_map(|c| &c.new_products) {
+            *need.entry(p.as_str()).or_default() += 1;
         }
+        let short = need.iter().find_map(|(p, n)| {
+            let available = self.pool(scope.organization, p).available();
+            check_free_seats(p, *n, available)
+                .err()
+                .map(|_| (*p, *n, available))
+        });
+        let Some((p, n, available)) = short else {
+            return;
+        };
+        let block = Block::new(
+            BlockReason::InsufficientSeats,
+            format!(
+                "{n} users still have to move to {p} but only {available} licences are free: buy at least {} more seats; nobody moves until all can",
+                n - available
+            ),
+        );
+        for c in candidates.iter().filter(|c| c.listed) {
+            states.insert(c.user.clone(), (UserState::Pending, Some(block.clone())));
+        }
+        candidates.retain(|c| !c.listed);
+    }
+
+    /// Seats: candidates in order (oldest resource first) take free licences (R16); those
+    /// that find none wait.
+    fn seats(
+        &mut self,
+        scope: &Scope<'a, '_>,
+        candidates: Vec<Candidate>,
+        states: &mut UserStates,
+        paused: bool,
+    ) -> Vec<UserChange> {
+        let organization = scope.organization;
+        let mut accepted = vec![];
         for c in candidates {
-            let fits = c
+            let short = c
                 .new_products
                 .iter()
-                .all(|p| self.pool(organization, p).available() >= 1);
-            if !fits {
-                let p = c
-                    .new_products
-                    .iter()
-                    .find(|p| self.pool(organization, p).available() == 0)
-                    .expect("one does not fit");
-                let block = Block::from(Refusal::InsufficientSeats {
-                    product: p.clone(),
-                    needed: 1,
-                    available: 0,
-                });
-                user_states.insert(c.user.clone(), (UserState::Pending, Some(block)));
+                .find_map(|p| check_free_seats(p, 1, self.pool(organization, p).available()).err());
+            if let Some(refusal) = short {
+                states.insert(c.user.clone(), (UserState::Pending, Some(refusal.into())));
                 continue;
             }
-            if !outcome.paused {
+            if !paused {
                 for p in &c.new_products {
                     self.pool_mut(organization, p).consumed += 1;
                 }
@@ -422,42 +443,80 @@ impl Planner<'_> {
                 }
             }
             if c.listed {
-                user_states.insert(c.user.clone(), (UserState::Pending, None));
+                states.insert(c.user.clone(), (UserState::Pending, None));
             }
-            if let Some(user) = org.user(&c.change.user) {
-                let after = licences_after(
-                    &self.planned_user(organization, user),
-                    &c.change.add,
-                    &c.change.remove,
-                );
+            if let Some(user) = scope.org.user(&c.change.user) {
+                let held = self.planned_user(organization, user);
+                let after = licences_after(&held, &c.change.add, &c.change.remove);
                 self.plan_licences(organization, user, after);
             }
             accepted.push(c.change);
         }
-        if !accepted.is_empty() {
-            let adds = accepted.iter().filter(|c| !c.add.is_empty()).count();
-            let removes = accepted.iter().filter(|c| !c.remove.is_empty()).count();
-            outcome.progressing = Some(format!(
-                "assigning licences to {adds} users, removing licences from {removes} users"
-            ));
-            if !outcome.paused {
-                self.push(
-                    &d.meta,
-                    Kind::LicenseAssignment,
-                    organization,
-                    Op::AssignLicenses { users: accepted },
-                    false,
-                );
-            }
-        } else if deleting && limit_block.is_none() {
-            self.deleted
-                .push(super::ObjectRef::of(Kind::LicenseAssignment, &d.meta));
-        }
-        match limit_block {
-            Some(b) => Err(b),
-            None => Ok(()),
-        }
+        accepted
     }
+}
+
+/// Each listed user's state and what stops them.
+type UserStates = BTreeMap<String, (UserState, Option<Block>)>;
+
+/// What one LicenseAssignment plans with.
+struct Scope<'a, 's> {
+    index: usize,
+    org: &'a Organization,
+    catalog: std::sync::Arc<crate::domain::Catalog>,
+    organization: &'s str,
+    /// The organization's claims: lowercase user → (product, (oldest resource, its plans)).
+    claims: Option<&'s OrgClaims>,
+    declared: Vec<Licence>,
+    /// (lowercase user, product) this resource assigned.
+    owned: BTreeSet<(String, String)>,
+    replace: bool,
+    deleting: bool,
+    unassign: bool,
+}
+
+impl Scope<'_, '_> {
+    /// The oldest resource declaring `product` for `user` (lowercase), with its plans.
+    fn claim(&self, user: &str, product: &str) -> Option<&(usize, Licence)> {
+        self.claims
+            .and_then(|o| o.get(user))
+            .and_then(|c| c.iter().find(|(p, _)| p == product))
+            .map(|(_, c)| c)
+    }
+
+    fn claimed_elsewhere(&self, user: &str, product: &str) -> bool {
+        self.claim(user, product)
+            .is_some_and(|(o, _)| *o != self.index)
+    }
+}
+
+/// The resource's Blocked reason when no step blocked it as a whole: the first blocked
+/// user's, else the first waiting one's, with how many more share it.
+fn summary_block(users: &[&str], states: &UserStates) -> Option<Block> {
+    let of = |state: Option<UserState>| {
+        users.iter().find_map(|u| {
+            let (s, b) = states.get(*u)?;
+            b.as_ref()
+                .filter(|_| state.is_none_or(|want| *s == want))
+                .map(|b| (*u, b))
+        })
+    };
+    let (user, b) = of(Some(UserState::Blocked)).or_else(|| of(None))?;
+    let others = users
+        .iter()
+        .filter_map(|u| states.get(*u)?.1.as_ref())
+        .filter(|x| x.reason == b.reason)
+        .count()
+        .saturating_sub(1);
+    let others = match others {
+        0 => String::new(),
+        1 => " (and 1 more user)".to_string(),
+        n => format!(" (and {n} more users)"),
+    };
+    Some(Block::new(
+        b.reason,
+        format!("{user}: {}{others}", b.message),
+    ))
 }
 
 impl Planner<'_> {

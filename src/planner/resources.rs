@@ -15,7 +15,7 @@ pub const PAUSED_ANNOTATION: &str = "seatkeeper.dev/paused";
 /// Lets one reconcile remove licences from more than `--max-removals` users.
 pub const ALLOW_BULK_REMOVAL_ANNOTATION: &str = "seatkeeper.dev/allow-bulk-removal";
 /// Required before a Replace removes a data-bearing plan (R28).
-pub const ACKNOWLEDGE_DOWNGRADE_ANNOTATION: &str = "seatkeeper.dev/acknowledge-downgrade";
+pub const ACKNOWLEDGE_DOWNGRADE_ANNOTATION: &str = crate::domain::rules::ACKNOWLEDGE_DOWNGRADE;
 /// Lets one reconcile raise seats by more than `--max-seat-increase`.
 pub const ALLOW_LARGE_PURCHASE_ANNOTATION: &str = crate::domain::rules::ALLOW_LARGE_PURCHASE;
 

@@ -12,7 +12,7 @@ use crate::domain::BlockReason;
 use crate::domain::billing::{CostPreview, cost_preview};
 use crate::domain::rules::{
     cancellation_window_open, check_add_on_available, check_admin_may_change, check_cancellation,
-    check_purchase_limit, check_seat_change, check_seats_cover_assigned, check_subscription_live,
+    check_purchase_limit, check_reduction, check_seat_change, check_subscription_live,
     check_trial_conversion,
 };
 use crate::domain::{
@@ -286,7 +286,7 @@ impl Planner<'_> {
                 &view,
                 p.seats,
                 consumed,
-                p.product_key.is_some(),
+                p.product_key.as_deref(),
                 self.now,
             )?;
             self.check_purchase_guard(
@@ -313,7 +313,7 @@ impl Planner<'_> {
             }
         } else if p.seats < sub.seats {
             // Everything but seats in use is known now; that waits for this pass's removals.
-            check_seat_change(org, &view, p.seats, 0, p.product_key.is_some(), self.now)?;
+            check_seat_change(org, &view, p.seats, 0, p.product_key.as_deref(), self.now)?;
             progress.push(format!(
                 "removing {} seats ({} → {})",
                 sub.seats - p.seats,
@@ -431,11 +431,11 @@ impl Planner<'_> {
                 .map_or(0, |a| a.quantity),
             None => d.sub.seats,
         };
-        let after = pool.seats.saturating_sub(from - d.to);
-        if let Err(r) = check_seats_cover_assigned(after, pool.consumed) {
+        if let Err(r) = check_reduction(pool.seats, from, d.to, pool.consumed) {
             out.blocked = Some(r.into());
             return;
         }
+        let after = pool.seats.saturating_sub(from - d.to);
         let price = self
             .observed
             .catalog
