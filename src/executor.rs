@@ -8,13 +8,12 @@ use crate::backend::{Backend, BackendError, MAX_BATCH, PurchaseRequest, SeatChan
 use crate::clock::Clock;
 use crate::domain::billing::CostPreview;
 use crate::domain::{DATA_RETENTION_DAYS, Instant, Refusal};
-use crate::planner::conditions::Outcome;
 use crate::planner::resources::{
-    AddOnStatus, Conditions, LicenseAssignmentStatus, Removal, SubscriptionStatus, UserState,
+    AddOnStatus, LicenseAssignmentStatus, Removal, SubscriptionStatus,
 };
 use crate::planner::{
-    self, Action, Block, Declared, Desired, Kind, ObjectRef, Observed, Op, Options, Plan,
-    UserChange, record_owned,
+    self, Action, Block, Declared, Desired, Kind, ObjectRef, Observed, Op, Options, Phase, Plan,
+    Refusals, UserChange, record_owned,
 };
 use futures::StreamExt;
 use jiff::ToSpan;
@@ -107,184 +106,276 @@ pub async fn converge<B: Backend, L: Ledger>(
     max_passes: usize,
 ) -> Result<Report, BackendError> {
     let organizations = desired.organizations();
-    let mut refused: BTreeMap<ObjectRef, Block> = BTreeMap::new();
-    let mut refused_users: BTreeMap<(ObjectRef, String), Block> = BTreeMap::new();
-    let mut executed = vec![];
-    let (mut reads, mut writes) = (0u64, 0u64);
-    for pass in 1..=max_passes.max(1) {
+    let mut run = Run::default();
+    let passes = max_passes.max(1);
+    for pass in 1..=passes {
         let now = clock.now();
         let observed = observe(backend, &organizations).await?;
-        reads += organizations.len() as u64;
-        let mut plan = planner::plan(desired, &observed, now, options);
-        overlay_refusals(desired, &mut plan, &refused, &refused_users, now);
+        run.reads += organizations.len() as u64;
+        let mut plan = planner::plan_with(desired, &observed, now, options, &run.refusals);
         store_statuses(desired, &plan);
-        if plan.actions.is_empty() || pass == max_passes.max(1) {
+        if plan.actions.is_empty() || pass == passes {
             ledger.save(desired, SavePoint::Final).await?;
-            let converged = plan.actions.is_empty();
-            return Ok(Report {
-                executed,
-                plan,
-                passes: pass,
-                converged,
-                backend_reads: reads,
-                backend_writes: writes,
-            });
+            return Ok(run.report(plan, pass));
         }
         // Purchase keys and statuses are on record before any purchase is attempted.
         ledger.save(desired, SavePoint::BeforeChanges).await?;
         let actions = std::mem::take(&mut plan.actions);
-        let mut changes: BTreeMap<String, Vec<(usize, UserChange)>> = BTreeMap::new();
-        let mut unfinished: BTreeSet<(String, String)> = BTreeSet::new();
-        for (i, action) in actions.iter().enumerate() {
-            if let Op::AssignLicenses { users } = &action.op
-                && !refused.contains_key(&action.resource())
-            {
-                for c in users {
-                    changes
-                        .entry(action.organization.clone())
-                        .or_default()
-                        .push((i, c.clone()));
-                }
-            }
-        }
-        // Purchases and increases first: bought seats are available at once (R02).
-        let mut ops = Ops {
-            refused: &mut refused,
-            executed: &mut executed,
-            writes: &mut writes,
-            unfinished: &mut unfinished,
+        let pass = Pass {
+            backend,
+            clock,
+            options,
+            observed: &observed,
+            actions: &actions,
+            now,
         };
-        if let Err(e) = ops.apply(backend, clock, desired, &actions, false).await {
-            ledger.save(desired, SavePoint::Final).await?;
-            return Err(e);
-        }
-        // Licence changes next: they may use seats just bought, and may free seats.
-        let mut batches: Vec<(String, Vec<(usize, UserChange)>)> = vec![];
-        for (org, list) in changes {
-            // Users waiting for seats of an unfinished (202) change are planned again next pass.
-            let waiting = |c: &UserChange| {
-                c.add
-                    .iter()
-                    .any(|l| unfinished.contains(&(org.clone(), l.product.clone())))
-            };
-            let list: Vec<(usize, UserChange)> = list
-                .into_iter()
-                .filter(|(i, c)| !refused.contains_key(&actions[*i].resource()) && !waiting(c))
-                .collect();
-            for chunk in list.chunks(MAX_BATCH) {
-                batches.push((org.clone(), chunk.to_vec()));
-            }
-        }
-        writes += batches.len() as u64;
-        let mut calls = Vec::with_capacity(batches.len());
-        for (org, chunk) in &batches {
-            let batch: Vec<UserChange> = chunk.iter().map(|(_, c)| c.clone()).collect();
-            calls.push(assign_batch(backend, clock, org.as_str(), batch));
-        }
-        let results: Vec<_> = futures::stream::iter(calls)
-            .buffered(options.concurrency.max(1))
-            .collect()
-            .await;
-        let assignment_index: BTreeMap<ObjectRef, usize> = desired
-            .assignments
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (ObjectRef::of(Kind::LicenseAssignment, &d.meta), i))
-            .collect();
-        let mut done: BTreeMap<usize, Vec<UserChange>> = BTreeMap::new();
-        let mut failure = None;
-        for ((org, chunk), results) in batches.iter().zip(results) {
-            // A failed call changed nothing we know of; the others are recorded before failing.
-            let results = match results {
-                Ok(r) => r,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    continue;
-                }
-            };
-            let before = observed.organizations.get(org);
-            for ((i, change), result) in chunk.iter().zip(results) {
-                let resource = actions[*i].resource();
-                match result {
-                    Ok(()) => {
-                        let held: BTreeSet<&str> = before
-                            .and_then(|o| o.user(&change.user))
-                            .map(|u| u.licenses.iter().map(|l| l.product.as_str()).collect())
-                            .unwrap_or_default();
-                        let added: Vec<String> = change
-                            .add
-                            .iter()
-                            .map(|l| l.product.clone())
-                            .filter(|p| !held.contains(p.as_str()))
-                            .collect();
-                        if let Some(&a) = assignment_index.get(&resource) {
-                            let status = &mut desired.assignments[a].status;
-                            record_owned(&mut status.owned, change, &added);
-                            record_removals(status, change, now);
-                        }
-                        record_auto_assigned(desired, &resource, &change.user, Ok(()));
-                        done.entry(*i).or_default().push(change.clone());
-                    }
-                    Err(r) if resource.kind == Kind::AddOn => {
-                        // R25 is best effort: a refused user is passed over, not a block.
-                        record_auto_assigned(desired, &resource, &change.user, Err(&r));
-                        let action = Action {
-                            op: Op::AssignLicenses {
-                                users: vec![change.clone()],
-                            },
-                            ..actions[*i].clone()
-                        };
-                        executed.push(Executed {
-                            action,
-                            refused: Some(Block::from(r)),
-                        });
-                    }
-                    Err(r) => {
-                        let block = Block::from(r);
-                        refused_users
-                            .insert((resource.clone(), change.user.clone()), block.clone());
-                        refused.insert(resource, block.clone());
-                        let action = Action {
-                            op: Op::AssignLicenses {
-                                users: vec![change.clone()],
-                            },
-                            ..actions[*i].clone()
-                        };
-                        executed.push(Executed {
-                            action,
-                            refused: Some(block),
-                        });
-                    }
-                }
-            }
-        }
-        if let Some(e) = failure {
-            ledger.save(desired, SavePoint::Final).await?;
-            return Err(e);
-        }
-        for (i, users) in done {
-            executed.push(Executed {
-                action: Action {
-                    op: Op::AssignLicenses { users },
-                    ..actions[i].clone()
-                },
-                refused: None,
-            });
-        }
-        // Reductions and cancellations last, once this pass's removals have freed seats (R07).
-        let mut ops = Ops {
-            refused: &mut refused,
-            executed: &mut executed,
-            writes: &mut writes,
-            unfinished: &mut unfinished,
-        };
-        if let Err(e) = ops.apply(backend, clock, desired, &actions, true).await {
+        if let Err(e) = run.apply(&pass, desired).await {
+            // What was done is on record before the error is reported.
             ledger.save(desired, SavePoint::Final).await?;
             return Err(e);
         }
         ledger.save(desired, SavePoint::AfterPass).await?;
     }
     unreachable!("the loop returns on its last pass")
+}
+
+/// What a run has done so far.
+#[derive(Default)]
+struct Run {
+    refusals: Refusals,
+    executed: Vec<Executed>,
+    reads: u64,
+    writes: u64,
+}
+
+/// One pass's plan and what it runs against.
+struct Pass<'p, B> {
+    backend: &'p B,
+    clock: &'p dyn Clock,
+    options: &'p Options,
+    observed: &'p Observed,
+    actions: &'p [Action],
+    now: Instant,
+}
+
+/// The licence changes of one call: (index of their action, change).
+type Batch = (String, Vec<(usize, UserChange)>);
+
+impl Run {
+    fn report(self, plan: Plan, passes: usize) -> Report {
+        Report {
+            executed: self.executed,
+            converged: plan.actions.is_empty(),
+            plan,
+            passes,
+            backend_reads: self.reads,
+            backend_writes: self.writes,
+        }
+    }
+
+    /// One pass, in its phases: purchases and increases (bought seats are there at once,
+    /// R02), licence changes (which may use them and free others), then reductions and
+    /// cancellations (R07).
+    async fn apply<B: Backend>(
+        &mut self,
+        pass: &Pass<'_, B>,
+        desired: &mut Desired,
+    ) -> Result<(), BackendError> {
+        let mut unfinished = BTreeSet::new();
+        self.purchase_side(pass, desired, Phase::Buy, &mut unfinished)
+            .await?;
+        self.licences(pass, desired, &unfinished).await?;
+        self.purchase_side(pass, desired, Phase::Reduce, &mut unfinished)
+            .await
+    }
+
+    /// The actions of one purchase-side phase, in plan order; a refusal stops that resource
+    /// for the rest of the run.
+    async fn purchase_side<B: Backend>(
+        &mut self,
+        pass: &Pass<'_, B>,
+        desired: &mut Desired,
+        phase: Phase,
+        unfinished: &mut BTreeSet<(String, String)>,
+    ) -> Result<(), BackendError> {
+        for action in pass.actions.iter().filter(|a| a.phase == phase) {
+            let resource = action.resource();
+            if self.refusals.resources.contains_key(&resource) {
+                continue;
+            }
+            self.writes += 1;
+            let refused = match apply_one(pass.backend, pass.clock, action).await {
+                Ok(effect) => {
+                    if let Effect::SeatChange(_, SeatChange::Accepted) = &effect
+                        && let Some(product) = product_of(desired, &resource)
+                    {
+                        // Accepted, not finished: its seats are not there yet (R02 waits).
+                        unfinished.insert((action.organization.clone(), product));
+                    }
+                    record(desired, &resource, effect);
+                    None
+                }
+                Err(BackendError::Refused(r)) => {
+                    let block = Block::from(r);
+                    self.refusals.resources.insert(resource, block.clone());
+                    Some(block)
+                }
+                Err(e) => return Err(e),
+            };
+            self.executed.push(Executed {
+                action: action.clone(),
+                refused,
+            });
+        }
+        Ok(())
+    }
+
+    /// Licence changes in batches of at most 20 users, several batches at once; each user's
+    /// result is recorded before a failed call is reported.
+    async fn licences<B: Backend>(
+        &mut self,
+        pass: &Pass<'_, B>,
+        desired: &mut Desired,
+        unfinished: &BTreeSet<(String, String)>,
+    ) -> Result<(), BackendError> {
+        let batches = self.batches(pass.actions, unfinished);
+        self.writes += batches.len() as u64;
+        // Built in a loop, not a closure: the futures stay plainly `Send`.
+        let mut calls = Vec::with_capacity(batches.len());
+        for (org, chunk) in &batches {
+            let batch: Vec<UserChange> = chunk.iter().map(|(_, c)| c.clone()).collect();
+            calls.push(assign_batch(pass.backend, pass.clock, org.as_str(), batch));
+        }
+        let results: Vec<_> = futures::stream::iter(calls)
+            .buffered(pass.options.concurrency.max(1))
+            .collect()
+            .await;
+        let mut done: BTreeMap<usize, Vec<UserChange>> = BTreeMap::new();
+        let mut failure = None;
+        for ((org, chunk), results) in batches.iter().zip(results) {
+            // A failed call changed nothing we know of; the others are recorded first.
+            match results {
+                Ok(results) => {
+                    let before = pass.observed.organizations.get(org);
+                    for ((i, change), result) in chunk.iter().zip(results) {
+                        let action = &pass.actions[*i];
+                        match result {
+                            Ok(()) => {
+                                record_licensed(desired, action, change, before, pass.now);
+                                done.entry(*i).or_default().push(change.clone());
+                            }
+                            Err(r) => self.refused_user(desired, action, change, r),
+                        }
+                    }
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        for (i, users) in done {
+            self.executed.push(Executed {
+                action: Action {
+                    op: Op::AssignLicenses { users },
+                    ..pass.actions[i].clone()
+                },
+                refused: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// The pass's licence changes by organization, in batches of at most [`MAX_BATCH`]; users
+    /// waiting for seats of an unfinished (202) change are planned again next pass.
+    fn batches(&self, actions: &[Action], unfinished: &BTreeSet<(String, String)>) -> Vec<Batch> {
+        let mut changes: BTreeMap<String, Vec<(usize, UserChange)>> = BTreeMap::new();
+        for (i, action) in actions.iter().enumerate() {
+            let Op::AssignLicenses { users } = &action.op else {
+                continue;
+            };
+            if self.refusals.resources.contains_key(&action.resource()) {
+                continue;
+            }
+            let org = &action.organization;
+            let waiting = |c: &UserChange| {
+                c.add
+                    .iter()
+                    .any(|l| unfinished.contains(&(org.clone(), l.product.clone())))
+            };
+            let list = changes.entry(org.clone()).or_default();
+            list.extend(users.iter().filter(|c| !waiting(c)).map(|c| (i, c.clone())));
+        }
+        let mut batches = vec![];
+        for (org, list) in changes {
+            for chunk in list.chunks(MAX_BATCH) {
+                batches.push((org.clone(), chunk.to_vec()));
+            }
+        }
+        batches
+    }
+
+    /// The service refused one user's change: an add-on's auto-assignment passes the user
+    /// over (R25 is best effort); a LicenseAssignment is Blocked for the rest of the run.
+    fn refused_user(
+        &mut self,
+        desired: &mut Desired,
+        action: &Action,
+        change: &UserChange,
+        refusal: Refusal,
+    ) {
+        let resource = action.resource();
+        let block = Block::from(&refusal);
+        if resource.kind == Kind::AddOn {
+            record_auto_assigned(desired, &resource, &change.user, Err(&refusal));
+        } else {
+            self.refusals
+                .users
+                .insert((resource.clone(), change.user.clone()), block.clone());
+            self.refusals.resources.insert(resource, block.clone());
+        }
+        self.executed.push(Executed {
+            action: Action {
+                op: Op::AssignLicenses {
+                    users: vec![change.clone()],
+                },
+                ..action.clone()
+            },
+            refused: Some(block),
+        });
+    }
+}
+
+/// A user's change went through: the LicenseAssignment owns the licences it newly assigned and
+/// records its removals (R19); an add-on counts its auto-assignment.
+fn record_licensed(
+    desired: &mut Desired,
+    action: &Action,
+    change: &UserChange,
+    before: Option<&crate::domain::Organization>,
+    now: Instant,
+) {
+    let resource = action.resource();
+    if resource.kind == Kind::AddOn {
+        record_auto_assigned(desired, &resource, &change.user, Ok(()));
+        return;
+    }
+    let held: BTreeSet<&str> = before
+        .and_then(|o| o.user(&change.user))
+        .map(|u| u.licenses.iter().map(|l| l.product.as_str()).collect())
+        .unwrap_or_default();
+    let added: Vec<String> = change
+        .add
+        .iter()
+        .map(|l| l.product.clone())
+        .filter(|p| !held.contains(p.as_str()))
+        .collect();
+    if let Some(d) = find(&mut desired.assignments, &resource) {
+        record_owned(&mut d.status.owned, change, &added);
+        record_removals(&mut d.status, change, now);
+    }
 }
 
 /// One user's result of an add-on's one-time auto-assignment (R25): once any result is in,
@@ -321,64 +412,6 @@ fn record_removals(status: &mut LicenseAssignmentStatus, change: &UserChange, no
             removed_at: now,
             data_retained_until: now + (DATA_RETENTION_DAYS * 24).hours(),
         });
-    }
-}
-
-/// The purchase-side actions of one pass and the run's bookkeeping they update.
-struct Ops<'a> {
-    refused: &'a mut BTreeMap<ObjectRef, Block>,
-    executed: &'a mut Vec<Executed>,
-    writes: &'a mut u64,
-    unfinished: &'a mut BTreeSet<(String, String)>,
-}
-
-impl Ops<'_> {
-    /// Applies the actions that free seats (`late`) or the others, in plan order; a refusal
-    /// stops that resource for the rest of the run.
-    async fn apply<B: Backend>(
-        &mut self,
-        backend: &B,
-        clock: &dyn Clock,
-        desired: &mut Desired,
-        actions: &[Action],
-        late: bool,
-    ) -> Result<(), BackendError> {
-        for action in actions {
-            let resource = action.resource();
-            if matches!(action.op, Op::AssignLicenses { .. })
-                || action.op.frees_seats() != late
-                || self.refused.contains_key(&resource)
-            {
-                continue;
-            }
-            *self.writes += 1;
-            match apply_one(backend, clock, action).await {
-                Ok(effect) => {
-                    if let Effect::SeatChange(_, SeatChange::Accepted) = &effect
-                        && let Some(product) = product_of(desired, &resource)
-                    {
-                        // Accepted, not finished: its seats are not there yet (R02 waits).
-                        self.unfinished
-                            .insert((action.organization.clone(), product));
-                    }
-                    record(desired, &resource, effect);
-                    self.executed.push(Executed {
-                        action: action.clone(),
-                        refused: None,
-                    });
-                }
-                Err(BackendError::Refused(r)) => {
-                    let block = Block::from(r);
-                    self.refused.insert(resource, block.clone());
-                    self.executed.push(Executed {
-                        action: action.clone(),
-                        refused: Some(block),
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 }
 
@@ -588,90 +621,6 @@ fn record(desired: &mut Desired, r: &ObjectRef, effect: Effect) {
         Effect::Nothing => {}
         Effect::Bought { id, base } => status.bought(id, base),
         Effect::SeatChange(cost, _) => status.changed(cost),
-    }
-}
-
-/// Marks a status Blocked with the reason met in this run.
-fn mark_blocked(
-    reason: &mut Option<String>,
-    conditions: &mut Conditions,
-    block: &Block,
-    generation: Option<i64>,
-    now: Instant,
-) {
-    *reason = Some(block.reason.to_string());
-    *conditions = Outcome {
-        blocked: Some(block.clone()),
-        ..Default::default()
-    }
-    .conditions(conditions, generation, now);
-}
-
-/// Refusals met earlier in this run stay visible until the run ends.
-fn overlay_refusals(
-    desired: &Desired,
-    plan: &mut Plan,
-    refused: &BTreeMap<ObjectRef, Block>,
-    refused_users: &BTreeMap<(ObjectRef, String), Block>,
-    now: Instant,
-) {
-    if refused.is_empty() {
-        return;
-    }
-    plan.actions
-        .retain(|a| !refused.contains_key(&a.resource()));
-    let blocked = |kind: Kind, meta: &planner::Meta| refused.get(&ObjectRef::of(kind, meta));
-    for (d, s) in desired
-        .subscriptions
-        .iter()
-        .zip(plan.subscriptions.iter_mut())
-    {
-        if let Some(b) = blocked(Kind::Subscription, &d.meta) {
-            mark_blocked(
-                &mut s.blocked_reason,
-                &mut s.conditions,
-                b,
-                d.meta.generation,
-                now,
-            );
-        }
-    }
-    for (d, s) in desired.add_ons.iter().zip(plan.add_ons.iter_mut()) {
-        if let Some(b) = blocked(Kind::AddOn, &d.meta) {
-            mark_blocked(
-                &mut s.blocked_reason,
-                &mut s.conditions,
-                b,
-                d.meta.generation,
-                now,
-            );
-        }
-    }
-    for (d, s) in desired.assignments.iter().zip(plan.assignments.iter_mut()) {
-        let Some(b) = blocked(Kind::LicenseAssignment, &d.meta) else {
-            continue;
-        };
-        let r = ObjectRef::of(Kind::LicenseAssignment, &d.meta);
-        for u in s.users.iter_mut() {
-            if let Some(ub) = refused_users.get(&(r.clone(), u.user.clone())) {
-                u.state = UserState::Blocked;
-                u.reason = Some(ub.reason.to_string());
-                u.message = Some(ub.message.clone());
-            }
-        }
-        let count = |state: UserState| s.users.iter().filter(|u| u.state == state).count() as i64;
-        (s.assigned, s.pending, s.blocked) = (
-            count(UserState::Assigned),
-            count(UserState::Pending),
-            count(UserState::Blocked),
-        );
-        mark_blocked(
-            &mut s.blocked_reason,
-            &mut s.conditions,
-            b,
-            d.meta.generation,
-            now,
-        );
     }
 }
 

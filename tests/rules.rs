@@ -816,7 +816,8 @@ fn r04_an_invalid_product_key_is_predicted_by_plan_not_refused_by_apply() {
         &tenant(&users(1, ""), &s("sub-1", "SPB", 5, ", channel: Prepaid"))
             .replace("paymentMethodOnFile: true", "paymentMethodOnFile: false"),
     );
-    let key = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: keys}\nstringData: {key: TOO-SHORT}\n";
+    let key =
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: keys}\nstringData: {key: TOO-SHORT}\n";
     let m = sub(
         "spb",
         "sub-1",

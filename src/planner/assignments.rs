@@ -90,6 +90,7 @@ impl<'a> Planner<'a> {
         {
             outcome.blocked = Some(block);
         }
+        self.note_refusals(d, &users, &mut states, &mut outcome);
         let mut status = LicenseAssignmentStatus {
             observed_generation: d.meta.generation,
             desired_users: users.len() as i64,
@@ -176,6 +177,29 @@ impl<'a> Planner<'a> {
                 .push(super::ObjectRef::of(Kind::LicenseAssignment, &d.meta));
         }
         limit.map_or(Ok(()), Err)
+    }
+
+    /// Users (and the resource) the service refused earlier in this run stay Blocked.
+    fn note_refusals(
+        &self,
+        d: &Assignment,
+        users: &[&str],
+        states: &mut UserStates,
+        outcome: &mut Outcome,
+    ) {
+        let me = super::ObjectRef::of(Kind::LicenseAssignment, &d.meta);
+        let Some(block) = self.refusals.resources.get(&me) else {
+            return;
+        };
+        for ((r, user), b) in &self.refusals.users {
+            if *r != me {
+                continue;
+            }
+            if let Some(u) = users.iter().find(|u| u.eq_ignore_ascii_case(user)) {
+                states.insert(u.to_string(), (UserState::Blocked, Some(b.clone())));
+            }
+        }
+        outcome.refused(block);
     }
 
     /// What this resource plans with; Blocked when its namespace may not act for the

@@ -52,6 +52,12 @@ fn condition(
 }
 
 impl Outcome {
+    /// The service refused this resource's change earlier in the run: Blocked until it ends.
+    pub fn refused(&mut self, block: &Block) {
+        self.blocked = Some(block.clone());
+        self.informational = false;
+    }
+
     /// The conditions after this outcome, keeping transition times of unchanged statuses.
     pub fn conditions(
         &self,

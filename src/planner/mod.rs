@@ -167,15 +167,6 @@ impl Op {
             }
         }
     }
-
-    /// Reductions and cancellations: run after the pass's licence removals have freed seats.
-    pub fn frees_seats(&self) -> bool {
-        match self {
-            Op::SetSeats { cost, .. } | Op::SetAddOnQuantity { cost, .. } => cost.to < cost.from,
-            Op::Cancel { .. } => true,
-            _ => false,
-        }
-    }
 }
 
 impl std::fmt::Display for ObjectRef {
@@ -294,6 +285,32 @@ pub struct Action {
     pub organization: String,
     #[serde(flatten)]
     pub op: Op,
+    /// When in a pass it runs; the plan lists actions in this order.
+    #[serde(skip)]
+    pub phase: Phase,
+}
+
+/// The order of a pass: bought seats are there at once (R02), so licence changes follow
+/// purchases and increases; reductions and cancellations come last, once the pass's removals
+/// have freed seats (R07).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Purchases, trial conversions, seat increases, billing changes.
+    #[default]
+    Buy,
+    /// Licence changes, in batches.
+    Licences,
+    /// Seat and quantity reductions, cancellations.
+    Reduce,
+}
+
+/// What the service refused earlier in a run: those resources (and users) stay Blocked and
+/// change nothing more until the run ends.
+#[derive(Clone, Debug, Default)]
+pub struct Refusals {
+    pub resources: BTreeMap<ObjectRef, Block>,
+    /// (resource, user as sent) → why that user's change was refused.
+    pub users: BTreeMap<(ObjectRef, String), Block>,
 }
 
 impl Action {
@@ -371,7 +388,18 @@ pub struct Plan {
 
 /// Plan one pass.
 pub fn plan(desired: &Desired, observed: &Observed, now: Instant, options: &Options) -> Plan {
-    let mut planner = Planner::new(desired, observed, now, options);
+    plan_with(desired, observed, now, options, &Refusals::default())
+}
+
+/// Plan one pass of a run in which the service already refused `refusals`.
+pub fn plan_with(
+    desired: &Desired,
+    observed: &Observed,
+    now: Instant,
+    options: &Options,
+    refusals: &Refusals,
+) -> Plan {
+    let mut planner = Planner::new(desired, observed, now, options, refusals);
     planner.owners = planner.find_owners();
     let mut subs = planner.plan_subscriptions();
     let mut add_ons = planner.plan_add_ons(&subs);
@@ -382,6 +410,17 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Instant, options: &Opti
     {
         if let Some(d) = r.decrease.take() {
             planner.plan_decrease(&mut r.outcome, &d);
+        }
+    }
+    let refused = |kind: Kind, meta: &Meta| refusals.resources.get(&ObjectRef::of(kind, meta));
+    for (d, r) in desired.subscriptions.iter().zip(subs.iter_mut()) {
+        if let Some(b) = refused(Kind::Subscription, &d.meta) {
+            r.outcome.refused(b);
+        }
+    }
+    for (d, r) in desired.add_ons.iter().zip(add_ons.iter_mut()) {
+        if let Some(b) = refused(Kind::AddOn, &d.meta) {
+            r.purchase.outcome.refused(b);
         }
     }
     let sub_statuses = desired
@@ -437,8 +476,6 @@ struct Planner<'a> {
     /// The pools as observed, for status.
     observed_pools: Pools,
     actions: Vec<Action>,
-    /// Seat decreases run after licence removals; they are planned last.
-    late_actions: Vec<Action>,
     assignments: Vec<LicenseAssignmentStatus>,
     deleted: Vec<ObjectRef>,
     requeue_at: Option<Instant>,
@@ -447,6 +484,8 @@ struct Planner<'a> {
     planned_licences: HashMap<(String, String), Vec<Licence>>,
     /// One owner per subscription and per add-on.
     owners: Owners,
+    /// What the service refused earlier in this run.
+    refusals: &'a Refusals,
 }
 
 impl<'a> Planner<'a> {
@@ -455,6 +494,7 @@ impl<'a> Planner<'a> {
         observed: &'a Observed,
         now: Instant,
         options: &'a Options,
+        refusals: &'a Refusals,
     ) -> Self {
         let mut pools: Pools = HashMap::new();
         for (domain, org) in &observed.organizations {
@@ -482,12 +522,12 @@ impl<'a> Planner<'a> {
             observed_pools: pools.clone(),
             pools,
             actions: vec![],
-            late_actions: vec![],
             assignments: vec![],
             deleted: vec![],
             requeue_at: None,
             planned_licences: HashMap::new(),
             owners: HashMap::new(),
+            refusals,
         }
     }
 
@@ -629,23 +669,28 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Plans an action; `late` ones free seats and run last in the pass.
     fn push(&mut self, meta: &Meta, kind: Kind, organization: &str, op: Op, late: bool) {
-        let action = Action {
+        let phase = match (&op, late) {
+            (_, true) => Phase::Reduce,
+            (Op::AssignLicenses { .. }, _) => Phase::Licences,
+            _ => Phase::Buy,
+        };
+        self.actions.push(Action {
             kind,
             namespace: meta.namespace.clone(),
             name: meta.name.clone(),
             organization: organization.to_string(),
             op,
-        };
-        if late {
-            self.late_actions.push(action)
-        } else {
-            self.actions.push(action)
-        }
+            phase,
+        });
     }
 
     fn finish(mut self, subs: Vec<SubscriptionStatus>, add_ons: Vec<AddOnStatus>) -> Plan {
-        self.actions.append(&mut self.late_actions);
+        let refused = &self.refusals.resources;
+        self.actions
+            .retain(|a| !refused.contains_key(&a.resource()));
+        self.actions.sort_by_key(|a| a.phase);
         Plan {
             actions: self.actions,
             subscriptions: subs,
