@@ -172,44 +172,57 @@ impl Planner<'_> {
             .find(|s| s.purchase_key.as_deref() == Some(key.as_str())))
     }
 
+    /// Gate → product → owner → binding → cancel, buy, or change what is there.
     fn purchase_steps(&mut self, p: &PurchaseInput, out: &mut PurchaseResult) -> Result<(), Block> {
         let org = self.gate(p.meta, p.organization)?;
-        let catalog = self.observed.catalog.clone();
-        let product = match catalog.product(p.product) {
-            Some(x) if x.kind == p.expect => x,
-            Some(_) if p.expect == ProductKind::Base => {
-                return Err(Block::new(
-                    BlockReason::ProductUnknown,
-                    format!(
-                        "{} is an add-on product: declare it with kind AddOn",
-                        p.product
-                    ),
-                ));
-            }
-            Some(_) => {
-                return Err(Block::new(
-                    BlockReason::ProductUnknown,
-                    format!(
-                        "{} is not an add-on product: declare it with kind Subscription",
-                        p.product
-                    ),
-                ));
-            }
-            None => {
-                return Err(Refusal::ProductUnknown {
-                    product: p.product.into(),
-                }
-                .into());
-            }
-        };
+        let product = self.product_of_kind(p.product, p.expect)?;
         if let Some(id) = p.adopt_id.or(p.recorded_id) {
-            self.check_owner(
-                p.kind,
-                p.meta,
-                p.organization,
-                Managed::Subscription(id.into()),
-            )?;
+            let managed = Managed::Subscription(id.into());
+            self.check_owner(p.kind, p.meta, p.organization, managed)?;
         }
+        let bound = self.bind(p, org, out)?;
+        if p.meta.deleting {
+            return self.plan_cancel(p, bound, out);
+        }
+        match bound {
+            None => self.plan_buy(p, org, product.monthly_price, out),
+            Some(sub) => self.plan_changes(p, org, sub, product.monthly_price, out),
+        }
+    }
+
+    /// The catalog's product, which must be of the kind the resource declares.
+    fn product_of_kind(
+        &self,
+        sku: &str,
+        expect: ProductKind,
+    ) -> Result<crate::domain::Product, Block> {
+        match self.observed.catalog.product(sku) {
+            Some(x) if x.kind == expect => Ok(x.clone()),
+            Some(_) => Err(Block::new(
+                BlockReason::ProductUnknown,
+                match expect {
+                    ProductKind::Base => {
+                        format!("{sku} is an add-on product: declare it with kind AddOn")
+                    }
+                    ProductKind::AddOn => {
+                        format!("{sku} is not an add-on product: declare it with kind Subscription")
+                    }
+                },
+            )),
+            None => Err(Refusal::ProductUnknown {
+                product: sku.into(),
+            }
+            .into()),
+        }
+    }
+
+    /// The subscription this resource manages, if any, recorded in `out`.
+    fn bind<'o>(
+        &self,
+        p: &PurchaseInput,
+        org: &'o Organization,
+        out: &mut PurchaseResult,
+    ) -> Result<Option<&'o Subscription>, Block> {
         let bound = self.resolve(p, org)?;
         out.found_by_key = bound.is_some() && p.adopt_id.is_none() && p.recorded_id.is_none();
         if let Some(s) = bound {
@@ -226,36 +239,54 @@ impl Planner<'_> {
             out.recorded_id = Some(s.id.clone());
             out.purchase = None;
         }
-        if p.meta.deleting {
-            return self.plan_cancel(p, bound, out);
-        }
-        let paused = out.outcome.paused;
-        let Some(sub) = bound else {
-            if p.seats == 0 {
-                return Ok(());
-            }
-            if p.expect == ProductKind::AddOn {
-                check_add_on_available(&catalog, org, p.product, None, self.now)?;
-            }
-            self.check_purchase_guard(p.meta, p.product, 0, p.seats, product.monthly_price)?;
-            let pending = p.pending.cloned().unwrap_or(PendingPurchase {
-                key: purchase_key(p.kind, p.meta, p.organization),
-                started_at: self.now,
-            });
-            out.outcome.progressing = Some(format!("buying {} seats of {}", p.seats, p.product));
-            if !paused {
-                let op = Op::Buy {
-                    product: p.product.into(),
-                    seats: p.seats,
-                    billing_frequency: p.billing_frequency,
-                    recurring_billing: p.recurring_billing,
-                    key: pending.key.clone(),
-                };
-                self.push(p.meta, p.kind, p.organization, op, false);
-            }
-            out.purchase = Some(pending);
+        Ok(bound)
+    }
+
+    /// Buy exactly once: the key is recorded (in `out.purchase`) before the purchase is made.
+    fn plan_buy(
+        &mut self,
+        p: &PurchaseInput,
+        org: &Organization,
+        monthly_price: f64,
+        out: &mut PurchaseResult,
+    ) -> Result<(), Block> {
+        if p.seats == 0 {
             return Ok(());
-        };
+        }
+        if p.expect == ProductKind::AddOn {
+            let catalog = self.observed.catalog.clone();
+            check_add_on_available(&catalog, org, p.product, None, self.now)?;
+        }
+        self.check_purchase_guard(p.meta, p.product, 0, p.seats, monthly_price)?;
+        let pending = p.pending.cloned().unwrap_or(PendingPurchase {
+            key: purchase_key(p.kind, p.meta, p.organization),
+            started_at: self.now,
+        });
+        out.outcome.progressing = Some(format!("buying {} seats of {}", p.seats, p.product));
+        if !out.outcome.paused {
+            let op = Op::Buy {
+                product: p.product.into(),
+                seats: p.seats,
+                billing_frequency: p.billing_frequency,
+                recurring_billing: p.recurring_billing,
+                key: pending.key.clone(),
+            };
+            self.push(p.meta, p.kind, p.organization, op, false);
+        }
+        out.purchase = Some(pending);
+        Ok(())
+    }
+
+    /// An existing subscription: convert a trial, change seats, turn recurring billing on or
+    /// off, as the spec asks.
+    fn plan_changes(
+        &mut self,
+        p: &PurchaseInput,
+        org: &Organization,
+        sub: &Subscription,
+        monthly_price: f64,
+        out: &mut PurchaseResult,
+    ) -> Result<(), Block> {
         check_subscription_live(sub, self.now)?;
         let mut view = sub.clone();
         let mut progress = vec![];
@@ -268,67 +299,9 @@ impl Planner<'_> {
                 subscription_id: sub.id.clone(),
             });
         }
-        if let Some(change) = sub
-            .pending_seat_change
-            .as_ref()
-            .filter(|c| c.seats == p.seats)
-        {
-            // Accepted (202) and not finished yet: asking again would change nothing.
-            progress.push(format!(
-                "the service accepted the change to {} seats and finishes it by {}",
-                change.seats, change.completes_at
-            ));
-            self.note_retry(Some(change.completes_at));
-        } else if p.seats > sub.seats {
-            let consumed = self.pool(p.organization, p.product).consumed;
-            check_seat_change(
-                org,
-                &view,
-                p.seats,
-                consumed,
-                p.product_key.as_deref(),
-                self.now,
-            )?;
-            self.check_purchase_guard(
-                p.meta,
-                p.product,
-                sub.seats,
-                p.seats,
-                product.monthly_price,
-            )?;
-            let cost = cost_preview(&view, product.monthly_price, p.seats, self.now);
-            progress.push(format!(
-                "buying {} seats ({} → {})",
-                p.seats - sub.seats,
-                sub.seats,
-                p.seats
-            ));
-            ops.push(Op::SetSeats {
-                subscription_id: sub.id.clone(),
-                cost,
-                product_key: p.product_key.clone(),
-            });
-            if !paused && sub.is_admin_manageable() {
-                self.pool_mut(p.organization, p.product).seats += p.seats - sub.seats;
-            }
-        } else if p.seats < sub.seats {
-            // Everything but seats in use is known now; that waits for this pass's removals.
-            check_seat_change(org, &view, p.seats, 0, p.product_key.as_deref(), self.now)?;
-            progress.push(format!(
-                "removing {} seats ({} → {})",
-                sub.seats - p.seats,
-                sub.seats,
-                p.seats
-            ));
-            out.decrease = Some(Decrease {
-                kind: p.kind,
-                meta: p.meta.clone(),
-                organization: p.organization.into(),
-                sub: view.clone(),
-                add_on: None,
-                product: p.product.into(),
-                to: p.seats,
-            });
+        if let Some((note, op)) = self.plan_seats(p, org, &view, monthly_price, out)? {
+            progress.push(note);
+            ops.extend(op);
         }
         if p.recurring_billing != sub.recurring_billing {
             check_admin_may_change(&view, self.now)?;
@@ -344,12 +317,79 @@ impl Planner<'_> {
         if !progress.is_empty() {
             out.outcome.progressing = Some(progress.join(", "));
         }
-        if !paused {
+        if !out.outcome.paused {
             for op in ops {
                 self.push(p.meta, p.kind, p.organization, op, false);
             }
         }
         Ok(())
+    }
+
+    /// R01: the seat count as declared. An increase is planned now (bought seats are there
+    /// at once); a reduction waits for this pass's removals (R07); an accepted (202) change to
+    /// the same count is not asked for again.
+    fn plan_seats(
+        &mut self,
+        p: &PurchaseInput,
+        org: &Organization,
+        view: &Subscription,
+        monthly_price: f64,
+        out: &mut PurchaseResult,
+    ) -> Result<Option<(String, Option<Op>)>, Block> {
+        let key = p.product_key.as_deref();
+        if let Some(change) = view
+            .pending_seat_change
+            .as_ref()
+            .filter(|c| c.seats == p.seats)
+        {
+            self.note_retry(Some(change.completes_at));
+            let note = format!(
+                "the service accepted the change to {} seats and finishes it by {}",
+                change.seats, change.completes_at
+            );
+            return Ok(Some((note, None)));
+        }
+        if p.seats > view.seats {
+            let consumed = self.pool(p.organization, p.product).consumed;
+            check_seat_change(org, view, p.seats, consumed, key, self.now)?;
+            self.check_purchase_guard(p.meta, p.product, view.seats, p.seats, monthly_price)?;
+            if !out.outcome.paused && view.is_admin_manageable() {
+                self.pool_mut(p.organization, p.product).seats += p.seats - view.seats;
+            }
+            let note = format!(
+                "buying {} seats ({} → {})",
+                p.seats - view.seats,
+                view.seats,
+                p.seats
+            );
+            let op = Op::SetSeats {
+                subscription_id: view.id.clone(),
+                cost: cost_preview(view, monthly_price, p.seats, self.now),
+                product_key: p.product_key.clone(),
+            };
+            return Ok(Some((note, Some(op))));
+        }
+        if p.seats < view.seats {
+            // Everything but seats in use is known now; that waits for this pass's removals.
+            check_seat_change(org, view, p.seats, 0, key, self.now)?;
+            out.decrease = Some(Decrease {
+                kind: p.kind,
+                meta: p.meta.clone(),
+                organization: p.organization.into(),
+                sub: view.clone(),
+                add_on: None,
+                product: p.product.into(),
+                to: p.seats,
+            });
+            let note = format!(
+                "removing {} seats ({} → {})",
+                view.seats - p.seats,
+                view.seats,
+                p.seats
+            );
+            return Ok(Some((note, None)));
+        }
+        Ok(None)
     }
 
     /// The purchase guard (`--max-seat-increase`, `seatkeeper.dev/allow-large-purchase`).
@@ -635,6 +675,7 @@ impl Planner<'_> {
             .find(|a| a.purchase_key.as_deref() == Some(key.as_str())))
     }
 
+    /// Gate → product → owner → base → the add-on there → deletion, purchase or quantity.
     fn traditional_steps(
         &mut self,
         d: &AddOnDecl,
@@ -643,44 +684,13 @@ impl Planner<'_> {
     ) -> Result<(), Block> {
         let quantity = d.spec.quantity.max(0) as u32;
         let org = self.gate(&d.meta, &d.spec.organization)?;
-        let catalog = self.observed.catalog.clone();
-        let product = match catalog.product(&d.spec.product) {
-            Some(p) if p.kind == ProductKind::AddOn => p,
-            Some(_) => {
-                return Err(Block::new(
-                    BlockReason::ProductUnknown,
-                    format!("{} is not an add-on product", d.spec.product),
-                ));
-            }
-            None => {
-                return Err(Refusal::ProductUnknown {
-                    product: d.spec.product.clone(),
-                }
-                .into());
-            }
-        };
+        let product = self.product_of_kind(&d.spec.product, ProductKind::AddOn)?;
         if let Some(id) = d.spec.add_on_id.as_ref().or(d.status.add_on_id.as_ref()) {
             let managed = Managed::AddOn(id.clone());
             self.check_owner(Kind::AddOn, &d.meta, &d.spec.organization, managed)?;
         }
-        let ref_name = d
-            .spec
-            .subscription_ref
-            .as_ref()
-            .map_or("", |r| r.name.as_str());
-        let Some(base) = base else {
-            if d.meta.deleting {
-                self.deleted
-                    .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
-                return Ok(());
-            }
-            return Err(Block::new(
-                BlockReason::BaseSubscriptionNotReady,
-                format!(
-                    "the base Subscription {ref_name} does not exist in namespace {} or has no subscription yet",
-                    d.meta.namespace
-                ),
-            ));
+        let Some(base) = self.base_of(d, base)? else {
+            return Ok(());
         };
         r.base_id = Some(base.id.clone());
         let record = self.traditional_record(d, base)?;
@@ -692,11 +702,58 @@ impl Planner<'_> {
             r.state = Some(state_of(base));
             r.quantity = Some((a.quantity, counts(quantity, a.quantity, pool)));
         }
+        if !self.base_ready(d, base)? {
+            return Ok(());
+        }
+        if d.meta.deleting {
+            return self.delete_traditional(d, record);
+        }
+        match record {
+            None if quantity == 0 => Ok(()),
+            None => self.plan_buy_add_on(d, org, base, product.monthly_price, r),
+            Some(a) if a.quantity == quantity => Ok(()),
+            Some(_) if quantity == 0 => Err(Refusal::RemovalRequiresSupport.into()),
+            Some(a) => self.plan_quantity(d, base, a, product.monthly_price, r),
+        }
+    }
+
+    /// The base subscription the add-on belongs to. None: nothing is left to do (a deleted
+    /// resource whose base is gone).
+    fn base_of<'s>(
+        &mut self,
+        d: &AddOnDecl,
+        base: Option<&'s Subscription>,
+    ) -> Result<Option<&'s Subscription>, Block> {
+        if base.is_some() {
+            return Ok(base);
+        }
+        if d.meta.deleting {
+            self.deleted
+                .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
+            return Ok(None);
+        }
+        let name = d
+            .spec
+            .subscription_ref
+            .as_ref()
+            .map_or("", |r| r.name.as_str());
+        Err(Block::new(
+            BlockReason::BaseSubscriptionNotReady,
+            format!(
+                "the base Subscription {name} does not exist in namespace {} or has no subscription yet",
+                d.meta.namespace
+            ),
+        ))
+    }
+
+    /// R22: a canceled base took its traditional add-ons with it; a base not active yet has
+    /// none to change. False: nothing is left to do (a deleted resource, canceled base).
+    fn base_ready(&mut self, d: &AddOnDecl, base: &Subscription) -> Result<bool, Block> {
         if base.status == SubscriptionState::Canceled {
             if d.meta.deleting {
                 self.deleted
                     .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
-                return Ok(());
+                return Ok(false);
             }
             return Err(Block::new(
                 BlockReason::BaseSubscriptionCanceled,
@@ -706,107 +763,118 @@ impl Planner<'_> {
                 ),
             ));
         }
-        if d.meta.deleting {
-            return match (d.spec.deletion_policy, record) {
-                (SubscriptionDeletionPolicy::Cancel, Some(_)) => {
-                    Err(Refusal::RemovalRequiresSupport.into())
-                }
-                _ => {
-                    self.deleted
-                        .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
-                    Ok(())
-                }
-            };
-        }
-        if !base.is_usable(self.now) {
+        if !d.meta.deleting && !base.is_usable(self.now) {
             return Err(Block::new(
                 BlockReason::BaseSubscriptionNotReady,
                 format!("the base subscription {} is not active yet", base.id),
             ));
         }
-        let paused = r.purchase.outcome.paused;
-        match record {
-            None if quantity == 0 => Ok(()),
-            None => {
-                if let Some(a) = base.add_ons.iter().find(|a| a.product == d.spec.product) {
-                    // Buying a second one next to it is almost never meant: adopt it instead.
-                    return Err(Block::new(
-                        BlockReason::AddOnExists,
-                        format!(
-                            "the base subscription {} already has add-on {} of {}: set spec.addOnId: {} to manage it instead of buying a second one",
-                            base.id, a.id, a.product, a.id
-                        ),
-                    ));
-                }
-                check_add_on_available(&catalog, org, &d.spec.product, Some(base), self.now)?;
-                check_admin_may_change(base, self.now)?;
-                self.check_purchase_guard(
-                    &d.meta,
-                    &d.spec.product,
-                    0,
-                    quantity,
-                    product.monthly_price,
-                )?;
-                let pending = d.status.purchase.clone().unwrap_or(PendingPurchase {
-                    key: purchase_key(Kind::AddOn, &d.meta, &d.spec.organization),
-                    started_at: self.now,
-                });
-                r.purchase.outcome.progressing =
-                    Some(format!("buying {quantity} of add-on {}", d.spec.product));
-                if !paused {
-                    let op = Op::BuyAddOn {
-                        base_subscription_id: base.id.clone(),
-                        product: d.spec.product.clone(),
-                        quantity,
-                        auto_assign: d.spec.auto_assign,
-                        key: pending.key.clone(),
-                    };
-                    self.push(&d.meta, Kind::AddOn, &d.spec.organization, op, false);
-                }
-                r.purchase.purchase = Some(pending);
-                Ok(())
-            }
-            Some(a) if a.quantity == quantity => Ok(()),
-            Some(_) if quantity == 0 => Err(Refusal::RemovalRequiresSupport.into()),
-            Some(a) => {
-                check_admin_may_change(base, self.now)?;
-                r.purchase.outcome.progressing =
-                    Some(format!("changing quantity {} → {quantity}", a.quantity));
-                if quantity > a.quantity {
-                    self.check_purchase_guard(
-                        &d.meta,
-                        &d.spec.product,
-                        a.quantity,
-                        quantity,
-                        product.monthly_price,
-                    )?;
-                    let mut billed = base.clone();
-                    billed.seats = a.quantity;
-                    let cost = cost_preview(&billed, product.monthly_price, quantity, self.now);
-                    if !paused {
-                        self.pool_mut(&d.spec.organization, &d.spec.product).seats +=
-                            quantity - a.quantity;
-                        let op = Op::SetAddOnQuantity {
-                            base_subscription_id: base.id.clone(),
-                            add_on_id: a.id.clone(),
-                            cost,
-                        };
-                        self.push(&d.meta, Kind::AddOn, &d.spec.organization, op, false);
-                    }
-                } else {
-                    r.purchase.decrease = Some(Decrease {
-                        kind: Kind::AddOn,
-                        meta: d.meta.clone(),
-                        organization: d.spec.organization.clone(),
-                        sub: base.clone(),
-                        add_on: Some(a.id.clone()),
-                        product: d.spec.product.clone(),
-                        to: quantity,
-                    });
-                }
-                Ok(())
-            }
+        Ok(true)
+    }
+
+    /// `deletionPolicy` of a traditional add-on: only support can remove one (R23).
+    fn delete_traditional(
+        &mut self,
+        d: &AddOnDecl,
+        record: Option<&crate::domain::TraditionalAddOn>,
+    ) -> Result<(), Block> {
+        if d.spec.deletion_policy == SubscriptionDeletionPolicy::Cancel && record.is_some() {
+            return Err(Refusal::RemovalRequiresSupport.into());
         }
+        self.deleted
+            .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
+        Ok(())
+    }
+
+    /// Buy a traditional add-on exactly once; never a second one of a product the base has.
+    fn plan_buy_add_on(
+        &mut self,
+        d: &AddOnDecl,
+        org: &Organization,
+        base: &Subscription,
+        monthly_price: f64,
+        r: &mut AddOnResult,
+    ) -> Result<(), Block> {
+        let quantity = d.spec.quantity.max(0) as u32;
+        if let Some(a) = base.add_ons.iter().find(|a| a.product == d.spec.product) {
+            // Buying a second one next to it is almost never meant: adopt it instead.
+            return Err(Block::new(
+                BlockReason::AddOnExists,
+                format!(
+                    "the base subscription {} already has add-on {} of {}: set spec.addOnId: {} to manage it instead of buying a second one",
+                    base.id, a.id, a.product, a.id
+                ),
+            ));
+        }
+        let catalog = self.observed.catalog.clone();
+        check_add_on_available(&catalog, org, &d.spec.product, Some(base), self.now)?;
+        check_admin_may_change(base, self.now)?;
+        self.check_purchase_guard(&d.meta, &d.spec.product, 0, quantity, monthly_price)?;
+        let pending = d.status.purchase.clone().unwrap_or(PendingPurchase {
+            key: purchase_key(Kind::AddOn, &d.meta, &d.spec.organization),
+            started_at: self.now,
+        });
+        r.purchase.outcome.progressing =
+            Some(format!("buying {quantity} of add-on {}", d.spec.product));
+        if !r.purchase.outcome.paused {
+            let op = Op::BuyAddOn {
+                base_subscription_id: base.id.clone(),
+                product: d.spec.product.clone(),
+                quantity,
+                auto_assign: d.spec.auto_assign,
+                key: pending.key.clone(),
+            };
+            self.push(&d.meta, Kind::AddOn, &d.spec.organization, op, false);
+        }
+        r.purchase.purchase = Some(pending);
+        Ok(())
+    }
+
+    /// A traditional add-on's quantity: increases now, reductions after this pass's removals.
+    fn plan_quantity(
+        &mut self,
+        d: &AddOnDecl,
+        base: &Subscription,
+        a: &crate::domain::TraditionalAddOn,
+        monthly_price: f64,
+        r: &mut AddOnResult,
+    ) -> Result<(), Block> {
+        let quantity = d.spec.quantity.max(0) as u32;
+        check_admin_may_change(base, self.now)?;
+        r.purchase.outcome.progressing =
+            Some(format!("changing quantity {} → {quantity}", a.quantity));
+        if quantity < a.quantity {
+            r.purchase.decrease = Some(Decrease {
+                kind: Kind::AddOn,
+                meta: d.meta.clone(),
+                organization: d.spec.organization.clone(),
+                sub: base.clone(),
+                add_on: Some(a.id.clone()),
+                product: d.spec.product.clone(),
+                to: quantity,
+            });
+            return Ok(());
+        }
+        self.check_purchase_guard(
+            &d.meta,
+            &d.spec.product,
+            a.quantity,
+            quantity,
+            monthly_price,
+        )?;
+        let mut billed = base.clone();
+        billed.seats = a.quantity;
+        let cost = cost_preview(&billed, monthly_price, quantity, self.now);
+        if !r.purchase.outcome.paused {
+            self.pool_mut(&d.spec.organization, &d.spec.product).seats += quantity - a.quantity;
+            let op = Op::SetAddOnQuantity {
+                base_subscription_id: base.id.clone(),
+                add_on_id: a.id.clone(),
+                cost,
+            };
+            self.push(&d.meta, Kind::AddOn, &d.spec.organization, op, false);
+        }
+        Ok(())
     }
 
     pub(super) fn add_on_status(
