@@ -455,6 +455,7 @@ async fn assign_batch<B: Backend>(
 }
 
 /// One purchase-side action.
+// Long on purpose: one arm per backend operation, each a single call.
 async fn apply_one<B: Backend>(
     backend: &B,
     clock: &dyn Clock,

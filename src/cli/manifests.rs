@@ -251,6 +251,35 @@ pub fn dns1123_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(dns1123_segment)
 }
 
+/// As the API server checks them: names are DNS-1123 subdomains (a Namespace's a DNS-1123
+/// label), namespaces DNS-1123 labels.
+fn check_names(
+    src: &Source,
+    kind: &str,
+    label: &str,
+    name: &str,
+    namespace: &str,
+) -> Result<(), InputError> {
+    let (ok, rule) = if kind == "Namespace" {
+        (dns1123_label(name), LABEL_RULE)
+    } else {
+        (dns1123_subdomain(name), SUBDOMAIN_RULE)
+    };
+    if !ok {
+        return Err(src.err(
+            kind,
+            format!("metadata.name: {name:?} is not a valid name: {rule}"),
+        ));
+    }
+    if !dns1123_label(namespace) {
+        return Err(src.err(
+            label,
+            format!("metadata.namespace: {namespace:?} is not a valid namespace: {LABEL_RULE}"),
+        ));
+    }
+    Ok(())
+}
+
 fn read_document(
     m: &mut Manifests,
     seen: &mut BTreeMap<(String, String, String), Source>,
@@ -284,31 +313,7 @@ fn read_document(
     if name.is_empty() {
         return Err(src.err(kind, "metadata.name: required"));
     }
-    // As the API server checks them: names are DNS-1123 subdomains, namespaces DNS-1123 labels.
-    let name_ok = if kind == "Namespace" {
-        dns1123_label(&name)
-    } else {
-        dns1123_subdomain(&name)
-    };
-    if !name_ok {
-        return Err(src.err(
-            kind,
-            format!(
-                "metadata.name: {name:?} is not a valid name: {}",
-                if kind == "Namespace" {
-                    LABEL_RULE
-                } else {
-                    SUBDOMAIN_RULE
-                }
-            ),
-        ));
-    }
-    if !dns1123_label(&namespace) {
-        return Err(src.err(
-            &label,
-            format!("metadata.namespace: {namespace:?} is not a valid namespace: {LABEL_RULE}"),
-        ));
-    }
+    check_names(&src, kind, &label, &name, &namespace)?;
     match (api_version, kind) {
         ("v1", "Namespace") => {
             let org = meta.pointer(&format!("/labels/{}", ORGANIZATION_LABEL.replace('/', "~1"))).and_then(Value::as_str);

@@ -340,181 +340,38 @@ fn records_of(
         .collect()
 }
 
+/// Inputs → declared state → the executor's run (on a copy for `plan`) → output and exit code.
 async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
-    let now = match &args.now {
-        Some(s) => Some(
-            s.parse::<Instant>()
-                .map_err(|e| CliError::Now(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let clock: Arc<dyn Clock> = match now {
-        Some(t) => Arc::new(FixedClock::new(t)),
-        None => Arc::new(SystemClock),
-    };
-    let start = clock.now();
+    let clock = clock_of(args)?;
     let tenant = TenantFile::load(&args.state)?;
-    let recorded: BTreeMap<(String, String, String), ResourceRecord> = tenant
+    let recorded_manifests = tenant
         .resources
         .iter()
         .map(|r| {
-            (
-                (r.kind.clone(), r.namespace.clone(), r.name.clone()),
-                r.clone(),
-            )
+            let key = (r.kind.clone(), r.namespace.clone(), r.name.clone());
+            (key, r.manifest.clone())
         })
-        .collect();
-    let recorded_manifests = recorded
-        .iter()
-        .map(|(k, r)| (k.clone(), r.manifest.clone()))
         .collect();
     let manifests = manifests::load(&args.files, &recorded_manifests)?;
     check_against_tenant(&manifests, &tenant)?;
-
-    // Declared state: everything applied before, overridden by these manifests (a cluster
-    // keeps objects between applies; so does the tenant file).
-    let mut objects: BTreeMap<(Kind, String, String), Value> = BTreeMap::new();
-    let mut meta_of: BTreeMap<(Kind, String, String), (Instant, String, bool)> = BTreeMap::new();
-    let mut statuses: BTreeMap<(Kind, String, String), Value> = BTreeMap::new();
-    let mut others = vec![];
-    for r in tenant.resources.iter() {
-        match Kind::from_wire(&r.kind) {
-            Some(k) if !r.manifest.is_null() => {
-                let key = (k, r.namespace.clone(), r.name.clone());
-                objects.insert(key.clone(), r.manifest.clone());
-                meta_of.insert(key.clone(), (r.created_at, r.uid.clone(), r.deleting));
-                statuses.insert(key, r.status.clone());
-            }
-            _ => others.push(r.clone()),
-        }
-    }
-    let mut targets = vec![];
-    for (_, obj) in &manifests.objects {
-        let k = Kind::from_wire(obj.kind()).expect("a seatkeeper kind");
-        let key = (k, obj.namespace(), obj.name());
-        let mut v = obj.to_value();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("status");
-        }
-        objects.insert(key.clone(), v);
-        let created = obj
-            .meta()
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(start);
-        let entry = meta_of.entry(key.clone()).or_insert((
-            created,
-            format!("{}", created.as_second()),
-            false,
-        ));
-        entry.2 = mode == Mode::Delete || (entry.2 && mode == Mode::Plan);
-        targets.push(key);
-    }
-    let mut desired = Desired {
-        namespaces: manifests.namespaces.clone(),
-        secrets: manifests.secrets.clone(),
-        ..Default::default()
-    };
-    for (key, object) in &objects {
-        let (created_at, uid, deleting) = meta_of[key].clone();
-        let recorded = |e: String| {
-            InputError(format!(
-                "{}: recorded {} {}/{}: {e}",
-                args.state.display(),
-                key.0,
-                key.1,
-                key.2
-            ))
-        };
-        let obj = Object::from_value(object, None).map_err(&recorded)?;
-        let meta = crate::intents::meta(obj.meta(), created_at, uid, deleting);
-        // A record that cannot be read is an error, never an empty status: it holds what the
-        // resource bought and the licences it owns.
-        let status = statuses.get(key).cloned().unwrap_or(Value::Null);
-        match obj {
-            Object::Subscription(o) => desired.subscriptions.push(declared(
-                meta,
-                &o.spec,
-                recorded_status(status).map_err(&recorded)?,
-            )),
-            Object::LicenseAssignment(o) => desired.assignments.push(declared(
-                meta,
-                &o.spec,
-                recorded_status(status).map_err(&recorded)?,
-            )),
-            Object::AddOn(o) => desired.add_ons.push(declared(
-                meta,
-                &o.spec,
-                recorded_status(status).map_err(&recorded)?,
-            )),
-        }
-    }
-
+    let state = Applied::read(mode, &tenant, &manifests, clock.now())?;
+    let mut desired = state.desired(args, &manifests)?;
     let options = Options {
         max_removals: args.max_removals,
         require_namespace_binding: args.require_namespace_binding,
         max_seat_increase: args.max_seat_increase,
         ..Options::default()
     };
-    let report = if mode == Mode::Plan {
-        // The same run on an in-memory copy of the tenant: what apply would do, changing nothing.
-        let copy = Embedded::new(tenant.clone(), None, clock.clone());
-        executor::converge(
-            &copy,
-            &mut NoLedger,
-            &mut desired,
-            clock.as_ref(),
-            &options,
-            executor::DEFAULT_MAX_PASSES,
-        )
-        .await?
-    } else {
-        let backend = Embedded::new(tenant.clone(), Some(args.state.clone()), clock.clone());
-        let mut ledger = TenantLedger {
-            backend: &backend,
-            others,
-            objects: &objects,
-        };
-        let report = executor::converge(
-            &backend,
-            &mut ledger,
-            &mut desired,
-            clock.as_ref(),
-            &options,
-            executor::DEFAULT_MAX_PASSES,
-        )
-        .await?;
-        // Resources whose deletion is complete leave the tenant file's records.
-        if mode == Mode::Delete {
-            let gone: Vec<(String, String, String)> = report
-                .plan
-                .deleted
-                .iter()
-                .map(|r| {
-                    (
-                        r.kind.as_str().to_string(),
-                        r.namespace.clone(),
-                        r.name.clone(),
-                    )
-                })
-                .collect();
-            let mut records = backend.tenant().resources;
-            records
-                .retain(|r| !gone.contains(&(r.kind.clone(), r.namespace.clone(), r.name.clone())));
-            backend.save_records(records)?;
-        }
-        report
-    };
+    let report = execute(args, mode, &tenant, &state, &mut desired, clock, &options).await?;
 
-    let shown = output::objects(&desired, &objects, &targets);
-    let deleted: Vec<(Kind, String, String)> = report
+    let shown = output::objects(&desired, &state.objects, &state.targets);
+    let deleted: Vec<Key> = report
         .plan
         .deleted
         .iter()
         .map(|r| (r.kind, r.namespace.clone(), r.name.clone()))
         .collect();
-    let all_done = targets.iter().all(|key| match mode {
+    let all_done = state.targets.iter().all(|key| match mode {
         Mode::Delete => deleted.contains(key),
         _ => shown
             .iter()
@@ -535,6 +392,171 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     } else {
         EXIT_NOT_READY
     })
+}
+
+/// `--now` fixes the clock; without it, the real time.
+fn clock_of(args: &Args) -> Result<Arc<dyn Clock>, CliError> {
+    Ok(match &args.now {
+        Some(s) => {
+            let t = s
+                .parse::<Instant>()
+                .map_err(|e| CliError::Now(e.to_string()))?;
+            Arc::new(FixedClock::new(t))
+        }
+        None => Arc::new(SystemClock),
+    })
+}
+
+/// (kind, namespace, name)
+type Key = (Kind, String, String);
+
+/// The declared state without a cluster: everything applied before (the tenant file's
+/// records), overridden by these manifests, as a cluster keeps objects between applies.
+struct Applied {
+    objects: BTreeMap<Key, Value>,
+    /// created at, uid, deleting.
+    meta: BTreeMap<Key, (Instant, String, bool)>,
+    statuses: BTreeMap<Key, Value>,
+    /// Records of other things, kept as they are.
+    others: Vec<ResourceRecord>,
+    /// The objects these manifests name.
+    targets: Vec<Key>,
+}
+
+impl Applied {
+    fn read(
+        mode: Mode,
+        tenant: &TenantFile,
+        manifests: &manifests::Manifests,
+        start: Instant,
+    ) -> Result<Applied, CliError> {
+        let mut d = Applied {
+            objects: BTreeMap::new(),
+            meta: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            others: vec![],
+            targets: vec![],
+        };
+        for r in &tenant.resources {
+            match Kind::from_wire(&r.kind) {
+                Some(k) if !r.manifest.is_null() => {
+                    let key = (k, r.namespace.clone(), r.name.clone());
+                    d.objects.insert(key.clone(), r.manifest.clone());
+                    d.meta
+                        .insert(key.clone(), (r.created_at, r.uid.clone(), r.deleting));
+                    d.statuses.insert(key, r.status.clone());
+                }
+                _ => d.others.push(r.clone()),
+            }
+        }
+        for (_, obj) in &manifests.objects {
+            let k = Kind::from_wire(obj.kind()).expect("a seatkeeper kind");
+            let key = (k, obj.namespace(), obj.name());
+            let mut v = obj.to_value();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("status");
+            }
+            d.objects.insert(key.clone(), v);
+            let created = obj
+                .meta()
+                .creation_timestamp
+                .as_ref()
+                .map_or(start, |t| t.0);
+            let entry = d.meta.entry(key.clone()).or_insert((
+                created,
+                format!("{}", created.as_second()),
+                false,
+            ));
+            // `plan` of a deletion in progress still plans the deletion.
+            entry.2 = mode == Mode::Delete || (entry.2 && mode == Mode::Plan);
+            d.targets.push(key);
+        }
+        Ok(d)
+    }
+
+    /// The planner's declared state, through the one intent builder.
+    fn desired(&self, args: &Args, manifests: &manifests::Manifests) -> Result<Desired, CliError> {
+        let mut desired = Desired {
+            namespaces: manifests.namespaces.clone(),
+            secrets: manifests.secrets.clone(),
+            ..Default::default()
+        };
+        for (key, object) in &self.objects {
+            let (created_at, uid, deleting) = self.meta[key].clone();
+            let recorded = |e: String| {
+                InputError(format!(
+                    "{}: recorded {} {}/{}: {e}",
+                    args.state.display(),
+                    key.0,
+                    key.1,
+                    key.2
+                ))
+            };
+            let obj = Object::from_value(object, None).map_err(&recorded)?;
+            let meta = crate::intents::meta(obj.meta(), created_at, uid, deleting);
+            // A record that cannot be read is an error, never an empty status: it holds what
+            // the resource bought and the licences it owns.
+            let status = self.statuses.get(key).cloned().unwrap_or(Value::Null);
+            match obj {
+                Object::Subscription(o) => desired.subscriptions.push(declared(
+                    meta,
+                    &o.spec,
+                    recorded_status(status).map_err(&recorded)?,
+                )),
+                Object::LicenseAssignment(o) => desired.assignments.push(declared(
+                    meta,
+                    &o.spec,
+                    recorded_status(status).map_err(&recorded)?,
+                )),
+                Object::AddOn(o) => desired.add_ons.push(declared(
+                    meta,
+                    &o.spec,
+                    recorded_status(status).map_err(&recorded)?,
+                )),
+            }
+        }
+        Ok(desired)
+    }
+}
+
+/// The executor's run: on an in-memory copy of the tenant for `plan` (what apply would do,
+/// changing nothing), on the tenant file otherwise, keeping records in it.
+async fn execute(
+    args: &Args,
+    mode: Mode,
+    tenant: &TenantFile,
+    state: &Applied,
+    desired: &mut Desired,
+    clock: Arc<dyn Clock>,
+    options: &Options,
+) -> Result<executor::Report, CliError> {
+    let max = executor::DEFAULT_MAX_PASSES;
+    if mode == Mode::Plan {
+        let copy = Embedded::new(tenant.clone(), None, clock.clone());
+        let mut nothing = NoLedger;
+        let run = executor::converge(&copy, &mut nothing, desired, &*clock, options, max);
+        return Ok(run.await?);
+    }
+    let backend = Embedded::new(tenant.clone(), Some(args.state.clone()), clock.clone());
+    let mut ledger = TenantLedger {
+        backend: &backend,
+        others: state.others.clone(),
+        objects: &state.objects,
+    };
+    let report = executor::converge(&backend, &mut ledger, desired, &*clock, options, max).await?;
+    if mode == Mode::Delete {
+        // Resources whose deletion is complete leave the tenant file's records.
+        let gone: Vec<(String, String, String)> = report
+            .plan
+            .deleted
+            .iter()
+            .map(|r| (r.kind.as_str().into(), r.namespace.clone(), r.name.clone()))
+            .collect();
+        let mut records = backend.tenant().resources;
+        records.retain(|r| !gone.contains(&(r.kind.clone(), r.namespace.clone(), r.name.clone())));
+        backend.save_records(records)?;
+    }
+    Ok(report)
 }
 
 /// A status recorded in the tenant file (none yet: the default).

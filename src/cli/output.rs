@@ -72,6 +72,7 @@ pub fn render(
     }
 }
 
+/// The tables: what was done, one table per kind, then what blocks.
 fn table(
     planning: bool,
     shown: &[Shown],
@@ -79,6 +80,18 @@ fn table(
     deleted: &[(Kind, String, String)],
     deleting: bool,
 ) -> String {
+    let mut out = actions_section(planning, report);
+    for kind in [Kind::Subscription, Kind::LicenseAssignment, Kind::AddOn] {
+        let rows: Vec<&Shown> = shown.iter().filter(|s| s.key.0 == kind).collect();
+        if !rows.is_empty() {
+            out += &kind_table(kind, &rows, deleted, deleting);
+        }
+    }
+    out += &blocked_section(shown);
+    out
+}
+
+fn actions_section(planning: bool, report: &Report) -> String {
     let mut out = String::new();
     let verb = if planning { "Would do" } else { "Done" };
     if report.executed.is_empty() {
@@ -86,129 +99,134 @@ fn table(
             out,
             "{verb}: nothing; the licensing service already matches.\n"
         );
-    } else {
-        let _ = writeln!(out, "{verb}:");
-        for e in &report.executed {
-            let what = e.action.op.describe();
-            let who = format!("{} {}/{}", e.action.kind, e.action.namespace, e.action.name);
-            match &e.refused {
-                None => {
-                    let _ = writeln!(out, "  {who}: {what}");
-                }
-                Some(b) => {
-                    let _ = writeln!(
-                        out,
-                        "  {who}: {what} — REFUSED ({}): {}",
-                        b.reason, b.message
-                    );
-                }
-            }
-        }
-        out.push('\n');
+        return out;
     }
-    for kind in [Kind::Subscription, Kind::LicenseAssignment, Kind::AddOn] {
-        let rows: Vec<&Shown> = shown.iter().filter(|s| s.key.0 == kind).collect();
-        if rows.is_empty() {
-            continue;
-        }
-        let s = |v: &Value, p: &str| {
-            v.pointer(p)
-                .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
-                .unwrap_or_else(|| "-".into())
-        };
-        let (header, cells): (Vec<&str>, Cells) = match kind {
-            Kind::Subscription => (
-                vec![
-                    "NAMESPACE",
-                    "NAME",
-                    "PRODUCT",
-                    "SEATS",
-                    "PURCHASED",
-                    "ASSIGNED",
-                    "READY",
-                    "BLOCKED",
-                ],
-                Box::new(move |r: &Shown| {
-                    let o = &r.object;
-                    vec![
-                        s(o, "/spec/product"),
-                        s(o, "/spec/seats"),
-                        s(o, "/status/seats/purchased"),
-                        s(o, "/status/seats/assigned"),
-                        ready(&r.conditions),
-                        s(o, "/status/blockedReason"),
-                    ]
-                }),
-            ),
-            Kind::LicenseAssignment => (
-                vec![
-                    "NAMESPACE",
-                    "NAME",
-                    "USERS",
-                    "ASSIGNED",
-                    "PENDING",
-                    "BLOCKED",
-                    "READY",
-                ],
-                Box::new(move |r: &Shown| {
-                    let o = &r.object;
-                    vec![
-                        s(o, "/status/desiredUsers"),
-                        s(o, "/status/assigned"),
-                        s(o, "/status/pending"),
-                        s(o, "/status/blocked"),
-                        ready(&r.conditions),
-                    ]
-                }),
-            ),
-            Kind::AddOn => (
-                vec![
-                    "NAMESPACE",
-                    "NAME",
-                    "PRODUCT",
-                    "TYPE",
-                    "QUANTITY",
-                    "READY",
-                    "BLOCKED",
-                ],
-                Box::new(move |r: &Shown| {
-                    let o = &r.object;
-                    vec![
-                        s(o, "/spec/product"),
-                        s(o, "/spec/type"),
-                        s(o, "/spec/quantity"),
-                        ready(&r.conditions),
-                        s(o, "/status/blockedReason"),
-                    ]
-                }),
+    let _ = writeln!(out, "{verb}:");
+    for e in &report.executed {
+        let what = e.action.op.describe();
+        let who = format!("{} {}/{}", e.action.kind, e.action.namespace, e.action.name);
+        let _ = match &e.refused {
+            None => writeln!(out, "  {who}: {what}"),
+            Some(b) => writeln!(
+                out,
+                "  {who}: {what} — REFUSED ({}): {}",
+                b.reason, b.message
             ),
         };
-        let mut grid: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
-        for r in &rows {
-            let mut row = vec![r.key.1.clone(), r.key.2.clone()];
-            row.extend(cells(r));
-            if deleting {
-                row[header.len() - 1] = if deleted.contains(&r.key) {
-                    "deleted".into()
-                } else {
-                    row[header.len() - 1].clone()
-                };
-            }
-            grid.push(row);
+    }
+    out.push('\n');
+    out
+}
+
+/// A column of a kind's table: its header and where its value is.
+fn columns(kind: Kind) -> (Vec<&'static str>, Cells) {
+    let s = |v: &Value, p: &str| {
+        v.pointer(p)
+            .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
+            .unwrap_or_else(|| "-".into())
+    };
+    match kind {
+        Kind::Subscription => (
+            vec![
+                "NAMESPACE",
+                "NAME",
+                "PRODUCT",
+                "SEATS",
+                "PURCHASED",
+                "ASSIGNED",
+                "READY",
+                "BLOCKED",
+            ],
+            Box::new(move |r: &Shown| {
+                let o = &r.object;
+                vec![
+                    s(o, "/spec/product"),
+                    s(o, "/spec/seats"),
+                    s(o, "/status/seats/purchased"),
+                    s(o, "/status/seats/assigned"),
+                    ready(&r.conditions),
+                    s(o, "/status/blockedReason"),
+                ]
+            }),
+        ),
+        Kind::LicenseAssignment => (
+            vec![
+                "NAMESPACE",
+                "NAME",
+                "USERS",
+                "ASSIGNED",
+                "PENDING",
+                "BLOCKED",
+                "READY",
+            ],
+            Box::new(move |r: &Shown| {
+                let o = &r.object;
+                vec![
+                    s(o, "/status/desiredUsers"),
+                    s(o, "/status/assigned"),
+                    s(o, "/status/pending"),
+                    s(o, "/status/blocked"),
+                    ready(&r.conditions),
+                ]
+            }),
+        ),
+        Kind::AddOn => (
+            vec![
+                "NAMESPACE",
+                "NAME",
+                "PRODUCT",
+                "TYPE",
+                "QUANTITY",
+                "READY",
+                "BLOCKED",
+            ],
+            Box::new(move |r: &Shown| {
+                let o = &r.object;
+                vec![
+                    s(o, "/spec/product"),
+                    s(o, "/spec/type"),
+                    s(o, "/spec/quantity"),
+                    ready(&r.conditions),
+                    s(o, "/status/blockedReason"),
+                ]
+            }),
+        ),
+    }
+}
+
+fn kind_table(
+    kind: Kind,
+    rows: &[&Shown],
+    deleted: &[(Kind, String, String)],
+    deleting: bool,
+) -> String {
+    let (header, cells) = columns(kind);
+    let mut grid: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for r in rows {
+        let mut row = vec![r.key.1.clone(), r.key.2.clone()];
+        row.extend(cells(r));
+        if deleting && deleted.contains(&r.key) {
+            row[header.len() - 1] = "deleted".into();
         }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| grid.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        grid.push(row);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| grid.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in grid {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        for row in grid {
-            let line: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            let _ = writeln!(out, "{}", line.join("   ").trim_end());
-        }
-        out.push('\n');
+        let _ = writeln!(out, "{}", line.join("   ").trim_end());
     }
+    out.push('\n');
+    out
+}
+
+fn blocked_section(shown: &[Shown]) -> String {
     let problems: Vec<String> = shown
         .iter()
         .filter_map(|r| {
@@ -219,13 +237,10 @@ fn table(
             ))
         })
         .collect();
-    if !problems.is_empty() {
-        let _ = writeln!(out, "Blocked:");
-        for p in problems {
-            let _ = writeln!(out, "{p}");
-        }
+    if problems.is_empty() {
+        return String::new();
     }
-    out
+    format!("Blocked:\n{}\n", problems.join("\n"))
 }
 
 type Cells = Box<dyn Fn(&Shown) -> Vec<String>>;

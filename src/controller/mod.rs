@@ -35,6 +35,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use metrics::Metrics;
 use std::net::SocketAddr;
@@ -124,37 +125,9 @@ pub async fn run_with<B: Backend + 'static>(
         .reconcile_on(receivers.assignments);
     let add_ons =
         Controller::new(Api::<AddOn>::all(client.clone()), wc).reconcile_on(receivers.add_ons);
-    let (namespaces, namespace_changes) = watches::namespaces(&client);
-    let identity = cfg
-        .election
-        .as_ref()
-        .map_or_else(|| "seatkeeper".to_string(), |e| e.identity.clone());
-    let ctx = Arc::new(Ctx {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "seatkeeper".into(),
-                instance: Some(identity),
-            },
-        ),
-        client: client.clone(),
-        backend: Hooked {
-            inner: backend,
-            hook: metrics.clone(),
-        },
-        clock,
-        subscriptions: subs.store(),
-        assignments: las.store(),
-        add_ons: add_ons.store(),
-        namespaces,
-        orgs: Default::default(),
-        forced: Default::default(),
-        leading,
-        metrics,
-        backoff: Default::default(),
-        cfg,
-    });
-
+    let (namespaces, namespace_changes) = watches::namespaces(client.clone());
+    let stores = (subs.store(), las.store(), add_ons.store(), namespaces);
+    let ctx = context(client, cfg, backend, clock, stores, leading, metrics);
     let related = {
         let mut stop = stop.clone();
         let watching = watches::run(ctx.clone(), namespace_changes, triggers);
@@ -185,6 +158,53 @@ pub async fn run_with<B: Backend + 'static>(
     }
     Ok(())
 }
+
+/// What the controllers share.
+fn context<B: Backend>(
+    client: kube::Client,
+    cfg: RunConfig,
+    backend: B,
+    clock: Arc<dyn Clock>,
+    (subscriptions, assignments, add_ons, namespaces): Stores,
+    leading: watch::Receiver<bool>,
+    metrics: Metrics,
+) -> Arc<Ctx<B>> {
+    let identity = cfg
+        .election
+        .as_ref()
+        .map_or_else(|| "seatkeeper".to_string(), |e| e.identity.clone());
+    let reporter = Reporter {
+        controller: "seatkeeper".into(),
+        instance: Some(identity),
+    };
+    Arc::new(Ctx {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        backend: Hooked {
+            inner: backend,
+            hook: metrics.clone(),
+        },
+        clock,
+        subscriptions,
+        assignments,
+        add_ons,
+        namespaces,
+        orgs: Default::default(),
+        forced: Default::default(),
+        leading,
+        metrics,
+        backoff: Default::default(),
+        cfg,
+    })
+}
+
+/// The caches the controllers keep.
+type Stores = (
+    Store<Subscription>,
+    Store<LicenseAssignment>,
+    Store<AddOn>,
+    watches::Namespaces,
+);
 
 /// One kind's controller, running until `stop` turns true.
 fn control<K: Managed, B: Backend + 'static>(

@@ -53,13 +53,13 @@ pub fn triggers() -> (Triggers, Receivers) {
 
 /// The namespace index and the stream that keeps it (poll it to keep it current).
 pub fn namespaces(
-    client: &kube::Client,
+    client: kube::Client,
 ) -> (Namespaces, impl Stream<Item = PartialObjectMeta<Namespace>>) {
     let (store, writer) = reflector::store();
     let stream = reflector(
         writer,
         watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            Api::<PartialObjectMeta<Namespace>>::all(client),
             watcher::Config::default().any_semantic(),
         ),
     )

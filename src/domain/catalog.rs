@@ -100,6 +100,7 @@ impl Catalog {
         catalog
     }
 
+    // Long on purpose: the built-in catalog is data, one product after another.
     pub fn builtin() -> Catalog {
         fn s(v: &[&str]) -> Vec<String> {
             v.iter().map(|x| x.to_string()).collect()

@@ -119,6 +119,7 @@ impl Refusal {
     }
 
     /// What the user should do about it, in plain words.
+    // Long on purpose: one plain-words message per refusal, side by side.
     pub fn message(&self) -> String {
         let when = |t: &Option<Instant>| t.map(|t| format!(" (expected {t})")).unwrap_or_default();
         match self {

@@ -86,6 +86,7 @@ impl ObjectRef {
 
 impl Op {
     /// One line for people: what this action does, with the money involved.
+    // Long on purpose: one sentence per operation, side by side.
     pub fn describe(&self) -> String {
         let op = self;
         let money = |x: f64| format!("{x:.2}");
