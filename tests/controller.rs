@@ -877,88 +877,15 @@ async fn e2e_status_is_written_at_most_once_per_object_for_500_assignments() {
     r.stop().await;
 }
 
-/// A backend only this test has: the controller takes any `Backend`.
-struct Counting {
-    inner: seatkeeper::backend::embedded::Embedded,
-    assign_calls: std::sync::atomic::AtomicUsize,
-}
+/// Counts licence calls: with it, the controller runs on a backend only this test has.
+struct CountingAssigns(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
-impl seatkeeper::backend::Backend for Counting {
-    async fn snapshot(
-        &self,
-        o: &str,
-    ) -> seatkeeper::backend::Result<seatkeeper::backend::Snapshot> {
-        self.inner.snapshot(o).await
-    }
-    async fn buy_subscription(
-        &self,
-        o: &str,
-        r: &seatkeeper::backend::PurchaseRequest,
-    ) -> seatkeeper::backend::Result<seatkeeper::domain::Subscription> {
-        self.inner.buy_subscription(o, r).await
-    }
-    async fn convert_trial(&self, o: &str, id: &str) -> seatkeeper::backend::Result<()> {
-        self.inner.convert_trial(o, id).await
-    }
-    async fn set_seats(
-        &self,
-        o: &str,
-        id: &str,
-        seats: u32,
-        key: Option<&str>,
-    ) -> seatkeeper::backend::Result<seatkeeper::backend::SeatChange> {
-        self.inner.set_seats(o, id, seats, key).await
-    }
-    async fn set_recurring_billing(
-        &self,
-        o: &str,
-        id: &str,
-        on: bool,
-    ) -> seatkeeper::backend::Result<()> {
-        self.inner.set_recurring_billing(o, id, on).await
-    }
-    async fn cancel(
-        &self,
-        o: &str,
-        id: &str,
-    ) -> seatkeeper::backend::Result<seatkeeper::backend::Cancellation> {
-        self.inner.cancel(o, id).await
-    }
-    async fn buy_add_on(
-        &self,
-        o: &str,
-        base: &str,
-        product: &str,
-        quantity: u32,
-        key: &str,
-    ) -> seatkeeper::backend::Result<seatkeeper::domain::TraditionalAddOn> {
-        self.inner.buy_add_on(o, base, product, quantity, key).await
-    }
-    async fn set_add_on_quantity(
-        &self,
-        o: &str,
-        base: &str,
-        id: &str,
-        q: u32,
-    ) -> seatkeeper::backend::Result<()> {
-        self.inner.set_add_on_quantity(o, base, id, q).await
-    }
-    async fn cancel_add_on(
-        &self,
-        o: &str,
-        base: &str,
-        id: &str,
-    ) -> seatkeeper::backend::Result<()> {
-        self.inner.cancel_add_on(o, base, id).await
-    }
-    async fn assign_licences(
-        &self,
-        o: &str,
-        changes: &[seatkeeper::planner::UserChange],
-    ) -> seatkeeper::backend::Result<Vec<Result<(), seatkeeper::domain::Refusal>>> {
-        self.assign_calls
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.assign_licences(o, changes).await
+impl seatkeeper::backend::hooked::Hook for CountingAssigns {
+    async fn before(&self, operation: &'static str) -> seatkeeper::backend::Result<()> {
+        if operation == "assignLicenses" {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
     }
 }
 
@@ -967,10 +894,11 @@ async fn e2e_the_controller_runs_with_any_backend() {
     let w = world("").await;
     let clock: std::sync::Arc<dyn seatkeeper::clock::Clock> =
         std::sync::Arc::new(seatkeeper::clock::SystemClock);
-    let backend = std::sync::Arc::new(Counting {
+    let assigns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let backend = seatkeeper::backend::hooked::Hooked {
         inner: seatkeeper::backend::embedded::Embedded::open(&w.state, clock.clone()).unwrap(),
-        assign_calls: Default::default(),
-    });
+        hook: CountingAssigns(assigns.clone()),
+    };
     let (stop, rx) = watch::channel(false);
     let cfg = RunConfig {
         state: PathBuf::from("/nonexistent: run_with takes the backend"),
@@ -980,9 +908,8 @@ async fn e2e_the_controller_runs_with_any_backend() {
         election: None,
     };
     let client = w.server.client();
-    let b = backend.clone();
     let task = tokio::spawn(async move {
-        controller::run_with(client, cfg, b, clock, rx)
+        controller::run_with(client, cfg, backend, clock, rx)
             .await
             .unwrap();
     });
@@ -992,12 +919,7 @@ async fn e2e_the_controller_runs_with_any_backend() {
         w.holders("ENTERPRISEPACK") == 2
     })
     .await;
-    assert!(
-        backend
-            .assign_calls
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 1
-    );
+    assert!(assigns.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     stop.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }

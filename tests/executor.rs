@@ -6,13 +6,12 @@ use seatkeeper::api::{
     AssignmentIntent, LicenseAssignmentStatus, SubscriptionIntent, SubscriptionStatus,
 };
 use seatkeeper::backend::embedded::{Embedded, TenantFile};
-use seatkeeper::backend::{
-    Backend, BackendError, Cancellation, PurchaseRequest, Result, SeatChange, Snapshot,
-};
+use seatkeeper::backend::hooked::{Hook, Hooked};
+use seatkeeper::backend::{Backend, BackendError, Result};
 use seatkeeper::clock::{Clock, FixedClock};
-use seatkeeper::domain::{Instant, Refusal, Subscription, TraditionalAddOn};
+use seatkeeper::domain::{Instant, Refusal};
 use seatkeeper::executor::{NoLedger, converge};
-use seatkeeper::planner::{Declared, Desired, Meta, Options, UserChange};
+use seatkeeper::planner::{Declared, Desired, Meta, Options};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -82,87 +81,47 @@ fn tenant(n_users: usize, seats: u32, org_extra: &str) -> TenantFile {
     .unwrap()
 }
 
-/// Wraps the simulator: throttles the first licence calls, or "crashes" (fails after the
-/// service made the change) on one of them.
-struct Faulty {
-    inner: Embedded,
+/// Faults between the executor and the simulator: throttles the next licence calls, or loses
+/// the reply (fails after the service made the change) of one of them.
+#[derive(Default)]
+struct Faults {
     throttle_next: AtomicU32,
     crash_on_assign_call: Option<u64>,
     assign_calls: AtomicU64,
 }
 
-impl Faulty {
-    fn new(inner: Embedded) -> Faulty {
-        Faulty {
-            inner,
-            throttle_next: AtomicU32::new(0),
-            crash_on_assign_call: None,
-            assign_calls: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Backend for Faulty {
-    async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
-        self.inner.snapshot(organization).await
-    }
-    async fn buy_subscription(&self, o: &str, r: &PurchaseRequest) -> Result<Subscription> {
-        self.inner.buy_subscription(o, r).await
-    }
-    async fn convert_trial(&self, o: &str, id: &str) -> Result<()> {
-        self.inner.convert_trial(o, id).await
-    }
-    async fn set_seats(
-        &self,
-        o: &str,
-        id: &str,
-        seats: u32,
-        key: Option<&str>,
-    ) -> Result<SeatChange> {
-        self.inner.set_seats(o, id, seats, key).await
-    }
-    async fn set_recurring_billing(&self, o: &str, id: &str, on: bool) -> Result<()> {
-        self.inner.set_recurring_billing(o, id, on).await
-    }
-    async fn cancel(&self, o: &str, id: &str) -> Result<Cancellation> {
-        self.inner.cancel(o, id).await
-    }
-    async fn buy_add_on(
-        &self,
-        o: &str,
-        base: &str,
-        product: &str,
-        quantity: u32,
-        key: &str,
-    ) -> Result<TraditionalAddOn> {
-        self.inner.buy_add_on(o, base, product, quantity, key).await
-    }
-    async fn set_add_on_quantity(&self, o: &str, base: &str, id: &str, q: u32) -> Result<()> {
-        self.inner.set_add_on_quantity(o, base, id, q).await
-    }
-    async fn cancel_add_on(&self, o: &str, base: &str, id: &str) -> Result<()> {
-        self.inner.cancel_add_on(o, base, id).await
-    }
-    async fn assign_licences(
-        &self,
-        o: &str,
-        changes: &[UserChange],
-    ) -> Result<Vec<std::result::Result<(), Refusal>>> {
-        if self
-            .throttle_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
+impl Hook for Faults {
+    async fn before(&self, operation: &'static str) -> Result<()> {
+        let throttled = operation == "assignLicenses"
+            && self
+                .throttle_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if throttled {
             return Err(BackendError::Throttled {
                 retry_after_seconds: 30,
             });
         }
+        Ok(())
+    }
+    async fn after(&self, operation: &'static str) -> Result<()> {
+        if operation != "assignLicenses" {
+            return Ok(());
+        }
         let call = self.assign_calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let out = self.inner.assign_licences(o, changes).await;
         if Some(call) == self.crash_on_assign_call {
             return Err(BackendError::Unavailable("connection reset".into()));
         }
-        out
+        Ok(())
+    }
+}
+
+type Faulty = Hooked<Embedded, Faults>;
+
+fn faulty(inner: Embedded) -> Faulty {
+    Hooked {
+        inner,
+        hook: Faults::default(),
     }
 }
 
@@ -193,8 +152,8 @@ fn held(b: &Embedded, product: &str) -> usize {
 #[tokio::test]
 async fn r12_throttled_licence_calls_wait_retry_after_and_finish() {
     let clock = Arc::new(FixedClock::new(now()));
-    let backend = Faulty::new(Embedded::new(tenant(30, 30, ""), None, clock.clone()));
-    backend.throttle_next.store(3, Ordering::SeqCst);
+    let backend = faulty(Embedded::new(tenant(30, 30, ""), None, clock.clone()));
+    backend.hook.throttle_next.store(3, Ordering::SeqCst);
     let mut desired = Desired {
         assignments: vec![assignment("staff", &upns(30), "ENTERPRISEPACK")],
         ..Default::default()
@@ -204,14 +163,14 @@ async fn r12_throttled_licence_calls_wait_retry_after_and_finish() {
     assert_eq!(held(&backend.inner, "ENTERPRISEPACK"), 30);
     // Three waits of Retry-After (30 s) on the injected clock, and no call made twice.
     assert_eq!(clock.now(), now() + jiff::SignedDuration::from_secs(90));
-    assert_eq!(backend.assign_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(backend.hook.assign_calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
 async fn r12_throttled_for_too_long_fails_the_run_without_partial_guesswork() {
     let clock = Arc::new(FixedClock::new(now()));
-    let backend = Faulty::new(Embedded::new(tenant(5, 5, ""), None, clock.clone()));
-    backend.throttle_next.store(100, Ordering::SeqCst);
+    let backend = faulty(Embedded::new(tenant(5, 5, ""), None, clock.clone()));
+    backend.hook.throttle_next.store(100, Ordering::SeqCst);
     let mut desired = Desired {
         assignments: vec![assignment("staff", &upns(5), "ENTERPRISEPACK")],
         ..Default::default()
@@ -224,8 +183,8 @@ async fn r12_throttled_for_too_long_fails_the_run_without_partial_guesswork() {
 #[tokio::test]
 async fn r19_crash_between_assign_and_ownership_record_never_removes_what_it_did_not_record() {
     let clock = Arc::new(FixedClock::new(now()));
-    let mut faulty = Faulty::new(Embedded::new(tenant(5, 5, ""), None, clock.clone()));
-    faulty.crash_on_assign_call = Some(1);
+    let mut faulty = faulty(Embedded::new(tenant(5, 5, ""), None, clock.clone()));
+    faulty.hook.crash_on_assign_call = Some(1);
     let mut desired = Desired {
         assignments: vec![assignment("staff", &upns(5), "ENTERPRISEPACK")],
         ..Default::default()
@@ -237,11 +196,11 @@ async fn r19_crash_between_assign_and_ownership_record_never_removes_what_it_did
     assert!(desired.assignments[0].status.owned.is_empty());
 
     // The retry finds the licences in place: nothing to do, nothing assigned twice.
-    faulty.crash_on_assign_call = None;
+    faulty.hook.crash_on_assign_call = None;
     let report = run(&faulty, &mut desired, &clock).await.unwrap();
     assert!(report.converged);
     assert_eq!(report.backend_writes, 0);
-    assert_eq!(faulty.assign_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(faulty.hook.assign_calls.load(Ordering::SeqCst), 1);
 
     // Deleting with Unassign removes only recorded licences: these stay (safe side of R19).
     desired.assignments[0].meta.deleting = true;

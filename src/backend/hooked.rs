@@ -1,15 +1,20 @@
-//! A backend wrapper that runs a hook before every call: a fixed latency (benchmarks, realistic
-//! sandboxes) or counting calls by operation (metrics).
+//! A backend wrapper that runs a hook around every call: a fixed latency (benchmarks,
+//! realistic sandboxes), counting calls by operation (metrics), or faults (tests: throttling
+//! before a call, a reply lost after the service made the change).
 
 use super::{Backend, Cancellation, PurchaseRequest, Result, SeatChange, Snapshot};
-use crate::domain::UserChange;
-use crate::domain::{Refusal, Subscription, TraditionalAddOn};
+use crate::domain::{Refusal, Subscription, TraditionalAddOn, UserChange};
 use std::future::Future;
 use std::time::Duration;
 
 pub trait Hook: Send + Sync {
     /// Runs before each backend call; `operation` names it (`snapshot`, `assignLicenses`, …).
-    fn before(&self, operation: &'static str) -> impl Future<Output = ()> + Send;
+    /// An error stops the call before it reaches the service.
+    fn before(&self, operation: &'static str) -> impl Future<Output = Result<()>> + Send;
+    /// Runs after a call the service carried out; an error stands for a lost reply.
+    fn after(&self, _operation: &'static str) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 pub struct Hooked<B, H> {
@@ -21,23 +26,37 @@ pub struct Hooked<B, H> {
 pub struct Latency(pub Duration);
 
 impl Hook for Latency {
-    async fn before(&self, _: &'static str) {
+    async fn before(&self, _: &'static str) -> Result<()> {
         tokio::time::sleep(self.0).await;
+        Ok(())
+    }
+}
+
+impl<B, H: Hook> Hooked<B, H> {
+    async fn around<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.hook.before(operation).await?;
+        let out = call.await?;
+        self.hook.after(operation).await?;
+        Ok(out)
     }
 }
 
 impl<B: Backend, H: Hook> Backend for Hooked<B, H> {
     async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
-        self.hook.before("snapshot").await;
-        self.inner.snapshot(organization).await
+        self.around("snapshot", self.inner.snapshot(organization))
+            .await
     }
     async fn buy_subscription(&self, o: &str, r: &PurchaseRequest) -> Result<Subscription> {
-        self.hook.before("buySubscription").await;
-        self.inner.buy_subscription(o, r).await
+        self.around("buySubscription", self.inner.buy_subscription(o, r))
+            .await
     }
     async fn convert_trial(&self, o: &str, id: &str) -> Result<()> {
-        self.hook.before("convertTrial").await;
-        self.inner.convert_trial(o, id).await
+        self.around("convertTrial", self.inner.convert_trial(o, id))
+            .await
     }
     async fn set_seats(
         &self,
@@ -46,16 +65,15 @@ impl<B: Backend, H: Hook> Backend for Hooked<B, H> {
         seats: u32,
         key: Option<&str>,
     ) -> Result<SeatChange> {
-        self.hook.before("setSeats").await;
-        self.inner.set_seats(o, id, seats, key).await
+        self.around("setSeats", self.inner.set_seats(o, id, seats, key))
+            .await
     }
     async fn set_recurring_billing(&self, o: &str, id: &str, on: bool) -> Result<()> {
-        self.hook.before("setRecurringBilling").await;
-        self.inner.set_recurring_billing(o, id, on).await
+        let call = self.inner.set_recurring_billing(o, id, on);
+        self.around("setRecurringBilling", call).await
     }
     async fn cancel(&self, o: &str, id: &str) -> Result<Cancellation> {
-        self.hook.before("cancel").await;
-        self.inner.cancel(o, id).await
+        self.around("cancel", self.inner.cancel(o, id)).await
     }
     async fn buy_add_on(
         &self,
@@ -65,23 +83,23 @@ impl<B: Backend, H: Hook> Backend for Hooked<B, H> {
         quantity: u32,
         key: &str,
     ) -> Result<TraditionalAddOn> {
-        self.hook.before("buyAddOn").await;
-        self.inner.buy_add_on(o, base, product, quantity, key).await
+        let call = self.inner.buy_add_on(o, base, product, quantity, key);
+        self.around("buyAddOn", call).await
     }
     async fn set_add_on_quantity(&self, o: &str, base: &str, id: &str, q: u32) -> Result<()> {
-        self.hook.before("setAddOnQuantity").await;
-        self.inner.set_add_on_quantity(o, base, id, q).await
+        let call = self.inner.set_add_on_quantity(o, base, id, q);
+        self.around("setAddOnQuantity", call).await
     }
     async fn cancel_add_on(&self, o: &str, base: &str, id: &str) -> Result<()> {
-        self.hook.before("cancelAddOn").await;
-        self.inner.cancel_add_on(o, base, id).await
+        self.around("cancelAddOn", self.inner.cancel_add_on(o, base, id))
+            .await
     }
     async fn assign_licences(
         &self,
         o: &str,
         changes: &[UserChange],
     ) -> Result<Vec<std::result::Result<(), Refusal>>> {
-        self.hook.before("assignLicenses").await;
-        self.inner.assign_licences(o, changes).await
+        self.around("assignLicenses", self.inner.assign_licences(o, changes))
+            .await
     }
 }

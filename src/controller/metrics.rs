@@ -128,11 +128,12 @@ impl Metrics {
 
 /// Counts backend calls by operation.
 impl Hook for Metrics {
-    async fn before(&self, operation: &'static str) {
+    async fn before(&self, operation: &'static str) -> crate::backend::Result<()> {
         self.backend_calls
             .get_or_create(&Operation {
                 operation: operation.into(),
             })
             .inc();
+        Ok(())
     }
 }
