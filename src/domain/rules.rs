@@ -560,3 +560,317 @@ pub fn licences_after(user: &User, add: &[Licence], remove: &[String]) -> Vec<Li
 pub fn cancellation_window_open(sub: &Subscription, now: Instant) -> bool {
     sub.cancellation_window_ends_at.is_none_or(|end| now < end)
 }
+
+/// The rules as pure functions, one test (or a few) per rule, named after it.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::tenant::{CreditCheck, SubscriptionState, TraditionalAddOn};
+
+    fn now() -> Instant {
+        "2026-11-21T09:00:00Z".parse().unwrap()
+    }
+
+    fn sub(id: &str, product: &str, seats: u32) -> Subscription {
+        Subscription {
+            id: id.into(),
+            product: product.into(),
+            seats,
+            ..Default::default()
+        }
+    }
+
+    fn user(upn: &str, products: &[&str]) -> User {
+        User {
+            upn: upn.into(),
+            usage_location: Some("NL".into()),
+            licenses: products.iter().map(|p| Licence::new(*p, &[])).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn org(subs: Vec<Subscription>, users: Vec<User>) -> Organization {
+        let mut o = Organization::default();
+        o.domain = "contoso.com".into();
+        o.payment_method_on_file = true;
+        o.subscriptions = subs;
+        o.users = users;
+        o
+    }
+
+    fn reason<T>(r: Result<T, Refusal>) -> BlockReason {
+        r.err().expect("refused").reason()
+    }
+
+    #[test]
+    fn r01_seats_are_a_total_a_change_to_the_same_count_is_none() {
+        let o = org(vec![sub("s", "SPB", 10)], vec![]);
+        assert!(check_seat_change(&o, &o.subscriptions[0], 10, 0, None, now()).is_ok());
+        assert!(check_seat_change(&o, &o.subscriptions[0], 15, 0, None, now()).is_ok());
+    }
+
+    #[test]
+    fn r03_a_pending_credit_check_blocks_until_it_clears() {
+        let mut s = sub("s", "SPB", 10);
+        s.credit_check = CreditCheck::Pending;
+        s.credit_check_clears_at = Some(now() + jiff::SignedDuration::from_hours(48));
+        let o = org(vec![s.clone()], vec![]);
+        let r = check_seat_change(&o, &s, 12, 0, None, now());
+        assert_eq!(reason(r), BlockReason::CreditCheckPending);
+        let later = now() + jiff::SignedDuration::from_hours(49);
+        assert!(check_seat_change(&o, &s, 12, 0, None, later).is_ok());
+    }
+
+    #[test]
+    fn r04_prepaid_seats_never_go_down_and_go_up_with_a_valid_key_or_payment_method() {
+        let mut s = sub("s", "SPB", 5);
+        s.channel = Channel::Prepaid;
+        let mut o = org(vec![s.clone()], vec![]);
+        assert_eq!(
+            reason(check_seat_change(&o, &s, 4, 0, None, now())),
+            BlockReason::Prepaid
+        );
+        o.payment_method_on_file = false;
+        assert_eq!(
+            reason(check_seat_change(&o, &s, 6, 0, None, now())),
+            BlockReason::Prepaid
+        );
+        let bad = check_seat_change(&o, &s, 6, 0, Some("SHORT"), now());
+        assert_eq!(bad.err(), Some(Refusal::ProductKeyInvalid));
+        let key = Some("ABCDE-FGHIJ-KLMNO-PQRST-UVWXY");
+        assert!(check_seat_change(&o, &s, 6, 0, key, now()).is_ok());
+    }
+
+    #[test]
+    fn r05_reseller_and_r09_self_service_subscriptions_are_not_the_admins() {
+        let mut s = sub("s", "SPB", 5);
+        s.channel = Channel::Reseller;
+        assert_eq!(reason(check_channel(&s)), BlockReason::ResellerManaged);
+        s.channel = Channel::SelfService;
+        assert_eq!(reason(check_channel(&s)), BlockReason::SelfServicePurchase);
+    }
+
+    #[test]
+    fn r06_a_trial_changes_seats_only_once_bought_with_a_payment_method() {
+        let mut s = sub("s", "SPB", 25);
+        s.trial = true;
+        let mut o = org(vec![s.clone()], vec![]);
+        assert_eq!(
+            reason(check_seat_change(&o, &s, 30, 0, None, now())),
+            BlockReason::Trial
+        );
+        assert!(check_trial_conversion(&o, &s, now()).is_ok());
+        o.payment_method_on_file = false;
+        assert_eq!(
+            reason(check_trial_conversion(&o, &s, now())),
+            BlockReason::Trial
+        );
+    }
+
+    #[test]
+    fn r07_cannot_reduce_below_assigned() {
+        let o = org(vec![sub("s", "SPB", 5)], vec![]);
+        let r = check_seat_change(&o, &o.subscriptions[0], 3, 4, None, now());
+        assert_eq!(
+            r.err(),
+            Some(Refusal::SeatsInUse {
+                assigned: 4,
+                requested: 3
+            })
+        );
+        assert!(
+            check_reduction(13, 8, 5, 10).is_ok(),
+            "5 + 5 seats cover 10"
+        );
+        assert_eq!(
+            reason(check_reduction(13, 8, 4, 10)),
+            BlockReason::SeatsInUse
+        );
+    }
+
+    #[test]
+    fn r07_cannot_cancel_a_subscription_whose_licences_are_in_use() {
+        let s = sub("s", "SPB", 5);
+        assert_eq!(
+            reason(check_cancellation(&s, 5, 2, now())),
+            BlockReason::SeatsInUse
+        );
+        assert!(
+            check_cancellation(&s, 10, 5, now()).is_ok(),
+            "another subscription covers them"
+        );
+    }
+
+    #[test]
+    fn r10_cancelling_after_the_window_turns_recurring_billing_off_instead() {
+        let mut s = sub("s", "SPB", 5);
+        s.cancellation_window_ends_at = Some(now() + jiff::SignedDuration::from_hours(1));
+        assert!(cancellation_window_open(&s, now()));
+        s.cancellation_window_ends_at = Some(now() - jiff::SignedDuration::from_hours(1));
+        assert!(!cancellation_window_open(&s, now()));
+    }
+
+    #[test]
+    fn r11_the_pool_sums_active_manageable_subscriptions() {
+        let mut self_service = sub("c", "SPB", 7);
+        self_service.channel = Channel::SelfService;
+        let mut canceled = sub("d", "SPB", 9);
+        canceled.status = SubscriptionState::Canceled;
+        let o = org(
+            vec![
+                sub("a", "SPB", 5),
+                sub("b", "SPB", 8),
+                self_service,
+                canceled,
+            ],
+            vec![],
+        );
+        assert_eq!(o.pool("SPB", now()), 13);
+    }
+
+    #[test]
+    fn r13_r14_conflicting_plans_are_refused_and_turning_one_off_resolves_it() {
+        let catalog = Catalog::builtin();
+        let both = [
+            Licence::new("EXCHANGESTANDARD", &[]),
+            Licence::new("ENTERPRISEPACK", &[]),
+        ];
+        let r = check_licence_set(&catalog, &both);
+        assert_eq!(reason(r), BlockReason::ConflictingServices);
+        let off = [
+            Licence::new("EXCHANGESTANDARD", &[]),
+            Licence::new("ENTERPRISEPACK", &["EXCHANGE_S_ENTERPRISE".to_string()]),
+        ];
+        assert!(check_licence_set(&catalog, &off).is_ok());
+    }
+
+    #[test]
+    fn a_plan_that_needs_another_is_refused_without_it() {
+        let catalog = Catalog::builtin();
+        let alone = [Licence::new("EXCHANGEARCHIVE_ADDON", &[])];
+        assert_eq!(
+            reason(check_licence_set(&catalog, &alone)),
+            BlockReason::MissingDependency
+        );
+        let with = [
+            Licence::new("EXCHANGESTANDARD", &[]),
+            Licence::new("EXCHANGEARCHIVE_ADDON", &[]),
+        ];
+        assert!(check_licence_set(&catalog, &with).is_ok());
+    }
+
+    #[test]
+    fn r15_replace_removes_and_add_keeps_other_licences() {
+        let u = user("a@contoso.com", &["SPB", "EXCHANGESTANDARD"]);
+        let add = [Licence::new("SPE_E3", &[])];
+        let kept = licences_after(&u, &add, &[]);
+        assert_eq!(kept.len(), 3);
+        let replaced = licences_after(&u, &add, &["SPB".into(), "EXCHANGESTANDARD".into()]);
+        assert_eq!(replaced, add.to_vec());
+    }
+
+    #[test]
+    fn r16_a_new_licence_needs_a_free_seat() {
+        assert!(check_free_seats("SPB", 2, 2).is_ok());
+        let r = check_free_seats("SPB", 3, 1);
+        assert_eq!(
+            r.err(),
+            Some(Refusal::InsufficientSeats {
+                product: "SPB".into(),
+                needed: 2,
+                available: 1
+            })
+        );
+    }
+
+    #[test]
+    fn r17_guests_are_licensed_like_members_and_need_a_usage_location() {
+        let mut guest = user("pat@fabrikam.example", &[]);
+        guest.guest = true;
+        let mut nowhere = user("x@contoso.com", &[]);
+        nowhere.usage_location = None;
+        let o = org(
+            vec![sub("s", "SPB", 5)],
+            vec![guest.clone(), nowhere.clone()],
+        );
+        let add = [Licence::new("SPB", &[])];
+        let catalog = Catalog::builtin();
+        assert!(check_user_change(&o, &catalog, &guest, &add, &[], now()).is_ok());
+        let r = check_user_change(&o, &catalog, &nowhere, &add, &[], now());
+        assert_eq!(reason(r), BlockReason::UsageLocationMissing);
+    }
+
+    #[test]
+    fn r18_automatic_plans_are_never_enabled_by_assignment() {
+        let catalog = Catalog::builtin();
+        let p = catalog.product("O365_BUSINESS_PREMIUM").unwrap();
+        assert!(p.plans.iter().any(|x| x == "SWAY"));
+        assert!(!p.enabled_plans(&[]).any(|x| x == "SWAY"));
+    }
+
+    #[test]
+    fn r21_add_ons_fit_only_their_base_products() {
+        let catalog = Catalog::builtin();
+        let o = org(vec![sub("s", "EXCHANGESTANDARD", 1)], vec![]);
+        let r =
+            check_add_on_available(&catalog, &o, "MCOMEETADV", Some(&o.subscriptions[0]), now());
+        assert_eq!(reason(r), BlockReason::NotAvailable);
+        let base = Some(&o.subscriptions[0]);
+        assert!(check_add_on_available(&catalog, &o, "EXCHANGEARCHIVE_ADDON", base, now()).is_ok());
+    }
+
+    #[test]
+    fn r22_a_canceled_base_cannot_be_managed() {
+        let mut s = sub("s", "SPB", 5);
+        s.status = SubscriptionState::Canceled;
+        s.add_ons.push(TraditionalAddOn {
+            id: "a".into(),
+            product: "MCOMEETADV".into(),
+            quantity: 2,
+            purchase_key: None,
+        });
+        assert_eq!(
+            reason(check_admin_may_change(&s, now())),
+            BlockReason::SubscriptionCanceled
+        );
+        let o = org(vec![s], vec![]);
+        assert_eq!(o.pool("MCOMEETADV", now()), 0, "its add-ons went with it");
+    }
+
+    #[test]
+    fn r27_a_subscription_not_active_yet_gives_no_licences() {
+        let mut s = sub("s", "SPB", 5);
+        s.activates_at = Some(now() + jiff::SignedDuration::from_hours(1));
+        assert_eq!(
+            reason(check_subscription_live(&s, now())),
+            BlockReason::NotActiveYet
+        );
+        let o = org(vec![s], vec![]);
+        assert_eq!(o.pool("SPB", now()), 0);
+    }
+
+    #[test]
+    fn r28_a_downgrade_needs_acknowledging() {
+        let catalog = Catalog::builtin();
+        let u = user("a@contoso.com", &["ENTERPRISEPACK"]);
+        let after = [Licence::new("EXCHANGESTANDARD", &[])];
+        let remove = ["ENTERPRISEPACK".to_string()];
+        let r = check_downgrade(&catalog, &u, &after, &remove, false);
+        assert_eq!(reason(r), BlockReason::DowngradeNotAcknowledged);
+        assert!(check_downgrade(&catalog, &u, &after, &remove, true).is_ok());
+    }
+
+    #[test]
+    fn purchase_guard_counts_the_increase_and_names_the_monthly_cost() {
+        assert!(check_purchase_limit("SPB", 5, 105, 100, false, 22.0).is_ok());
+        let r = check_purchase_limit("SPB", 5, 106, 100, false, 22.0);
+        assert!(
+            r.as_ref()
+                .unwrap_err()
+                .message()
+                .contains("2222.00 a month")
+        );
+        assert_eq!(reason(r), BlockReason::PurchaseLimitExceeded);
+        assert!(check_purchase_limit("SPB", 5, 106, 100, true, 22.0).is_ok());
+    }
+}
