@@ -8,6 +8,8 @@ mod auto_assign;
 pub mod conditions;
 pub mod resources;
 mod subscriptions;
+#[cfg(test)]
+mod tests;
 
 pub use assignments::record_owned;
 pub use auto_assign::{MAX_SKIPPED_LISTED, note_skipped, skipped};
