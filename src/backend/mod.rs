@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod hooked;
+pub mod microsoft;
 
 use crate::domain::UserChange;
 use crate::domain::{

@@ -79,6 +79,14 @@ reasons! {
     NotFound,
     /// More users in one licence call than the service takes (R12).
     BatchTooLarge,
+    /// Seats of a subscription billed directly by the vendor change only in its admin center.
+    SeatChangeNotSupported,
+    /// The credentials for the licensing service were refused.
+    CredentialsInvalid,
+    /// The application lacks a permission the change needs.
+    PermissionDenied,
+    /// A licence inherited from a group is never removed from the user directly.
+    LicenseAssignedByGroup,
 }
 
 impl fmt::Display for BlockReason {

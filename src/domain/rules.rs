@@ -81,6 +81,15 @@ pub enum Refusal {
         limit: u32,
         monthly_cost: f64,
     },
+    /// Seats of a subscription the vendor bills directly change only in its admin center.
+    #[error("seat changes are not supported here")]
+    SeatChangeNotSupported { id: String },
+    /// A licence inherited from a group cannot be removed from the user directly.
+    #[error("the licence is inherited from a group")]
+    LicenseAssignedByGroup { user: String, product: String },
+    /// The application lacks a permission.
+    #[error("permission denied")]
+    PermissionDenied { permission: String },
     /// seatkeeper's own guard: another resource owns this subscription or add-on.
     #[error("another resource manages this subscription")]
     DuplicateSubscription { id: String, owner: String },
@@ -114,6 +123,9 @@ impl Refusal {
             Refusal::NotFound { .. } => BlockReason::NotFound,
             Refusal::BatchTooLarge { .. } => BlockReason::BatchTooLarge,
             Refusal::PurchaseLimitExceeded { .. } => BlockReason::PurchaseLimitExceeded,
+            Refusal::SeatChangeNotSupported { .. } => BlockReason::SeatChangeNotSupported,
+            Refusal::LicenseAssignedByGroup { .. } => BlockReason::LicenseAssignedByGroup,
+            Refusal::PermissionDenied { .. } => BlockReason::PermissionDenied,
             Refusal::DuplicateSubscription { .. } => BlockReason::DuplicateSubscription,
         }
     }
@@ -199,6 +211,15 @@ impl Refusal {
             Refusal::PurchaseLimitExceeded { product, from, to, limit, monthly_cost } => format!(
                 "raising {product} from {from} to {to} adds {} seats, over the limit of {limit} per reconcile (--max-seat-increase), and would add {monthly_cost:.2} a month at list price: nothing was bought; if that is intended, annotate {ALLOW_LARGE_PURCHASE}=\"true\"",
                 to - from
+            ),
+            Refusal::SeatChangeNotSupported { id } => format!(
+                "subscription {id} is billed directly by the vendor, so its seats can only be changed in the admin center; seatkeeper reads the new total at the next resync (assignments and everything else still work)"
+            ),
+            Refusal::LicenseAssignedByGroup { user, product } => format!(
+                "{user} holds {product} through a group: seatkeeper never removes a group-inherited licence; change the group's membership instead"
+            ),
+            Refusal::PermissionDenied { permission } => format!(
+                "the application lacks the permission {permission}: grant it (admin consent) in the app registration"
             ),
             Refusal::DuplicateSubscription { id, owner } => format!(
                 "{id} is already managed by {owner}, the oldest resource naming it: only one resource may manage a subscription or add-on; nothing is changed here until this resource stops naming it or the other is deleted"

@@ -1,0 +1,396 @@
+//! HTTP to Microsoft's services: client-credential tokens cached until shortly before they
+//! expire, a timeout on every call, 429 surfaced with its `Retry-After` (the executor waits),
+//! 5xx and timeouts retried with exponential backoff and jitter, but only for requests that
+//! cannot buy twice (reads, and writes carrying an idempotency id), and `$batch` items
+//! throttled on their own retried on their own. Secrets never reach an error message.
+
+use super::wire;
+use super::{Config, mapping};
+use crate::backend::{BackendError, Result};
+use crate::domain::Refusal;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Which service a token is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Graph,
+    PartnerCenter,
+}
+
+impl Scope {
+    fn name(self, cfg: &Config) -> String {
+        match self {
+            Scope::Graph => format!("{}/.default", audience(&cfg.endpoints.graph)),
+            Scope::PartnerCenter => "https://api.partnercenter.microsoft.com/.default".into(),
+        }
+    }
+}
+
+/// Graph's token audience is its root (national clouds have their own).
+fn audience(root: &str) -> String {
+    root.trim_end_matches('/').to_string()
+}
+
+/// Tries of a request that failed for a passing reason (5xx, timeout, replication lag).
+const TRIES: u32 = 4;
+/// Rounds of retrying the throttled items of one `$batch`.
+const BATCH_ROUNDS: u32 = 6;
+
+pub struct Client {
+    http: reqwest::Client,
+    cfg: Config,
+    tokens: Mutex<HashMap<Scope, (String, Instant)>>,
+}
+
+/// One `$batch` item that failed: its status and the service's words.
+#[derive(Clone, Debug)]
+pub struct ItemError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl Client {
+    pub fn new(cfg: &Config) -> std::result::Result<Client, String> {
+        for url in [
+            &cfg.endpoints.login,
+            &cfg.endpoints.graph,
+            &cfg.endpoints.partner_center,
+        ] {
+            check_endpoint(url)?;
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        Ok(Client {
+            http,
+            cfg: cfg.clone(),
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A token for `scope`, from the cache while it has more than a minute left.
+    async fn token(&self, scope: Scope) -> Result<String> {
+        if let Some((t, until)) = self.tokens.lock().expect("token lock").get(&scope)
+            && Instant::now() + Duration::from_secs(60) < *until
+        {
+            return Ok(t.clone());
+        }
+        let url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.cfg.endpoints.login.trim_end_matches('/'),
+            self.cfg.tenant_id
+        );
+        let form = [
+            ("client_id", self.cfg.client_id.as_str()),
+            ("client_secret", self.cfg.client_secret.as_str()),
+            ("scope", &scope.name(&self.cfg)),
+            ("grant_type", "client_credentials"),
+        ];
+        let reply = self
+            .http
+            .post(&url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| unavailable("the token endpoint", &e))?;
+        let status = reply.status();
+        let body = reply.bytes().await.unwrap_or_default();
+        if !status.is_success() {
+            let detail = serde_json::from_slice::<wire::TokenError>(&body)
+                .map(|e| first_line(&e.error_description))
+                .unwrap_or_else(|_| format!("HTTP {status}"));
+            return Err(BackendError::Unavailable(format!(
+                "credentials refused for tenant {} (client {}): {detail}",
+                self.cfg.tenant_id, self.cfg.client_id
+            )));
+        }
+        let token: wire::Token = serde_json::from_slice(&body)
+            .map_err(|e| BackendError::Unavailable(format!("the token endpoint answered: {e}")))?;
+        let until = Instant::now() + Duration::from_secs(token.expires_in);
+        self.tokens
+            .lock()
+            .expect("token lock")
+            .insert(scope, (token.access_token.clone(), until));
+        Ok(token.access_token)
+    }
+
+    /// One request, retried when that cannot do harm: `request_id` marks a write that may be
+    /// repeated (the service recognises it); reads may always be.
+    async fn send(
+        &self,
+        scope: Scope,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        request_id: Option<&str>,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>)> {
+        let repeatable = method == Method::GET || request_id.is_some();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let token = self.token(scope).await?;
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .bearer_auth(token)
+                .header("Accept", "application/json");
+            if let Some(id) = request_id {
+                req = req.header("MS-RequestId", id);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let failure = match req.send().await {
+                Ok(reply) => {
+                    let status = reply.status();
+                    let headers = reply.headers().clone();
+                    let bytes = reply.bytes().await.unwrap_or_default().to_vec();
+                    if status == StatusCode::UNAUTHORIZED && tries == 1 {
+                        // An expired or revoked token: get a new one, once.
+                        self.tokens.lock().expect("token lock").remove(&scope);
+                        continue;
+                    }
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        return Err(BackendError::Throttled {
+                            retry_after_seconds: retry_after(&headers),
+                        });
+                    }
+                    if !status.is_server_error() {
+                        return Ok((status, headers, bytes));
+                    }
+                    format!("{} answered HTTP {status}", host(url))
+                }
+                Err(e) => format!("{}: {}", host(url), short(&e)),
+            };
+            if !repeatable || tries >= TRIES {
+                return Err(BackendError::Unavailable(failure));
+            }
+            tokio::time::sleep(backoff(tries)).await;
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(url: &str, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            BackendError::Unavailable(format!(
+                "{} answered in an unexpected shape: {e}",
+                host(url)
+            ))
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, scope: Scope, url: &str) -> Result<T> {
+        let (status, _, bytes) = self.send(scope, Method::GET, url, None, None).await?;
+        if !status.is_success() {
+            return Err(refused(scope, status, &bytes));
+        }
+        Self::decode(url, &bytes)
+    }
+
+    /// Every page of a Graph collection.
+    pub async fn all<T: DeserializeOwned>(&self, scope: Scope, url: &str) -> Result<Vec<T>> {
+        let mut out = vec![];
+        let mut next = Some(url.to_string());
+        while let Some(url) = next {
+            let page: wire::Page<T> = self.get(scope, &url).await?;
+            out.extend(page.value);
+            next = page.next_link;
+        }
+        Ok(out)
+    }
+
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        scope: Scope,
+        url: &str,
+        body: &Value,
+        request_id: Option<&str>,
+    ) -> Result<T> {
+        let (status, _, bytes) = self
+            .send(scope, Method::POST, url, Some(body), request_id)
+            .await?;
+        if !status.is_success() {
+            return Err(refused(scope, status, &bytes));
+        }
+        Self::decode(url, if bytes.is_empty() { b"{}" } else { &bytes })
+    }
+
+    /// A PATCH of a resource to a state: repeating it leaves the same state.
+    pub async fn patch(&self, scope: Scope, url: &str, body: &Value) -> Result<u16> {
+        let id = super::ids::guid("patch", &format!("{url}{body}"));
+        let (status, _, bytes) = self
+            .send(scope, Method::PATCH, url, Some(body), Some(&id))
+            .await?;
+        if !status.is_success() {
+            return Err(refused(scope, status, &bytes));
+        }
+        Ok(status.as_u16())
+    }
+
+    /// `$batch` licence changes: each item's answer, by its index; items throttled on their
+    /// own are sent again after their `Retry-After`.
+    pub async fn batch(
+        &self,
+        url: &str,
+        mut items: Vec<wire::BatchItem>,
+    ) -> Result<Vec<(usize, std::result::Result<(), ItemError>)>> {
+        let mut answers = vec![];
+        for _ in 0..BATCH_ROUNDS {
+            if items.is_empty() {
+                break;
+            }
+            let body = serde_json::to_value(wire::BatchRequest {
+                requests: items.clone(),
+            })
+            .expect("batches serialize");
+            // Each item is one user's atomic change: sending an item again leaves the same state.
+            let id = super::ids::guid("batch", &body.to_string());
+            let reply: wire::BatchResponse = self.post(Scope::Graph, url, &body, Some(&id)).await?;
+            let mut wait = 0;
+            let mut again = vec![];
+            for r in reply.responses {
+                let index: usize = r.id.parse().unwrap_or(usize::MAX);
+                if r.status == 429 {
+                    wait = wait.max(
+                        r.headers
+                            .get("Retry-After")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(1),
+                    );
+                    if let Some(item) = items.iter().find(|i| i.id == r.id) {
+                        again.push(item.clone());
+                    }
+                    continue;
+                }
+                let outcome = if (200..300).contains(&r.status) {
+                    Ok(())
+                } else {
+                    let (code, message) = mapping::graph_error(r.body.as_ref());
+                    Err(ItemError {
+                        status: r.status,
+                        code,
+                        message,
+                    })
+                };
+                answers.push((index, outcome));
+            }
+            items = again;
+            if !items.is_empty() {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+        }
+        if !items.is_empty() {
+            return Err(BackendError::Throttled {
+                retry_after_seconds: 30,
+            });
+        }
+        Ok(answers)
+    }
+}
+
+/// A non-success answer as a refusal (or an outage).
+fn refused(scope: Scope, status: StatusCode, bytes: &[u8]) -> BackendError {
+    let body: Option<Value> = serde_json::from_slice(bytes).ok();
+    if status == StatusCode::FORBIDDEN {
+        let (_, message) = mapping::graph_error(body.as_ref());
+        return Refusal::PermissionDenied {
+            permission: mapping::permission_in(&message),
+        }
+        .into();
+    }
+    if status == StatusCode::NOT_FOUND {
+        let (_, message) = mapping::graph_error(body.as_ref());
+        return Refusal::NotFound { what: message }.into();
+    }
+    match scope {
+        Scope::PartnerCenter => mapping::pc_refusal(body.as_ref(), status.as_u16()),
+        Scope::Graph => {
+            let (code, message) = mapping::graph_error(body.as_ref());
+            BackendError::Unavailable(format!("Graph answered {status}: {code}: {message}"))
+        }
+    }
+}
+
+/// `http://` only for loopback (tests, the emulator); everything else must be `https://`.
+pub fn check_endpoint(url: &str) -> std::result::Result<(), String> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("{url}: an endpoint must be an https:// URL"));
+    };
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host.starts_with("127.")
+        || rest.starts_with("[::1]")
+        || host == "::1";
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url}: plain http:// is accepted only for loopback addresses (use https://)"
+        ))
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> u64 {
+    headers
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1)
+}
+
+/// 0.5 s, 1 s, 2 s … with up to 25 % jitter.
+fn backoff(tries: u32) -> Duration {
+    let base = 500u64 << (tries - 1).min(6);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    Duration::from_millis(base + nanos % (base / 4 + 1))
+}
+
+fn host(url: &str) -> String {
+    url.split('/').take(3).collect::<Vec<_>>().join("/")
+}
+
+/// A transport error in a few words (never the request, which may carry a secret).
+fn short(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "cannot connect".into()
+    } else {
+        "the request failed".into()
+    }
+}
+
+fn unavailable(what: &str, e: &reqwest::Error) -> BackendError {
+    BackendError::Unavailable(format!("{what}: {}", short(e)))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_for_loopback() {
+        assert!(check_endpoint("https://graph.microsoft.com").is_ok());
+        assert!(check_endpoint("http://127.0.0.1:8443").is_ok());
+        assert!(check_endpoint("http://localhost:1").is_ok());
+        assert!(check_endpoint("http://[::1]:9").is_ok());
+        assert!(check_endpoint("http://graph.example.com").is_err());
+        assert!(check_endpoint("http://10.0.0.1").is_err());
+    }
+}

@@ -1,0 +1,507 @@
+//! What the services report, in the domain's words; and the services' refusals as typed
+//! refusals. Ids map to names through what this tenant reports (`subscribedSkus`, users).
+
+use super::client::ItemError;
+use super::wire;
+use crate::backend::BackendError;
+use crate::domain::catalog::CatalogOverrides;
+use crate::domain::{
+    BillingFrequency, Catalog, Channel, Licence, Organization, Product, Refusal, Subscription,
+    SubscriptionState, TraditionalAddOn, User, UserChange,
+};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The tenant as last read, with the ids behind its names.
+pub struct Directory {
+    pub catalog: Arc<Catalog>,
+    pub organization: Organization,
+    /// lowercase UPN → user id.
+    users: HashMap<String, String>,
+    /// product → skuId.
+    skus: HashMap<String, String>,
+    /// (product, plan name) → servicePlanId.
+    plans: HashMap<(String, String), String>,
+}
+
+impl Directory {
+    pub fn new(
+        domain: &str,
+        builtin: &Catalog,
+        skus: Vec<wire::SubscribedSku>,
+        subs: Vec<wire::CompanySubscription>,
+        users: Vec<wire::User>,
+        pc: Option<Vec<wire::PcSubscription>>,
+    ) -> Directory {
+        let sku_name: HashMap<String, String> = skus
+            .iter()
+            .map(|s| (s.sku_id.to_lowercase(), s.sku_part_number.clone()))
+            .collect();
+        let plan_name: HashMap<String, String> = skus
+            .iter()
+            .flat_map(|s| &s.service_plans)
+            .map(|p| {
+                (
+                    p.service_plan_id.to_lowercase(),
+                    p.service_plan_name.clone(),
+                )
+            })
+            .collect();
+        let catalog = Arc::new(catalog_of(builtin, &skus));
+        let mut organization = Organization::default();
+        organization.domain = domain.to_string();
+        // Not reported; the service refuses a change that needs one.
+        organization.payment_method_on_file = true;
+        organization.users = users
+            .iter()
+            .map(|u| user(u, &sku_name, &plan_name))
+            .collect();
+        organization.subscriptions = subscriptions(&subs, pc.as_deref());
+        Directory {
+            catalog,
+            organization,
+            users: users
+                .iter()
+                .map(|u| (u.user_principal_name.to_lowercase(), u.id.clone()))
+                .collect(),
+            skus: skus
+                .iter()
+                .map(|s| (s.sku_part_number.clone(), s.sku_id.clone()))
+                .collect(),
+            plans: skus
+                .iter()
+                .flat_map(|s| {
+                    s.service_plans.iter().map(move |p| {
+                        let key = (s.sku_part_number.clone(), p.service_plan_name.clone());
+                        (key, p.service_plan_id.clone())
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// One user's change as an `assignLicense` request, in this tenant's ids.
+    pub fn assign_request(
+        &self,
+        change: &UserChange,
+    ) -> Result<(String, wire::AssignLicense), Refusal> {
+        let user_id =
+            self.users
+                .get(&change.user.to_lowercase())
+                .ok_or_else(|| Refusal::UserNotFound {
+                    user: change.user.clone(),
+                })?;
+        let sku = |product: &str| {
+            self.skus
+                .get(product)
+                .cloned()
+                .ok_or_else(|| Refusal::ProductUnknown {
+                    product: product.to_string(),
+                })
+        };
+        let mut add = vec![];
+        for l in &change.add {
+            let disabled = l
+                .disabled_plans
+                .iter()
+                .map(|p| {
+                    self.plans
+                        .get(&(l.product.clone(), p.clone()))
+                        .cloned()
+                        .ok_or_else(|| Refusal::NotFound {
+                            what: format!("service plan {p} of {}", l.product),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            add.push(wire::AssignedLicense {
+                sku_id: sku(&l.product)?,
+                disabled_plans: disabled,
+            });
+        }
+        let remove = change
+            .remove
+            .iter()
+            .map(|p| sku(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            user_id.clone(),
+            wire::AssignLicense {
+                add_licenses: add,
+                remove_licenses: remove,
+            },
+        ))
+    }
+
+    /// A `$batch` item's refusal, in the domain's words.
+    pub fn refusal(&self, change: &UserChange, e: &ItemError) -> Refusal {
+        let m = e.message.to_lowercase();
+        let product = change
+            .add
+            .first()
+            .map(|l| l.product.clone())
+            .unwrap_or_default();
+        if e.status == 404 || m.contains("does not exist") {
+            Refusal::UserNotFound {
+                user: change.user.clone(),
+            }
+        } else if m.contains("usage location") {
+            Refusal::UsageLocationMissing {
+                user: change.user.clone(),
+            }
+        } else if m.contains("available licenses") {
+            Refusal::InsufficientSeats {
+                product,
+                needed: 1,
+                available: 0,
+            }
+        } else if m.contains("mutually exclusive") {
+            let plans = plans_named(&e.message, "service plans ", " are mutually exclusive");
+            let of = |plan: &str| self.product_with_plan(plan);
+            let (a, b) = (
+                plans.first().cloned().unwrap_or_default(),
+                plans.get(1).cloned().unwrap_or_default(),
+            );
+            Refusal::ConflictingServices {
+                product: of(&a),
+                other_product: of(&b),
+                plan: a,
+                other_plan: b,
+            }
+        } else if m.contains("depends on") {
+            Refusal::MissingDependency {
+                plan: plans_named(&e.message, "service plan ", " depends").join(", "),
+                product,
+                needs: plans_named(&e.message, "service plan(s) ", ".").to_vec(),
+            }
+        } else if m.contains("inherited from a group") {
+            Refusal::LicenseAssignedByGroup {
+                user: change.user.clone(),
+                product: change.remove.join(", "),
+            }
+        } else if e.status == 403 {
+            Refusal::PermissionDenied {
+                permission: permission_in(&e.message),
+            }
+        } else {
+            Refusal::NotFound {
+                what: format!(
+                    "a licence change for {} ({}: {})",
+                    change.user, e.code, e.message
+                ),
+            }
+        }
+    }
+
+    fn product_with_plan(&self, plan: &str) -> String {
+        self.plans
+            .keys()
+            .find(|(_, p)| p == plan)
+            .map(|(product, _)| product.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The built-in catalog (plans, conflicts, dependencies, prices the planner predicts with),
+/// with every product this tenant holds that it does not know, from what the tenant reports.
+fn catalog_of(builtin: &Catalog, skus: &[wire::SubscribedSku]) -> Catalog {
+    let unknown = skus
+        .iter()
+        .filter(|s| builtin.product(&s.sku_part_number).is_none() && s.applies_to == "User")
+        .map(|s| Product {
+            sku: s.sku_part_number.clone(),
+            name: s.sku_part_number.clone(),
+            plans: s
+                .service_plans
+                .iter()
+                .filter(|p| p.applies_to != "Company")
+                .map(|p| p.service_plan_name.clone())
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    Catalog::with_overrides(Some(&CatalogOverrides {
+        products: unknown,
+        conflicts: vec![],
+    }))
+}
+
+fn user(
+    u: &wire::User,
+    sku_name: &HashMap<String, String>,
+    plan_name: &HashMap<String, String>,
+) -> User {
+    let states: Vec<(&String, &Vec<String>)> = if u.license_assignment_states.is_empty() {
+        u.assigned_licenses
+            .iter()
+            .map(|l| (&l.sku_id, &l.disabled_plans))
+            .collect()
+    } else {
+        u.license_assignment_states
+            .iter()
+            .map(|l| (&l.sku_id, &l.disabled_plans))
+            .collect()
+    };
+    let mut licenses: Vec<Licence> = vec![];
+    for (sku, disabled) in states {
+        let Some(product) = sku_name.get(&sku.to_lowercase()) else {
+            continue;
+        };
+        let disabled: Vec<String> = disabled
+            .iter()
+            .filter_map(|p| plan_name.get(&p.to_lowercase()).cloned())
+            .collect();
+        if !licenses.iter().any(|l| &l.product == product) {
+            licenses.push(Licence::new(product, &disabled));
+        }
+    }
+    User {
+        upn: u.user_principal_name.clone(),
+        guest: u.user_type.as_deref() == Some("Guest"),
+        usage_location: u.usage_location.clone().filter(|l| !l.is_empty()),
+        licenses,
+    }
+}
+
+/// Graph's subscriptions, with Partner Center's view of those this partner sold: who sold it
+/// (channel), billing, term, and traditional add-ons under their base.
+fn subscriptions(
+    subs: &[wire::CompanySubscription],
+    pc: Option<&[wire::PcSubscription]>,
+) -> Vec<Subscription> {
+    let sold = |id: &str| pc.and_then(|pc| pc.iter().find(|p| p.id.eq_ignore_ascii_case(id)));
+    let mut out: Vec<Subscription> = vec![];
+    let mut add_ons: Vec<(String, TraditionalAddOn)> = vec![];
+    for s in subs {
+        let id = if s.commerce_subscription_id.is_empty() {
+            s.id.clone()
+        } else {
+            s.commerce_subscription_id.to_lowercase()
+        };
+        let p = sold(&id);
+        if let Some(parent) = p.and_then(|p| p.parent_subscription_id.as_ref()) {
+            add_ons.push((
+                parent.to_lowercase(),
+                TraditionalAddOn {
+                    id: id.clone(),
+                    product: s.sku_part_number.clone(),
+                    quantity: s.total_licenses,
+                    purchase_key: None,
+                },
+            ));
+            continue;
+        }
+        let channel = if s.owner_type.as_deref() == Some("User") {
+            Channel::SelfService
+        } else if p.is_none() && s.owner_tenant_id.is_some() && pc.is_some() {
+            // Sold by a partner, but not this one.
+            Channel::Reseller
+        } else {
+            Channel::Direct
+        };
+        let mut sub = Subscription {
+            id,
+            product: s.sku_part_number.clone(),
+            seats: s.total_licenses,
+            channel,
+            trial: s.is_trial,
+            status: state(&s.status),
+            term_ends_at: s
+                .next_lifecycle_date_time
+                .as_deref()
+                .and_then(|t| t.parse().ok()),
+            purchased_at: s.created_date_time.as_deref().and_then(|t| t.parse().ok()),
+            ..Default::default()
+        };
+        if let Some(p) = p {
+            sub.recurring_billing = p.auto_renew_enabled;
+            sub.billing_frequency = if p.billing_cycle == "annual" {
+                BillingFrequency::Annual
+            } else {
+                BillingFrequency::Monthly
+            };
+            sub.cancellation_window_ends_at = p
+                .cancellation_allowed_until_date
+                .as_deref()
+                .and_then(|t| t.parse().ok());
+            if p.status == "pending" {
+                sub.status = SubscriptionState::Pending;
+            }
+        } else {
+            sub.recurring_billing = true;
+        }
+        out.push(sub);
+    }
+    for (parent, a) in add_ons {
+        if let Some(base) = out.iter_mut().find(|s| s.id == parent) {
+            base.add_ons.push(a);
+        }
+    }
+    out
+}
+
+fn state(status: &str) -> SubscriptionState {
+    match status {
+        "Warning" => SubscriptionState::Warning,
+        "Suspended" | "LockedOut" => SubscriptionState::Suspended,
+        "Deleted" => SubscriptionState::Canceled,
+        _ => SubscriptionState::Active,
+    }
+}
+
+pub fn billing_cycle(f: BillingFrequency) -> &'static str {
+    match f {
+        BillingFrequency::Monthly => "monthly",
+        BillingFrequency::Annual => "annual",
+    }
+}
+
+/// Graph's error envelope: (code, message).
+pub fn graph_error(body: Option<&Value>) -> (String, String) {
+    let e = body.and_then(|b| b.get("error"));
+    let text = |k: &str| {
+        e.and_then(|e| e.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (text("code"), text("message"))
+}
+
+/// The permission an "insufficient privileges" message names, or the one licence changes need.
+pub fn permission_in(message: &str) -> String {
+    message
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '\'')
+        .find(|w| w.ends_with(".All") || w.ends_with(".ReadWrite"))
+        .unwrap_or("LicenseAssignment.ReadWrite.All")
+        .to_string()
+}
+
+/// Partner Center's error codes as refusals.
+pub fn pc_refusal(body: Option<&Value>, status: u16) -> BackendError {
+    let code = body
+        .and_then(|b| b.get("code"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let description = body
+        .and_then(|b| b.get("description"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let refusal = match code {
+        800023 | 800025 | 900121 | 800069 | 800073 | 800074 | 800075 => {
+            Refusal::CreditCheckPending { clears_at: None }
+        }
+        800090 => Refusal::SeatsInUse {
+            assigned: number_in(&description, "assigned").unwrap_or(0),
+            requested: number_in(&description, "requested").unwrap_or(0),
+        },
+        900117 => Refusal::CancellationWindowClosed { term_ends_at: None },
+        800027 => Refusal::Trial {
+            payment_method_missing: false,
+        },
+        800029 | 800017 => Refusal::NotAvailable {
+            product: description.clone(),
+            r#for: vec![],
+        },
+        800091 => Refusal::SubscriptionSuspended { id: String::new() },
+        _ => {
+            return BackendError::Unavailable(format!(
+                "Partner Center answered HTTP {status}: {code} {description}"
+            ));
+        }
+    };
+    BackendError::Refused(refusal)
+}
+
+/// The number after `word` in a description ("… 4 assigned …").
+fn number_in(text: &str, word: &str) -> Option<u32> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| w[1].trim_matches(|c: char| !c.is_alphanumeric()) == word)
+        .and_then(|w| w[0].parse().ok())
+}
+
+/// The comma-separated names between `before` and `after` in a message.
+fn plans_named(message: &str, before: &str, after: &str) -> Vec<String> {
+    let Some(start) = message.find(before) else {
+        return vec![];
+    };
+    let rest = &message[start + before.len()..];
+    let end = rest.find(after).unwrap_or(rest.len());
+    rest[..end]
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_users_map_to_domain_users_by_the_tenants_own_ids() {
+        let skus: wire::Page<wire::SubscribedSku> = serde_json::from_str(
+            &std::fs::read_to_string(format!(
+                "{}/tests/fixtures/microsoft/subscribedSkus.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let user: wire::User = serde_json::from_value(serde_json::json!({
+            "id": "u1", "userPrincipalName": "Alice@contoso.com", "userType": "Guest",
+            "usageLocation": "NL",
+            "licenseAssignmentStates": [{"skuId": "C7DF2760-2c81-4ef7-b578-5b5392b571df",
+                "disabledPlans": ["8c098270-9dd4-4350-9b30-ba4703f3b36b"], "assignedByGroup": null}]
+        }))
+        .unwrap();
+        let d = Directory::new(
+            "contoso.com",
+            &Catalog::builtin(),
+            skus.value,
+            vec![],
+            vec![user],
+            None,
+        );
+        let u = &d.organization.users[0];
+        assert!(u.guest);
+        assert_eq!(u.licenses[0].product, "ENTERPRISEPREMIUM");
+        assert_eq!(u.licenses[0].disabled_plans, vec!["ADALLOM_S_O365"]);
+        assert!(
+            d.catalog.product("ENTERPRISEPREMIUM").is_some(),
+            "learned from the tenant"
+        );
+        let change = UserChange {
+            user: "alice@contoso.com".into(),
+            add: vec![],
+            remove: vec!["ENTERPRISEPREMIUM".into()],
+        };
+        let (id, body) = d.assign_request(&change).unwrap();
+        assert_eq!(id, "u1");
+        assert_eq!(
+            body.remove_licenses,
+            vec!["c7df2760-2c81-4ef7-b578-5b5392b571df"]
+        );
+    }
+
+    #[test]
+    fn partner_center_codes_become_refusals() {
+        let err = |code: u64| {
+            pc_refusal(
+                Some(&serde_json::json!({"code": code, "description": "x"})),
+                400,
+            )
+        };
+        let reason = |e: BackendError| match e {
+            BackendError::Refused(r) => r.reason().as_str().to_string(),
+            other => format!("{other}"),
+        };
+        assert_eq!(reason(err(900117)), "CancellationWindowClosed");
+        assert_eq!(reason(err(800023)), "CreditCheckPending");
+        assert_eq!(reason(err(800090)), "SeatsInUse");
+        assert!(matches!(err(1), BackendError::Unavailable(_)));
+    }
+}

@@ -1,0 +1,412 @@
+//! The Microsoft backend: a real Microsoft 365 tenant through Microsoft Graph (what the tenant
+//! holds, licences) and, for tenants a CSP partner manages, Partner Center (seats, billing,
+//! cancellation, purchases). Ids are mapped to the names our API uses from what the tenant
+//! reports (`subscribedSkus`), never from a table.
+//!
+//! - [`wire`]: the services' request and response shapes;
+//! - [`ids`]: the emulator's stable GUIDs;
+//! - [`client`]: tokens, timeouts, throttling and retries.
+
+pub mod client;
+pub mod ids;
+mod mapping;
+pub mod wire;
+
+use super::{
+    Backend, BackendError, Cancellation, MAX_BATCH, PurchaseRequest, Result, SeatChange, Snapshot,
+};
+use crate::domain::{Catalog, Refusal, Subscription, TraditionalAddOn, UserChange};
+use client::{Client, Scope};
+use mapping::Directory;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where the services are.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoints {
+    /// `+ /{tenant}/oauth2/v2.0/token`
+    pub login: String,
+    /// `+ /v1.0/...`
+    pub graph: String,
+    /// `+ /v1/...`
+    pub partner_center: String,
+}
+
+impl Endpoints {
+    /// The global cloud.
+    pub fn global() -> Endpoints {
+        Endpoints {
+            login: "https://login.microsoftonline.com".into(),
+            graph: "https://graph.microsoft.com".into(),
+            partner_center: "https://api.partnercenter.microsoft.com".into(),
+        }
+    }
+
+    /// All three on one root (the emulator).
+    pub fn at(root: &str) -> Endpoints {
+        let root = root.trim_end_matches('/').to_string();
+        Endpoints {
+            login: root.clone(),
+            graph: root.clone(),
+            partner_center: root,
+        }
+    }
+}
+
+/// How to reach one organization's tenant.
+#[derive(Clone)]
+pub struct Config {
+    /// The organization's domain (what `spec.organization` names).
+    pub organization: String,
+    /// The directory (tenant) id: a GUID or a verified domain.
+    pub tenant_id: String,
+    pub endpoints: Endpoints,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Partner Center's customer id, when a CSP partner manages the tenant.
+    pub partner_center_customer: Option<String>,
+    /// Every call gives up after this long.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("organization", &self.organization)
+            .field("tenant_id", &self.tenant_id)
+            .field("endpoints", &self.endpoints)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"(redacted)")
+            .field("partner_center_customer", &self.partner_center_customer)
+            .finish()
+    }
+}
+
+pub struct Microsoft {
+    client: Client,
+    cfg: Config,
+    catalog: Arc<Catalog>,
+    /// Names ↔ ids as the tenant last reported them.
+    directory: Mutex<Option<Arc<Directory>>>,
+}
+
+impl Microsoft {
+    pub fn new(cfg: Config) -> std::result::Result<Microsoft, String> {
+        Ok(Microsoft {
+            client: Client::new(&cfg)?,
+            catalog: Arc::new(Catalog::builtin()),
+            directory: Mutex::new(None),
+            cfg,
+        })
+    }
+
+    fn check_organization(&self, organization: &str) -> Result<()> {
+        if organization.eq_ignore_ascii_case(&self.cfg.organization) {
+            return Ok(());
+        }
+        Err(Refusal::NotFound {
+            what: format!(
+                "organization {organization} (this backend manages {})",
+                self.cfg.organization
+            ),
+        }
+        .into())
+    }
+
+    fn graph(&self, path: &str) -> String {
+        format!(
+            "{}/v1.0{path}",
+            self.cfg.endpoints.graph.trim_end_matches('/')
+        )
+    }
+
+    fn customer(&self) -> Option<String> {
+        let c = self.cfg.partner_center_customer.as_ref()?;
+        Some(format!(
+            "{}/v1/customers/{c}",
+            self.cfg.endpoints.partner_center.trim_end_matches('/')
+        ))
+    }
+
+    /// The directory as last read, reading it when there is none yet.
+    async fn directory(&self) -> Result<Arc<Directory>> {
+        if let Some(d) = self.directory.lock().expect("directory lock").clone() {
+            return Ok(d);
+        }
+        self.read().await
+    }
+
+    /// Reads the tenant: products, subscriptions, users (and Partner Center's view).
+    async fn read(&self) -> Result<Arc<Directory>> {
+        let skus = self
+            .client
+            .all::<wire::SubscribedSku>(Scope::Graph, &self.graph("/subscribedSkus"))
+            .await?;
+        let subs = self
+            .client
+            .all::<wire::CompanySubscription>(Scope::Graph, &self.graph("/directory/subscriptions"))
+            .await?;
+        let select =
+            "id,userPrincipalName,userType,usageLocation,assignedLicenses,licenseAssignmentStates";
+        let users_url = self.graph(&format!("/users?$select={select}&$top=999"));
+        let users = self
+            .client
+            .all::<wire::User>(Scope::Graph, &users_url)
+            .await?;
+        let pc = match self.customer() {
+            Some(c) => {
+                let url = format!("{c}/subscriptions");
+                let items: wire::Items<wire::PcSubscription> =
+                    self.client.get(Scope::PartnerCenter, &url).await?;
+                Some(items.items)
+            }
+            None => None,
+        };
+        let directory = Arc::new(Directory::new(
+            &self.cfg.organization,
+            &self.catalog,
+            skus,
+            subs,
+            users,
+            pc,
+        ));
+        *self.directory.lock().expect("directory lock") = Some(directory.clone());
+        Ok(directory)
+    }
+
+    /// Partner Center's copy of a subscription this partner sold; without Partner Center (or
+    /// for one the vendor bills directly) seats cannot change here.
+    async fn pc_subscription(&self, id: &str) -> Result<(String, wire::PcSubscription)> {
+        let not_supported = || Refusal::SeatChangeNotSupported { id: id.into() }.into();
+        let Some(customer) = self.customer() else {
+            return Err(not_supported());
+        };
+        let url = format!("{customer}/subscriptions/{id}");
+        match self.client.get(Scope::PartnerCenter, &url).await {
+            Ok(s) => Ok((url, s)),
+            Err(BackendError::Refused(Refusal::NotFound { .. })) => Err(not_supported()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn patch_subscription(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut wire::PcSubscription),
+    ) -> Result<u16> {
+        let (url, mut sub) = self.pc_subscription(id).await?;
+        change(&mut sub);
+        let body = serde_json::to_value(&sub).expect("subscriptions serialize");
+        let status = self.client.patch(Scope::PartnerCenter, &url, &body).await?;
+        self.forget();
+        Ok(status)
+    }
+
+    /// Changes made: the next read must see them.
+    fn forget(&self) {
+        *self.directory.lock().expect("directory lock") = None;
+    }
+
+    /// Buys through a cart, exactly once: the checkout carries an id derived from the
+    /// purchase key, so a retry (after a lost reply) returns the first order.
+    async fn checkout(
+        &self,
+        product: &str,
+        quantity: u32,
+        billing: &str,
+        parent: Option<&str>,
+        key: &str,
+    ) -> Result<String> {
+        let Some(customer) = self.customer() else {
+            return Err(Refusal::SeatChangeNotSupported {
+                id: format!("a new {product}"),
+            }
+            .into());
+        };
+        let request_id = ids::guid("purchase", key);
+        let mut line = json!({"id": 0, "catalogItemId": product, "quantity": quantity,
+            "billingCycle": billing, "termDuration": "P1M"});
+        if let Some(p) = parent {
+            line["provisioningContext"] = json!({"ParentSubscriptionId": p});
+        }
+        let cart = json!({"lineItems": [line]});
+        let url = format!("{customer}/carts");
+        let created: wire::Cart = self
+            .client
+            .post(Scope::PartnerCenter, &url, &cart, Some(&request_id))
+            .await?;
+        let cart_id = created.id.unwrap_or_default();
+        let url = format!("{customer}/carts/{cart_id}/checkout");
+        let result: wire::CartCheckoutResult = self
+            .client
+            .post(Scope::PartnerCenter, &url, &json!({}), Some(&request_id))
+            .await?;
+        self.forget();
+        result
+            .orders
+            .iter()
+            .flat_map(|o| &o.line_items)
+            .find_map(|l| l.subscription_id.clone())
+            .ok_or_else(|| BackendError::Unavailable("the order holds no subscription yet".into()))
+    }
+}
+
+impl Backend for Microsoft {
+    async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
+        if organization.is_empty() {
+            return Ok(Snapshot {
+                catalog: self.catalog.clone(),
+                organization: None,
+            });
+        }
+        self.check_organization(organization)?;
+        let d = self.read().await?;
+        Ok(Snapshot {
+            catalog: d.catalog.clone(),
+            organization: Some(d.organization.clone()),
+        })
+    }
+
+    async fn buy_subscription(
+        &self,
+        organization: &str,
+        r: &PurchaseRequest,
+    ) -> Result<Subscription> {
+        self.check_organization(organization)?;
+        let billing = mapping::billing_cycle(r.billing_frequency);
+        let id = self
+            .checkout(&r.product, r.seats, billing, None, &r.idempotency_key)
+            .await?;
+        let d = self.read().await?;
+        d.organization.subscription(&id).cloned().ok_or_else(|| {
+            BackendError::Unavailable(format!("subscription {id} is not readable yet"))
+        })
+    }
+
+    async fn convert_trial(&self, organization: &str, id: &str) -> Result<()> {
+        self.check_organization(organization)?;
+        let (url, _) = self.pc_subscription(id).await?;
+        let url = format!("{url}/conversions");
+        let _: serde_json::Value = self
+            .client
+            .post(Scope::PartnerCenter, &url, &json!({}), None)
+            .await?;
+        self.forget();
+        Ok(())
+    }
+
+    async fn set_seats(
+        &self,
+        organization: &str,
+        id: &str,
+        seats: u32,
+        _product_key: Option<&str>,
+    ) -> Result<SeatChange> {
+        self.check_organization(organization)?;
+        let status = self.patch_subscription(id, |s| s.quantity = seats).await?;
+        Ok(if status == 202 {
+            SeatChange::Accepted
+        } else {
+            SeatChange::Applied
+        })
+    }
+
+    async fn set_recurring_billing(&self, organization: &str, id: &str, on: bool) -> Result<()> {
+        self.check_organization(organization)?;
+        self.patch_subscription(id, |s| s.auto_renew_enabled = on)
+            .await?;
+        Ok(())
+    }
+
+    async fn cancel(&self, organization: &str, id: &str) -> Result<Cancellation> {
+        self.check_organization(organization)?;
+        match self
+            .patch_subscription(id, |s| s.status = "deleted".into())
+            .await
+        {
+            Ok(_) => Ok(Cancellation::Canceled),
+            Err(BackendError::Refused(Refusal::CancellationWindowClosed { .. })) => {
+                // R10: after the window, recurring billing is turned off instead.
+                self.patch_subscription(id, |s| s.auto_renew_enabled = false)
+                    .await?;
+                Ok(Cancellation::RecurringBillingTurnedOff)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn buy_add_on(
+        &self,
+        organization: &str,
+        base: &str,
+        product: &str,
+        quantity: u32,
+        key: &str,
+    ) -> Result<TraditionalAddOn> {
+        self.check_organization(organization)?;
+        let id = self
+            .checkout(product, quantity, "monthly", Some(base), key)
+            .await?;
+        Ok(TraditionalAddOn {
+            id,
+            product: product.into(),
+            quantity,
+            purchase_key: Some(key.into()),
+        })
+    }
+
+    async fn set_add_on_quantity(
+        &self,
+        organization: &str,
+        _base: &str,
+        id: &str,
+        quantity: u32,
+    ) -> Result<()> {
+        self.check_organization(organization)?;
+        self.patch_subscription(id, |s| s.quantity = quantity)
+            .await?;
+        Ok(())
+    }
+
+    async fn cancel_add_on(&self, _organization: &str, _base: &str, _id: &str) -> Result<()> {
+        // R23: only support removes a traditional add-on.
+        Err(Refusal::RemovalRequiresSupport.into())
+    }
+
+    async fn assign_licences(
+        &self,
+        organization: &str,
+        changes: &[UserChange],
+    ) -> Result<Vec<std::result::Result<(), Refusal>>> {
+        self.check_organization(organization)?;
+        if changes.len() > MAX_BATCH {
+            return Err(Refusal::BatchTooLarge {
+                size: changes.len(),
+            }
+            .into());
+        }
+        let d = self.directory().await?;
+        let mut results: Vec<Option<std::result::Result<(), Refusal>>> = vec![None; changes.len()];
+        let mut requests = vec![];
+        for (i, c) in changes.iter().enumerate() {
+            match d.assign_request(c) {
+                Ok((user_id, body)) => requests.push(wire::BatchItem {
+                    id: i.to_string(),
+                    method: "POST".into(),
+                    url: format!("/users/{user_id}/assignLicense"),
+                    headers: [("Content-Type".to_string(), "application/json".to_string())].into(),
+                    body: Some(serde_json::to_value(body).expect("requests serialize")),
+                    depends_on: vec![],
+                }),
+                Err(r) => results[i] = Some(Err(r)),
+            }
+        }
+        let answers = self.client.batch(&self.graph("/$batch"), requests).await?;
+        for (i, answer) in answers {
+            results[i] = Some(answer.map_err(|e| d.refusal(&changes[i], &e)));
+        }
+        self.forget();
+        Ok(results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect())
+    }
+}

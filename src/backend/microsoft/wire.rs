@@ -1,0 +1,405 @@
+//! The request and response shapes of Microsoft Graph v1.0, the identity platform's token
+//! endpoint and Partner Center v1, as their documentation gives them. The Microsoft backend
+//! reads them and the emulator writes them; the fixtures in `tests/fixtures/microsoft/` are the
+//! vendors' own examples, parsed by the tests below, so a shape both sides got wrong together
+//! would still be caught.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+// ---------------------------------------------------------------------------------------------
+// Identity platform: POST {login}/{tenant}/oauth2/v2.0/token
+// ---------------------------------------------------------------------------------------------
+
+/// A successful token reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    pub token_type: String,
+    pub expires_in: u64,
+    pub access_token: String,
+}
+
+/// A refused token request (`AADSTS…` in the description).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenError {
+    pub error: String,
+    pub error_description: String,
+    #[serde(default)]
+    pub error_codes: Vec<u64>,
+    #[serde(default)]
+    pub trace_id: String,
+    #[serde(default)]
+    pub correlation_id: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graph v1.0
+// ---------------------------------------------------------------------------------------------
+
+/// A page of a Graph collection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    #[serde(
+        rename = "@odata.nextLink",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub next_link: Option<String>,
+    pub value: Vec<T>,
+}
+
+/// `GET /subscribedSkus`: one product the organization holds, all its subscriptions together.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribedSku {
+    pub sku_id: String,
+    pub sku_part_number: String,
+    pub applies_to: String,
+    pub capability_status: String,
+    pub consumed_units: u32,
+    pub prepaid_units: LicenseUnits,
+    #[serde(default)]
+    pub service_plans: Vec<ServicePlanInfo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscription_ids: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LicenseUnits {
+    pub enabled: u32,
+    #[serde(default)]
+    pub warning: u32,
+    #[serde(default)]
+    pub suspended: u32,
+    #[serde(default)]
+    pub locked_out: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePlanInfo {
+    pub service_plan_id: String,
+    pub service_plan_name: String,
+    #[serde(default)]
+    pub provisioning_status: String,
+    #[serde(default)]
+    pub applies_to: String,
+}
+
+/// `GET /directory/subscriptions`: one subscription (a companySubscription).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompanySubscription {
+    pub id: String,
+    #[serde(default)]
+    pub commerce_subscription_id: String,
+    pub sku_id: String,
+    pub sku_part_number: String,
+    pub status: String,
+    pub total_licenses: u32,
+    #[serde(default)]
+    pub is_trial: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_date_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_lifecycle_date_time: Option<String>,
+    /// `User`: bought by a user (self-service purchase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
+    /// The partner tenant that sold it, when a partner did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_tenant_id: Option<String>,
+}
+
+/// `GET /users?$select=id,userPrincipalName,userType,usageLocation,assignedLicenses,licenseAssignmentStates`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub user_principal_name: String,
+    /// `Member` or `Guest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_location: Option<String>,
+    #[serde(default)]
+    pub assigned_licenses: Vec<AssignedLicense>,
+    #[serde(default)]
+    pub license_assignment_states: Vec<LicenseAssignmentState>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedLicense {
+    pub sku_id: String,
+    #[serde(default)]
+    pub disabled_plans: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LicenseAssignmentState {
+    pub sku_id: String,
+    #[serde(default)]
+    pub disabled_plans: Vec<String>,
+    /// The group the licence is inherited from; null for a direct assignment.
+    #[serde(default)]
+    pub assigned_by_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `POST /users/{id}/assignLicense`: one user's adds and removes, atomic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignLicense {
+    pub add_licenses: Vec<AssignedLicense>,
+    pub remove_licenses: Vec<String>,
+}
+
+/// `POST /$batch`: at most 20 requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchRequest {
+    pub requests: Vec<BatchItem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItem {
+    pub id: String,
+    pub method: String,
+    /// Relative to the version root, e.g. `/users/{id}/assignLicense`.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub responses: Vec<BatchItemResponse>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchItemResponse {
+    pub id: String,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+/// Graph's error envelope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphError {
+    pub error: GraphErrorBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner_error: Option<Value>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partner Center v1
+// ---------------------------------------------------------------------------------------------
+
+/// A Partner Center collection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Items<T> {
+    pub total_count: usize,
+    pub items: Vec<T>,
+}
+
+/// A customer's subscription in Partner Center.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PcSubscription {
+    pub id: String,
+    pub offer_id: String,
+    #[serde(default)]
+    pub offer_name: String,
+    pub quantity: u32,
+    /// `active`, `pending`, `suspended`, `expired`, `disabled` or `deleted`.
+    pub status: String,
+    #[serde(default)]
+    pub auto_renew_enabled: bool,
+    /// `monthly` or `annual`.
+    #[serde(default)]
+    pub billing_cycle: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment_end_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation_allowed_until_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refundable_quantity: Option<RefundableQuantity>,
+    #[serde(default)]
+    pub is_trial: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_subscription_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundableQuantity {
+    pub total_quantity: u32,
+    #[serde(default)]
+    pub details: Vec<RefundableDetail>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundableDetail {
+    pub quantity: u32,
+    pub allowed_until_date_time: String,
+}
+
+/// Partner Center's error envelope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PcError {
+    pub code: u32,
+    pub description: String,
+    #[serde(default)]
+    pub data: Vec<String>,
+    #[serde(default)]
+    pub source: String,
+}
+
+/// `POST /customers/{customer}/carts`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cart {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub line_items: Vec<CartLineItem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartLineItem {
+    pub id: u32,
+    pub catalog_item_id: String,
+    pub quantity: u32,
+    #[serde(default)]
+    pub billing_cycle: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provisioning_context: BTreeMap<String, String>,
+}
+
+/// `POST /customers/{customer}/carts/{cart}/checkout`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartCheckoutResult {
+    #[serde(default)]
+    pub orders: Vec<Order>,
+    #[serde(default)]
+    pub order_errors: Vec<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub id: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub line_items: Vec<OrderLineItem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLineItem {
+    #[serde(default)]
+    pub line_item_number: u32,
+    pub offer_id: String,
+    #[serde(default)]
+    pub subscription_id: Option<String>,
+    pub quantity: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/microsoft/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn subscribed_skus_documented_example_parses() {
+        let page: Page<SubscribedSku> =
+            serde_json::from_str(&fixture("subscribedSkus.json")).unwrap();
+        assert_eq!(page.value.len(), 2);
+        let e5 = &page.value[0];
+        assert_eq!(e5.sku_part_number, "ENTERPRISEPREMIUM");
+        assert_eq!(e5.prepaid_units.enabled, 25);
+        assert_eq!(e5.consumed_units, 14);
+        assert_eq!(e5.service_plans[0].service_plan_name, "ADALLOM_S_O365");
+        assert_eq!(page.value[1].capability_status, "Suspended");
+    }
+
+    #[test]
+    fn directory_subscriptions_documented_example_parses() {
+        let page: Page<CompanySubscription> =
+            serde_json::from_str(&fixture("directorySubscriptions.json")).unwrap();
+        let s = &page.value[0];
+        assert_eq!(s.total_licenses, 25);
+        assert_eq!(s.owner_type.as_deref(), Some("User"));
+        assert_eq!(
+            s.commerce_subscription_id,
+            "f9c1ea2d-2c6e-4717-8c3b-7130812d70ba"
+        );
+    }
+
+    #[test]
+    fn assign_license_documented_request_parses() {
+        let r: AssignLicense = serde_json::from_str(&fixture("assignLicense.json")).unwrap();
+        assert_eq!(
+            r.add_licenses[0].sku_id,
+            "45715bb8-13f9-4bf6-927f-ef96c102d394"
+        );
+        assert_eq!(
+            r.remove_licenses,
+            vec!["bea13e0c-3828-4daa-a392-28af7ff61a0f"]
+        );
+    }
+
+    #[test]
+    fn partner_center_add_on_subscription_documented_example_parses() {
+        let s: PcSubscription = serde_json::from_str(&fixture("pcAddOnSubscription.json")).unwrap();
+        assert_eq!(s.quantity, 2);
+        assert_eq!(s.status, "active");
+        assert!(s.auto_renew_enabled);
+        assert_eq!(
+            s.parent_subscription_id.as_deref(),
+            Some("1C2B75C1-74A5-472A-A729-7F8CEFC477F9")
+        );
+    }
+}
