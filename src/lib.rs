@@ -15,6 +15,7 @@ pub mod clock;
 pub mod controller;
 pub mod crdgen;
 pub mod domain;
+pub mod emulator;
 pub mod executor;
 pub mod intents;
 pub mod planner;

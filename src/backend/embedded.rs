@@ -225,6 +225,11 @@ impl Embedded {
         ))
     }
 
+    /// The simulator's clock.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
     /// The whole tenant as it stands.
     pub fn tenant(&self) -> TenantFile {
         self.state.lock().expect("tenant lock").tenant.clone()

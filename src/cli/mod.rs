@@ -1,5 +1,6 @@
 //! The `seatkeeper` command line (CONTRACT §3).
 
+mod emulate;
 mod manifests;
 mod output;
 mod schema;
@@ -43,6 +44,9 @@ enum Command {
     Crds,
     /// Run the controller against the current kubeconfig or in-cluster config.
     Run(RunArgs),
+    /// Serve Microsoft's licensing services (token endpoint, Graph, Partner Center) from a
+    /// tenant file, with injectable faults: a sandbox and the Microsoft backend's test bed.
+    Emulate(emulate::EmulateArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -260,6 +264,7 @@ pub fn main() -> i32 {
         Command::Apply(a) => (a, Mode::Apply),
         Command::Delete(a) => (a, Mode::Delete),
         Command::Run(a) => return run_controller(&a),
+        Command::Emulate(a) => return emulate::run(&a),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,0 +1,103 @@
+//! `seatkeeper emulate`: Microsoft's licensing services on one address (see `crate::emulator`).
+
+use crate::backend::embedded::Embedded;
+use crate::clock::{Clock, SystemClock};
+use crate::emulator::{Emulator, Faults, Options};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct EmulateArgs {
+    /// The tenant file the emulated services serve (changes are saved to it).
+    #[arg(long)]
+    state: PathBuf,
+    /// Where to listen, e.g. 127.0.0.1:8443.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: std::net::SocketAddr,
+    /// The one application id accepted by the token endpoint (default: any).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Its client secret (default: any). Prefer the environment to the command line.
+    #[arg(
+        long,
+        env = "SEATKEEPER_EMULATOR_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    client_secret: Option<String>,
+    /// How long a token lives (e.g. 1h, 30s): a short life tests renewal mid-run.
+    #[arg(long, default_value = "1h", value_parser = super::parse_duration)]
+    token_lifetime: Duration,
+    /// Fault: added to every answer (e.g. 50ms).
+    #[arg(long, default_value = "0ms", value_parser = super::parse_duration)]
+    latency: Duration,
+    /// Fault: share of requests (0 to 1) answered 503 before anything is done.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Fault: share of writes (0 to 1) whose reply is lost after the change was made.
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Fault: Graph licence writes allowed per --budget-window (Graph: 3000 per 150 s);
+    /// beyond it items are answered 429 with Retry-After.
+    #[arg(long)]
+    write_budget: Option<u32>,
+    /// The write budget's window; shorter than Graph's 150s compresses time for tests.
+    #[arg(long, default_value = "150s", value_parser = super::parse_duration)]
+    budget_window: Duration,
+    /// Seed of the fault dice (the same seed, the same faults).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+pub fn run(args: &EmulateArgs) -> i32 {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let backend = match Embedded::open(&args.state, clock) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return super::EXIT_INVALID;
+        }
+    };
+    let options = Options {
+        client_id: args.client_id.clone(),
+        client_secret: args.client_secret.clone(),
+        token_lifetime: args.token_lifetime.as_secs().max(1),
+        faults: Faults {
+            latency: args.latency,
+            error_rate: args.error_rate.clamp(0.0, 1.0),
+            drop_rate: args.drop_rate.clamp(0.0, 1.0),
+            write_budget: args.write_budget,
+            window: args.budget_window,
+            seed: args.seed,
+        },
+    };
+    let emulator = Arc::new(Emulator::new(backend, options));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let listen = args.listen;
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        eprintln!(
+            "emulating Microsoft Graph, Partner Center and the token endpoint on http://{listen}"
+        );
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            super::shutdown_signal().await;
+            stop_tx.send_replace(true);
+        });
+        crate::emulator::serve(listener, emulator, stop)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => super::EXIT_READY,
+        Err(e) => {
+            eprintln!("error: {e}");
+            super::EXIT_INVALID
+        }
+    }
+}

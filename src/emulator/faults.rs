@@ -1,0 +1,135 @@
+//! Fault injection: added latency, server errors before anything is done, replies lost after
+//! the change was made, and Graph's write budget (3,000 writes per 150 s per app and tenant),
+//! its window compressible so tests run in seconds. Deterministic for a given seed.
+
+use super::Emulator;
+use axum::extract::{Request, State as AxState};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct Faults {
+    /// Added to every answer.
+    pub latency: Duration,
+    /// Share of requests (0–1) answered 503 before anything is done.
+    pub error_rate: f64,
+    /// Share of writes (0–1) whose reply is lost after the change was made (500).
+    pub drop_rate: f64,
+    /// Graph licence writes allowed per window; None: no budget.
+    pub write_budget: Option<u32>,
+    /// The budget's window (Graph: 150 s; shorter to compress time in tests).
+    pub window: Duration,
+    pub seed: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            latency: Duration::ZERO,
+            error_rate: 0.0,
+            drop_rate: 0.0,
+            write_budget: None,
+            window: Duration::from_secs(150),
+            seed: 1,
+        }
+    }
+}
+
+/// What the faults did, and what they need to remember.
+pub struct State {
+    faults: Faults,
+    rng: Mutex<u64>,
+    writes: Mutex<VecDeque<Instant>>,
+    pub requests: AtomicU64,
+    pub throttled: AtomicU64,
+    pub errors: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl State {
+    pub fn new(faults: &Faults) -> State {
+        State {
+            faults: faults.clone(),
+            rng: Mutex::new(faults.seed.max(1)),
+            writes: Mutex::new(VecDeque::new()),
+            requests: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// A number in [0, 1) (xorshift).
+    fn roll(&self) -> f64 {
+        let mut x = self.rng.lock().expect("rng lock");
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        (*x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// One write against the budget: Err(seconds to wait) when it is spent.
+    pub fn take_write(&self) -> Result<(), u64> {
+        let Some(budget) = self.faults.write_budget else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let window = self.faults.window;
+        let mut writes = self.writes.lock().expect("writes lock");
+        while writes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            writes.pop_front();
+        }
+        if writes.len() < budget as usize {
+            writes.push_back(now);
+            return Ok(());
+        }
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        let oldest = *writes.front().expect("the budget is spent");
+        let wait = window.saturating_sub(now.duration_since(oldest));
+        Err(wait.as_secs_f64().ceil().max(1.0) as u64)
+    }
+}
+
+/// Runs around every request but the token endpoint's.
+pub async fn layer(AxState(em): AxState<Arc<Emulator>>, req: Request, next: Next) -> Response {
+    let f = &em.faults;
+    if !f.faults.latency.is_zero() {
+        tokio::time::sleep(f.faults.latency).await;
+    }
+    if req.uri().path().ends_with("/oauth2/v2.0/token") {
+        return next.run(req).await;
+    }
+    f.requests.fetch_add(1, Ordering::Relaxed);
+    if f.faults.error_rate > 0.0 && f.roll() < f.faults.error_rate {
+        f.errors.fetch_add(1, Ordering::Relaxed);
+        let mut r = super::graph_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceNotAvailable",
+            "The service is temporarily unavailable.",
+        );
+        r.headers_mut()
+            .insert("Retry-After", "1".parse().expect("a header value"));
+        return r;
+    }
+    let write = req.method() != axum::http::Method::GET;
+    let response = next.run(req).await;
+    if write
+        && response.status().is_success()
+        && f.faults.drop_rate > 0.0
+        && f.roll() < f.faults.drop_rate
+    {
+        // The change was made; the reply never arrives.
+        f.dropped.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::INTERNAL_SERVER_ERROR, "connection reset").into_response();
+    }
+    response
+}

@@ -1,0 +1,181 @@
+//! `seatkeeper emulate`: Microsoft's licensing services on one address, for tests and as a
+//! sandbox. The identity platform's token endpoint, the Microsoft Graph v1.0 licensing
+//! endpoints and the Partner Center v1 subscription, cart and order endpoints, with the
+//! vendors' shapes, error envelopes and throttling headers, backed by a tenant file and the
+//! very same rules as the embedded backend: every change goes through the simulator, which
+//! checks it with the rule functions and saves the file.
+//!
+//! An organization's tenant id is its domain, and so is its Partner Center customer id. Ids of
+//! products, plans, users and subscriptions are stable GUIDs derived from the tenant file
+//! (`backend::microsoft::ids`), so a client must map ids to names as against the real services.
+
+// Handlers answer errors as ready HTTP responses; boxing them would buy nothing.
+#![allow(clippy::result_large_err)]
+
+mod faults;
+mod graph;
+mod partner;
+mod token;
+
+pub use faults::Faults;
+
+use crate::backend::embedded::Embedded;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Who may ask for tokens, and how the services misbehave.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The one application accepted; None: any client id.
+    pub client_id: Option<String>,
+    /// Its secret; None: any secret.
+    pub client_secret: Option<String>,
+    /// How long a token lives, in seconds.
+    pub token_lifetime: u64,
+    pub faults: Faults,
+}
+
+/// The emulator's state: the simulated tenant, tokens it handed out, carts and orders.
+pub struct Emulator {
+    backend: Embedded,
+    options: Options,
+    /// token → (tenant domain, valid until).
+    tokens: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    faults: faults::State,
+    /// cart id → (customer, cart).
+    carts: Mutex<HashMap<String, (String, crate::backend::microsoft::wire::Cart)>>,
+    /// MS-RequestId of a checkout → its result: a repeated checkout buys nothing new.
+    orders: Mutex<HashMap<String, Value>>,
+}
+
+impl Emulator {
+    pub fn new(backend: Embedded, options: Options) -> Emulator {
+        Emulator {
+            faults: faults::State::new(&options.faults),
+            backend,
+            options,
+            tokens: Mutex::new(HashMap::new()),
+            carts: Mutex::new(HashMap::new()),
+            orders: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The organization a bearer token was issued for.
+    fn tenant_of(&self, headers: &HeaderMap) -> Result<String, Response> {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let tokens = self.tokens.lock().expect("token lock");
+        match tokens.get(token) {
+            Some((tenant, until)) if std::time::Instant::now() < *until => Ok(tenant.clone()),
+            Some(_) => Err(graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Lifetime validation failed, the token is expired.",
+            )),
+            None => Err(graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid audience.",
+            )),
+        }
+    }
+
+    /// The tenant as the emulated services hold it.
+    pub fn tenant(&self) -> crate::backend::embedded::TenantFile {
+        self.backend.tenant()
+    }
+
+    /// Items answered 429 because the write budget was spent.
+    pub fn throttled(&self) -> u64 {
+        self.faults
+            .throttled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether `domain` is an organization of the tenant file.
+    fn knows(&self, domain: &str) -> bool {
+        self.backend
+            .tenant()
+            .organizations
+            .iter()
+            .any(|o| o.domain.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// The routes, on one address.
+pub fn router(emulator: Arc<Emulator>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(token::issue))
+        .route("/v1.0/subscribedSkus", get(graph::subscribed_skus))
+        .route("/v1.0/directory/subscriptions", get(graph::subscriptions))
+        .route("/v1.0/users", get(graph::users))
+        .route(
+            "/v1.0/users/{id}/assignLicense",
+            post(graph::assign_license),
+        )
+        .route("/v1.0/$batch", post(graph::batch))
+        .route(
+            "/v1/customers/{customer}/subscriptions",
+            get(partner::subscriptions),
+        )
+        .route(
+            "/v1/customers/{customer}/subscriptions/{id}",
+            get(partner::subscription).patch(partner::update),
+        )
+        .route(
+            "/v1/customers/{customer}/subscriptions/{id}/conversions",
+            post(partner::convert),
+        )
+        .route("/v1/customers/{customer}/carts", post(partner::create_cart))
+        .route(
+            "/v1/customers/{customer}/carts/{cart}/checkout",
+            post(partner::checkout),
+        )
+        .fallback(|req: Request| async move {
+            graph_error(
+                StatusCode::NOT_FOUND,
+                "UnknownError",
+                &format!("no route {} {}", req.method(), req.uri().path()),
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            emulator.clone(),
+            faults::layer,
+        ))
+        .with_state(emulator)
+}
+
+/// Serves until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    emulator: Arc<Emulator>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(emulator))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+/// Graph's error envelope.
+pub fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"code": code, "message": message,
+        "innerError": {"date": "2026-01-01T00:00:00", "request-id": crate::backend::microsoft::ids::guid("request", message)}}});
+    (status, axum::Json(body)).into_response()
+}
+
+/// Partner Center's error envelope.
+pub fn pc_error(status: StatusCode, code: u32, description: &str) -> Response {
+    let body = json!({"code": code, "description": description, "data": [], "source": "PartnerFD"});
+    (status, axum::Json(body)).into_response()
+}

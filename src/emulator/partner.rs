@@ -1,0 +1,411 @@
+//! Partner Center v1: a customer's subscriptions (read; PATCH of quantity, status and
+//! `autoRenewEnabled`), trial conversions, carts and checkout. Only subscriptions this partner
+//! sold (channel `Direct` in the tenant file) are here; every change goes through the
+//! simulator's rules and is refused with Partner Center's codes.
+
+use super::{Emulator, pc_error};
+use crate::backend::microsoft::{ids, wire};
+use crate::backend::{Backend, BackendError, PurchaseRequest, SeatChange};
+use crate::domain::rules::cancellation_window_open;
+use crate::domain::{BillingFrequency, Channel, Organization, Refusal, SubscriptionState};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::sync::Arc;
+
+async fn customer(
+    em: &Emulator,
+    headers: &HeaderMap,
+    customer: &str,
+) -> Result<Organization, Response> {
+    em.tenant_of(headers)?;
+    let snap = em
+        .backend
+        .snapshot(customer)
+        .await
+        .map_err(|e| failure(&e))?;
+    snap.organization.ok_or_else(|| {
+        pc_error(
+            StatusCode::NOT_FOUND,
+            600039,
+            &format!("Customer {customer} was not found."),
+        )
+    })
+}
+
+fn failure(e: &BackendError) -> Response {
+    match e {
+        BackendError::Refused(r) => refused(r),
+        other => pc_error(StatusCode::INTERNAL_SERVER_ERROR, 500, &other.to_string()),
+    }
+}
+
+/// A refusal as Partner Center words it.
+fn refused(r: &Refusal) -> Response {
+    let bad = |code: u32, d: String| pc_error(StatusCode::BAD_REQUEST, code, &d);
+    match r {
+        Refusal::CreditCheckPending { .. } => {
+            bad(800023, "The customer's credit check is pending.".into())
+        }
+        Refusal::Trial { .. } => bad(
+            800027,
+            "The quantity of a trial subscription cannot change.".into(),
+        ),
+        Refusal::SeatsInUse {
+            assigned,
+            requested,
+        } => bad(
+            800090,
+            format!(
+                "The quantity cannot be decreased: {assigned} assigned, {requested} requested."
+            ),
+        ),
+        Refusal::CancellationWindowClosed { .. } => bad(
+            900117,
+            "You've passed your 7-day cancellation window.".into(),
+        ),
+        Refusal::NotActiveYet { .. } => bad(800082, "The subscription is not ready yet.".into()),
+        Refusal::SubscriptionSuspended { .. } | Refusal::SubscriptionCanceled { .. } => {
+            bad(800091, "The subscription is suspended.".into())
+        }
+        Refusal::NotAvailable { product, .. } => bad(
+            800029,
+            format!("The add-on {product} is not related to the base offer."),
+        ),
+        Refusal::NotFound { what } => pc_error(
+            StatusCode::NOT_FOUND,
+            800002,
+            &format!("{what} was not found."),
+        ),
+        other => bad(800002, other.message()),
+    }
+}
+
+/// (base subscription id in the tenant file, add-on id) or (subscription id, None).
+fn locate(org: &Organization, pc_id: &str) -> Option<(String, Option<String>)> {
+    let pc_id = pc_id.to_lowercase();
+    for s in org
+        .subscriptions
+        .iter()
+        .filter(|s| s.channel == Channel::Direct)
+    {
+        if ids::subscription_id(&s.id) == pc_id {
+            return Some((s.id.clone(), None));
+        }
+        if let Some(a) = s
+            .add_ons
+            .iter()
+            .find(|a| ids::subscription_id(&a.id) == pc_id)
+        {
+            return Some((s.id.clone(), Some(a.id.clone())));
+        }
+    }
+    None
+}
+
+fn listed(org: &Organization) -> Vec<wire::PcSubscription> {
+    let mut out = vec![];
+    for s in org
+        .subscriptions
+        .iter()
+        .filter(|s| s.channel == Channel::Direct)
+    {
+        let status = match s.status {
+            SubscriptionState::Pending => "pending",
+            SubscriptionState::Suspended => "suspended",
+            SubscriptionState::Canceled => "deleted",
+            _ => "active",
+        };
+        let base = wire::PcSubscription {
+            id: ids::subscription_id(&s.id),
+            offer_id: s.product.clone(),
+            offer_name: s.product.clone(),
+            quantity: s.seats,
+            status: status.into(),
+            auto_renew_enabled: s.recurring_billing,
+            billing_cycle: match s.billing_frequency {
+                BillingFrequency::Monthly => "monthly",
+                BillingFrequency::Annual => "annual",
+            }
+            .into(),
+            term_duration: Some("P1M".into()),
+            creation_date: s.purchased_at.map(|t| t.to_string()),
+            commitment_end_date: s.term_ends_at.map(|t| t.to_string()),
+            cancellation_allowed_until_date: s.cancellation_window_ends_at.map(|t| t.to_string()),
+            refundable_quantity: None,
+            is_trial: s.trial,
+            parent_subscription_id: None,
+            order_id: None,
+        };
+        for a in &s.add_ons {
+            out.push(wire::PcSubscription {
+                id: ids::subscription_id(&a.id),
+                offer_id: a.product.clone(),
+                offer_name: a.product.clone(),
+                quantity: a.quantity,
+                parent_subscription_id: Some(base.id.clone()),
+                is_trial: false,
+                ..base.clone()
+            });
+        }
+        out.push(base);
+    }
+    out
+}
+
+pub async fn subscriptions(
+    State(em): State<Arc<Emulator>>,
+    headers: HeaderMap,
+    Path(c): Path<String>,
+) -> Response {
+    let org = match customer(&em, &headers, &c).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let items = listed(&org);
+    Json(wire::Items {
+        total_count: items.len(),
+        items,
+    })
+    .into_response()
+}
+
+fn one(org: &Organization, id: &str) -> Result<wire::PcSubscription, Response> {
+    listed(org)
+        .into_iter()
+        .find(|s| s.id.eq_ignore_ascii_case(id))
+        .ok_or_else(|| {
+            pc_error(
+                StatusCode::NOT_FOUND,
+                800002,
+                &format!("Subscription {id} was not found."),
+            )
+        })
+}
+
+pub async fn subscription(
+    State(em): State<Arc<Emulator>>,
+    headers: HeaderMap,
+    Path((c, id)): Path<(String, String)>,
+) -> Response {
+    match customer(&em, &headers, &c)
+        .await
+        .and_then(|org| one(&org, &id))
+    {
+        Ok(s) => Json(s).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// PATCH: the subscription as the client wants it; what differs is changed, by the rules.
+pub async fn update(
+    State(em): State<Arc<Emulator>>,
+    headers: HeaderMap,
+    Path((c, id)): Path<(String, String)>,
+    Json(want): Json<wire::PcSubscription>,
+) -> Response {
+    let org = match customer(&em, &headers, &c).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let Some((base, add_on)) = locate(&org, &id) else {
+        return r_missing(&id);
+    };
+    let current = match one(&org, &id) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let tenant = org.domain.clone();
+    let b = &em.backend;
+    let mut accepted = false;
+    if want.status == "deleted" && current.status != "deleted" {
+        let sub = org.subscription(&base).expect("located");
+        if !cancellation_window_open(sub, em.backend.now()) {
+            return refused(&Refusal::CancellationWindowClosed { term_ends_at: None });
+        }
+        if let Err(e) = b.cancel(&tenant, &base).await {
+            return failure(&e);
+        }
+    }
+    if want.auto_renew_enabled != current.auto_renew_enabled
+        && let Err(e) = b
+            .set_recurring_billing(&tenant, &base, want.auto_renew_enabled)
+            .await
+    {
+        return failure(&e);
+    }
+    if want.quantity != current.quantity {
+        let result = match &add_on {
+            Some(a) => b
+                .set_add_on_quantity(&tenant, &base, a, want.quantity)
+                .await
+                .map(|()| SeatChange::Applied),
+            None => b.set_seats(&tenant, &base, want.quantity, None).await,
+        };
+        match result {
+            Ok(SeatChange::Accepted) => accepted = true,
+            Ok(SeatChange::Applied) => {}
+            Err(e) => return failure(&e),
+        }
+    }
+    let after = match customer(&em, &headers, &c)
+        .await
+        .and_then(|org| one(&org, &id))
+    {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let status = if accepted {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(after)).into_response()
+}
+
+fn r_missing(id: &str) -> Response {
+    pc_error(
+        StatusCode::NOT_FOUND,
+        800002,
+        &format!("Subscription {id} was not found."),
+    )
+}
+
+pub async fn convert(
+    State(em): State<Arc<Emulator>>,
+    headers: HeaderMap,
+    Path((c, id)): Path<(String, String)>,
+) -> Response {
+    let org = match customer(&em, &headers, &c).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let Some((base, None)) = locate(&org, &id) else {
+        return r_missing(&id);
+    };
+    match em.backend.convert_trial(&org.domain, &base).await {
+        Ok(()) => Json(json!({"subscriptionId": id, "status": "success"})).into_response(),
+        Err(e) => failure(&e),
+    }
+}
+
+pub async fn create_cart(
+    State(em): State<Arc<Emulator>>,
+    headers: HeaderMap,
+    Path(c): Path<String>,
+    Json(mut cart): Json<wire::Cart>,
+) -> Response {
+    if let Err(r) = customer(&em, &headers, &c).await {
+        return r;
+    }
+    let request_id = headers
+        .get("MS-RequestId")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let id = ids::guid(
+        "cart",
+        &format!(
+            "{c}/{request_id}/{}",
+            serde_json::to_string(&cart).unwrap_or_default()
+        ),
+    );
+    cart.id = Some(id.clone());
+    em.carts
+        .lock()
+        .expect("carts lock")
+        .insert(id, (c.to_lowercase(), cart.clone()));
+    (StatusCode::CREATED, Json(cart)).into_response()
+}
+
+/// Checkout: the same MS-RequestId returns the first order, never a second purchase.
+pub async fn checkout(
+    State(em): State<Arc<Emulator>>,
+    headers: HeaderMap,
+    Path((c, cart_id)): Path<(String, String)>,
+) -> Response {
+    let org = match customer(&em, &headers, &c).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let request_id = headers
+        .get("MS-RequestId")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if let Some(done) = em.orders.lock().expect("orders lock").get(&request_id) {
+        return Json(done.clone()).into_response();
+    }
+    let Some((_, cart)) = em.carts.lock().expect("carts lock").get(&cart_id).cloned() else {
+        return pc_error(
+            StatusCode::NOT_FOUND,
+            800002,
+            &format!("Cart {cart_id} was not found."),
+        );
+    };
+    let key = if request_id.is_empty() {
+        cart_id.clone()
+    } else {
+        request_id.clone()
+    };
+    let mut line_items = vec![];
+    for (n, l) in cart.line_items.iter().enumerate() {
+        let key = format!("{key}/{n}");
+        let id = match l.provisioning_context.get("ParentSubscriptionId") {
+            Some(parent) => {
+                let Some((base, None)) = locate(&org, parent) else {
+                    return r_missing(parent);
+                };
+                em.backend
+                    .buy_add_on(&org.domain, &base, &l.catalog_item_id, l.quantity, &key)
+                    .await
+                    .map(|a| a.id)
+            }
+            None => {
+                let request = PurchaseRequest {
+                    product: l.catalog_item_id.clone(),
+                    seats: l.quantity,
+                    billing_frequency: if l.billing_cycle == "annual" {
+                        BillingFrequency::Annual
+                    } else {
+                        BillingFrequency::Monthly
+                    },
+                    recurring_billing: true,
+                    idempotency_key: key,
+                };
+                em.backend
+                    .buy_subscription(&org.domain, &request)
+                    .await
+                    .map(|s| s.id)
+            }
+        };
+        match id {
+            Ok(id) => line_items.push(wire::OrderLineItem {
+                line_item_number: n as u32,
+                offer_id: l.catalog_item_id.clone(),
+                subscription_id: Some(ids::subscription_id(&id)),
+                quantity: l.quantity,
+            }),
+            Err(e) => return failure(&e),
+        }
+    }
+    let result = wire::CartCheckoutResult {
+        orders: vec![wire::Order {
+            id: ids::guid("order", &key_of(&request_id, &cart_id)),
+            status: "completed".into(),
+            line_items,
+        }],
+        order_errors: vec![],
+    };
+    let value = serde_json::to_value(&result).expect("orders serialize");
+    em.orders
+        .lock()
+        .expect("orders lock")
+        .insert(request_id, value.clone());
+    Json(value).into_response()
+}
+
+fn key_of(request_id: &str, cart: &str) -> String {
+    format!("{request_id}/{cart}")
+}
