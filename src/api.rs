@@ -9,6 +9,7 @@
 
 use crate::domain::BillingFrequency;
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::planner::resources::*;
@@ -273,4 +274,226 @@ impl From<&AddOnSpec> for AddOnIntent {
             deletion_policy: s.deletion_policy,
         }
     }
+}
+
+/// One tenant and how seatkeeper reaches it. Optional with the embedded backend (namespace
+/// labels bind namespaces to organizations without it); required for the Microsoft backend.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "seatkeeper.dev",
+    version = "v1alpha1",
+    kind = "Organization",
+    cel,
+    status = "OrganizationStatus",
+    shortname = "org",
+    category = "seatkeeper",
+    doc = "One tenant (organization) and how seatkeeper reaches its licensing services.",
+    printcolumn(name = "Domain", type_ = "string", json_path = ".spec.domain"),
+    printcolumn(name = "Backend", type_ = "string", json_path = ".status.backend"),
+    printcolumn(name = "Users", type_ = "integer", json_path = ".status.users"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationSpec {
+    /// The tenant's domain, e.g. `contoso.com`: what `spec.organization` of Subscriptions,
+    /// LicenseAssignments and AddOns names. Immutable.
+    #[schemars(length(min = 1))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("domain is immutable"))]
+    pub domain: String,
+    /// The namespaces that may declare resources for this organization. Absent: namespaces
+    /// labelled `seatkeeper.dev/organization=<domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    /// Per-organization overrides of the controller's flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<OrganizationLimits>,
+    /// How seatkeeper reaches the tenant: exactly one of `embedded` or `microsoft`; absent:
+    /// embedded.
+    #[serde(default)]
+    pub backend: OrganizationBackend,
+}
+
+/// Overrides of `--max-removals` and `--max-seat-increase` for one organization.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationLimits {
+    /// One reconcile of one resource removes licences from at most this many users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_removals: Option<u32>,
+    /// One reconcile of one resource raises seats (or buys) by at most this many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_seat_increase: Option<u32>,
+}
+
+/// Exactly one backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("!(has(self.embedded) && has(self.microsoft))").message("choose one backend: embedded or microsoft"))]
+pub struct OrganizationBackend {
+    /// The simulator kept in the tenant file given by `--state` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedBackend>,
+    /// A real Microsoft 365 tenant, through Microsoft Graph and (for tenants a CSP partner
+    /// manages) Partner Center.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub microsoft: Option<MicrosoftBackend>,
+}
+
+/// The embedded simulator: no settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EmbeddedBackend {}
+
+/// A Microsoft 365 tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MicrosoftBackend {
+    /// The directory (tenant) id: a GUID or a verified domain.
+    #[schemars(length(min = 1))]
+    pub tenant_id: String,
+    /// The national cloud: its endpoints are used unless `endpoints` overrides them.
+    #[serde(default)]
+    pub cloud: Cloud,
+    /// Roots overriding the cloud's (tests, proxies, the emulator). Plain `http://` is
+    /// accepted only for loopback addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<MicrosoftEndpoints>,
+    /// Partner Center, for tenants a CSP partner manages: seats, purchases, cancellation.
+    /// Without it seat changes are Blocked `SeatChangeNotSupported`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_center: Option<PartnerCenter>,
+    /// The application seatkeeper signs in as.
+    pub credentials: MicrosoftCredentials,
+}
+
+/// Microsoft's national clouds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Cloud {
+    #[default]
+    Global,
+    USGovernment,
+    USGovernmentDoD,
+    China,
+}
+
+/// Service roots.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MicrosoftEndpoints {
+    /// The identity platform, e.g. `https://login.microsoftonline.com` (+ `/{tenantId}/oauth2/v2.0/token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
+    /// Microsoft Graph, e.g. `https://graph.microsoft.com` (+ `/v1.0/...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<String>,
+    /// Partner Center, e.g. `https://api.partnercenter.microsoft.com` (+ `/v1/...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_center: Option<String>,
+}
+
+/// Partner Center access.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartnerCenter {
+    /// Use Partner Center for seats, purchases, billing and cancellation.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The customer's tenant id in Partner Center (default: `tenantId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+}
+
+/// How seatkeeper proves who it is: a client id with exactly one of a client secret, a
+/// certificate or workload identity federation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.clientSecretRef) ? 1 : 0) + (has(self.certificateRef) ? 1 : 0) + (has(self.workloadIdentity) && self.workloadIdentity ? 1 : 0) == 1").message("choose exactly one of clientSecretRef, certificateRef or workloadIdentity"))]
+pub struct MicrosoftCredentials {
+    /// The application (client) id of the app registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// A key of a Secret holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<NamespacedSecretKey>,
+    /// A `kubernetes.io/tls` Secret holding the certificate (client assertion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_ref: Option<NamespacedSecret>,
+    /// Sign in with the pod's federated service-account token (`AZURE_*` environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity: Option<bool>,
+}
+
+/// A key of a Secret in a named namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NamespacedSecretKey {
+    /// The Secret's namespace.
+    #[schemars(length(min = 1))]
+    pub namespace: String,
+    /// The Secret's name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The key within the Secret's data.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// A Secret in a named namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NamespacedSecret {
+    /// The Secret's namespace.
+    #[schemars(length(min = 1))]
+    pub namespace: String,
+    /// The Secret's name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// The tenant as last read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationStatus {
+    /// The generation of the spec last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Synced` and `Blocked` (`CredentialsInvalid`, `PermissionDenied`, …).
+    #[serde(default)]
+    pub conditions: Conditions,
+    /// The reason of the Blocked condition while it is True.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_reason: Option<String>,
+    /// `embedded` or `microsoft`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Each product the tenant holds: seats, assigned, available.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub products: Vec<ProductCounts>,
+    /// Directory users seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<i64>,
+    /// When the tenant was last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub last_read_at: Option<crate::domain::Instant>,
+}
+
+/// One product's licences in a tenant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProductCounts {
+    /// The product (SKU part number).
+    pub product: String,
+    /// Seats over its usable subscriptions.
+    pub seats: i64,
+    /// Licences assigned.
+    pub assigned: i64,
+    /// Licences free to assign.
+    pub available: i64,
 }

@@ -1,6 +1,6 @@
 //! The CRDs, generated from the Rust types: `seatkeeper crds` prints them, `crds/` holds them.
 
-use crate::api::{AddOn, LicenseAssignment, Subscription};
+use crate::api::{AddOn, LicenseAssignment, Organization, Subscription};
 use kube::CustomResourceExt;
 
 /// The file name in `crds/` and the YAML of each CRD, in a fixed order.
@@ -16,6 +16,10 @@ pub fn crds() -> Vec<(&'static str, String)> {
             yaml(LicenseAssignment::crd()),
         ),
         ("addons.seatkeeper.dev.yaml", yaml(AddOn::crd())),
+        (
+            "organizations.seatkeeper.dev.yaml",
+            yaml(Organization::crd()),
+        ),
     ]
 }
 

@@ -18,5 +18,6 @@ pub mod domain;
 pub mod emulator;
 pub mod executor;
 pub mod intents;
+pub mod organizations;
 pub mod planner;
 pub mod yaml;

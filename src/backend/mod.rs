@@ -9,6 +9,7 @@
 pub mod embedded;
 pub mod hooked;
 pub mod microsoft;
+pub mod routed;
 
 use crate::domain::UserChange;
 use crate::domain::{

@@ -1,7 +1,7 @@
 //! Reading manifests: files or folders of multi-document YAML (or JSON), kubectl style.
 
 use super::schema::violation;
-use crate::api::{AddOn, LicenseAssignment, ORGANIZATION_LABEL, Subscription};
+use crate::api::{AddOn, LicenseAssignment, Organization, Subscription};
 use base64::Engine;
 use kube::CustomResourceExt;
 use serde_json::Value;
@@ -142,13 +142,42 @@ impl Object {
     }
 }
 
+/// An Organization document, checked against its CRD's schema and CEL rules.
+pub fn organization_from_value(value: &Value) -> Result<Organization, String> {
+    let crd = Organization::crd();
+    let schema = serde_json::to_value(
+        &crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .expect("schema")
+            .open_api_v3_schema,
+    )
+    .expect("schema");
+    let mut v = value.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("namespace");
+        }
+    }
+    if let Some(problem) = violation(&schema, &v, "") {
+        return Err(problem);
+    }
+    let org: Organization =
+        serde_path_to_error::deserialize(&v).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+    org.validate_cel().map_err(|e| format!("spec: {e}"))?;
+    Ok(org)
+}
+
 /// Everything the manifests declare.
 #[derive(Debug, Default)]
 pub struct Manifests {
     pub objects: Vec<(Source, Object)>,
-    /// namespace → its organization label, for Namespace documents.
-    pub namespaces: BTreeMap<String, Option<String>>,
+    /// namespace → its labels, for Namespace documents.
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub secrets: BTreeMap<(String, String, String), String>,
+    /// Organization documents (cluster-scoped).
+    pub organizations: Vec<(Source, Organization)>,
 }
 
 fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
@@ -316,8 +345,19 @@ fn read_document(
     check_names(&src, kind, &label, &name, &namespace)?;
     match (api_version, kind) {
         ("v1", "Namespace") => {
-            let org = meta.pointer(&format!("/labels/{}", ORGANIZATION_LABEL.replace('/', "~1"))).and_then(Value::as_str);
-            m.namespaces.insert(name.clone(), org.map(str::to_string));
+            let labels: BTreeMap<String, String> = meta
+                .get("labels")
+                .and_then(Value::as_object)
+                .map(|l| l.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                .unwrap_or_default();
+            m.namespaces.insert(name.clone(), labels);
+        }
+        (crate::api::API_VERSION, "Organization") => {
+            let org = organization_from_value(&doc).map_err(|e| src.err(&format!("Organization {name}"), e))?;
+            if let Some((first, _)) = m.organizations.iter().find(|(_, o)| o.spec.domain.eq_ignore_ascii_case(&org.spec.domain)) {
+                return Err(src.err(&format!("Organization {name}"), format!("spec.domain: {} is declared twice (first in {} document {})", org.spec.domain, first.file, first.document)));
+            }
+            m.organizations.push((src, org));
         }
         ("v1", "Secret") => {
             let mut put = |k: &str, v: String| m.secrets.insert((namespace.clone(), name.clone(), k.to_string()), v);
@@ -350,7 +390,7 @@ fn read_document(
         (_, "Subscription" | "LicenseAssignment" | "AddOn") => {
             return Err(src.err(&label, format!("apiVersion: must be {}, not {api_version:?}", crate::api::API_VERSION)));
         }
-        _ => return Err(src.err(&label, format!("kind: {api_version}/{kind} is not something seatkeeper reads (Subscription, LicenseAssignment, AddOn, Namespace, Secret)"))),
+        _ => return Err(src.err(&label, format!("kind: {api_version}/{kind} is not something seatkeeper reads (Subscription, LicenseAssignment, AddOn, Organization, Namespace, Secret)"))),
     }
     Ok(())
 }

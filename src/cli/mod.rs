@@ -8,8 +8,11 @@ mod schema;
 pub use manifests::{InputError, Object};
 
 use crate::api::Conditions;
+use crate::backend::Backend;
 use crate::backend::BackendError;
 use crate::backend::embedded::{Embedded, ResourceRecord, TenantFile};
+use crate::backend::microsoft::Microsoft;
+use crate::backend::routed::Routed;
 use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::domain::Instant;
 use crate::executor::{self, Ledger, NoLedger, SavePoint};
@@ -138,6 +141,7 @@ impl RunArgs {
                 require_namespace_binding: self.require_namespace_binding,
                 concurrency: self.concurrency,
                 max_seat_increase: self.max_seat_increase,
+                ..Options::default()
             },
             metrics_addr: self.metrics_addr,
             election: self
@@ -348,7 +352,14 @@ fn records_of(
 /// Inputs → declared state → the executor's run (on a copy for `plan`) → output and exit code.
 async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     let clock = clock_of(args)?;
-    let tenant = TenantFile::load(&args.state)?;
+    // With only Microsoft organizations the records file may not exist yet.
+    let loaded = TenantFile::load(&args.state);
+    let missing = loaded.is_err() && !args.state.exists();
+    let tenant = match loaded {
+        Ok(t) => t,
+        Err(_) if missing => TenantFile::default(),
+        Err(e) => return Err(e.into()),
+    };
     let recorded_manifests = tenant
         .resources
         .iter()
@@ -358,16 +369,35 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
         })
         .collect();
     let manifests = manifests::load(&args.files, &recorded_manifests)?;
-    check_against_tenant(&manifests, &tenant)?;
+    let tenants = Tenants::of(&manifests)?;
+    if missing && tenants.microsoft.is_empty() {
+        TenantFile::load(&args.state)?;
+    }
+    check_against_tenant(&manifests, &tenant, &tenants)?;
     let state = Applied::read(mode, &tenant, &manifests, clock.now())?;
     let mut desired = state.desired(args, &manifests)?;
+    let organizations: Vec<crate::api::Organization> = manifests
+        .organizations
+        .iter()
+        .map(|(_, o)| o.clone())
+        .collect();
+    desired.namespaces = crate::organizations::bindings(&manifests.namespaces, &organizations);
     let options = Options {
         max_removals: args.max_removals,
         require_namespace_binding: args.require_namespace_binding,
         max_seat_increase: args.max_seat_increase,
+        per_organization: crate::organizations::limits(&organizations),
         ..Options::default()
     };
-    let report = execute(args, mode, &tenant, &state, &mut desired, clock, &options).await?;
+    let run = Execution {
+        args,
+        mode,
+        tenant: &tenant,
+        state: &state,
+        tenants,
+        clock,
+    };
+    let report = run.execute(&mut desired, &options).await?;
 
     let shown = output::objects(&desired, &state.objects, &state.targets);
     let deleted: Vec<Key> = report
@@ -482,7 +512,7 @@ impl Applied {
     /// The planner's declared state, through the one intent builder.
     fn desired(&self, args: &Args, manifests: &manifests::Manifests) -> Result<Desired, CliError> {
         let mut desired = Desired {
-            namespaces: manifests.namespaces.clone(),
+            namespaces: BTreeMap::new(),
             secrets: manifests.secrets.clone(),
             ..Default::default()
         };
@@ -524,44 +554,133 @@ impl Applied {
     }
 }
 
-/// The executor's run: on an in-memory copy of the tenant for `plan` (what apply would do,
-/// changing nothing), on the tenant file otherwise, keeping records in it.
-async fn execute(
-    args: &Args,
-    mode: Mode,
-    tenant: &TenantFile,
-    state: &Applied,
-    desired: &mut Desired,
-    clock: Arc<dyn Clock>,
-    options: &Options,
-) -> Result<executor::Report, CliError> {
-    let max = executor::DEFAULT_MAX_PASSES;
-    if mode == Mode::Plan {
-        let copy = Embedded::new(tenant.clone(), None, clock.clone());
-        let mut nothing = NoLedger;
-        let run = executor::converge(&copy, &mut nothing, desired, &*clock, options, max);
-        return Ok(run.await?);
+/// The Microsoft tenants the manifests declare (Organization documents with a Microsoft
+/// backend, their credentials from Secret documents).
+struct Tenants {
+    /// lowercase domain → configuration.
+    microsoft: BTreeMap<String, crate::backend::microsoft::Config>,
+}
+
+impl Tenants {
+    fn of(m: &manifests::Manifests) -> Result<Tenants, CliError> {
+        let secret = |ns: &str, name: &str, key: &str| {
+            m.secrets
+                .get(&(ns.to_string(), name.to_string(), key.to_string()))
+                .cloned()
+        };
+        let mut microsoft = BTreeMap::new();
+        for (src, o) in &m.organizations {
+            let label = format!(
+                "Organization {}",
+                o.metadata.name.clone().unwrap_or_default()
+            );
+            if let Some(cfg) = crate::organizations::microsoft_config(o, &secret)
+                .map_err(|e| src.err(&label, e))?
+            {
+                microsoft.insert(o.spec.domain.to_lowercase(), cfg);
+            }
+        }
+        Ok(Tenants { microsoft })
     }
-    let backend = Embedded::new(tenant.clone(), Some(args.state.clone()), clock.clone());
-    let mut ledger = TenantLedger {
-        backend: &backend,
-        others: state.others.clone(),
-        objects: &state.objects,
-    };
-    let report = executor::converge(&backend, &mut ledger, desired, &*clock, options, max).await?;
-    if mode == Mode::Delete {
-        // Resources whose deletion is complete leave the tenant file's records.
-        let gone: Vec<(String, String, String)> = report
-            .plan
-            .deleted
+
+    fn is_microsoft(&self, organization: &str) -> bool {
+        self.microsoft.contains_key(&organization.to_lowercase())
+    }
+
+    fn backends(&self) -> Result<BTreeMap<String, Microsoft>, CliError> {
+        self.microsoft
             .iter()
-            .map(|r| (r.kind.as_str().into(), r.namespace.clone(), r.name.clone()))
-            .collect();
-        let mut records = backend.tenant().resources;
-        records.retain(|r| !gone.contains(&(r.kind.clone(), r.namespace.clone(), r.name.clone())));
-        backend.save_records(records)?;
+            .map(|(d, c)| {
+                let m = Microsoft::new(c.clone())
+                    .map_err(|e| CliError::Backend(BackendError::Unavailable(e)))?;
+                Ok((d.clone(), m))
+            })
+            .collect()
     }
-    Ok(report)
+}
+
+/// One `plan`, `apply` or `delete`.
+struct Execution<'a> {
+    args: &'a Args,
+    mode: Mode,
+    tenant: &'a TenantFile,
+    state: &'a Applied,
+    tenants: Tenants,
+    clock: Arc<dyn Clock>,
+}
+
+impl Execution<'_> {
+    /// The executor's run: for `plan`, on an in-memory copy (of the tenant file, and of each
+    /// Microsoft tenant as it is read now): what apply would do, changing nothing; otherwise
+    /// on the tenant file and the real services, keeping records in the file.
+    async fn execute(
+        &self,
+        desired: &mut Desired,
+        options: &Options,
+    ) -> Result<executor::Report, CliError> {
+        let max = executor::DEFAULT_MAX_PASSES;
+        let clock = self.clock.clone();
+        if self.mode == Mode::Plan {
+            let copy = Embedded::new(self.tenant.clone(), None, clock.clone());
+            let copy = self.with_live_tenants(copy).await?;
+            let mut nothing = NoLedger;
+            let run = executor::converge(&copy, &mut nothing, desired, &*clock, options, max);
+            return Ok(run.await?);
+        }
+        let embedded = Embedded::new(
+            self.tenant.clone(),
+            Some(self.args.state.clone()),
+            clock.clone(),
+        );
+        let mut backend = Routed::new(embedded);
+        backend.microsoft = self.tenants.backends()?;
+        let mut ledger = TenantLedger {
+            backend: &backend.default,
+            others: self.state.others.clone(),
+            objects: &self.state.objects,
+        };
+        let report =
+            executor::converge(&backend, &mut ledger, desired, &*clock, options, max).await?;
+        if self.mode == Mode::Delete {
+            // Resources whose deletion is complete leave the tenant file's records.
+            let gone: Vec<(String, String, String)> = report
+                .plan
+                .deleted
+                .iter()
+                .map(|r| (r.kind.as_str().into(), r.namespace.clone(), r.name.clone()))
+                .collect();
+            let mut records = backend.default.tenant().resources;
+            records
+                .retain(|r| !gone.contains(&(r.kind.clone(), r.namespace.clone(), r.name.clone())));
+            backend.default.save_records(records)?;
+        }
+        Ok(report)
+    }
+
+    /// The copy `plan` runs on, with each Microsoft tenant as it stands (read, not changed).
+    async fn with_live_tenants(&self, copy: Embedded) -> Result<Embedded, CliError> {
+        if self.tenants.microsoft.is_empty() {
+            return Ok(copy);
+        }
+        let mut file = copy.tenant();
+        let mut products = file.catalog.clone().unwrap_or_default();
+        for (domain, m) in self.tenants.backends()? {
+            let snap = m.snapshot(&domain).await?;
+            let builtin = crate::domain::Catalog::builtin();
+            for p in snap
+                .catalog
+                .products()
+                .filter(|p| builtin.product(&p.sku).is_none())
+            {
+                products.products.push(p.clone());
+            }
+            file.organizations
+                .retain(|o| !o.domain.eq_ignore_ascii_case(&domain));
+            file.organizations.extend(snap.organization);
+        }
+        file.catalog = Some(products);
+        Ok(Embedded::new(file, None, self.clock.clone()))
+    }
 }
 
 /// A status recorded in the tenant file (none yet: the default).
@@ -574,7 +693,11 @@ fn recorded_status<T: Default + serde::de::DeserializeOwned>(value: Value) -> Re
 }
 
 /// Bad input that only the tenant can reveal: an unknown organization or product.
-fn check_against_tenant(m: &manifests::Manifests, tenant: &TenantFile) -> Result<(), InputError> {
+fn check_against_tenant(
+    m: &manifests::Manifests,
+    tenant: &TenantFile,
+    tenants: &Tenants,
+) -> Result<(), InputError> {
     let catalog = crate::domain::Catalog::with_overrides(tenant.catalog.as_ref());
     for (src, obj) in &m.objects {
         let label = format!("{} {}/{}", obj.kind(), obj.namespace(), obj.name());
@@ -597,6 +720,10 @@ fn check_against_tenant(m: &manifests::Manifests, tenant: &TenantFile) -> Result
                     .collect(),
             ),
         };
+        if tenants.is_microsoft(org) {
+            // What the tenant holds is known once it is read.
+            continue;
+        }
         if !tenant
             .organizations
             .iter()
@@ -604,7 +731,7 @@ fn check_against_tenant(m: &manifests::Manifests, tenant: &TenantFile) -> Result
         {
             return Err(src.err(
                 &label,
-                format!("spec.organization: {org} is not an organization in the tenant file"),
+                format!("spec.organization: {org} is not an organization in the tenant file, nor declared by an Organization document"),
             ));
         }
         for (field, p) in products {

@@ -378,14 +378,14 @@ impl<'a> Planner<'a> {
             .iter()
             .filter(|c| !c.change.remove.is_empty())
             .count();
-        if removing <= self.options.max_removals || d.meta.flags.allow_bulk_removal {
+        let max = self.options.max_removals_for(scope.organization);
+        if removing <= max || d.meta.flags.allow_bulk_removal {
             return None;
         }
         let block = Block::new(
             BlockReason::RemovalLimitExceeded,
             format!(
-                "this change would remove licences from {removing} users, over the limit of {}: nothing was removed; if that is intended, annotate {ALLOW_BULK_REMOVAL_ANNOTATION}=\"true\"",
-                self.options.max_removals
+                "this change would remove licences from {removing} users, over the limit of {max}: nothing was removed; if that is intended, annotate {ALLOW_BULK_REMOVAL_ANNOTATION}=\"true\""
             ),
         );
         candidates.retain_mut(|c| {

@@ -262,6 +262,35 @@ pub struct Options {
     /// The purchase guard: one reconcile of one resource raises seats (or an add-on's
     /// quantity, or buys) by at most this many unless the resource allows a large purchase.
     pub max_seat_increase: u32,
+    /// Per-organization overrides (lowercase domain → limits).
+    pub per_organization: BTreeMap<String, Limits>,
+}
+
+/// An organization's own limits; None keeps the global one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_removals: Option<usize>,
+    pub max_seat_increase: Option<u32>,
+}
+
+impl Options {
+    /// `max_removals` for an organization.
+    pub fn max_removals_for(&self, organization: &str) -> usize {
+        self.limits_of(organization)
+            .and_then(|l| l.max_removals)
+            .unwrap_or(self.max_removals)
+    }
+
+    /// `max_seat_increase` for an organization.
+    pub fn max_seat_increase_for(&self, organization: &str) -> u32 {
+        self.limits_of(organization)
+            .and_then(|l| l.max_seat_increase)
+            .unwrap_or(self.max_seat_increase)
+    }
+
+    fn limits_of(&self, organization: &str) -> Option<&Limits> {
+        self.per_organization.get(&organization.to_lowercase())
+    }
 }
 
 /// `--max-seat-increase`'s default.
@@ -274,6 +303,7 @@ impl Default for Options {
             require_namespace_binding: false,
             concurrency: 4,
             max_seat_increase: DEFAULT_MAX_SEAT_INCREASE,
+            per_organization: BTreeMap::new(),
         }
     }
 }

@@ -257,7 +257,7 @@ impl Planner<'_> {
             let catalog = self.observed.catalog.clone();
             check_add_on_available(&catalog, org, p.product, None, self.now)?;
         }
-        self.check_purchase_guard(p.meta, p.product, 0, p.seats, monthly_price)?;
+        self.check_purchase_guard(p.meta, p.organization, p.product, 0, p.seats, monthly_price)?;
         let pending = p.pending.cloned().unwrap_or(PendingPurchase {
             key: purchase_key(p.kind, p.meta, p.organization),
             started_at: self.now,
@@ -352,7 +352,14 @@ impl Planner<'_> {
         if p.seats > view.seats {
             let consumed = self.pool(p.organization, p.product).consumed;
             check_seat_change(org, view, p.seats, consumed, key, self.now)?;
-            self.check_purchase_guard(p.meta, p.product, view.seats, p.seats, monthly_price)?;
+            self.check_purchase_guard(
+                p.meta,
+                p.organization,
+                p.product,
+                view.seats,
+                p.seats,
+                monthly_price,
+            )?;
             if !out.outcome.paused && view.is_admin_manageable() {
                 self.pool_mut(p.organization, p.product).seats += p.seats - view.seats;
             }
@@ -396,13 +403,14 @@ impl Planner<'_> {
     fn check_purchase_guard(
         &self,
         meta: &Meta,
+        organization: &str,
         product: &str,
         from: u32,
         to: u32,
         monthly_price: f64,
     ) -> Result<(), Block> {
         let allowed = meta.flags.allow_large_purchase;
-        let limit = self.options.max_seat_increase;
+        let limit = self.options.max_seat_increase_for(organization);
         Ok(check_purchase_limit(
             product,
             from,
@@ -809,7 +817,14 @@ impl Planner<'_> {
         let catalog = self.observed.catalog.clone();
         check_add_on_available(&catalog, org, &d.spec.product, Some(base), self.now)?;
         check_admin_may_change(base, self.now)?;
-        self.check_purchase_guard(&d.meta, &d.spec.product, 0, quantity, monthly_price)?;
+        self.check_purchase_guard(
+            &d.meta,
+            &d.spec.organization,
+            &d.spec.product,
+            0,
+            quantity,
+            monthly_price,
+        )?;
         let pending = d.status.purchase.clone().unwrap_or(PendingPurchase {
             key: purchase_key(Kind::AddOn, &d.meta, &d.spec.organization),
             started_at: self.now,
@@ -857,6 +872,7 @@ impl Planner<'_> {
         }
         self.check_purchase_guard(
             &d.meta,
+            &d.spec.organization,
             &d.spec.product,
             a.quantity,
             quantity,

@@ -1,0 +1,222 @@
+//! Organization resources in the shell: which namespaces may act for which organization (the
+//! label binding, or a `namespaceSelector`), per-organization limits, and the backend each
+//! organization is reached through.
+
+use crate::api::{Cloud, Organization};
+use crate::backend::microsoft::{self, Endpoints};
+use crate::planner::Limits;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Whether a namespace with `labels` matches `selector` (matchLabels and matchExpressions).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .match_labels
+        .as_ref()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_labels && by_expressions
+}
+
+/// The organization each namespace is bound to: its `seatkeeper.dev/organization` label, or
+/// the Organization whose `namespaceSelector` selects it.
+pub fn bindings(
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+    organizations: &[Organization],
+) -> BTreeMap<String, Option<String>> {
+    namespaces
+        .iter()
+        .map(|(name, labels)| {
+            let label = labels.get(crate::api::ORGANIZATION_LABEL).cloned();
+            let selected = || {
+                organizations.iter().find_map(|o| {
+                    let s = o.spec.namespace_selector.as_ref()?;
+                    selects(s, labels).then(|| o.spec.domain.clone())
+                })
+            };
+            (name.clone(), label.or_else(selected))
+        })
+        .collect()
+}
+
+/// Per-organization overrides of the limits.
+pub fn limits(organizations: &[Organization]) -> BTreeMap<String, Limits> {
+    organizations
+        .iter()
+        .filter_map(|o| {
+            let l = o.spec.limits.as_ref()?;
+            Some((
+                o.spec.domain.to_lowercase(),
+                Limits {
+                    max_removals: l.max_removals.map(|n| n as usize),
+                    max_seat_increase: l.max_seat_increase,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The endpoints of a national cloud.
+pub fn cloud_endpoints(cloud: Cloud) -> Endpoints {
+    let (login, graph) = match cloud {
+        Cloud::Global => (
+            "https://login.microsoftonline.com",
+            "https://graph.microsoft.com",
+        ),
+        Cloud::USGovernment => (
+            "https://login.microsoftonline.us",
+            "https://graph.microsoft.us",
+        ),
+        Cloud::USGovernmentDoD => (
+            "https://login.microsoftonline.us",
+            "https://dod-graph.microsoft.us",
+        ),
+        Cloud::China => (
+            "https://login.chinacloudapi.cn",
+            "https://microsoftgraph.chinacloudapi.cn",
+        ),
+    };
+    Endpoints {
+        login: login.into(),
+        graph: graph.into(),
+        partner_center: "https://api.partnercenter.microsoft.com".into(),
+    }
+}
+
+/// The Microsoft backend's configuration for an Organization; `secret` looks up a Secret's
+/// key (namespace, name, key). Errors name the field.
+pub fn microsoft_config(
+    o: &Organization,
+    secret: &dyn Fn(&str, &str, &str) -> Option<String>,
+) -> Result<Option<microsoft::Config>, String> {
+    let Some(m) = &o.spec.backend.microsoft else {
+        return Ok(None);
+    };
+    let at = "spec.backend.microsoft";
+    let mut endpoints = cloud_endpoints(m.cloud);
+    if let Some(e) = &m.endpoints {
+        let set = |target: &mut String, v: &Option<String>| {
+            if let Some(v) = v {
+                *target = v.trim_end_matches('/').to_string();
+            }
+        };
+        set(&mut endpoints.login, &e.login);
+        set(&mut endpoints.graph, &e.graph);
+        set(&mut endpoints.partner_center, &e.partner_center);
+    }
+    for (field, url) in [
+        ("endpoints.login", &endpoints.login),
+        ("endpoints.graph", &endpoints.graph),
+        ("endpoints.partnerCenter", &endpoints.partner_center),
+    ] {
+        microsoft::client::check_endpoint(url).map_err(|e| format!("{at}.{field}: {e}"))?;
+    }
+    let c = &m.credentials;
+    let client_id = c
+        .client_id
+        .clone()
+        .ok_or_else(|| format!("{at}.credentials.clientId: required"))?;
+    let client_secret = match (
+        &c.client_secret_ref,
+        &c.certificate_ref,
+        c.workload_identity,
+    ) {
+        (Some(r), _, _) => secret(&r.namespace, &r.name, &r.key).ok_or_else(|| {
+            format!(
+                "{at}.credentials.clientSecretRef: Secret {}/{} has no key {}",
+                r.namespace, r.name, r.key
+            )
+        })?,
+        (None, Some(_), _) => {
+            return Err(format!(
+                "{at}.credentials.certificateRef: certificate credentials are not supported yet; use clientSecretRef"
+            ));
+        }
+        (None, None, Some(true)) => {
+            return Err(format!(
+                "{at}.credentials.workloadIdentity: workload identity is not supported yet; use clientSecretRef"
+            ));
+        }
+        _ => return Err(format!("{at}.credentials: choose clientSecretRef")),
+    };
+    let partner = m.partner_center.as_ref().filter(|p| p.enabled);
+    Ok(Some(microsoft::Config {
+        organization: o.spec.domain.clone(),
+        tenant_id: m.tenant_id.clone(),
+        endpoints,
+        client_id,
+        client_secret,
+        partner_center_customer: partner
+            .map(|p| p.customer_id.clone().unwrap_or_else(|| m.tenant_id.clone())),
+        timeout: Duration::from_secs(30),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn namespace_selectors_match_like_kubernetes() {
+        let s: LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"team": "a"},
+            "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod", "dev"]},
+                                 {"key": "legacy", "operator": "DoesNotExist"}]
+        }))
+        .unwrap();
+        assert!(selects(&s, &labels(&[("team", "a"), ("env", "prod")])));
+        assert!(!selects(&s, &labels(&[("team", "a"), ("env", "qa")])));
+        assert!(!selects(
+            &s,
+            &labels(&[("team", "a"), ("env", "prod"), ("legacy", "1")])
+        ));
+        assert!(
+            selects(&LabelSelector::default(), &labels(&[])),
+            "empty selects all"
+        );
+    }
+
+    #[test]
+    fn a_label_binding_wins_over_a_selector() {
+        let org: Organization = serde_json::from_value(json!({
+            "apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Organization",
+            "metadata": {"name": "contoso"},
+            "spec": {"domain": "contoso.com", "namespaceSelector": {"matchLabels": {"team": "a"}}}
+        }))
+        .unwrap();
+        let ns = BTreeMap::from([
+            ("a".to_string(), labels(&[("team", "a")])),
+            (
+                "b".to_string(),
+                labels(&[
+                    ("team", "a"),
+                    ("seatkeeper.dev/organization", "fabrikam.com"),
+                ]),
+            ),
+            ("c".to_string(), labels(&[])),
+        ]);
+        let b = bindings(&ns, &[org]);
+        assert_eq!(b["a"].as_deref(), Some("contoso.com"));
+        assert_eq!(b["b"].as_deref(), Some("fabrikam.com"));
+        assert_eq!(b["c"], None);
+    }
+}
