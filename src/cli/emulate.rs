@@ -47,10 +47,24 @@ pub struct EmulateArgs {
     /// Seed of the fault dice (the same seed, the same faults).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Fix the tenant's clock (RFC 3339), for reproducible runs.
+    #[arg(long)]
+    now: Option<String>,
 }
 
 pub fn run(args: &EmulateArgs) -> i32 {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> = match args
+        .now
+        .as_deref()
+        .map(str::parse::<crate::domain::Instant>)
+    {
+        None => Arc::new(SystemClock),
+        Some(Ok(t)) => Arc::new(crate::clock::FixedClock::new(t)),
+        Some(Err(e)) => {
+            eprintln!("error: --now: {e}: expected an RFC 3339 time such as 2026-11-21T09:00:00Z");
+            return super::EXIT_INVALID;
+        }
+    };
     let backend = match Embedded::open(&args.state, clock) {
         Ok(b) => b,
         Err(e) => {

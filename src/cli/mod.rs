@@ -373,7 +373,8 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     if missing && tenants.microsoft.is_empty() {
         TenantFile::load(&args.state)?;
     }
-    check_against_tenant(&manifests, &tenant, &tenants)?;
+    let live = tenants.catalogs().await?;
+    check_against_tenant(&manifests, &tenant, &live)?;
     let state = Applied::read(mode, &tenant, &manifests, clock.now())?;
     let mut desired = state.desired(args, &manifests)?;
     let organizations: Vec<crate::api::Organization> = manifests
@@ -583,8 +584,13 @@ impl Tenants {
         Ok(Tenants { microsoft })
     }
 
-    fn is_microsoft(&self, organization: &str) -> bool {
-        self.microsoft.contains_key(&organization.to_lowercase())
+    /// Each Microsoft tenant's catalog as it reads now: what input is checked against.
+    async fn catalogs(&self) -> Result<BTreeMap<String, Arc<crate::domain::Catalog>>, CliError> {
+        let mut out = BTreeMap::new();
+        for (domain, m) in self.backends()? {
+            out.insert(domain.clone(), m.snapshot(&domain).await?.catalog);
+        }
+        Ok(out)
     }
 
     fn backends(&self) -> Result<BTreeMap<String, Microsoft>, CliError> {
@@ -696,9 +702,9 @@ fn recorded_status<T: Default + serde::de::DeserializeOwned>(value: Value) -> Re
 fn check_against_tenant(
     m: &manifests::Manifests,
     tenant: &TenantFile,
-    tenants: &Tenants,
+    live: &BTreeMap<String, Arc<crate::domain::Catalog>>,
 ) -> Result<(), InputError> {
-    let catalog = crate::domain::Catalog::with_overrides(tenant.catalog.as_ref());
+    let file_catalog = crate::domain::Catalog::with_overrides(tenant.catalog.as_ref());
     for (src, obj) in &m.objects {
         let label = format!("{} {}/{}", obj.kind(), obj.namespace(), obj.name());
         let (org, products): (&str, Vec<(String, &str)>) = match obj {
@@ -720,14 +726,14 @@ fn check_against_tenant(
                     .collect(),
             ),
         };
-        if tenants.is_microsoft(org) {
-            // What the tenant holds is known once it is read.
-            continue;
-        }
-        if !tenant
-            .organizations
-            .iter()
-            .any(|o| o.domain.eq_ignore_ascii_case(org))
+        let catalog = live
+            .get(&org.to_lowercase())
+            .map_or(&file_catalog, |c| &**c);
+        if !live.contains_key(&org.to_lowercase())
+            && !tenant
+                .organizations
+                .iter()
+                .any(|o| o.domain.eq_ignore_ascii_case(org))
         {
             return Err(src.err(
                 &label,

@@ -2,6 +2,8 @@
 //! fixed clock. Shared by the test files that exercise the CLI contract.
 #![allow(dead_code)]
 
+use crate::backend::MICROSOFT;
+
 use serde_json::Value;
 use std::process::Command;
 
@@ -72,7 +74,15 @@ pub struct Tenant {
 impl Tenant {
     pub fn new(tenant: &str) -> Tenant {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("tenant.yaml"), tenant).unwrap();
+        match tenant.split_once("\nresources:") {
+            // seatkeeper's records live in --state: a file of their own beside a real tenant.
+            Some((file, records)) if MICROSOFT => {
+                std::fs::write(dir.path().join("tenant.yaml"), format!("{file}\n")).unwrap();
+                let records = format!("organizations: []\nresources:{records}");
+                std::fs::write(dir.path().join("records.yaml"), records).unwrap();
+            }
+            _ => std::fs::write(dir.path().join("tenant.yaml"), tenant).unwrap(),
+        }
         Tenant { dir }
     }
     pub fn run(&self, verb: &str, manifests: &str, now: &str) -> Run {
@@ -81,8 +91,17 @@ impl Tenant {
     /// `run` with more command-line arguments.
     pub fn run_with(&self, verb: &str, manifests: &str, now: &str, extra: &[&str]) -> Run {
         let m = self.dir.path().join("m.yaml");
-        std::fs::write(&m, manifests).unwrap();
-        let state = self.dir.path().join("tenant.yaml");
+        let tenant = self.dir.path().join("tenant.yaml");
+        let mut state = tenant.clone();
+        let _emulator = if MICROSOFT {
+            let (emulator, root) = Emulator::start(&tenant, now);
+            std::fs::write(&m, on_microsoft(manifests, &root)).unwrap();
+            state = self.dir.path().join("records.yaml");
+            Some(emulator)
+        } else {
+            std::fs::write(&m, manifests).unwrap();
+            None
+        };
         let out = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
             .args([
                 verb,
@@ -104,7 +123,7 @@ impl Tenant {
             out: serde_json::from_str(&stdout).unwrap_or(Value::Null),
             stderr: String::from_utf8_lossy(&out.stderr).to_string(),
             // Only the tenant itself, not seatkeeper's records of applied manifests.
-            tenant: std::fs::read_to_string(&state)
+            tenant: std::fs::read_to_string(&tenant)
                 .unwrap()
                 .split("\nresources:")
                 .next()
@@ -153,4 +172,118 @@ pub fn addon(name: &str, product: &str, kind: &str, extra: &str) -> String {
     format!(
         "---\napiVersion: seatkeeper.dev/v1alpha1\nkind: AddOn\nmetadata: {{name: {name}}}\nspec: {{organization: contoso.com, product: {product}, type: {kind}, quantity: 2{extra}}}\n"
     )
+}
+
+/// A subscription or add-on id as the backend under test names it: the tenant file's on the
+/// embedded simulator, the emulator's stable GUID through the Microsoft backend.
+pub fn id(tenant_id: &str) -> String {
+    if MICROSOFT {
+        seatkeeper::backend::microsoft::ids::subscription_id(tenant_id)
+    } else {
+        tenant_id.to_string()
+    }
+}
+
+/// `seatkeeper emulate` serving a tenant file, stopped when dropped.
+pub struct Emulator(std::process::Child);
+
+impl Emulator {
+    pub fn start(tenant: &std::path::Path, now: &str) -> (Emulator, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+            .args([
+                "emulate",
+                "--state",
+                tenant.to_str().unwrap(),
+                "--listen",
+                &listen,
+            ])
+            .args([
+                "--now",
+                now,
+                "--client-id",
+                "app",
+                "--client-secret",
+                "s3cret",
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&listen).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the emulator did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        (Emulator(child), format!("http://{listen}"))
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The manifests as a Microsoft tenant needs them: an Organization pointing at the emulator
+/// (with Partner Center) and its credentials, subscription and add-on ids as GUIDs.
+fn on_microsoft(manifests: &str, root: &str) -> String {
+    let mut out = String::new();
+    for line in manifests.split_inclusive('\n') {
+        out += &map_ids(line);
+    }
+    out + &format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: app, namespace: seatkeeper}}\nstringData: {{secret: s3cret}}\n---\napiVersion: seatkeeper.dev/v1alpha1\nkind: Organization\nmetadata: {{name: contoso}}\nspec:\n  domain: contoso.com\n  backend:\n    microsoft:\n      tenantId: contoso.com\n      endpoints: {{login: '{root}', graph: '{root}', partnerCenter: '{root}'}}\n      partnerCenter: {{enabled: true}}\n      credentials: {{clientId: app, clientSecretRef: {{namespace: seatkeeper, name: app, key: secret}}}}\n"
+    )
+}
+
+fn map_ids(line: &str) -> String {
+    let mut out = line.to_string();
+    for field in ["subscriptionId: ", "addOnId: "] {
+        if let Some(at) = out.find(field) {
+            let start = at + field.len();
+            let end = out[start..]
+                .find([',', '}', '\n'])
+                .map_or(out.len(), |e| start + e);
+            let value = out[start..end].trim().to_string();
+            out.replace_range(start..end, &id(&value));
+        }
+    }
+    out
+}
+
+/// The purchase key a subscription bought with `key` carries in the tenant: the key itself in
+/// the simulator; through Partner Center, the checkout's MS-RequestId derived from it.
+pub fn purchase_key_in_tenant(key: &str) -> String {
+    if MICROSOFT {
+        format!(
+            "{}/0",
+            seatkeeper::backend::microsoft::ids::guid("purchase", key)
+        )
+    } else {
+        key.to_string()
+    }
+}
+
+/// (id, product) of every subscription in a tenant file's text.
+pub fn tenant_subscriptions(tenant: &str) -> Vec<(String, String)> {
+    let v: Value = serde_saphyr::from_str(tenant).unwrap();
+    v["organizations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|o| o["subscriptions"].as_array().cloned().unwrap_or_default())
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+            (text("id"), text("product"))
+        })
+        .collect()
 }

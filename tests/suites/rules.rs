@@ -1,0 +1,868 @@
+//! The licensing rules (R01–R29) and the CLI contract, each guarded through the real binary:
+//! tenant file + manifests + command line, with a fixed clock. One suite for every backend:
+//! `tests/rules.rs` runs it on the embedded simulator, `tests/rules_on_microsoft.rs` on the
+//! Microsoft backend through the emulator; where a real service forces a difference, the test
+//! says so (`MICROSOFT`) and why.
+
+use super::cli::*;
+use crate::backend::MICROSOFT;
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn r01_seats_is_the_desired_total() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 100, "")));
+    let r = t.apply(&sub("spb", "sub-1", "SPB", 105, ""));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("spb")["status"]["seats"]["purchased"], 105);
+    let r = t.apply(&sub("spb", "sub-1", "SPB", 95, ""));
+    assert_eq!(r.item("spb")["status"]["seats"]["purchased"], 95);
+}
+
+#[test]
+fn r02_bought_seats_are_assignable_at_once() {
+    let t = Tenant::new(&tenant(&users(3, ""), &s("sub-1", "SPB", 1, "")));
+    let m = sub("spb", "sub-1", "SPB", 3, "")
+        + &lasg(
+            "all",
+            &["u0@contoso.com", "u1@contoso.com", "u2@contoso.com"],
+            "[{product: SPB}]",
+            "",
+        );
+    let r = t.apply(&m);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("all")["status"]["assigned"], 3);
+}
+
+#[test]
+fn r03_credit_check_pending_blocks_until_it_clears() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s(
+            "sub-1",
+            "SPB",
+            5,
+            ", creditCheck: Pending, creditCheckClearsAt: '2026-11-23T09:00:00Z'",
+        ),
+    ));
+    let m = sub("spb", "sub-1", "SPB", 8, "");
+    let r = t.apply(&m);
+    assert_eq!(r.code, 3);
+    assert_eq!(r.blocked("spb"), "CreditCheckPending");
+    assert!(r.tenant.contains("seats: 5"));
+    let r = t.run("apply", &m, "2026-11-23T10:00:00Z");
+    assert_eq!(r.code, 0, "nothing is lost: applied once cleared");
+    assert_eq!(r.item("spb")["status"]["seats"]["purchased"], 8);
+}
+
+#[test]
+fn r04_prepaid_seats_cannot_be_removed_and_need_payment_or_key_to_add() {
+    let prepaid = s("sub-1", "SPB", 5, ", channel: Prepaid");
+    let t = Tenant::new(
+        &tenant(&users(1, ""), &prepaid)
+            .replace("paymentMethodOnFile: true", "paymentMethodOnFile: false"),
+    );
+    if MICROSOFT {
+        // A product-key subscription is no partner's: no API changes its seats (only the
+        // admin center does), so every change is SeatChangeNotSupported, and nothing moves.
+        let r = t.apply(&sub("spb", "sub-1", "SPB", 6, ""));
+        assert_eq!(r.blocked("spb"), "SeatChangeNotSupported");
+        assert!(r.tenant.contains("seats: 5"));
+        return;
+    }
+    assert_eq!(
+        t.apply(&sub("spb", "sub-1", "SPB", 4, "")).blocked("spb"),
+        "Prepaid"
+    );
+    assert_eq!(
+        t.apply(&sub("spb", "sub-1", "SPB", 6, "")).blocked("spb"),
+        "Prepaid"
+    );
+    let key = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: keys}\nstringData: {key: ABCDE-FGHIJ-KLMNO-PQRST-UVWXY}\n";
+    let r = t.apply(
+        &(sub(
+            "spb",
+            "sub-1",
+            "SPB",
+            6,
+            ", productKey: {secretRef: {name: keys, key: key}}",
+        ) + key),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let t = Tenant::new(&tenant(&users(1, ""), &prepaid));
+    assert_eq!(
+        t.apply(&sub("spb", "sub-1", "SPB", 6, "")).code,
+        0,
+        "a payment method on file pays for added seats"
+    );
+}
+
+#[test]
+fn r05_reseller_subscription_cannot_change_seats() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s("sub-1", "SPB", 5, ", channel: Reseller"),
+    ));
+    let r = t.apply(&sub("spb", "sub-1", "SPB", 6, ""));
+    assert_eq!(r.blocked("spb"), "ResellerManaged");
+    let msg = r.item("spb")["status"]["conditions"].to_string();
+    assert!(msg.contains("ask your partner"));
+}
+
+#[test]
+fn r06_trial_cannot_change_seats_until_converted() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s("sub-1", "SPB", 25, ", trial: true"),
+    ));
+    assert_eq!(
+        t.apply(&sub("spb", "sub-1", "SPB", 30, "")).blocked("spb"),
+        "Trial"
+    );
+    let r = t.apply(&sub("spb", "sub-1", "SPB", 30, ", convertTrial: true"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("spb")["status"]["trial"], false);
+}
+
+#[test]
+fn r07_cannot_reduce_below_assigned() {
+    let t = Tenant::new(&tenant(
+        &users(4, ", licenses: [{product: SPB}]"),
+        &s("sub-1", "SPB", 5, ""),
+    ));
+    let r = t.apply(&sub("spb", "sub-1", "SPB", 3, ""));
+    assert_eq!(r.blocked("spb"), "SeatsInUse");
+    assert!(
+        r.tenant.contains("seats: 5"),
+        "nobody is unassigned to make it fit"
+    );
+    assert_eq!(r.tenant.matches("product: SPB").count(), 5);
+}
+
+#[test]
+fn r08_seat_change_shows_pro_rata_cost() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s("sub-1", "O365_BUSINESS_PREMIUM", 10, ""),
+    ));
+    // Bought 1 November, monthly: on 16 November half of November is left.
+    let r = t.run(
+        "plan",
+        &sub("p", "sub-1", "O365_BUSINESS_PREMIUM", 12, ""),
+        "2026-11-16T00:00:00Z",
+    );
+    let cost = &r.out["actions"][0]["cost"];
+    assert_eq!(cost["from"], 10);
+    assert_eq!(cost["to"], 12);
+    assert_eq!(cost["chargedNow"], 12.5, "2 seats × 12.50 × half a month");
+    assert_eq!(cost["newMonthlyAmount"], 150.0);
+}
+
+#[test]
+fn r09_self_service_purchase_cannot_be_managed() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s("sub-1", "EXCHANGESTANDARD", 3, ", channel: SelfService"),
+    ));
+    assert_eq!(
+        t.apply(&sub("x", "sub-1", "EXCHANGESTANDARD", 4, ""))
+            .blocked("x"),
+        "SelfServicePurchase"
+    );
+    let r = t.apply(&lasg(
+        "a",
+        &["u0@contoso.com"],
+        "[{product: EXCHANGESTANDARD}]",
+        "",
+    ));
+    assert_eq!(r.user("a", "u0@contoso.com")["reason"], "SelfServiceOnly");
+}
+
+#[test]
+fn r10_cancel_after_window_turns_recurring_billing_off() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 5, "")));
+    let m = sub("spb", "sub-1", "SPB", 5, ", deletionPolicy: Cancel");
+    let r = t.run("delete", &m, NOW);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.tenant.contains("recurringBilling: false"));
+    assert!(
+        r.tenant.contains("status: Active"),
+        "not canceled: it ends at the end of its term"
+    );
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 5, "")));
+    let r = t.run("delete", &m, "2026-11-03T00:00:00Z");
+    assert!(
+        r.tenant.contains("status: Canceled"),
+        "inside the window it cancels"
+    );
+}
+
+#[test]
+fn r11_pool_sums_the_organizations_subscriptions() {
+    let subs = s("sub-1", "SPB", 5, "") + &s("sub-2", "SPB", 8, "");
+    let t = Tenant::new(&tenant(&users(13, ""), &subs));
+    let all: Vec<String> = (0..13).map(|i| format!("u{i}@contoso.com")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let r = t.apply(&lasg("a", &all, "[{product: SPB}]", ""));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("a")["status"]["assigned"], 13);
+}
+
+#[test]
+fn r12_bulk_assignment_goes_in_batches_of_20() {
+    let t = Tenant::new(&tenant(&users(45, ""), &s("sub-1", "SPB", 50, "")));
+    let all: Vec<String> = (0..45).map(|i| format!("u{i}@contoso.com")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let r = t.run("plan", &lasg("a", &all, "[{product: SPB}]", ""), NOW);
+    // The backend refuses batches over 20; three batches for 45 users.
+    let batches: Vec<usize> = r.out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["users"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(batches.iter().sum::<usize>(), 45);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("a")["status"]["assigned"], 45);
+}
+
+#[test]
+fn r13_disabled_plans_change_without_reassigning() {
+    let t = Tenant::new(&tenant(
+        &users(1, ", licenses: [{product: SPB}]"),
+        &s("sub-1", "SPB", 1, ""),
+    ));
+    let r = t.apply(&lasg(
+        "a",
+        &["u0@contoso.com"],
+        "[{product: SPB, disabledPlans: [INTUNE_A]}]",
+        "",
+    ));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.tenant.contains("INTUNE_A"));
+    assert_eq!(
+        r.item("a")["status"]["removals"],
+        Value::Null,
+        "nothing was removed"
+    );
+}
+
+#[test]
+fn r14_conflicting_services_are_refused_naming_both() {
+    let subs = s("sub-1", "O365_BUSINESS_PREMIUM", 5, "") + &s("sub-2", "ENTERPRISEPACK", 5, "");
+    let t = Tenant::new(&tenant(
+        &users(1, ", licenses: [{product: O365_BUSINESS_PREMIUM}]"),
+        &subs,
+    ));
+    let r = t.apply(&lasg(
+        "a",
+        &["u0@contoso.com"],
+        "[{product: ENTERPRISEPACK}]",
+        "",
+    ));
+    let u = r.user("a", "u0@contoso.com");
+    assert_eq!(u["reason"], "ConflictingServices");
+    let msg = u["message"].as_str().unwrap();
+    assert!(
+        msg.contains("EXCHANGE_S_STANDARD") && msg.contains("EXCHANGE_S_ENTERPRISE"),
+        "{msg}"
+    );
+    let r = t.apply(&lasg(
+        "a",
+        &["u0@contoso.com"],
+        "[{product: ENTERPRISEPACK, disabledPlans: [EXCHANGE_S_ENTERPRISE, SHAREPOINTENTERPRISE]}]",
+        "",
+    ));
+    assert_eq!(r.code, 0, "turning one off resolves it: {}", r.stderr);
+}
+
+#[test]
+fn r15_add_keeps_other_licences_and_replace_removes_them() {
+    let subs = s("sub-1", "EXCHANGESTANDARD", 5, "")
+        + &s("sub-2", "MCOMEETADV_BASE", 0, "").replace("MCOMEETADV_BASE", "SPE_E3");
+    let t = Tenant::new(&tenant(&users(1, ", licenses: [{product: SPE_E3}]"), &subs));
+    let _ = t;
+    let t = Tenant::new(&tenant(
+        &users(1, ", licenses: [{product: O365_BUSINESS_ESSENTIALS}]"),
+        &(s("sub-1", "O365_BUSINESS_PREMIUM", 5, "")
+            + &s("sub-2", "O365_BUSINESS_ESSENTIALS", 5, "")),
+    ));
+    let r = t.apply(&lasg("a", &["u0@contoso.com"], "[{product: O365_BUSINESS_PREMIUM, disabledPlans: [EXCHANGE_S_STANDARD, SHAREPOINTSTANDARD]}]", ""));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.tenant.contains("product: O365_BUSINESS_ESSENTIALS"),
+        "Add keeps the other licence"
+    );
+    let r = t.apply(&lasg(
+        "a",
+        &["u0@contoso.com"],
+        "[{product: O365_BUSINESS_PREMIUM}]",
+        ", mode: Replace",
+    ));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        !r.tenant.contains("product: O365_BUSINESS_ESSENTIALS}"),
+        "Replace leaves exactly the declared"
+    );
+    assert_eq!(
+        r.item("a")["status"]["removals"][0]["product"],
+        "O365_BUSINESS_ESSENTIALS"
+    );
+}
+
+#[test]
+fn r16_insufficient_seats_leave_users_pending() {
+    let t = Tenant::new(&tenant(&users(3, ""), &s("sub-1", "SPB", 2, "")));
+    let r = t.apply(&lasg(
+        "a",
+        &["u0@contoso.com", "u1@contoso.com", "u2@contoso.com"],
+        "[{product: SPB}]",
+        "",
+    ));
+    assert_eq!(r.code, 3);
+    assert_eq!(r.item("a")["status"]["assigned"], 2);
+    assert_eq!(r.user("a", "u2@contoso.com")["state"], "Pending");
+    assert_eq!(r.blocked("a"), "InsufficientSeats");
+}
+
+#[test]
+fn r17_guests_can_be_licensed() {
+    let guest = "  - {upn: pat@fabrikam.example, guest: true, usageLocation: US}\n";
+    let t = Tenant::new(&tenant(guest, &s("sub-1", "SPB", 1, "")));
+    let r = t.apply(&lasg(
+        "a",
+        &["pat@fabrikam.example"],
+        "[{product: SPB}]",
+        "",
+    ));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn r18_automatic_plans_are_never_assigned_so_never_conflict() {
+    let catalog = "catalog:\n  products:\n  - {sku: A, kind: Base, plans: [P, AUTO1], autoPlans: [AUTO1], monthlyPrice: 1}\n  - {sku: B, kind: Base, plans: [Q, AUTO2], autoPlans: [AUTO2], monthlyPrice: 1}\n  conflicts: [[AUTO1, AUTO2]]\n";
+    let t = Tenant::new(
+        &(catalog.to_string()
+            + &tenant(
+                &users(1, ", licenses: [{product: A}]"),
+                &(s("sub-1", "A", 1, "") + &s("sub-2", "B", 1, "")),
+            )),
+    );
+    let r = t.apply(&lasg("a", &["u0@contoso.com"], "[{product: B}]", ""));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn r19_removing_a_licence_records_when_its_data_is_deleted() {
+    let t = Tenant::new(&tenant(&users(2, ""), &s("sub-1", "SPB", 2, "")));
+    t.apply(&lasg(
+        "a",
+        &["u0@contoso.com", "u1@contoso.com"],
+        "[{product: SPB}]",
+        "",
+    ));
+    let r = t.apply(&lasg("a", &["u0@contoso.com"], "[{product: SPB}]", ""));
+    let removal = &r.item("a")["status"]["removals"][0];
+    assert_eq!(removal["user"], "u1@contoso.com");
+    assert_eq!(removal["dataRetainedUntil"], "2026-12-21T09:00:00Z");
+}
+
+#[test]
+fn r19_licences_not_assigned_by_the_resource_are_never_removed_in_add_mode() {
+    let t = Tenant::new(&tenant(
+        &users(2, ", licenses: [{product: SPB}]"),
+        &s("sub-1", "SPB", 2, ""),
+    ));
+    t.apply(&lasg(
+        "a",
+        &["u0@contoso.com", "u1@contoso.com"],
+        "[{product: SPB}]",
+        "",
+    ));
+    let r = t.apply(&lasg("a", &["u0@contoso.com"], "[{product: SPB}]", ""));
+    assert_eq!(
+        r.tenant.matches("product: SPB").count(),
+        3,
+        "u1 got SPB another way: kept"
+    );
+}
+
+#[test]
+fn r20_unassigned_seats_stay_bought() {
+    let t = Tenant::new(&tenant(&users(2, ""), &s("sub-1", "SPB", 2, "")));
+    t.apply(&lasg(
+        "a",
+        &["u0@contoso.com", "u1@contoso.com"],
+        "[{product: SPB}]",
+        "",
+    ));
+    let r = t.apply(
+        &(lasg("a", &["u0@contoso.com"], "[{product: SPB}]", "")
+            + &sub("spb", "sub-1", "SPB", 2, "")),
+    );
+    assert_eq!(r.item("spb")["status"]["seats"]["purchased"], 2);
+    assert_eq!(r.item("spb")["status"]["seats"]["available"], 1);
+}
+
+#[test]
+fn r21_add_ons_that_do_not_fit_are_unavailable() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s("sub-1", "EXCHANGESTANDARD", 1, ""),
+    ));
+    let r = t.apply(
+        &(sub("base", "sub-1", "EXCHANGESTANDARD", 1, "")
+            + &addon(
+                "conf",
+                "MCOMEETADV",
+                "Traditional",
+                ", subscriptionRef: {name: base}",
+            )),
+    );
+    assert_eq!(r.blocked("conf"), "NotAvailable");
+}
+
+#[test]
+fn r22_cancelling_the_base_cancels_traditional_add_ons() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s("sub-1", "SPB", 1, ", status: Canceled"),
+    ));
+    let r = t.apply(
+        &(sub("base", "sub-1", "SPB", 1, "")
+            + &addon(
+                "atp",
+                "ATP_ENTERPRISE",
+                "Traditional",
+                ", subscriptionRef: {name: base}",
+            )),
+    );
+    assert_eq!(r.blocked("atp"), "BaseSubscriptionCanceled");
+}
+
+#[test]
+fn r23_traditional_add_on_removal_requires_support() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s("sub-1", "EXCHANGESTANDARD", 1, ""),
+    ));
+    let m = sub("base", "sub-1", "EXCHANGESTANDARD", 1, "")
+        + &addon(
+            "arch",
+            "EXCHANGEARCHIVE_ADDON",
+            "Traditional",
+            ", subscriptionRef: {name: base}, deletionPolicy: Cancel",
+        );
+    assert_eq!(t.apply(&m).code, 0);
+    let r = t.apply(&m.replace("quantity: 2", "quantity: 4"));
+    assert_eq!(r.code, 0, "its quantity can still change");
+    let r = t.run(
+        "delete",
+        &addon(
+            "arch",
+            "EXCHANGEARCHIVE_ADDON",
+            "Traditional",
+            ", subscriptionRef: {name: base}, deletionPolicy: Cancel",
+        ),
+        NOW,
+    );
+    assert_eq!(r.code, 3);
+    assert_eq!(r.blocked("arch"), "RemovalRequiresSupport");
+    assert!(r.tenant.contains("quantity: 4"));
+}
+
+#[test]
+fn r24_standalone_add_on_is_a_subscription_of_its_own() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s("sub-1", "O365_BUSINESS_PREMIUM", 1, ""),
+    ));
+    let r = t.apply(&addon("atp", "ATP_ENTERPRISE", "Standalone", ""));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bought = r.item("atp")["status"]["addOnId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let in_tenant = tenant_subscriptions(&r.tenant)
+        .into_iter()
+        .find(|(_, product)| product == "ATP_ENTERPRISE")
+        .expect("a subscription of its own");
+    assert_eq!(id(&in_tenant.0), bought);
+    assert_eq!(
+        t.apply(&addon("atp", "ATP_ENTERPRISE", "Standalone", ""))
+            .tenant
+            .matches("product: ATP_ENTERPRISE")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn r25_add_on_can_be_assigned_to_everyone_without_a_licence() {
+    let catalog = "catalog:\n  products:\n  - {sku: BOOKINGS, kind: AddOn, plans: [BOOK], addOnFor: [SPB], monthlyPrice: 1}\n";
+    let users = "  - {upn: a@contoso.com, usageLocation: NL, licenses: [{product: SPB}]}\n  - {upn: b@contoso.com, usageLocation: NL}\n";
+    let t = Tenant::new(&(catalog.to_string() + &tenant(users, &s("sub-1", "SPB", 1, ""))));
+    let r = t.apply(
+        &(sub("base", "sub-1", "SPB", 1, "")
+            + &addon(
+                "book",
+                "BOOKINGS",
+                "Traditional",
+                ", subscriptionRef: {name: base}, autoAssign: true",
+            )),
+    );
+    if MICROSOFT {
+        // BOOKINGS exists only in this tenant file's own catalog; a real tenant reports the
+        // products it holds (and no catalog of the rest), so it is an unknown product there.
+        assert_eq!(r.code, 1);
+        assert!(
+            r.stderr.contains("unknown product BOOKINGS"),
+            "{}",
+            r.stderr
+        );
+        return;
+    }
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.tenant.matches("product: BOOKINGS").count(),
+        2,
+        "the add-on and b's licence"
+    );
+}
+
+#[test]
+fn r26_replace_moves_nobody_until_everyone_can_move() {
+    let subs = s("sub-1", "O365_BUSINESS_PREMIUM", 3, "") + &s("sub-2", "SPB", 2, "");
+    let t = Tenant::new(&tenant(
+        &users(3, ", licenses: [{product: O365_BUSINESS_PREMIUM}]"),
+        &subs,
+    ));
+    let m = lasg(
+        "move",
+        &["u0@contoso.com", "u1@contoso.com", "u2@contoso.com"],
+        "[{product: SPB}]",
+        ", mode: Replace",
+    );
+    let r = t.apply(&m);
+    assert_eq!(r.code, 3);
+    assert_eq!(r.item("move")["status"]["pending"], 3);
+    assert!(
+        r.user("move", "u0@contoso.com")["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 users")
+    );
+    assert_eq!(
+        r.tenant.matches("product: O365_BUSINESS_PREMIUM").count(),
+        4,
+        "nobody moved"
+    );
+    let r = t.apply(&(m + &sub("spb", "sub-2", "SPB", 3, "")));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.tenant.matches("product: SPB").count(), 4, "3 users moved");
+}
+
+#[test]
+fn r27_new_subscription_is_not_active_at_once() {
+    let t = Tenant::new(
+        &tenant(&users(1, ""), "")
+            .replace(
+                "paymentMethodOnFile: true",
+                "paymentMethodOnFile: true\n  activationDelayMinutes: 60",
+            )
+            .replace("subscriptions:\n", "subscriptions: []\n"),
+    );
+    let m = "---\napiVersion: seatkeeper.dev/v1alpha1\nkind: Subscription\nmetadata: {name: new}\nspec: {organization: contoso.com, product: SPB, seats: 2}\n".to_string()
+        + &lasg("a", &["u0@contoso.com"], "[{product: SPB}]", "");
+    let r = t.apply(&m);
+    assert_eq!(r.blocked("new"), "NotActiveYet");
+    assert_eq!(r.user("a", "u0@contoso.com")["state"], "Pending");
+    let r = t.run("apply", &m, "2026-11-21T10:30:00Z");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.tenant.matches("product: SPB").count(),
+        2,
+        "bought once, then assigned"
+    );
+}
+
+#[test]
+fn r28_downgrade_needs_acknowledgement() {
+    let subs = s("sub-1", "EXCHANGESTANDARD", 1, "") + &s("sub-2", "O365_BUSINESS_PREMIUM", 1, "");
+    let t = Tenant::new(&tenant(
+        &users(1, ", licenses: [{product: O365_BUSINESS_PREMIUM}]"),
+        &subs,
+    ));
+    let m = lasg(
+        "down",
+        &["u0@contoso.com"],
+        "[{product: EXCHANGESTANDARD}]",
+        ", mode: Replace",
+    );
+    let r = t.apply(&m);
+    assert_eq!(
+        r.user("down", "u0@contoso.com")["reason"],
+        "DowngradeNotAcknowledged"
+    );
+    let acked = m.replace(
+        "metadata: {name: down}",
+        "metadata: {name: down, annotations: {seatkeeper.dev/acknowledge-downgrade: \"true\"}}",
+    );
+    assert_eq!(t.apply(&acked).code, 0);
+}
+
+#[test]
+fn r29_users_may_hold_different_plans() {
+    let subs = s("sub-1", "SPB", 1, "") + &s("sub-2", "SPE_E3", 1, "");
+    let t = Tenant::new(&tenant(&users(2, ""), &subs));
+    let r = t.apply(
+        &(lasg("a", &["u0@contoso.com"], "[{product: SPB}]", "")
+            + &lasg("b", &["u1@contoso.com"], "[{product: SPE_E3}]", "")),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn duplicate_assignment_the_older_claim_wins() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
+    t.apply(&lasg("first", &["u0@contoso.com"], "[{product: SPB}]", ""));
+    let r = t.apply(&lasg(
+        "second",
+        &["u0@contoso.com"],
+        "[{product: SPB, disabledPlans: [SWAY]}]",
+        "",
+    ));
+    assert_eq!(
+        r.user("second", "u0@contoso.com")["reason"],
+        "DuplicateAssignment"
+    );
+}
+
+#[test]
+fn removal_limit_blocks_bulk_removal() {
+    let t = Tenant::new(&tenant(&users(25, ""), &s("sub-1", "SPB", 25, "")));
+    let all: Vec<String> = (0..25).map(|i| format!("u{i}@contoso.com")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    assert_eq!(t.apply(&lasg("a", &all, "[{product: SPB}]", "")).code, 0);
+    let r = t.apply(&lasg("a", &all[..2], "[{product: SPB}]", ""));
+    assert_eq!(r.blocked("a"), "RemovalLimitExceeded");
+    assert_eq!(
+        r.tenant.matches("product: SPB").count(),
+        26,
+        "nothing removed"
+    );
+}
+
+#[test]
+fn namespace_binding_refuses_other_organizations() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
+    let ns = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: default, labels: {seatkeeper.dev/organization: fabrikam.com}}\n";
+    let r = t.apply(&(sub("spb", "sub-1", "SPB", 2, "") + ns));
+    assert_eq!(r.blocked("spb"), "OrganizationNotPermitted");
+    assert!(r.tenant.contains("seats: 1"));
+}
+
+#[test]
+fn a_retried_purchase_never_buys_twice() {
+    // A crash after the purchase but before its id was recorded: the record holds the key only.
+    let key = "seatkeeper:contoso.com:Subscription:default/new:1";
+    // The service knows the purchase by the key it was made with (Partner Center: the
+    // MS-RequestId seatkeeper derives from the same key).
+    let bought_with = purchase_key_in_tenant(key);
+    let t = Tenant::new(&format!(
+        "{}  - {{id: sub-9, product: SPB, seats: 2, purchaseKey: '{bought_with}'}}\nresources:\n- kind: Subscription\n  namespace: default\n  name: new\n  uid: '1'\n  createdAt: '2026-11-20T00:00:00Z'\n  manifest: {{apiVersion: seatkeeper.dev/v1alpha1, kind: Subscription, metadata: {{name: new, namespace: default}}, spec: {{organization: contoso.com, product: SPB, seats: 2}}}}\n  status: {{purchase: {{key: '{key}', startedAt: '2026-11-20T00:00:00Z'}}}}\n",
+        tenant(&users(1, ""), "")
+    ));
+    let r = t.apply("---\napiVersion: seatkeeper.dev/v1alpha1\nkind: Subscription\nmetadata: {name: new}\nspec: {organization: contoso.com, product: SPB, seats: 2}\n");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("new")["status"]["subscriptionId"], id("sub-9"));
+    assert_eq!(r.tenant.matches("product: SPB").count(), 1, "bought once");
+}
+
+#[test]
+fn paused_resources_are_observed_only() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
+    let m = sub("spb", "sub-1", "SPB", 2, "").replace(
+        "metadata: {name: spb}",
+        "metadata: {name: spb, annotations: {seatkeeper.dev/paused: \"true\"}}",
+    );
+    let r = t.apply(&m);
+    assert!(r.tenant.contains("seats: 1"));
+    assert!(!r.ready("spb"));
+}
+
+#[test]
+fn a_second_apply_does_nothing() {
+    let t = Tenant::new(&tenant(&users(2, ""), &s("sub-1", "SPB", 1, "")));
+    let m = sub("spb", "sub-1", "SPB", 2, "")
+        + &lasg(
+            "a",
+            &["u0@contoso.com", "u1@contoso.com"],
+            "[{product: SPB}]",
+            "",
+        );
+    assert_eq!(t.apply(&m).code, 0);
+    let before = std::fs::read_to_string(t.dir.path().join("tenant.yaml"))
+        .unwrap()
+        .split("\nresources:")
+        .next()
+        .unwrap()
+        .to_string();
+    let r = t.run("plan", &m, NOW);
+    assert!(r.actions().is_empty(), "{:?}", r.actions());
+    assert_eq!(t.apply(&m).tenant, before);
+}
+
+#[test]
+fn bad_input_exits_1_naming_file_document_and_field_and_changes_nothing() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
+    let before = std::fs::read_to_string(t.dir.path().join("tenant.yaml"))
+        .unwrap()
+        .split("\nresources:")
+        .next()
+        .unwrap()
+        .to_string();
+    for (manifest, expect) in [
+        (sub("spb", "sub-1", "NOPE", 2, ""), "spec.product: unknown product NOPE"),
+        (sub("spb", "sub-1", "SPB", -2, ""), "spec.seats"),
+        ("---\napiVersion: seatkeeper.dev/v1alpha1\nkind: Subscription\nmetadata: {name: x}\nspec: [oops\n".to_string(), "not valid YAML"),
+        (sub("spb", "sub-1", "SPB", 2, "").replace("contoso.com", "nowhere.com"), "spec.organization"),
+        (sub("spb", "sub-1", "SPB", 2, "") + &sub("spb", "sub-1", "SPB", 3, ""), "declared twice"),
+    ] {
+        let r = t.apply(&manifest);
+        assert_eq!(r.code, 1, "{manifest}");
+        assert!(r.stderr.contains("m.yaml") && r.stderr.contains(expect), "{}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "one line: {}", r.stderr);
+        assert_eq!(r.tenant, before, "tenant file untouched");
+    }
+}
+
+#[test]
+fn a_bad_tenant_file_is_named_with_its_field() {
+    if MICROSOFT {
+        // The tenant file is the emulator's input there, not the command line's.
+        return;
+    }
+    let t = Tenant::new("organizations:\n- domain: contoso.com\n  color: blue\n");
+    let r = t.apply(&sub("spb", "sub-1", "SPB", 2, ""));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("tenant.yaml") && r.stderr.contains("color"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_json_is_a_kubectl_list() {
+    let out = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+        .args(["apply"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
+    let r = t.run("plan", &sub("spb", "sub-1", "SPB", 2, ""), NOW);
+    assert_eq!(r.out["apiVersion"], "v1");
+    assert_eq!(r.out["kind"], "List");
+    let a = &r.out["actions"][0];
+    assert_eq!(
+        (
+            a["action"].as_str(),
+            a["kind"].as_str(),
+            a["namespace"].as_str(),
+            a["name"].as_str()
+        ),
+        (
+            Some("setSeats"),
+            Some("Subscription"),
+            Some("default"),
+            Some("spb")
+        )
+    );
+    assert_eq!(r.item("spb")["status"]["seats"]["desired"], 2);
+    assert!(r.tenant.contains("seats: 1"), "plan changes nothing");
+}
+
+#[test]
+fn r07_cannot_cancel_a_subscription_whose_licences_are_in_use() {
+    let t = Tenant::new(&tenant(
+        &users(2, ", licenses: [{product: SPB}]"),
+        &s("sub-1", "SPB", 5, ""),
+    ));
+    let m = sub("spb", "sub-1", "SPB", 5, ", deletionPolicy: Cancel");
+    let before = t.apply(&m).tenant;
+    let r = t.run("delete", &m, NOW);
+    assert_eq!(r.blocked("spb"), "SeatsInUse");
+    assert_eq!(r.code, 3);
+    assert_eq!(r.tenant, before, "nothing cancelled");
+}
+
+#[test]
+fn extreme_dates_are_handled_not_a_crash() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &s("sub-1", "SPB", 1, "")
+            .replace("2026-11-01T00:00:00Z", "9999-12-01T00:00:00Z")
+            .replace("2026-11-08T00:00:00Z", "9999-12-08T00:00:00Z"),
+    ));
+    let m = sub("spb", "sub-1", "SPB", 2, "")
+        + "---\napiVersion: seatkeeper.dev/v1alpha1\nkind: Subscription\nmetadata: {name: new}\nspec: {organization: contoso.com, product: SPE_E3, seats: 1}\n";
+    let r = t.run("apply", &m, "9999-12-20T00:00:00Z");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.tenant.contains("seats: 2"));
+}
+
+#[test]
+fn a_recorded_status_that_cannot_be_read_is_an_error_not_forgotten() {
+    // u0's licence is owned by LicenseAssignment a; a damaged record must not silently drop
+    // that ownership (or anything else it holds).
+    let t = Tenant::new(&format!(
+        "{}resources:\n- kind: LicenseAssignment\n  namespace: default\n  name: a\n  uid: '1'\n  createdAt: '2026-11-20T00:00:00Z'\n  manifest: {{apiVersion: seatkeeper.dev/v1alpha1, kind: LicenseAssignment, metadata: {{name: a, namespace: default}}, spec: {{organization: contoso.com, users: [u0@contoso.com], licenses: [{{product: SPB}}]}}}}\n  status: {{owned: oops}}\n",
+        tenant(
+            &users(1, ", licenses: [{product: SPB}]"),
+            &s("sub-1", "SPB", 1, "")
+        )
+    ));
+    let before = std::fs::read_to_string(t.dir.path().join("tenant.yaml")).unwrap();
+    let r = t.apply(&lasg("a", &["u0@contoso.com"], "[{product: SPB}]", ""));
+    assert_eq!(r.code, 1);
+    assert!(
+        // The --state file, which keeps the records (beside a real tenant, a file of its own).
+        r.stderr
+            .contains(".yaml: recorded LicenseAssignment default/a")
+            && r.stderr.contains("status.owned"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.dir.path().join("tenant.yaml")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn r04_an_invalid_product_key_is_predicted_by_plan_not_refused_by_apply() {
+    if MICROSOFT {
+        // Product keys are an admin-center matter there (see r04 above).
+        return;
+    }
+    let t = Tenant::new(
+        &tenant(&users(1, ""), &s("sub-1", "SPB", 5, ", channel: Prepaid"))
+            .replace("paymentMethodOnFile: true", "paymentMethodOnFile: false"),
+    );
+    let key =
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: keys}\nstringData: {key: TOO-SHORT}\n";
+    let m = sub(
+        "spb",
+        "sub-1",
+        "SPB",
+        6,
+        ", productKey: {secretRef: {name: keys, key: key}}",
+    ) + key;
+    let plan = t.run("plan", &m, NOW);
+    assert!(plan.actions().is_empty(), "{:?}", plan.actions());
+    assert_eq!(plan.blocked("spb"), "Prepaid");
+    let msg = plan.item("spb")["status"]["conditions"].to_string();
+    assert!(msg.contains("25-character"), "{msg}");
+    assert!(!msg.contains("TOO-SHORT"), "the key itself is never shown");
+}
