@@ -438,3 +438,245 @@ async fn wrong_credentials_are_one_clear_error_without_the_secret() {
     );
     assert!(!err.contains("wrong-secret-value") && !err.contains("s3cret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_read_past_graphs_999_per_page() {
+    let users: Vec<String> = (0..1205).map(|i| format!("u{i}@contoso.com")).collect();
+    let list: Vec<(&str, &str)> = users.iter().map(|u| (u.as_str(), LOC)).collect();
+    let t = tenant(&list, "  - {id: sub-1, product: SPB, seats: 2}\n");
+    let served = emulate(&t, Faults::default()).await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let snap = backend.snapshot("contoso.com").await.unwrap();
+    let org = snap.organization.unwrap();
+    assert_eq!(
+        org.users.len(),
+        1205,
+        "two pages of 999 followed by nextLink"
+    );
+    assert!(org.user("u1204@contoso.com").is_some());
+    let _ = served.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_dies_mid_run_is_renewed() {
+    let users: Vec<String> = (0..60).map(|i| format!("u{i}@contoso.com")).collect();
+    let list: Vec<(&str, &str)> = users.iter().map(|u| (u.as_str(), LOC)).collect();
+    let t = tenant(&list, "  - {id: sub-1, product: SPB, seats: 60}\n");
+    // Each token works for 150 ms, although it says an hour; the licence calls are slower.
+    let served = emulate(
+        &t,
+        Faults {
+            tokens_die_after: Some(Duration::from_millis(150)),
+            latency: Duration::from_millis(40),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    fn scenario(_: &dyn Fn(&str) -> String) -> Desired {
+        let users: Vec<String> = (0..60).map(|i| format!("u{i}@contoso.com")).collect();
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        Desired {
+            assignments: vec![assignment("all", &users, "SPB", "Add")],
+            ..Default::default()
+        }
+    }
+    let mut desired = scenario(&|id| id.to_string());
+    let clock = FixedClock::new(now());
+    let report = converge(
+        &backend,
+        &mut NoLedger,
+        &mut desired,
+        &clock,
+        &Options::default(),
+        DEFAULT_MAX_PASSES,
+    )
+    .await
+    .unwrap();
+    assert!(report.converged);
+    assert_eq!(desired.assignments[0].status.assigned, 60);
+    let _ = served.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_purchase_reply_never_buys_a_second_subscription() {
+    let t = tenant(
+        &[("a@contoso.com", LOC)],
+        "  - {id: sub-1, product: SPB, seats: 1}\n",
+    );
+    let served = emulate(
+        &t,
+        Faults {
+            drop_rate: 1.0,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let mut desired = Desired {
+        subscriptions: vec![Declared {
+            meta: meta("new"),
+            spec: serde_json::from_value(
+                json!({"organization": "contoso.com", "product": "SPE_E3", "seats": 3}),
+            )
+            .unwrap(),
+            status: Default::default(),
+        }],
+        ..Default::default()
+    };
+    let clock = FixedClock::new(now());
+    // Every reply is lost (the order is placed, the answer never arrives): the run fails.
+    let first = converge(
+        &backend,
+        &mut NoLedger,
+        &mut desired,
+        &clock,
+        &Options::default(),
+        DEFAULT_MAX_PASSES,
+    )
+    .await;
+    assert!(first.is_err(), "{first:?}");
+    // The service answers again; the same purchase key finds the same order.
+    served.emulator.set_faults(Faults::default());
+    let report = converge(
+        &backend,
+        &mut NoLedger,
+        &mut desired,
+        &clock,
+        &Options::default(),
+        DEFAULT_MAX_PASSES,
+    )
+    .await
+    .unwrap();
+    assert!(report.converged);
+    let bought: Vec<_> = served.emulator.tenant().organizations[0]
+        .subscriptions
+        .iter()
+        .filter(|s| s.product == "SPE_E3")
+        .cloned()
+        .collect();
+    assert_eq!(bought.len(), 1, "bought once: {bought:?}");
+    assert_eq!(
+        desired.subscriptions[0].status.subscription_id.as_deref(),
+        Some(ids::subscription_id(&bought[0].id).as_str())
+    );
+    let _ = served.stop.send(true);
+}
+
+/// Throttling, latency, server errors and lost replies all at once, on a larger tenant:
+/// repeated reconciles converge, nothing is bought twice, and no licence is removed that the
+/// declared state does not ask to remove.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_together_converge_without_buying_twice_or_removing_unasked() {
+    const USERS: usize = 400;
+    let users: Vec<String> = (0..USERS).map(|i| format!("u{i}@contoso.com")).collect();
+    // The last 50 hold Exchange already, given outside seatkeeper: never to be removed.
+    let list: Vec<(String, &str)> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let extra = if i >= USERS - 50 {
+                ", usageLocation: NL, licenses: [{product: EXCHANGESTANDARD}]"
+            } else {
+                LOC
+            };
+            (u.clone(), extra)
+        })
+        .collect();
+    let list: Vec<(&str, &str)> = list.iter().map(|(u, e)| (u.as_str(), *e)).collect();
+    let t = tenant(
+        &list,
+        "  - {id: sub-1, product: SPB, seats: 100}\n  - {id: sub-exo, product: EXCHANGESTANDARD, seats: 50}\n",
+    );
+    let faults = Faults {
+        latency: Duration::from_millis(2),
+        error_rate: 0.05,
+        drop_rate: 0.05,
+        write_budget: Some(40),
+        window: Duration::from_millis(400),
+        seed: 7,
+        ..Faults::default()
+    };
+    let served = emulate(&t, faults).await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let mut desired = Desired {
+        subscriptions: vec![subscription(
+            "spb",
+            &ids::subscription_id("sub-1"),
+            "SPB",
+            USERS as i32,
+        )],
+        assignments: vec![assignment(
+            "everyone",
+            &users.iter().map(String::as_str).collect::<Vec<_>>(),
+            "SPB",
+            "Add",
+        )],
+        ..Default::default()
+    };
+    desired.assignments[0].meta.flags.allow_bulk_removal = true;
+    let options = Options {
+        max_seat_increase: 1000,
+        ..Options::default()
+    };
+    let clock = FixedClock::new(now());
+    let mut reconciles = 0;
+    let converged = loop {
+        reconciles += 1;
+        match converge(
+            &backend,
+            &mut NoLedger,
+            &mut desired,
+            &clock,
+            &options,
+            DEFAULT_MAX_PASSES,
+        )
+        .await
+        {
+            Ok(r) if r.converged => break true,
+            _ if reconciles >= 30 => break false,
+            _ => {}
+        }
+    };
+    let tenant = served.emulator.tenant();
+    let org = &tenant.organizations[0];
+    let spb_subscriptions = org
+        .subscriptions
+        .iter()
+        .filter(|s| s.product == "SPB")
+        .count();
+    let licensed = org
+        .users
+        .iter()
+        .filter(|u| u.licence("SPB").is_some())
+        .count();
+    let kept_exchange = org
+        .users
+        .iter()
+        .filter(|u| u.licence("EXCHANGESTANDARD").is_some())
+        .count();
+    let (requests, errors, dropped, throttled) = served.emulator.fault_counts();
+    println!(
+        "fault run: {reconciles} reconciles, {requests} requests, {errors} answered 5xx, {dropped} replies lost, {throttled} items throttled; {licensed} licensed, {spb_subscriptions} SPB subscription(s), {kept_exchange} Exchange licences kept"
+    );
+    assert!(converged, "did not converge in {reconciles} reconciles");
+    assert!(
+        errors > 0 && dropped > 0 && throttled > 0,
+        "every fault happened"
+    );
+    assert_eq!(spb_subscriptions, 1, "nothing bought twice");
+    assert_eq!(
+        org.subscriptions
+            .iter()
+            .find(|s| s.product == "SPB")
+            .unwrap()
+            .seats,
+        USERS as u32
+    );
+    assert_eq!(licensed, USERS);
+    assert_eq!(
+        kept_exchange, 50,
+        "no licence removed that was not asked for"
+    );
+    let _ = served.stop.send(true);
+}

@@ -47,6 +47,10 @@ pub struct EmulateArgs {
     /// Seed of the fault dice (the same seed, the same faults).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Fault: tokens stop working this long after they were issued, whatever their
+    /// expires_in said (a revoked token, a token expiring mid-run), e.g. 2s.
+    #[arg(long, value_parser = super::parse_duration)]
+    tokens_die_after: Option<Duration>,
     /// Fix the tenant's clock (RFC 3339), for reproducible runs.
     #[arg(long)]
     now: Option<String>,
@@ -83,6 +87,7 @@ pub fn run(args: &EmulateArgs) -> i32 {
             write_budget: args.write_budget,
             window: args.budget_window,
             seed: args.seed,
+            tokens_die_after: args.tokens_die_after,
         },
     };
     let emulator = Arc::new(Emulator::new(backend, options));

@@ -26,6 +26,9 @@ pub struct Faults {
     /// The budget's window (Graph: 150 s; shorter to compress time in tests).
     pub window: Duration,
     pub seed: u64,
+    /// Tokens stop working this long after they were issued, whatever `expires_in` said
+    /// (a token revoked or expiring mid-run).
+    pub tokens_die_after: Option<Duration>,
 }
 
 impl Default for Faults {
@@ -37,13 +40,14 @@ impl Default for Faults {
             write_budget: None,
             window: Duration::from_secs(150),
             seed: 1,
+            tokens_die_after: None,
         }
     }
 }
 
 /// What the faults did, and what they need to remember.
 pub struct State {
-    faults: Faults,
+    faults: Mutex<Faults>,
     rng: Mutex<u64>,
     writes: Mutex<VecDeque<Instant>>,
     pub requests: AtomicU64,
@@ -55,7 +59,7 @@ pub struct State {
 impl State {
     pub fn new(faults: &Faults) -> State {
         State {
-            faults: faults.clone(),
+            faults: Mutex::new(faults.clone()),
             rng: Mutex::new(faults.seed.max(1)),
             writes: Mutex::new(VecDeque::new()),
             requests: AtomicU64::new(0),
@@ -74,13 +78,24 @@ impl State {
         (*x >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// The faults in force.
+    pub fn current(&self) -> Faults {
+        self.faults.lock().expect("faults lock").clone()
+    }
+
+    /// Switches faults on or off while serving.
+    pub fn set(&self, faults: Faults) {
+        *self.faults.lock().expect("faults lock") = faults;
+    }
+
     /// One write against the budget: Err(seconds to wait) when it is spent.
     pub fn take_write(&self) -> Result<(), u64> {
-        let Some(budget) = self.faults.write_budget else {
+        let faults = self.current();
+        let Some(budget) = faults.write_budget else {
             return Ok(());
         };
         let now = Instant::now();
-        let window = self.faults.window;
+        let window = faults.window;
         let mut writes = self.writes.lock().expect("writes lock");
         while writes
             .front()
@@ -102,14 +117,15 @@ impl State {
 /// Runs around every request but the token endpoint's.
 pub async fn layer(AxState(em): AxState<Arc<Emulator>>, req: Request, next: Next) -> Response {
     let f = &em.faults;
-    if !f.faults.latency.is_zero() {
-        tokio::time::sleep(f.faults.latency).await;
+    let faults = f.current();
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
     }
     if req.uri().path().ends_with("/oauth2/v2.0/token") {
         return next.run(req).await;
     }
     f.requests.fetch_add(1, Ordering::Relaxed);
-    if f.faults.error_rate > 0.0 && f.roll() < f.faults.error_rate {
+    if faults.error_rate > 0.0 && f.roll() < faults.error_rate {
         f.errors.fetch_add(1, Ordering::Relaxed);
         let mut r = super::graph_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -124,8 +140,8 @@ pub async fn layer(AxState(em): AxState<Arc<Emulator>>, req: Request, next: Next
     let response = next.run(req).await;
     if write
         && response.status().is_success()
-        && f.faults.drop_rate > 0.0
-        && f.roll() < f.faults.drop_rate
+        && faults.drop_rate > 0.0
+        && f.roll() < faults.drop_rate
     {
         // The change was made; the reply never arrives.
         f.dropped.fetch_add(1, Ordering::Relaxed);

@@ -93,6 +93,23 @@ impl Emulator {
         self.backend.tenant()
     }
 
+    /// Switches faults on or off while serving.
+    pub fn set_faults(&self, faults: Faults) {
+        self.faults.set(faults);
+    }
+
+    /// (requests, 5xx answered, replies dropped, items throttled) so far.
+    pub fn fault_counts(&self) -> (u64, u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let f = &self.faults;
+        (
+            f.requests.load(Relaxed),
+            f.errors.load(Relaxed),
+            f.dropped.load(Relaxed),
+            f.throttled.load(Relaxed),
+        )
+    }
+
     /// Items answered 429 because the write budget was spent.
     pub fn throttled(&self) -> u64 {
         self.faults

@@ -71,16 +71,18 @@ pub async fn issue(
         );
     }
     let lifetime = em.options.token_lifetime.max(1);
+    let dies = em
+        .faults
+        .current()
+        .tokens_die_after
+        .unwrap_or(std::time::Duration::from_secs(lifetime));
     let token = crate::backend::microsoft::ids::guid(
         "token",
         &format!("{tenant}{:?}", std::time::Instant::now()),
     );
     em.tokens.lock().expect("token lock").insert(
         token.clone(),
-        (
-            tenant.to_lowercase(),
-            std::time::Instant::now() + std::time::Duration::from_secs(lifetime),
-        ),
+        (tenant.to_lowercase(), std::time::Instant::now() + dies),
     );
     axum::Json(
         json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
