@@ -63,6 +63,8 @@ pub struct Executed {
 #[derive(Clone, Debug)]
 pub struct Report {
     pub executed: Vec<Executed>,
+    /// The licensing service as the last pass read it.
+    pub observed: Observed,
     /// The last plan: statuses as reached, and no actions when converged.
     pub plan: Plan,
     pub passes: usize,
@@ -116,7 +118,7 @@ pub async fn converge<B: Backend, L: Ledger>(
         store_statuses(desired, &plan);
         if plan.actions.is_empty() || pass == passes {
             ledger.save(desired, SavePoint::Final).await?;
-            return Ok(run.report(plan, pass));
+            return Ok(run.report(plan, pass, observed));
         }
         // Purchase keys and statuses are on record before any purchase is attempted.
         ledger.save(desired, SavePoint::BeforeChanges).await?;
@@ -162,9 +164,10 @@ struct Pass<'p, B> {
 type Batch = (String, Vec<(usize, UserChange)>);
 
 impl Run {
-    fn report(self, plan: Plan, passes: usize) -> Report {
+    fn report(self, plan: Plan, passes: usize, observed: Observed) -> Report {
         Report {
             executed: self.executed,
+            observed,
             converged: plan.actions.is_empty(),
             plan,
             passes,

@@ -965,3 +965,113 @@ async fn e2e_status_fields_that_no_longer_apply_are_removed() {
     );
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_an_organization_with_the_microsoft_backend_runs_against_the_emulator() {
+    let w = world("").await;
+    // The emulated tenant is a copy: the controller's own tenant file must stay untouched.
+    let emulated = w.state.with_file_name("emulated.yaml");
+    std::fs::copy(&w.state, &emulated).unwrap();
+    let clock: std::sync::Arc<dyn seatkeeper::clock::Clock> =
+        std::sync::Arc::new(seatkeeper::clock::SystemClock);
+    let emulator = std::sync::Arc::new(seatkeeper::emulator::Emulator::new(
+        seatkeeper::backend::embedded::Embedded::open(&emulated, clock).unwrap(),
+        seatkeeper::emulator::Options {
+            client_id: Some("app".into()),
+            client_secret: Some("s3cret".into()),
+            token_lifetime: 3600,
+            faults: Default::default(),
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let root = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_emulator, rx) = watch::channel(false);
+    let e = emulator.clone();
+    tokio::spawn(async move {
+        seatkeeper::emulator::serve(listener, e, rx).await.unwrap();
+    });
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api("seatkeeper");
+    let secret = serde_json::from_value(
+        json!({"metadata": {"name": "app"}, "stringData": {"secret": "s3cret"}}),
+    )
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let orgs: Api<seatkeeper::api::Organization> = Api::all(w.server.client());
+    let org = serde_json::from_value(json!({
+        "apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Organization",
+        "metadata": {"name": "contoso"},
+        "spec": {"domain": ORG, "backend": {"microsoft": {
+            "tenantId": ORG,
+            "endpoints": {"login": root, "graph": root, "partnerCenter": root},
+            "partnerCenter": {"enabled": true},
+            "credentials": {"clientId": "app",
+                "clientSecretRef": {"namespace": "seatkeeper", "name": "app", "key": "secret"}}}}}
+    }))
+    .unwrap();
+    orgs.create(&PostParams::default(), &org).await.unwrap();
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(600));
+    w.create(NS, lasg("e3", 0..3, "ENTERPRISEPACK", json!({})))
+        .await;
+    let held = |tenant: &seatkeeper::backend::embedded::TenantFile| {
+        tenant.organizations[0]
+            .users
+            .iter()
+            .filter(|u| u.licence("ENTERPRISEPACK").is_some())
+            .count()
+    };
+    eventually("assigned in the emulated tenant", || {
+        held(&emulator.tenant()) == 3
+    })
+    .await;
+    assert_eq!(
+        w.holders("ENTERPRISEPACK"),
+        0,
+        "the embedded tenant is not used"
+    );
+    eventually("the Organization reports the tenant", || {
+        w.server
+            .get("seatkeeper.dev/v1alpha1/organizations", "", "contoso")
+            .is_some_and(|o| {
+                let s = &o["status"];
+                s["backend"] == "microsoft"
+                    && s["users"] == USERS as i64 + 1
+                    && s["products"].as_array().is_some_and(|p| {
+                        p.iter()
+                            .any(|p| p["product"] == "ENTERPRISEPACK" && p["assigned"] == 3)
+                    })
+                    && condition(&o, "Ready").0 == "True"
+            })
+    })
+    .await;
+    // Rotating the Secret to a wrong value acts at once: a condition, not a crash loop.
+    secrets
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"secret": "wrong"}})),
+        )
+        .await
+        .unwrap();
+    eventually("credentials refused", || {
+        w.server
+            .get("seatkeeper.dev/v1alpha1/organizations", "", "contoso")
+            .is_some_and(|o| {
+                condition(&o, "Blocked") == ("True".into(), "CredentialsInvalid".into())
+            })
+    })
+    .await;
+    let message = w
+        .server
+        .get("seatkeeper.dev/v1alpha1/organizations", "", "contoso")
+        .unwrap()["status"]
+        .to_string();
+    assert!(
+        !message.contains("wrong") && !message.contains("s3cret"),
+        "no secret in status: {message}"
+    );
+    r.stop().await;
+    let _ = stop_emulator.send(true);
+}

@@ -32,6 +32,9 @@ pub enum BackendError {
     /// The service or its storage failed; the call may be retried.
     #[error("{0}")]
     Unavailable(String),
+    /// The service refused seatkeeper's credentials: nothing works until they are fixed.
+    #[error("{0}")]
+    CredentialsInvalid(String),
 }
 
 impl From<Refusal> for BackendError {

@@ -6,14 +6,14 @@ use super::{Backend, Cancellation, PurchaseRequest, Result, SeatChange, Snapshot
 use crate::domain::{Refusal, Subscription, TraditionalAddOn, UserChange};
 use std::collections::BTreeMap;
 
-pub struct Routed<D> {
+pub struct Routed<D, M = Microsoft> {
     pub default: D,
     /// lowercase domain → its tenant.
-    pub microsoft: BTreeMap<String, Microsoft>,
+    pub microsoft: BTreeMap<String, M>,
 }
 
-impl<D> Routed<D> {
-    pub fn new(default: D) -> Routed<D> {
+impl<D, M> Routed<D, M> {
+    pub fn new(default: D) -> Routed<D, M> {
         Routed {
             default,
             microsoft: BTreeMap::new(),
@@ -31,7 +31,7 @@ macro_rules! route {
     };
 }
 
-impl<D: Backend> Backend for Routed<D> {
+impl<D: Backend, M: Backend> Backend for Routed<D, M> {
     async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
         route!(self, organization, snapshot())
     }

@@ -8,10 +8,12 @@ use super::finalizers;
 use super::kinds::{Key, Managed, declared, fingerprint_of, key_of, of_org};
 use super::metrics::{self, Metrics};
 use super::status::{KubeLedger, normalized};
+use super::tenants::{self, Tenant, Tenants};
 use super::watches::{self, Namespaces};
 use super::{ReconcileError, RunConfig, events};
-use crate::api::{AddOn, LicenseAssignment, SeatCounts, Subscription};
+use crate::api::{AddOn, LicenseAssignment, Organization, SeatCounts, Subscription};
 use crate::backend::Backend;
+use crate::backend::BackendError;
 use crate::backend::hooked::Hooked;
 use crate::clock::Clock;
 use crate::executor::{self, DEFAULT_MAX_PASSES, Report};
@@ -44,6 +46,9 @@ pub struct Ctx<B> {
     pub assignments: Store<LicenseAssignment>,
     pub add_ons: Store<AddOn>,
     pub namespaces: Namespaces,
+    pub organizations: Store<Organization>,
+    /// The Microsoft tenants, built from Organizations.
+    pub tenants: Tenants,
     pub orgs: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<OrgState>>>>,
     /// Organizations to re-plan even though none of their objects changed (a Secret or a
     /// Namespace label did).
@@ -108,7 +113,19 @@ impl<B: Backend> Ctx<B> {
         }
         let started = std::time::Instant::now();
         self.metrics.reconciles.inc();
-        let result = self.converge_org(org, &mut state).await;
+        let result = match self.converge_org(org, &mut state).await {
+            // Credentials that do not work are a condition on the Organization, looked at
+            // again at the next resync or when the Organization or its Secret changes; not a
+            // crash loop.
+            Err(ReconcileError::Backend(e @ BackendError::CredentialsInvalid(_))) => {
+                self.metrics.fail("credentials");
+                self.report_organization(org, None, Some(&e)).await?;
+                let next = self.cfg.resync;
+                state.due = Some(std::time::Instant::now() + next);
+                Ok(next)
+            }
+            other => other,
+        };
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
@@ -155,7 +172,14 @@ impl<B: Backend> Ctx<B> {
         finalizers::add(&self.client, &las, now, &mut rvs).await?;
         finalizers::add(&self.client, &add_ons, now, &mut rvs).await?;
 
-        let report = self.converge(&mut desired, &mut rvs).await?;
+        let organization = tenants::organization_of(&self.organizations, org);
+        let tenant = self
+            .tenants
+            .backend(&self.client, &self.metrics, organization.as_deref())
+            .await?;
+        let report = self.converge(&mut desired, &mut rvs, tenant).await?;
+        self.report_organization(org, Some(&report.observed), None)
+            .await?;
         for r in &report.plan.deleted {
             finalizers::remove(&self.client, r).await?;
         }
@@ -200,16 +224,44 @@ impl<B: Backend> Ctx<B> {
         Ok(out)
     }
 
-    /// Namespace bindings, from the namespace index.
+    /// Namespace bindings: a namespace's label, else the Organization whose
+    /// `namespaceSelector` selects it.
     fn read_bindings(&self, desired: &mut Desired) {
         let namespaces: HashSet<String> = crate::intents::statuses(desired)
             .iter()
             .map(|(_, m, _)| m.namespace.clone())
             .collect();
-        for ns in namespaces {
-            let label = watches::binding(&self.namespaces, &ns);
-            desired.namespaces.insert(ns, label);
+        let labels: BTreeMap<String, BTreeMap<String, String>> = namespaces
+            .into_iter()
+            .map(|ns| {
+                let l = watches::labels(&self.namespaces, &ns);
+                (ns, l)
+            })
+            .collect();
+        let organizations: Vec<Organization> = self
+            .organizations
+            .state()
+            .iter()
+            .map(|o| (**o).clone())
+            .collect();
+        desired.namespaces = crate::organizations::bindings(&labels, &organizations);
+    }
+
+    /// The Organization's status, when one declares `org`.
+    async fn report_organization(
+        &self,
+        org: &str,
+        observed: Option<&crate::planner::Observed>,
+        failure: Option<&BackendError>,
+    ) -> Result<(), ReconcileError> {
+        let Some(o) = tenants::organization_of(&self.organizations, org) else {
+            return Ok(());
+        };
+        let status = tenants::status_of(&o, observed, failure, self.clock.now());
+        if tenants::write_status(&self.client, &o, &status, self.cfg.resync).await? {
+            self.metrics.status_writes.inc();
         }
+        Ok(())
     }
 
     /// The product keys Subscriptions name, read with a GET when needed (never cached).
@@ -245,6 +297,25 @@ impl<B: Backend> Ctx<B> {
         &self,
         desired: &mut Desired,
         rvs: &mut HashMap<Key, String>,
+        tenant: Option<Arc<Tenant>>,
+    ) -> Result<Report, ReconcileError> {
+        let mut options = self.cfg.options.clone();
+        options.per_organization = tenants::limits(&self.organizations);
+        match tenant {
+            Some(t) => self.run_executor(&*t, desired, rvs, &options).await,
+            None => {
+                self.run_executor(&self.backend, desired, rvs, &options)
+                    .await
+            }
+        }
+    }
+
+    async fn run_executor<X: Backend>(
+        &self,
+        backend: &X,
+        desired: &mut Desired,
+        rvs: &mut HashMap<Key, String>,
+        options: &crate::planner::Options,
     ) -> Result<Report, ReconcileError> {
         let statuses = crate::intents::statuses(desired);
         let mut ledger = KubeLedger {
@@ -260,11 +331,11 @@ impl<B: Backend> Ctx<B> {
             rvs,
         };
         let report = executor::converge(
-            &self.backend,
+            backend,
             &mut ledger,
             desired,
             self.clock.as_ref(),
-            &self.cfg.options,
+            options,
             DEFAULT_MAX_PASSES,
         )
         .await?;

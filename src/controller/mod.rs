@@ -18,11 +18,12 @@ pub mod kinds;
 pub mod leader;
 pub mod metrics;
 pub mod status;
+pub mod tenants;
 pub mod watches;
 
 pub use status::FIELD_MANAGER;
 
-use crate::api::{AddOn, LicenseAssignment, Subscription};
+use crate::api::{AddOn, LicenseAssignment, Organization, Subscription};
 use crate::backend::embedded::Embedded;
 use crate::backend::hooked::Hooked;
 use crate::backend::{Backend, BackendError};
@@ -77,6 +78,7 @@ impl ReconcileError {
     fn category(&self) -> &'static str {
         match self {
             ReconcileError::Backend(BackendError::Throttled { .. }) => "throttled",
+            ReconcileError::Backend(BackendError::CredentialsInvalid(_)) => "credentials",
             ReconcileError::Backend(_) => "backend",
             ReconcileError::Kube(_) => "kubernetes",
         }
@@ -123,10 +125,18 @@ pub async fn run_with<B: Backend + 'static>(
         .reconcile_on(receivers.subscriptions);
     let las = Controller::new(Api::<LicenseAssignment>::all(client.clone()), wc.clone())
         .reconcile_on(receivers.assignments);
-    let add_ons =
-        Controller::new(Api::<AddOn>::all(client.clone()), wc).reconcile_on(receivers.add_ons);
+    let add_ons = Controller::new(Api::<AddOn>::all(client.clone()), wc.clone())
+        .reconcile_on(receivers.add_ons);
+    let orgs = Controller::new(Api::<Organization>::all(client.clone()), wc)
+        .reconcile_on(receivers.organizations);
     let (namespaces, namespace_changes) = watches::namespaces(client.clone());
-    let stores = (subs.store(), las.store(), add_ons.store(), namespaces);
+    let stores = (
+        subs.store(),
+        las.store(),
+        add_ons.store(),
+        namespaces,
+        orgs.store(),
+    );
     let ctx = context(client, cfg, backend, clock, stores, leading, metrics);
     let related = {
         let mut stop = stop.clone();
@@ -141,6 +151,14 @@ pub async fn run_with<B: Backend + 'static>(
     let subs = control(subs, &ctx, stop.clone());
     let las = control(las, &ctx, stop.clone());
     let add_ons = control(add_ons, &ctx, stop.clone());
+    let orgs = {
+        let mut stop = stop.clone();
+        orgs.graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .run(reconcile_organization::<B>, organization_error, ctx.clone())
+        .for_each(|_| async {})
+    };
     let readiness = {
         let ctx = ctx.clone();
         async move {
@@ -148,11 +166,12 @@ pub async fn run_with<B: Backend + 'static>(
             let _ = ctx.assignments.wait_until_ready().await;
             let _ = ctx.add_ons.wait_until_ready().await;
             let _ = ctx.namespaces.wait_until_ready().await;
+            let _ = ctx.organizations.wait_until_ready().await;
             ready.store(true, Ordering::SeqCst);
             tracing::info!("caches synced; ready");
         }
     };
-    tokio::join!(subs, las, add_ons, related, readiness, http);
+    tokio::join!(subs, las, add_ons, orgs, related, readiness, http);
     if let Some(e) = election {
         let _ = e.await;
     }
@@ -165,7 +184,7 @@ fn context<B: Backend>(
     cfg: RunConfig,
     backend: B,
     clock: Arc<dyn Clock>,
-    (subscriptions, assignments, add_ons, namespaces): Stores,
+    (subscriptions, assignments, add_ons, namespaces, organizations): Stores,
     leading: watch::Receiver<bool>,
     metrics: Metrics,
 ) -> Arc<Ctx<B>> {
@@ -189,6 +208,8 @@ fn context<B: Backend>(
         assignments,
         add_ons,
         namespaces,
+        organizations,
+        tenants: Default::default(),
         orgs: Default::default(),
         forced: Default::default(),
         leading,
@@ -204,7 +225,29 @@ type Stores = (
     Store<LicenseAssignment>,
     Store<AddOn>,
     watches::Namespaces,
+    Store<Organization>,
 );
+
+/// An Organization changed (or its Secret did): its organization is planned again, with its
+/// backend rebuilt from the new credentials.
+async fn reconcile_organization<B: Backend + 'static>(
+    obj: Arc<Organization>,
+    ctx: Arc<Ctx<B>>,
+) -> Result<Action, ReconcileError> {
+    let _ = ctx.namespaces.wait_until_ready().await;
+    ctx.force(&obj.spec.domain);
+    let next = ctx.reconcile_org(&obj.spec.domain).await?;
+    Ok(Action::requeue(next))
+}
+
+fn organization_error<B: Backend>(
+    obj: Arc<Organization>,
+    err: &ReconcileError,
+    _: Arc<Ctx<B>>,
+) -> Action {
+    tracing::warn!(error = %err, organization = %obj.spec.domain, "reconcile failed");
+    Action::requeue(Duration::from_secs(30))
+}
 
 /// One kind's controller, running until `stop` turns true.
 fn control<K: Managed, B: Backend + 'static>(

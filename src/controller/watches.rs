@@ -5,7 +5,7 @@
 
 use super::context::Ctx;
 use super::kinds::Managed;
-use crate::api::{AddOn, LicenseAssignment, Subscription};
+use crate::api::{AddOn, LicenseAssignment, Organization, Subscription};
 use crate::backend::Backend;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures::{Stream, StreamExt};
@@ -24,6 +24,7 @@ pub struct Triggers {
     subscriptions: UnboundedSender<ObjectRef<Subscription>>,
     assignments: UnboundedSender<ObjectRef<LicenseAssignment>>,
     add_ons: UnboundedSender<ObjectRef<AddOn>>,
+    organizations: UnboundedSender<ObjectRef<Organization>>,
 }
 
 /// What each controller listens to.
@@ -31,22 +32,26 @@ pub struct Receivers {
     pub subscriptions: UnboundedReceiver<ObjectRef<Subscription>>,
     pub assignments: UnboundedReceiver<ObjectRef<LicenseAssignment>>,
     pub add_ons: UnboundedReceiver<ObjectRef<AddOn>>,
+    pub organizations: UnboundedReceiver<ObjectRef<Organization>>,
 }
 
 pub fn triggers() -> (Triggers, Receivers) {
     let (s_tx, s_rx) = unbounded();
     let (l_tx, l_rx) = unbounded();
     let (a_tx, a_rx) = unbounded();
+    let (o_tx, o_rx) = unbounded();
     (
         Triggers {
             subscriptions: s_tx,
             assignments: l_tx,
             add_ons: a_tx,
+            organizations: o_tx,
         },
         Receivers {
             subscriptions: s_rx,
             assignments: l_rx,
             add_ons: a_rx,
+            organizations: o_rx,
         },
     )
 }
@@ -70,6 +75,17 @@ pub fn namespaces(
             .ok()
     });
     (store, stream)
+}
+
+/// A namespace's labels, from the index.
+pub fn labels(
+    namespaces: &Namespaces,
+    namespace: &str,
+) -> std::collections::BTreeMap<String, String> {
+    namespaces
+        .get(&ObjectRef::new(namespace))
+        .map(|n| n.labels().clone())
+        .unwrap_or_default()
 }
 
 /// The organization a namespace is bound to, from the index.
@@ -103,6 +119,24 @@ pub async fn run<B: Backend + 'static>(
         send(&ctx, &ctx.subscriptions, &triggers.subscriptions, &hit);
         send(&ctx, &ctx.assignments, &triggers.assignments, &hit);
         send(&ctx, &ctx.add_ons, &triggers.add_ons, &hit);
+        if let Change::Secret(ns, name) = &change {
+            // An Organization's credentials: its tenant is rebuilt with them.
+            for o in ctx.organizations.state() {
+                let uses = o
+                    .spec
+                    .backend
+                    .microsoft
+                    .as_ref()
+                    .and_then(|m| m.credentials.client_secret_ref.as_ref())
+                    .is_some_and(|r| &r.namespace == ns && &r.name == name);
+                if uses {
+                    ctx.force(&o.spec.domain);
+                    let _ = triggers
+                        .organizations
+                        .unbounded_send(ObjectRef::from_obj(&*o));
+                }
+            }
+        }
     }
 }
 

@@ -89,6 +89,14 @@ const DEFS: &[Def] = &[
     Def {
         group: "seatkeeper.dev",
         version: "v1alpha1",
+        plural: "organizations",
+        kind: "Organization",
+        namespaced: false,
+        status: true,
+    },
+    Def {
+        group: "seatkeeper.dev",
+        version: "v1alpha1",
         plural: "subscriptions",
         kind: "Subscription",
         namespaced: true,

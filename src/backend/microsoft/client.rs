@@ -107,7 +107,7 @@ impl Client {
             let detail = serde_json::from_slice::<wire::TokenError>(&body)
                 .map(|e| first_line(&e.error_description))
                 .unwrap_or_else(|_| format!("HTTP {status}"));
-            return Err(BackendError::Unavailable(format!(
+            return Err(BackendError::CredentialsInvalid(format!(
                 "credentials refused for tenant {} (client {}): {detail}",
                 self.cfg.tenant_id, self.cfg.client_id
             )));

@@ -1,0 +1,213 @@
+//! Organizations in the controller: the backend each organization is reached through (its
+//! Microsoft tenant, built from its credentials and rebuilt when they change, or the default
+//! backend), the namespaces its selector binds, its limits, and its status (the tenant as last
+//! read, or why it cannot be read).
+
+use super::metrics::Metrics;
+use super::status::FIELD_MANAGER;
+use crate::api::{API_VERSION, Organization, OrganizationStatus, ProductCounts};
+use crate::backend::BackendError;
+use crate::backend::hooked::Hooked;
+use crate::backend::microsoft::Microsoft;
+use crate::domain::{BlockReason, Instant};
+use crate::planner::conditions::{Block, Outcome};
+use crate::planner::{Limits, Observed};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A Microsoft tenant's backend, with the calls counted.
+pub type Tenant = Hooked<Microsoft, Metrics>;
+
+/// The Microsoft tenants built so far, with what they were built from.
+#[derive(Default)]
+pub struct Tenants {
+    built: tokio::sync::Mutex<BTreeMap<String, (String, Arc<Tenant>)>>,
+}
+
+/// The Organization declaring `domain`, if any.
+pub fn organization_of(store: &Store<Organization>, domain: &str) -> Option<Arc<Organization>> {
+    store
+        .state()
+        .into_iter()
+        .find(|o| o.spec.domain.eq_ignore_ascii_case(domain))
+}
+
+/// Per-organization limits, from every Organization.
+pub fn limits(store: &Store<Organization>) -> BTreeMap<String, Limits> {
+    let all: Vec<Organization> = store.state().iter().map(|o| (**o).clone()).collect();
+    crate::organizations::limits(&all)
+}
+
+impl Tenants {
+    /// The backend for `org`: None for the default backend. Rebuilt when the Organization or
+    /// its credentials Secret changed; errors are the credentials' (named field, no secret).
+    pub async fn backend(
+        &self,
+        client: &kube::Client,
+        metrics: &Metrics,
+        org: Option<&Organization>,
+    ) -> Result<Option<Arc<Tenant>>, BackendError> {
+        let Some(o) = org.filter(|o| o.spec.backend.microsoft.is_some()) else {
+            return Ok(None);
+        };
+        let secret_ref = o
+            .spec
+            .backend
+            .microsoft
+            .as_ref()
+            .and_then(|m| m.credentials.client_secret_ref.clone());
+        let mut fingerprint = o.metadata.resource_version.clone().unwrap_or_default();
+        let mut secret: Option<(String, String, String, String)> = None;
+        if let Some(r) = &secret_ref {
+            let api: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
+            let found = api
+                .get_opt(&r.name)
+                .await
+                .map_err(|e| BackendError::Unavailable(format!("kubernetes: {e}")))?;
+            if let Some(s) = found {
+                fingerprint += &format!(
+                    "/{}",
+                    s.metadata.resource_version.clone().unwrap_or_default()
+                );
+                let value = s
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(&r.key))
+                    .map(|v| String::from_utf8_lossy(&v.0).trim().to_string());
+                secret = value.map(|v| (r.namespace.clone(), r.name.clone(), r.key.clone(), v));
+            }
+        }
+        self.build(o, fingerprint, secret.as_ref(), metrics).await
+    }
+
+    async fn build(
+        &self,
+        o: &Organization,
+        fingerprint: String,
+        secret: Option<&(String, String, String, String)>,
+        metrics: &Metrics,
+    ) -> Result<Option<Arc<Tenant>>, BackendError> {
+        let domain = o.spec.domain.to_lowercase();
+        let mut built = self.built.lock().await;
+        if let Some((f, t)) = built.get(&domain)
+            && *f == fingerprint
+        {
+            return Ok(Some(t.clone()));
+        }
+        let lookup = |ns: &str, name: &str, key: &str| {
+            secret
+                .filter(|(n, m, k, _)| n == ns && m == name && k == key)
+                .map(|(_, _, _, v)| v.clone())
+        };
+        let config = crate::organizations::microsoft_config(o, &lookup)
+            .map_err(BackendError::CredentialsInvalid)?
+            .expect("a Microsoft backend");
+        let tenant = Arc::new(Hooked {
+            inner: Microsoft::new(config).map_err(BackendError::CredentialsInvalid)?,
+            hook: metrics.clone(),
+        });
+        built.insert(domain, (fingerprint, tenant.clone()));
+        Ok(Some(tenant))
+    }
+}
+
+/// The Organization's status: the tenant as this run read it, or why it could not be read.
+pub fn status_of(
+    o: &Organization,
+    observed: Option<&Observed>,
+    failure: Option<&BackendError>,
+    now: Instant,
+) -> OrganizationStatus {
+    let prev = o.status.clone().unwrap_or_default();
+    let backend = if o.spec.backend.microsoft.is_some() {
+        "microsoft"
+    } else {
+        "embedded"
+    };
+    let mut outcome = Outcome::default();
+    if let Some(e) = failure {
+        let reason = match e {
+            BackendError::CredentialsInvalid(_) => BlockReason::CredentialsInvalid,
+            BackendError::Refused(r) => r.reason(),
+            _ => BlockReason::NotFound,
+        };
+        outcome.blocked = Some(Block::new(reason, e.to_string()));
+    }
+    let generation = o.metadata.generation;
+    let mut status = OrganizationStatus {
+        observed_generation: generation,
+        conditions: outcome.conditions(&prev.conditions, generation, now),
+        blocked_reason: outcome.blocked_reason(),
+        backend: Some(backend.into()),
+        products: prev.products.clone(),
+        users: prev.users,
+        last_read_at: prev.last_read_at,
+    };
+    let org = observed.and_then(|obs| {
+        obs.organizations
+            .iter()
+            .find(|(d, _)| d.eq_ignore_ascii_case(&o.spec.domain))
+            .map(|(_, org)| (obs, org))
+    });
+    if let Some((obs, org)) = org {
+        status.products = obs
+            .catalog
+            .products()
+            .filter_map(|p| {
+                let seats = org.pool(&p.sku, now);
+                let assigned = org.consumed(&p.sku);
+                (seats > 0 || assigned > 0).then(|| ProductCounts {
+                    product: p.sku.clone(),
+                    seats: seats as i64,
+                    assigned: assigned as i64,
+                    available: seats.saturating_sub(assigned) as i64,
+                })
+            })
+            .collect();
+        status.users = Some(org.users.len() as i64);
+        status.last_read_at = Some(now);
+    }
+    status
+}
+
+/// Writes an Organization's status when it changed (the read time alone is refreshed at most
+/// once per `refresh`, so idle resyncs stay quiet).
+pub async fn write_status(
+    client: &kube::Client,
+    o: &Organization,
+    status: &OrganizationStatus,
+    refresh: Duration,
+) -> Result<bool, kube::Error> {
+    let prev = o.status.clone().unwrap_or_default();
+    let same = |a: &OrganizationStatus, b: &OrganizationStatus| {
+        a.conditions.same_ignoring_time(&b.conditions)
+            && a.products == b.products
+            && a.users == b.users
+            && a.backend == b.backend
+            && a.blocked_reason == b.blocked_reason
+            && a.observed_generation == b.observed_generation
+    };
+    let stale = match (prev.last_read_at, status.last_read_at) {
+        (Some(a), Some(b)) => b.duration_since(a).unsigned_abs() >= refresh,
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    if same(&prev, status) && !stale {
+        return Ok(false);
+    }
+    let name = o.metadata.name.clone().unwrap_or_default();
+    let body = json!({"apiVersion": API_VERSION, "kind": "Organization", "status": status});
+    Api::<Organization>::all(client.clone())
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    Ok(true)
+}
