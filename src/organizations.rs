@@ -3,6 +3,7 @@
 //! organization is reached through.
 
 use crate::api::{Cloud, Organization};
+use crate::backend::microsoft::credential::Credential;
 use crate::backend::microsoft::{self, Endpoints};
 use crate::planner::Limits;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -123,32 +124,59 @@ pub fn microsoft_config(
         microsoft::client::check_endpoint(url).map_err(|e| format!("{at}.{field}: {e}"))?;
     }
     let c = &m.credentials;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let workload = c.workload_identity == Some(true);
     let client_id = c
         .client_id
         .clone()
+        .or_else(|| workload.then(|| env("AZURE_CLIENT_ID")).flatten())
         .ok_or_else(|| format!("{at}.credentials.clientId: required"))?;
-    let client_secret = match (
-        &c.client_secret_ref,
-        &c.certificate_ref,
-        c.workload_identity,
-    ) {
-        (Some(r), _, _) => secret(&r.namespace, &r.name, &r.key).ok_or_else(|| {
-            format!(
-                "{at}.credentials.clientSecretRef: Secret {}/{} has no key {}",
-                r.namespace, r.name, r.key
-            )
-        })?,
-        (None, Some(_), _) => {
+    let credential = match (&c.client_secret_ref, &c.certificate_ref) {
+        (Some(r), _) => {
+            Credential::Secret(secret(&r.namespace, &r.name, &r.key).ok_or_else(|| {
+                format!(
+                    "{at}.credentials.clientSecretRef: Secret {}/{} has no key {}",
+                    r.namespace, r.name, r.key
+                )
+            })?)
+        }
+        (None, Some(r)) => {
+            let field = |k: &str| {
+                secret(&r.namespace, &r.name, k).ok_or_else(|| {
+                    format!(
+                        "{at}.credentials.certificateRef: Secret {}/{} has no key {k}",
+                        r.namespace, r.name
+                    )
+                })
+            };
+            Credential::certificate(&field("tls.crt")?, &field("tls.key")?).map_err(|e| {
+                format!(
+                    "{at}.credentials.certificateRef: Secret {}/{}: {e}",
+                    r.namespace, r.name
+                )
+            })?
+        }
+        (None, None) if workload => {
+            let token_file = env("AZURE_FEDERATED_TOKEN_FILE").ok_or_else(|| {
+                format!("{at}.credentials.workloadIdentity: AZURE_FEDERATED_TOKEN_FILE is not set (is the pod labelled for workload identity?)")
+            })?;
+            if let Some(host) = env("AZURE_AUTHORITY_HOST")
+                && m.endpoints
+                    .as_ref()
+                    .and_then(|e| e.login.as_ref())
+                    .is_none()
+            {
+                endpoints.login = host.trim_end_matches('/').to_string();
+            }
+            Credential::Federated {
+                token_file: token_file.into(),
+            }
+        }
+        _ => {
             return Err(format!(
-                "{at}.credentials.certificateRef: certificate credentials are not supported yet; use clientSecretRef"
+                "{at}.credentials: choose one of clientSecretRef, certificateRef or workloadIdentity"
             ));
         }
-        (None, None, Some(true)) => {
-            return Err(format!(
-                "{at}.credentials.workloadIdentity: workload identity is not supported yet; use clientSecretRef"
-            ));
-        }
-        _ => return Err(format!("{at}.credentials: choose clientSecretRef")),
     };
     let partner = m.partner_center.as_ref().filter(|p| p.enabled);
     Ok(Some(microsoft::Config {
@@ -156,7 +184,7 @@ pub fn microsoft_config(
         tenant_id: m.tenant_id.clone(),
         endpoints,
         client_id,
-        client_secret,
+        credential,
         partner_center_customer: partner
             .map(|p| p.customer_id.clone().unwrap_or_else(|| m.tenant_id.clone())),
         timeout: Duration::from_secs(30),

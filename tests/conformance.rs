@@ -179,7 +179,7 @@ fn microsoft(root: &str, partner_center: bool, secret: &str) -> Microsoft {
         tenant_id: "contoso.com".into(),
         endpoints: Endpoints::at(root),
         client_id: "app".into(),
-        client_secret: secret.into(),
+        credential: seatkeeper::backend::microsoft::credential::Credential::Secret(secret.into()),
         partner_center_customer: partner_center.then(|| "contoso.com".to_string()),
         timeout: Duration::from_secs(10),
     })
@@ -678,5 +678,78 @@ async fn faults_together_converge_without_buying_twice_or_removing_unasked() {
         kept_exchange, 50,
         "no licence removed that was not asked for"
     );
+    let _ = served.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_signs_in_with_a_client_assertion() {
+    use seatkeeper::backend::microsoft::credential::Credential;
+    let t = tenant(
+        &[("a@contoso.com", LOC)],
+        "  - {id: sub-1, product: SPB, seats: 1}\n",
+    );
+    let served = emulate(&t, Faults::default()).await;
+    let read = |name: &str| {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/microsoft/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let credential =
+        Credential::certificate(&read("test-only.crt"), &read("test-only.key")).unwrap();
+    let config = |client_id: &str| Config {
+        organization: "contoso.com".into(),
+        tenant_id: "contoso.com".into(),
+        endpoints: Endpoints::at(&served.root),
+        client_id: client_id.into(),
+        credential: credential.clone(),
+        partner_center_customer: None,
+        timeout: Duration::from_secs(10),
+    };
+    let backend = Microsoft::new(config("app")).unwrap();
+    let snap = backend.snapshot("contoso.com").await.unwrap();
+    assert_eq!(snap.organization.unwrap().users.len(), 1);
+    // An assertion for another application is refused.
+    let other = Microsoft::new(config("someone-else")).unwrap();
+    let err = other.snapshot("contoso.com").await.unwrap_err().to_string();
+    assert!(
+        err.contains("AADSTS700016") || err.contains("AADSTS700027"),
+        "{err}"
+    );
+    let _ = served.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_identity_signs_in_with_the_projected_token() {
+    use base64::Engine;
+    use seatkeeper::backend::microsoft::credential::Credential;
+    let t = tenant(&[("a@contoso.com", LOC)], "");
+    let served = emulate(&t, Faults::default()).await;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let token = format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64(json!({"alg": "RS256"})),
+        b64(
+            json!({"aud": "api://AzureADTokenExchange", "iss": "https://oidc.example/cluster",
+            "sub": "system:serviceaccount:seatkeeper-system:seatkeeper"})
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, token).unwrap();
+    let backend = Microsoft::new(Config {
+        organization: "contoso.com".into(),
+        tenant_id: "contoso.com".into(),
+        endpoints: Endpoints::at(&served.root),
+        client_id: "app".into(),
+        credential: Credential::Federated { token_file: file },
+        partner_center_customer: None,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    assert!(backend.snapshot("contoso.com").await.is_ok());
     let _ = served.stop.send(true);
 }

@@ -55,18 +55,27 @@ impl Tenants {
         let Some(o) = org.filter(|o| o.spec.backend.microsoft.is_some()) else {
             return Ok(None);
         };
-        let secret_ref = o
+        let credentials = &o
             .spec
             .backend
             .microsoft
             .as_ref()
-            .and_then(|m| m.credentials.client_secret_ref.clone());
+            .expect("checked")
+            .credentials;
+        let secret_ref = credentials
+            .client_secret_ref
+            .as_ref()
+            .map(|r| (r.namespace.clone(), r.name.clone()))
+            .or_else(|| {
+                let r = credentials.certificate_ref.as_ref()?;
+                Some((r.namespace.clone(), r.name.clone()))
+            });
         let mut fingerprint = o.metadata.resource_version.clone().unwrap_or_default();
-        let mut secret: Option<(String, String, String, String)> = None;
-        if let Some(r) = &secret_ref {
-            let api: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
+        let mut data: BTreeMap<String, String> = BTreeMap::new();
+        if let Some((ns, name)) = &secret_ref {
+            let api: Api<Secret> = Api::namespaced(client.clone(), ns);
             let found = api
-                .get_opt(&r.name)
+                .get_opt(name)
                 .await
                 .map_err(|e| BackendError::Unavailable(format!("kubernetes: {e}")))?;
             if let Some(s) = found {
@@ -74,14 +83,12 @@ impl Tenants {
                     "/{}",
                     s.metadata.resource_version.clone().unwrap_or_default()
                 );
-                let value = s
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(&r.key))
-                    .map(|v| String::from_utf8_lossy(&v.0).trim().to_string());
-                secret = value.map(|v| (r.namespace.clone(), r.name.clone(), r.key.clone(), v));
+                for (k, v) in s.data.unwrap_or_default() {
+                    data.insert(k, String::from_utf8_lossy(&v.0).trim().to_string());
+                }
             }
         }
+        let secret = secret_ref.map(|(ns, name)| (ns, name, data));
         self.build(o, fingerprint, secret.as_ref(), metrics).await
     }
 
@@ -89,7 +96,7 @@ impl Tenants {
         &self,
         o: &Organization,
         fingerprint: String,
-        secret: Option<&(String, String, String, String)>,
+        secret: Option<&(String, String, BTreeMap<String, String>)>,
         metrics: &Metrics,
     ) -> Result<Option<Arc<Tenant>>, BackendError> {
         let domain = o.spec.domain.to_lowercase();
@@ -101,8 +108,8 @@ impl Tenants {
         }
         let lookup = |ns: &str, name: &str, key: &str| {
             secret
-                .filter(|(n, m, k, _)| n == ns && m == name && k == key)
-                .map(|(_, _, _, v)| v.clone())
+                .filter(|(n, m, _)| n == ns && m == name)
+                .and_then(|(_, _, data)| data.get(key).cloned())
         };
         let config = crate::organizations::microsoft_config(o, &lookup)
             .map_err(BackendError::CredentialsInvalid)?

@@ -59,6 +59,32 @@ pub async fn issue(
             "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
         );
     }
+    if !assertion.is_empty() {
+        // The assertion's claims are checked (its signature is not: the emulator trusts any key).
+        let claims = crate::backend::microsoft::credential::claims_of(assertion);
+        // A federated (workload identity) token: any issuer is trusted here.
+        let federated = claims
+            .as_ref()
+            .is_some_and(|c| c["aud"] == "api://AzureADTokenExchange");
+        let issuer_ok = federated
+            || claims
+                .as_ref()
+                .is_some_and(|c| c["iss"] == get("client_id") && c["sub"] == get("client_id"));
+        let audience_ok = federated
+            || claims.as_ref().is_some_and(|c| {
+                c["aud"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with(&format!("/{tenant}/oauth2/v2.0/token")))
+            });
+        if !issuer_ok || !audience_ok {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                700027,
+                "Client assertion failed signature validation, or its iss, sub or aud claims are wrong.",
+            );
+        }
+    }
     if let Some(expected) = &em.options.client_secret
         && !secret.is_empty()
         && secret != expected

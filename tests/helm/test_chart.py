@@ -181,6 +181,15 @@ def main():
     ha = render({"replicaCount": 2, "state": {"persistence": {"accessModes": ["ReadWriteMany"]}}})
     check(find(ha, "Deployment")[0]["spec"]["replicas"] == 2, "two replicas with ReadWriteMany")
 
+    # Workload identity: the pod is labelled for the webhook, the account names the app.
+    wi = render({"workloadIdentity": {"enabled": True, "clientId": "0000-app"}})
+    pod_labels = find(wi, "Deployment")[0]["spec"]["template"]["metadata"]["labels"]
+    check(pod_labels.get("azure.workload.identity/use") == "true", f"workload identity pod label: {pod_labels}")
+    sa = find(wi, "ServiceAccount")[0]["metadata"].get("annotations", {})
+    check(sa.get("azure.workload.identity/client-id") == "0000-app", f"workload identity client id: {sa}")
+    plain = find(render(), "Deployment")[0]["spec"]["template"]["metadata"]["labels"]
+    check("azure.workload.identity/use" not in plain, "no workload identity label by default")
+
     # Bad values are refused, with a reason.
     for bad, why in [
         ({"replicaCount": "two"}, "replicaCount is an integer"),

@@ -88,12 +88,17 @@ impl Client {
             self.cfg.endpoints.login.trim_end_matches('/'),
             self.cfg.tenant_id
         );
-        let form = [
-            ("client_id", self.cfg.client_id.as_str()),
-            ("client_secret", self.cfg.client_secret.as_str()),
-            ("scope", &scope.name(&self.cfg)),
-            ("grant_type", "client_credentials"),
+        let mut form = vec![
+            ("client_id", self.cfg.client_id.clone()),
+            ("scope", scope.name(&self.cfg)),
+            ("grant_type", "client_credentials".to_string()),
         ];
+        form.extend(
+            self.cfg
+                .credential
+                .form(&self.cfg.client_id, &url)
+                .map_err(BackendError::CredentialsInvalid)?,
+        );
         let reply = self
             .http
             .post(&url)

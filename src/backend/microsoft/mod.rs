@@ -8,6 +8,7 @@
 //! - [`client`]: tokens, timeouts, throttling and retries.
 
 pub mod client;
+pub mod credential;
 pub mod ids;
 mod mapping;
 pub mod wire;
@@ -63,7 +64,7 @@ pub struct Config {
     pub tenant_id: String,
     pub endpoints: Endpoints,
     pub client_id: String,
-    pub client_secret: String,
+    pub credential: credential::Credential,
     /// Partner Center's customer id, when a CSP partner manages the tenant.
     pub partner_center_customer: Option<String>,
     /// Every call gives up after this long.
@@ -77,7 +78,7 @@ impl std::fmt::Debug for Config {
             .field("tenant_id", &self.tenant_id)
             .field("endpoints", &self.endpoints)
             .field("client_id", &self.client_id)
-            .field("client_secret", &"(redacted)")
+            .field("credential", &self.credential)
             .field("partner_center_customer", &self.partner_center_customer)
             .finish()
     }
