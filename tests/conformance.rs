@@ -753,3 +753,27 @@ async fn workload_identity_signs_in_with_the_projected_token() {
     assert!(backend.snapshot("contoso.com").await.is_ok());
     let _ = served.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_licence_a_group_gives_is_never_removed_on_both_backends() {
+    let t = tenant(
+        &[(
+            "a@contoso.com",
+            ", usageLocation: NL, licenses: [{product: O365_BUSINESS_PREMIUM, byGroup: true}]",
+        )],
+        "  - {id: sub-bs, product: O365_BUSINESS_PREMIUM, seats: 1}\n  - {id: sub-spb, product: SPB, seats: 1}\n",
+    );
+    fn scenario(_: &dyn Fn(&str) -> String) -> Desired {
+        Desired {
+            assignments: vec![assignment("move", &["a@contoso.com"], "SPB", "Replace")],
+            ..Default::default()
+        }
+    }
+    let s = same(&t, scenario).await;
+    assert_eq!(s.users[0].2.as_deref(), Some("LicenseAssignedByGroup"));
+    assert_eq!(
+        s.licences[0].1,
+        vec!["O365_BUSINESS_PREMIUM"],
+        "nothing removed"
+    );
+}

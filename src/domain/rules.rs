@@ -475,7 +475,8 @@ pub fn check_licence_set(catalog: &Catalog, licences: &[Licence]) -> Result<(), 
     Ok(())
 }
 
-/// One user's licence change as the service checks it, before seats (R13–R15, R17, R09):
+/// One user's licence change as the service checks it, before seats (R13–R15, R17, R09; a
+/// licence inherited from a group is neither removed nor changed directly):
 /// the user exists and, for a new licence, has a usage location; the licences held afterwards
 /// are compatible; no new licence comes only from self-service purchases. Returns what the
 /// user holds afterwards and the products that take a new seat.
@@ -494,6 +495,14 @@ pub fn check_user_change(
         .collect();
     if !new_products.is_empty() {
         check_user_assignable(org, &user.upn)?;
+    }
+    if let Some(l) = user.licenses.iter().find(|l| {
+        l.by_group && (remove.contains(&l.product) || add.iter().any(|a| a.product == l.product))
+    }) {
+        return Err(Refusal::LicenseAssignedByGroup {
+            user: user.upn.clone(),
+            product: l.product.clone(),
+        });
     }
     let after = licences_after(user, add, remove);
     check_licence_set(catalog, &after)?;
@@ -893,5 +902,36 @@ mod tests {
         );
         assert_eq!(reason(r), BlockReason::PurchaseLimitExceeded);
         assert!(check_purchase_limit("SPB", 5, 106, 100, true, 22.0).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    #[test]
+    fn a_licence_inherited_from_a_group_is_never_removed_directly() {
+        let mut held = Licence::new("SPB", &[]);
+        held.by_group = true;
+        let user = User {
+            upn: "a@contoso.com".into(),
+            usage_location: Some("NL".into()),
+            licenses: vec![held],
+            ..Default::default()
+        };
+        let mut org = Organization::default();
+        org.users = vec![user.clone()];
+        let r = check_user_change(
+            &org,
+            &Catalog::builtin(),
+            &user,
+            &[],
+            &["SPB".into()],
+            "2026-11-21T09:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(
+            r.err().map(|e| e.reason()),
+            Some(BlockReason::LicenseAssignedByGroup)
+        );
     }
 }

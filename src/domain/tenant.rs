@@ -130,6 +130,9 @@ pub struct Licence {
     pub product: String,
     #[serde(default)]
     pub disabled_plans: Vec<String>,
+    /// Inherited from a group (group-based licensing): never removed from the user directly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_group: bool,
 }
 
 impl Licence {
@@ -140,6 +143,7 @@ impl Licence {
         Licence {
             product: product.into(),
             disabled_plans,
+            by_group: false,
         }
     }
 

@@ -215,10 +215,11 @@ fn graph_user(u: &User) -> wire::User {
         usage_location: u.usage_location.clone(),
         license_assignment_states: licences
             .iter()
-            .map(|l| wire::LicenseAssignmentState {
+            .zip(&u.licenses)
+            .map(|(l, held)| wire::LicenseAssignmentState {
                 sku_id: l.sku_id.clone(),
                 disabled_plans: l.disabled_plans.clone(),
-                assigned_by_group: None,
+                assigned_by_group: held.by_group.then(|| ids::guid("group", "licensing")),
                 state: Some("Active".into()),
                 error: Some("None".into()),
             })

@@ -340,7 +340,8 @@ impl<'a> Planner<'a> {
             if scope
                 .org
                 .user(user)
-                .is_some_and(|u| u.licence(product).is_some())
+                .is_some_and(|u| u.licence(product).is_some_and(|l| !l.by_group))
+            // a group's: never removed directly
             {
                 dropped
                     .entry(user.clone())

@@ -231,19 +231,20 @@ fn user(
     sku_name: &HashMap<String, String>,
     plan_name: &HashMap<String, String>,
 ) -> User {
-    let states: Vec<(&String, &Vec<String>)> = if u.license_assignment_states.is_empty() {
+    // (sku, disabled plans, inherited from a group)
+    let states: Vec<(&String, &Vec<String>, bool)> = if u.license_assignment_states.is_empty() {
         u.assigned_licenses
             .iter()
-            .map(|l| (&l.sku_id, &l.disabled_plans))
+            .map(|l| (&l.sku_id, &l.disabled_plans, false))
             .collect()
     } else {
         u.license_assignment_states
             .iter()
-            .map(|l| (&l.sku_id, &l.disabled_plans))
+            .map(|l| (&l.sku_id, &l.disabled_plans, l.assigned_by_group.is_some()))
             .collect()
     };
     let mut licenses: Vec<Licence> = vec![];
-    for (sku, disabled) in states {
+    for (sku, disabled, by_group) in states {
         let Some(product) = sku_name.get(&sku.to_lowercase()) else {
             continue;
         };
@@ -251,8 +252,14 @@ fn user(
             .iter()
             .filter_map(|p| plan_name.get(&p.to_lowercase()).cloned())
             .collect();
-        if !licenses.iter().any(|l| &l.product == product) {
-            licenses.push(Licence::new(product, &disabled));
+        match licenses.iter_mut().find(|l| &l.product == product) {
+            // Held directly and through a group: it can be removed directly.
+            Some(l) => l.by_group &= by_group,
+            None => {
+                let mut l = Licence::new(product, &disabled);
+                l.by_group = by_group;
+                licenses.push(l);
+            }
         }
     }
     User {
