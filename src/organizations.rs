@@ -188,6 +188,7 @@ pub fn microsoft_config(
         partner_center_customer: partner
             .map(|p| p.customer_id.clone().unwrap_or_else(|| m.tenant_id.clone())),
         timeout: Duration::from_secs(30),
+        write_budget: Some(microsoft::GRAPH_WRITE_BUDGET),
     }))
 }
 

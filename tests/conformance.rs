@@ -182,6 +182,7 @@ fn microsoft(root: &str, partner_center: bool, secret: &str) -> Microsoft {
         credential: seatkeeper::backend::microsoft::credential::Credential::Secret(secret.into()),
         partner_center_customer: partner_center.then(|| "contoso.com".to_string()),
         timeout: Duration::from_secs(10),
+        write_budget: None,
     })
     .unwrap()
 }
@@ -706,6 +707,7 @@ async fn a_certificate_signs_in_with_a_client_assertion() {
         credential: credential.clone(),
         partner_center_customer: None,
         timeout: Duration::from_secs(10),
+        write_budget: None,
     };
     let backend = Microsoft::new(config("app")).unwrap();
     let snap = backend.snapshot("contoso.com").await.unwrap();
@@ -748,6 +750,7 @@ async fn workload_identity_signs_in_with_the_projected_token() {
         credential: Credential::Federated { token_file: file },
         partner_center_customer: None,
         timeout: Duration::from_secs(10),
+        write_budget: None,
     })
     .unwrap();
     assert!(backend.snapshot("contoso.com").await.is_ok());
@@ -776,4 +779,59 @@ async fn a_licence_a_group_gives_is_never_removed_on_both_backends() {
         vec!["O365_BUSINESS_PREMIUM"],
         "nothing removed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_side_pacing_keeps_within_graphs_write_budget() {
+    let users: Vec<String> = (0..60).map(|i| format!("u{i}@contoso.com")).collect();
+    let list: Vec<(&str, &str)> = users.iter().map(|u| (u.as_str(), LOC)).collect();
+    let t = tenant(&list, "  - {id: sub-1, product: SPB, seats: 60}\n");
+    let budget = (20, Duration::from_millis(300));
+    let served = emulate(
+        &t,
+        Faults {
+            write_budget: Some(budget.0),
+            window: budget.1,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let backend = Microsoft::new(Config {
+        organization: "contoso.com".into(),
+        tenant_id: "contoso.com".into(),
+        endpoints: Endpoints::at(&served.root),
+        client_id: "app".into(),
+        credential: seatkeeper::backend::microsoft::credential::Credential::Secret("s3cret".into()),
+        partner_center_customer: None,
+        timeout: Duration::from_secs(10),
+        write_budget: Some(budget),
+    })
+    .unwrap();
+    let users_ref: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut desired = Desired {
+        assignments: vec![assignment("all", &users_ref, "SPB", "Add")],
+        ..Default::default()
+    };
+    let clock = FixedClock::new(now());
+    let started = std::time::Instant::now();
+    let report = converge(
+        &backend,
+        &mut NoLedger,
+        &mut desired,
+        &clock,
+        &Options::default(),
+        DEFAULT_MAX_PASSES,
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert!(report.converged);
+    assert_eq!(desired.assignments[0].status.assigned, 60);
+    assert_eq!(
+        served.emulator.throttled(),
+        0,
+        "paced: nothing was throttled"
+    );
+    println!("paced 60 writes at 20 per 300 ms in {took:?} (floor 600 ms)");
+    let _ = served.stop.send(true);
 }

@@ -45,6 +45,8 @@ pub struct Client {
     http: reqwest::Client,
     cfg: Config,
     tokens: Mutex<HashMap<Scope, (String, Instant)>>,
+    /// Licence writes sent within the budget's window: (when, how many).
+    writes: tokio::sync::Mutex<std::collections::VecDeque<(Instant, u32)>>,
 }
 
 /// One `$batch` item that failed: its status and the service's words.
@@ -73,6 +75,7 @@ impl Client {
             http,
             cfg: cfg.clone(),
             tokens: Mutex::new(HashMap::new()),
+            writes: tokio::sync::Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -239,6 +242,31 @@ impl Client {
         Ok(status.as_u16())
     }
 
+    /// Waits until `n` more licence writes fit Graph's write budget (client-side pacing).
+    async fn pace(&self, n: u32) {
+        let Some((budget, window)) = self.cfg.write_budget else {
+            return;
+        };
+        let n = n.min(budget);
+        let mut sent = self.writes.lock().await;
+        loop {
+            let now = Instant::now();
+            while sent
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) >= window)
+            {
+                sent.pop_front();
+            }
+            let used: u32 = sent.iter().map(|(_, k)| k).sum();
+            if used + n <= budget {
+                sent.push_back((now, n));
+                return;
+            }
+            let oldest = sent.front().map_or(now, |(t, _)| *t);
+            tokio::time::sleep(window.saturating_sub(now.duration_since(oldest))).await;
+        }
+    }
+
     /// `$batch` licence changes: each item's answer, by its index; items throttled on their
     /// own are sent again after their `Retry-After`.
     pub async fn batch(
@@ -251,6 +279,7 @@ impl Client {
             if items.is_empty() {
                 break;
             }
+            self.pace(items.len() as u32).await;
             let body = serde_json::to_value(wire::BatchRequest {
                 requests: items.clone(),
             })

@@ -69,7 +69,14 @@ pub struct Config {
     pub partner_center_customer: Option<String>,
     /// Every call gives up after this long.
     pub timeout: Duration,
+    /// Graph's write budget, paced on this side so large runs are not throttled into a
+    /// crawl: at most this many licence writes per window (Graph: 3,000 per 150 s per app and
+    /// tenant). None: no pacing.
+    pub write_budget: Option<(u32, Duration)>,
 }
+
+/// Graph's documented write budget per app and tenant.
+pub const GRAPH_WRITE_BUDGET: (u32, Duration) = (3_000, Duration::from_secs(150));
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
