@@ -835,3 +835,50 @@ async fn client_side_pacing_keeps_within_graphs_write_budget() {
     println!("paced 60 writes at 20 per 300 ms in {took:?} (floor 600 ms)");
     let _ = served.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_subscription_read_with_replication_lag_is_waited_for() {
+    let t = tenant(
+        &[("a@contoso.com", LOC)],
+        "  - {id: sub-1, product: SPB, seats: 1}\n",
+    );
+    let served = emulate(
+        &t,
+        Faults {
+            replication_lag: Duration::from_millis(600),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let mut desired = Desired {
+        subscriptions: vec![Declared {
+            meta: meta("new"),
+            spec: serde_json::from_value(
+                json!({"organization": "contoso.com", "product": "SPE_E3", "seats": 2}),
+            )
+            .unwrap(),
+            status: Default::default(),
+        }],
+        ..Default::default()
+    };
+    let clock = FixedClock::new(now());
+    let report = converge(
+        &backend,
+        &mut NoLedger,
+        &mut desired,
+        &clock,
+        &Options::default(),
+        DEFAULT_MAX_PASSES,
+    )
+    .await
+    .unwrap();
+    assert!(report.converged, "{:?}", desired.subscriptions[0].status);
+    let bought = served.emulator.tenant().organizations[0]
+        .subscriptions
+        .iter()
+        .filter(|s| s.product == "SPE_E3")
+        .count();
+    assert_eq!(bought, 1);
+    let _ = served.stop.send(true);
+}

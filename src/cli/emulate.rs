@@ -51,6 +51,9 @@ pub struct EmulateArgs {
     /// expires_in said (a revoked token, a token expiring mid-run), e.g. 2s.
     #[arg(long, value_parser = super::parse_duration)]
     tokens_die_after: Option<Duration>,
+    /// Fault: a subscription just bought stays out of reads this long (replication lag), e.g. 2s.
+    #[arg(long, default_value = "0ms", value_parser = super::parse_duration)]
+    replication_lag: Duration,
     /// Fix the tenant's clock (RFC 3339), for reproducible runs.
     #[arg(long)]
     now: Option<String>,
@@ -88,6 +91,7 @@ pub fn run(args: &EmulateArgs) -> i32 {
             window: args.budget_window,
             seed: args.seed,
             tokens_die_after: args.tokens_die_after,
+            replication_lag: args.replication_lag,
         },
     };
     let emulator = Arc::new(Emulator::new(backend, options));

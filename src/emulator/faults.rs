@@ -29,6 +29,8 @@ pub struct Faults {
     /// Tokens stop working this long after they were issued, whatever `expires_in` said
     /// (a token revoked or expiring mid-run).
     pub tokens_die_after: Option<Duration>,
+    /// A subscription just bought is not in reads for this long (replication lag).
+    pub replication_lag: Duration,
 }
 
 impl Default for Faults {
@@ -41,6 +43,7 @@ impl Default for Faults {
             window: Duration::from_secs(150),
             seed: 1,
             tokens_die_after: None,
+            replication_lag: Duration::ZERO,
         }
     }
 }

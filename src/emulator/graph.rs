@@ -153,7 +153,7 @@ pub async fn subscriptions(State(em): State<Arc<Emulator>>, headers: HeaderMap) 
         _ => "Enabled",
     };
     let mut value = vec![];
-    for s in &org.subscriptions {
+    for s in org.subscriptions.iter().filter(|s| !em.lagging(&s.id)) {
         let (owner_type, owner_tenant) = match s.channel {
             Channel::SelfService => (Some("User".to_string()), None),
             Channel::Reseller => (Some("Company".into()), Some(partner_tenant(false))),

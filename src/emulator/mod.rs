@@ -51,6 +51,8 @@ pub struct Emulator {
     carts: Mutex<HashMap<String, (String, crate::backend::microsoft::wire::Cart)>>,
     /// MS-RequestId of a checkout → its result: a repeated checkout buys nothing new.
     orders: Mutex<HashMap<String, Value>>,
+    /// Subscription (tenant-file id) → when it was bought here: reads lag behind.
+    fresh: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Emulator {
@@ -62,7 +64,18 @@ impl Emulator {
             tokens: Mutex::new(HashMap::new()),
             carts: Mutex::new(HashMap::new()),
             orders: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether a subscription bought here is still invisible to reads (replication lag).
+    fn lagging(&self, id: &str) -> bool {
+        let lag = self.faults.current().replication_lag;
+        self.fresh
+            .lock()
+            .expect("fresh lock")
+            .get(id)
+            .is_some_and(|t| t.elapsed() < lag)
     }
 
     /// The organization a bearer token was issued for.
@@ -153,6 +166,7 @@ pub fn router(emulator: Arc<Emulator>) -> axum::Router {
             post(partner::convert),
         )
         .route("/v1/customers/{customer}/carts", post(partner::create_cart))
+        .route("/v1/customers/{customer}/orders", get(partner::orders))
         .route(
             "/v1/customers/{customer}/carts/{cart}/checkout",
             post(partner::checkout),

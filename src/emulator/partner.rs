@@ -105,13 +105,11 @@ fn locate(org: &Organization, pc_id: &str) -> Option<(String, Option<String>)> {
     None
 }
 
-fn listed(org: &Organization) -> Vec<wire::PcSubscription> {
+fn listed(em: &Emulator, org: &Organization) -> Vec<wire::PcSubscription> {
     let mut out = vec![];
-    for s in org
-        .subscriptions
-        .iter()
-        .filter(|s| s.channel == Channel::Direct)
-    {
+    let visible =
+        |s: &&crate::domain::Subscription| s.channel == Channel::Direct && !em.lagging(&s.id);
+    for s in org.subscriptions.iter().filter(visible) {
         let status = match s.status {
             SubscriptionState::Pending => "pending",
             SubscriptionState::Suspended => "suspended",
@@ -164,7 +162,7 @@ pub async fn subscriptions(
         Ok(o) => o,
         Err(r) => return r,
     };
-    let items = listed(&org);
+    let items = listed(&em, &org);
     Json(wire::Items {
         total_count: items.len(),
         items,
@@ -172,8 +170,8 @@ pub async fn subscriptions(
     .into_response()
 }
 
-fn one(org: &Organization, id: &str) -> Result<wire::PcSubscription, Response> {
-    listed(org)
+fn one(em: &Emulator, org: &Organization, id: &str) -> Result<wire::PcSubscription, Response> {
+    listed(em, org)
         .into_iter()
         .find(|s| s.id.eq_ignore_ascii_case(id))
         .ok_or_else(|| {
@@ -192,7 +190,7 @@ pub async fn subscription(
 ) -> Response {
     match customer(&em, &headers, &c)
         .await
-        .and_then(|org| one(&org, &id))
+        .and_then(|org| one(&em, &org, &id))
     {
         Ok(s) => Json(s).into_response(),
         Err(r) => r,
@@ -213,7 +211,7 @@ pub async fn update(
     let Some((base, add_on)) = locate(&org, &id) else {
         return r_missing(&id);
     };
-    let current = match one(&org, &id) {
+    let current = match one(&em, &org, &id) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -252,7 +250,7 @@ pub async fn update(
     }
     let after = match customer(&em, &headers, &c)
         .await
-        .and_then(|org| one(&org, &id))
+        .and_then(|org| one(&em, &org, &id))
     {
         Ok(s) => s,
         Err(r) => return r,
@@ -380,6 +378,12 @@ pub async fn checkout(
                     .map(|s| s.id)
             }
         };
+        if let Ok(id) = &id {
+            em.fresh
+                .lock()
+                .expect("fresh lock")
+                .insert(id.clone(), std::time::Instant::now());
+        }
         match id {
             Ok(id) => line_items.push(wire::OrderLineItem {
                 line_item_number: n as u32,
@@ -408,4 +412,23 @@ pub async fn checkout(
 
 fn key_of(request_id: &str, cart: &str) -> String {
     format!("{request_id}/{cart}")
+}
+
+/// `GET /customers/{customer}/orders`: the orders checked out here.
+pub async fn orders(
+    State(em): State<Arc<Emulator>>,
+    headers: HeaderMap,
+    Path(c): Path<String>,
+) -> Response {
+    if let Err(r) = customer(&em, &headers, &c).await {
+        return r;
+    }
+    let items: Vec<serde_json::Value> = em
+        .orders
+        .lock()
+        .expect("orders lock")
+        .values()
+        .flat_map(|v| v["orders"].as_array().cloned().unwrap_or_default())
+        .collect();
+    Json(json!({"totalCount": items.len(), "items": items})).into_response()
 }

@@ -286,9 +286,19 @@ impl Backend for Microsoft {
         let id = self
             .checkout(&r.product, r.seats, billing, None, &r.idempotency_key)
             .await?;
-        let d = self.read().await?;
-        d.organization.subscription(&id).cloned().ok_or_else(|| {
-            BackendError::Unavailable(format!("subscription {id} is not readable yet"))
+        // A fresh subscription may not be readable at once (replication lag): look again.
+        for wait in [0, 250, 500, 1000, 2000] {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            if let Some(s) = self.read().await?.organization.subscription(&id) {
+                return Ok(s.clone());
+            }
+        }
+        // Bought, not readable yet: its id is what the purchase record needs.
+        Ok(Subscription {
+            id,
+            product: r.product.clone(),
+            seats: r.seats,
+            ..Default::default()
         })
     }
 
