@@ -882,3 +882,43 @@ async fn a_fresh_subscription_read_with_replication_lag_is_waited_for() {
     assert_eq!(bought, 1);
     let _ = served.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_blocks_naming_it() {
+    let t = tenant(
+        &[("a@contoso.com", LOC)],
+        "  - {id: sub-1, product: SPB, seats: 1}\n",
+    );
+    let served = emulate(
+        &t,
+        Faults {
+            deny_licence_writes: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let mut desired = Desired {
+        assignments: vec![assignment("a", &["a@contoso.com"], "SPB", "Add")],
+        ..Default::default()
+    };
+    let clock = FixedClock::new(now());
+    let _ = converge(
+        &backend,
+        &mut NoLedger,
+        &mut desired,
+        &clock,
+        &Options::default(),
+        DEFAULT_MAX_PASSES,
+    )
+    .await
+    .unwrap();
+    let status = &desired.assignments[0].status;
+    assert_eq!(status.blocked_reason.as_deref(), Some("PermissionDenied"));
+    let message = status.conditions.get("Blocked").unwrap().message.clone();
+    assert!(
+        message.contains("LicenseAssignment.ReadWrite.All"),
+        "{message}"
+    );
+    let _ = served.stop.send(true);
+}

@@ -54,6 +54,9 @@ pub struct EmulateArgs {
     /// Fault: a subscription just bought stays out of reads this long (replication lag), e.g. 2s.
     #[arg(long, default_value = "0ms", value_parser = super::parse_duration)]
     replication_lag: Duration,
+    /// Fault: licence writes are refused 403 (the application lacks LicenseAssignment.ReadWrite.All).
+    #[arg(long)]
+    deny_licence_writes: bool,
     /// Fix the tenant's clock (RFC 3339), for reproducible runs.
     #[arg(long)]
     now: Option<String>,
@@ -92,6 +95,7 @@ pub fn run(args: &EmulateArgs) -> i32 {
             seed: args.seed,
             tokens_die_after: args.tokens_die_after,
             replication_lag: args.replication_lag,
+            deny_licence_writes: args.deny_licence_writes,
         },
     };
     let emulator = Arc::new(Emulator::new(backend, options));

@@ -31,6 +31,8 @@ pub struct Faults {
     pub tokens_die_after: Option<Duration>,
     /// A subscription just bought is not in reads for this long (replication lag).
     pub replication_lag: Duration,
+    /// Licence writes are refused 403, as when the application lacks the permission.
+    pub deny_licence_writes: bool,
 }
 
 impl Default for Faults {
@@ -44,6 +46,7 @@ impl Default for Faults {
             seed: 1,
             tokens_die_after: None,
             replication_lag: Duration::ZERO,
+            deny_licence_writes: false,
         }
     }
 }

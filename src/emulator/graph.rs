@@ -395,7 +395,17 @@ async fn assign(
     let tenant = org.domain.clone();
     let mut answers: Vec<Option<(u16, Value, Option<u64>)>> = vec![None; items.len()];
     let mut changes = vec![];
+    let denied = em.faults.current().deny_licence_writes;
     for (i, (user, body)) in items.iter().enumerate() {
+        if denied {
+            let (s, b) = item_error(
+                StatusCode::FORBIDDEN,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            );
+            answers[i] = Some((s, b, None));
+            continue;
+        }
         if let Err(wait) = em.faults.take_write() {
             let (s, b) = item_error(
                 StatusCode::TOO_MANY_REQUESTS,

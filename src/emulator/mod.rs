@@ -165,6 +165,10 @@ pub fn router(emulator: Arc<Emulator>) -> axum::Router {
             "/v1/customers/{customer}/subscriptions/{id}/conversions",
             post(partner::convert),
         )
+        .route(
+            "/v1/customers/{customer}/subscriptions/{id}/addons",
+            get(partner::add_ons),
+        )
         .route("/v1/customers/{customer}/carts", post(partner::create_cart))
         .route("/v1/customers/{customer}/orders", get(partner::orders))
         .route(

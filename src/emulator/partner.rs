@@ -432,3 +432,28 @@ pub async fn orders(
         .collect();
     Json(json!({"totalCount": items.len(), "items": items})).into_response()
 }
+
+/// `GET /customers/{customer}/subscriptions/{id}/addons`: a base subscription's add-ons.
+pub async fn add_ons(
+    State(em): State<Arc<Emulator>>,
+    headers: HeaderMap,
+    Path((c, id)): Path<(String, String)>,
+) -> Response {
+    let org = match customer(&em, &headers, &c).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let items: Vec<wire::PcSubscription> = listed(&em, &org)
+        .into_iter()
+        .filter(|s| {
+            s.parent_subscription_id
+                .as_deref()
+                .is_some_and(|p| p.eq_ignore_ascii_case(&id))
+        })
+        .collect();
+    Json(wire::Items {
+        total_count: items.len(),
+        items,
+    })
+    .into_response()
+}
