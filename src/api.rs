@@ -64,6 +64,7 @@ fn default_true() -> bool {
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("!has(self.autoscale) || self.autoscale.maxSeats >= self.seats").message("autoscale.maxSeats must be at least seats"))]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionSpec {
     /// The organization (tenant) that owns the subscription, named by its domain, e.g.
@@ -105,6 +106,10 @@ pub struct SubscriptionSpec {
     /// cancels it (or, after the cancellation window, turns recurring billing off).
     #[serde(default)]
     pub deletion_policy: SubscriptionDeletionPolicy,
+    /// Follow demand: keep `headroom` free seats beyond the licences assigned (and those
+    /// LicenseAssignments wait for), never fewer than `seats`, never more than `maxSeats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
 }
 
 /// Licences for a set of users, each with a set of products.
@@ -187,6 +192,7 @@ pub struct LicenseAssignmentSpec {
     )
 )]
 #[x_kube(validation = Rule::new("self.type == 'Traditional' ? has(self.subscriptionRef) : !has(self.subscriptionRef)").message("subscriptionRef is required when type is Traditional, and not allowed when Standalone"))]
+#[x_kube(validation = Rule::new("!has(self.autoscale) || (self.type == 'Standalone' && self.autoscale.maxSeats >= self.quantity)").message("autoscale is for Standalone add-ons, with maxSeats at least quantity"))]
 #[serde(rename_all = "camelCase")]
 pub struct AddOnSpec {
     /// The organization (tenant), named by its domain. Immutable.
@@ -228,6 +234,10 @@ pub struct AddOnSpec {
     /// (traditional add-ons: only support can remove them).
     #[serde(default)]
     pub deletion_policy: SubscriptionDeletionPolicy,
+    /// Standalone add-ons only: follow demand, as a Subscription's `autoscale` (with
+    /// `quantity` as the floor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
 }
 
 // The one place specs become the planner's intents.
@@ -244,6 +254,7 @@ impl From<&SubscriptionSpec> for SubscriptionIntent {
             product_key: s.product_key.clone(),
             convert_trial: s.convert_trial,
             deletion_policy: s.deletion_policy,
+            autoscale: s.autoscale.clone(),
         }
     }
 }
@@ -272,6 +283,7 @@ impl From<&AddOnSpec> for AddOnIntent {
             billing_frequency: s.billing_frequency,
             auto_assign: s.auto_assign,
             deletion_policy: s.deletion_policy,
+            autoscale: s.autoscale.clone(),
         }
     }
 }

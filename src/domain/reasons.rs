@@ -79,6 +79,8 @@ reasons! {
     NotFound,
     /// More users in one licence call than the service takes (R12).
     BatchTooLarge,
+    /// Seats can no longer be removed: the reduction window has closed.
+    ReductionWindowClosed,
     /// Seats of a subscription billed directly by the vendor change only in its admin center.
     SeatChangeNotSupported,
     /// The credentials for the licensing service were refused.

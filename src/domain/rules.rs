@@ -81,6 +81,9 @@ pub enum Refusal {
         limit: u32,
         monthly_cost: f64,
     },
+    /// Seats can be removed only within a window after they were added.
+    #[error("the reduction window has closed")]
+    ReductionWindowClosed { closed_at: Option<Instant> },
     /// Seats of a subscription the vendor bills directly change only in its admin center.
     #[error("seat changes are not supported here")]
     SeatChangeNotSupported { id: String },
@@ -124,6 +127,7 @@ impl Refusal {
             Refusal::BatchTooLarge { .. } => BlockReason::BatchTooLarge,
             Refusal::PurchaseLimitExceeded { .. } => BlockReason::PurchaseLimitExceeded,
             Refusal::SeatChangeNotSupported { .. } => BlockReason::SeatChangeNotSupported,
+            Refusal::ReductionWindowClosed { .. } => BlockReason::ReductionWindowClosed,
             Refusal::LicenseAssignedByGroup { .. } => BlockReason::LicenseAssignedByGroup,
             Refusal::PermissionDenied { .. } => BlockReason::PermissionDenied,
             Refusal::DuplicateSubscription { .. } => BlockReason::DuplicateSubscription,
@@ -211,6 +215,10 @@ impl Refusal {
             Refusal::PurchaseLimitExceeded { product, from, to, limit, monthly_cost } => format!(
                 "raising {product} from {from} to {to} adds {} seats, over the limit of {limit} per reconcile (--max-seat-increase), and would add {monthly_cost:.2} a month at list price: nothing was bought; if that is intended, annotate {ALLOW_LARGE_PURCHASE}=\"true\"",
                 to - from
+            ),
+            Refusal::ReductionWindowClosed { closed_at } => format!(
+                "seats could be removed only {} (the reduction window has closed): set seats back to the purchased count; seats can be lowered again at the next renewal",
+                closed_at.map_or_else(|| "shortly after they were added".to_string(), |t| format!("until {t}"))
             ),
             Refusal::SeatChangeNotSupported { id } => format!(
                 "subscription {id} is billed directly by the vendor, so its seats can only be changed in the admin center; seatkeeper reads the new total at the next resync (assignments and everything else still work)"
@@ -348,10 +356,22 @@ pub fn check_seat_change(
         }
     }
     if seats < sub.seats {
+        check_reduction_window(sub, now)?;
         let pool = org.pool(&sub.product, now);
         check_reduction(pool, sub.seats, seats, consumed)?;
     }
     Ok(())
+}
+
+/// Seats can be removed only until the subscription's reduction window closes (Partner
+/// Center: the refundable quantity's `allowedUntilDateTime`); without one, at any time.
+pub fn check_reduction_window(sub: &Subscription, now: Instant) -> Result<(), Refusal> {
+    match sub.reduction_window_ends_at {
+        Some(end) if now >= end => Err(Refusal::ReductionWindowClosed {
+            closed_at: Some(end),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// R04: a product key has 25 letters and digits (grouped by dashes: `ABCDE-FGHIJ-…`).
@@ -728,6 +748,21 @@ mod tests {
         assert!(
             check_cancellation(&s, 10, 5, now()).is_ok(),
             "another subscription covers them"
+        );
+    }
+
+    #[test]
+    fn reductions_only_within_the_reduction_window() {
+        let mut s = sub("s", "SPB", 10);
+        s.reduction_window_ends_at = Some(now() + jiff::SignedDuration::from_hours(1));
+        let o = org(vec![s.clone()], vec![]);
+        assert!(check_seat_change(&o, &s, 8, 0, None, now()).is_ok());
+        let later = now() + jiff::SignedDuration::from_hours(2);
+        let r = check_seat_change(&o, &s, 8, 0, None, later);
+        assert_eq!(reason(r), BlockReason::ReductionWindowClosed);
+        assert!(
+            check_seat_change(&o, &s, 12, 0, None, later).is_ok(),
+            "raising is not limited"
         );
     }
 

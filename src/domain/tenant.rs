@@ -196,6 +196,10 @@ pub struct Subscription {
     pub term_ends_at: Option<Instant>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancellation_window_ends_at: Option<Instant>,
+    /// Seats can be removed only until then (Partner Center's refundable quantity); absent:
+    /// at any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduction_window_ends_at: Option<Instant>,
     /// Traditional add-ons bought on top of this subscription (R22, R23).
     #[serde(default)]
     pub add_ons: Vec<TraditionalAddOn>,

@@ -62,6 +62,13 @@ fn refused(r: &Refusal) -> Response {
                 "The quantity cannot be decreased: {assigned} assigned, {requested} requested."
             ),
         ),
+        Refusal::ReductionWindowClosed { closed_at } => bad(
+            800090,
+            format!(
+                "The quantity cannot be decreased: the refundable quantity expired{}.",
+                closed_at.map_or_else(String::new, |t| format!(" at {t}"))
+            ),
+        ),
         Refusal::CancellationWindowClosed { .. } => bad(
             900117,
             "You've passed your 7-day cancellation window.".into(),
@@ -132,7 +139,15 @@ fn listed(em: &Emulator, org: &Organization) -> Vec<wire::PcSubscription> {
             creation_date: s.purchased_at.map(|t| t.to_string()),
             commitment_end_date: s.term_ends_at.map(|t| t.to_string()),
             cancellation_allowed_until_date: s.cancellation_window_ends_at.map(|t| t.to_string()),
-            refundable_quantity: None,
+            refundable_quantity: s
+                .reduction_window_ends_at
+                .map(|t| wire::RefundableQuantity {
+                    total_quantity: if em.backend.now() < t { s.seats } else { 0 },
+                    details: vec![wire::RefundableDetail {
+                        quantity: s.seats,
+                        allowed_until_date_time: t.to_string(),
+                    }],
+                }),
             is_trial: s.trial,
             parent_subscription_id: None,
             order_id: None,

@@ -432,6 +432,7 @@ impl<'a> Planner<'a> {
                 n - available
             ),
         );
+        let block = self.with_autoscale_cap(scope.organization, p, block);
         for c in candidates.iter().filter(|c| c.listed) {
             states.insert(c.user.clone(), (UserState::Pending, Some(block.clone())));
         }
@@ -450,12 +451,14 @@ impl<'a> Planner<'a> {
         let organization = scope.organization;
         let mut accepted = vec![];
         for c in candidates {
-            let short = c
-                .new_products
-                .iter()
-                .find_map(|p| check_free_seats(p, 1, self.pool(organization, p).available()).err());
-            if let Some(refusal) = short {
-                states.insert(c.user.clone(), (UserState::Pending, Some(refusal.into())));
+            let short = c.new_products.iter().find_map(|p| {
+                check_free_seats(p, 1, self.pool(organization, p).available())
+                    .err()
+                    .map(|r| (p, r))
+            });
+            if let Some((product, refusal)) = short {
+                let block = self.with_autoscale_cap(organization, product, refusal.into());
+                states.insert(c.user.clone(), (UserState::Pending, Some(block)));
                 continue;
             }
             if !paused {

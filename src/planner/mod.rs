@@ -5,6 +5,7 @@
 
 mod assignments;
 mod auto_assign;
+mod autoscale;
 pub mod conditions;
 pub mod resources;
 mod subscriptions;
@@ -519,6 +520,8 @@ struct Planner<'a> {
     owners: Owners,
     /// What the service refused earlier in this run.
     refusals: &'a Refusals,
+    /// (lowercase organization, product) → why autoscaling stopped short of demand.
+    autoscale_caps: HashMap<(String, String), String>,
 }
 
 impl<'a> Planner<'a> {
@@ -561,6 +564,7 @@ impl<'a> Planner<'a> {
             planned_licences: HashMap::new(),
             owners: HashMap::new(),
             refusals,
+            autoscale_caps: HashMap::new(),
         }
     }
 

@@ -42,6 +42,8 @@ pub struct SubscriptionIntent {
     pub convert_trial: bool,
     #[serde(default)]
     pub deletion_policy: SubscriptionDeletionPolicy,
+    #[serde(default)]
+    pub autoscale: Option<Autoscale>,
 }
 
 /// What a LicenseAssignment declares (its spec), as the planner reads it.
@@ -76,6 +78,40 @@ pub struct AddOnIntent {
     pub auto_assign: bool,
     #[serde(default)]
     pub deletion_policy: SubscriptionDeletionPolicy,
+    #[serde(default)]
+    pub autoscale: Option<Autoscale>,
+}
+
+/// Seats that follow demand, within limits.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Autoscale {
+    /// Never more seats than this.
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub max_seats: i32,
+    /// Free seats to keep beyond demand, so a new user never waits for one.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub headroom: i32,
+}
+
+/// Why autoscaling chose its target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscaleStatus {
+    /// Licences of the product assigned in the organization, plus those LicenseAssignments
+    /// wait for.
+    pub demand: i64,
+    /// The seat count autoscaling aims at: min(maxSeats, max(seats, demand + headroom -
+    /// the product's other seats)).
+    pub target: i64,
+    /// A reduction outside the reduction window waits until then (the next renewal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub next_reduction_at: Option<Instant>,
+    /// Why seats above the target stay for now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// Points at the key of a Secret in the same namespace.
@@ -299,6 +335,9 @@ pub struct SubscriptionStatus {
     /// A purchase in flight (recorded before the backend is called).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purchase: Option<PendingPurchase>,
+    /// With `spec.autoscale`: the demand and the target it sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleStatus>,
 }
 
 /// One user's state in a LicenseAssignment.
@@ -417,4 +456,7 @@ pub struct AddOnStatus {
     /// Users without a licence whom the auto-assignment could not give the add-on, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub auto_assign_skipped: Vec<UserStatus>,
+    /// With `spec.autoscale`: the demand and the target it sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleStatus>,
 }

@@ -4,22 +4,23 @@
 use super::auto_assign::AutoAssign;
 use super::conditions::{Block, Outcome};
 use super::resources::{
-    AddOnIntent, AddOnStatus, AddOnType, PendingPurchase, PurchaseState, SeatCounts,
-    SubscriptionDeletionPolicy, SubscriptionStatus,
+    AddOnIntent, AddOnStatus, AddOnType, Autoscale, AutoscaleStatus, PendingPurchase,
+    PurchaseState, SeatCounts, SubscriptionDeletionPolicy, SubscriptionStatus,
 };
 use super::{Kind, Managed, Meta, Op, Planner, purchase_key};
 use crate::domain::BlockReason;
 use crate::domain::billing::{CostPreview, cost_preview};
 use crate::domain::rules::{
     cancellation_window_open, check_add_on_available, check_admin_may_change, check_cancellation,
-    check_purchase_limit, check_reduction, check_seat_change, check_subscription_live,
-    check_trial_conversion,
+    check_purchase_limit, check_reduction, check_reduction_window, check_seat_change,
+    check_subscription_live, check_trial_conversion,
 };
 use crate::domain::{
     BillingFrequency, Organization, ProductKind, Refusal, Subscription, SubscriptionState,
 };
 
 /// A subscription-like thing to reconcile: a Subscription, or a standalone AddOn.
+#[derive(Clone)]
 pub(super) struct PurchaseInput<'a> {
     pub kind: Kind,
     pub meta: &'a Meta,
@@ -35,6 +36,8 @@ pub(super) struct PurchaseInput<'a> {
     pub product_key: Option<String>,
     pub convert_trial: bool,
     pub deletion: SubscriptionDeletionPolicy,
+    /// `spec.autoscale`: `seats` is then the floor.
+    pub autoscale: Option<&'a Autoscale>,
 }
 
 /// A seat reduction waits until this pass's licence removals are known (R07).
@@ -62,6 +65,8 @@ pub(super) struct PurchaseResult {
     /// Bound through its purchase key, not a recorded id: bought by this resource, and the
     /// record of it was lost or is only now written.
     pub found_by_key: bool,
+    /// With `spec.autoscale`: the demand and the target this pass aimed at.
+    pub autoscale: Option<AutoscaleStatus>,
 }
 
 pub(super) fn state_of(sub: &Subscription) -> PurchaseState {
@@ -105,6 +110,7 @@ impl Planner<'_> {
                     product_key,
                     convert_trial: d.spec.convert_trial,
                     deletion: d.spec.deletion_policy,
+                    autoscale: d.spec.autoscale.as_ref(),
                 })
             })
             .collect()
@@ -184,6 +190,18 @@ impl Planner<'_> {
         if p.meta.deleting {
             return self.plan_cancel(p, bound, out);
         }
+        let scaled;
+        let p = match p.autoscale {
+            Some(a) => {
+                let status = self.autoscale_target(org, p, bound, a);
+                let mut q = p.clone();
+                q.seats = status.target as u32;
+                out.autoscale = Some(status);
+                scaled = q;
+                &scaled
+            }
+            None => p,
+        };
         match bound {
             None => self.plan_buy(p, org, product.monthly_price, out),
             Some(sub) => self.plan_changes(p, org, sub, product.monthly_price, out),
@@ -377,6 +395,25 @@ impl Planner<'_> {
             return Ok(Some((note, Some(op))));
         }
         if p.seats < view.seats {
+            if p.autoscale.is_some()
+                && let Err(Refusal::ReductionWindowClosed { closed_at }) =
+                    check_reduction_window(view, self.now)
+            {
+                // Never attempted: an autoscaled reduction waits for the next chance.
+                if let Some(a) = out.autoscale.as_mut() {
+                    a.next_reduction_at = view.term_ends_at;
+                    a.waiting = Some(format!(
+                        "{} seats above the target stay: seats could be removed only until {}; {}",
+                        view.seats - p.seats,
+                        closed_at.map_or_else(String::new, |t| t.to_string()),
+                        view.term_ends_at.map_or_else(
+                            || "no renewal date is known".to_string(),
+                            |t| format!("the next chance is at renewal, {t}")
+                        )
+                    ));
+                }
+                return Ok(None);
+            }
             // Everything but seats in use is known now; that waits for this pass's removals.
             check_seat_change(org, view, p.seats, 0, key, self.now)?;
             out.decrease = Some(Decrease {
@@ -526,6 +563,7 @@ impl Planner<'_> {
             subscription_id: r.recorded_id.clone(),
             purchase: r.purchase.clone(),
             last_seat_change: prev.last_seat_change.clone(),
+            autoscale: r.autoscale.clone(),
             ..Default::default()
         };
         if let Some(sub) = &r.bound {
@@ -535,7 +573,7 @@ impl Planner<'_> {
             s.state = Some(state_of(sub));
             s.term_ends_at = sub.term_ends_at;
             s.seats = Some(SeatCounts {
-                desired: seats as i64,
+                desired: r.autoscale.as_ref().map_or(seats as i64, |a| a.target),
                 purchased: sub.seats as i64,
                 assigned: pool.consumed as i64,
                 available: pool.available() as i64,
@@ -613,6 +651,7 @@ impl Planner<'_> {
             product_key: None,
             convert_trial: false,
             deletion: d.spec.deletion_policy,
+            autoscale: d.spec.autoscale.as_ref(),
         });
         let mut r = AddOnResult {
             add_on_id: purchase.recorded_id.clone(),
@@ -621,7 +660,11 @@ impl Planner<'_> {
         if let Some(sub) = &purchase.bound {
             let pool = self.observed_pool(&d.spec.organization, &d.spec.product);
             r.state = Some(state_of(sub));
-            r.quantity = Some((sub.seats, counts(quantity, sub.seats, pool)));
+            let desired = purchase
+                .autoscale
+                .as_ref()
+                .map_or(quantity, |a| a.target as u32);
+            r.quantity = Some((sub.seats, counts(desired, sub.seats, pool)));
         }
         r.purchase = purchase;
         r
@@ -915,6 +958,7 @@ impl Planner<'_> {
             auto_assigned: r.auto_assign.assigned,
             auto_assign_due: r.auto_assign.due,
             auto_assign_skipped: r.auto_assign.skipped.clone(),
+            autoscale: r.purchase.autoscale.clone(),
         }
     }
 }

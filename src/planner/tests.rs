@@ -66,6 +66,7 @@ fn subscription(
             product_key: None,
             convert_trial: false,
             deletion_policy: Default::default(),
+            autoscale: None,
         },
         status: Default::default(),
     }
@@ -312,5 +313,204 @@ fn purchase_keys_keep_their_wire_format() {
     assert_eq!(
         purchase_key(Kind::AddOn, &m, "contoso.com"),
         "seatkeeper:contoso.com:AddOn:team-a/new:uid-new"
+    );
+}
+
+fn autoscaled(
+    seats: i32,
+    max_seats: i32,
+    headroom: i32,
+) -> Declared<SubscriptionIntent, SubscriptionStatus> {
+    let mut d = subscription("spb", "s", "SPB", seats);
+    d.spec.autoscale = Some(resources::Autoscale {
+        max_seats,
+        headroom,
+    });
+    d
+}
+
+fn seat_changes(p: &Plan) -> Vec<(u32, u32)> {
+    p.actions
+        .iter()
+        .filter_map(|a| match &a.op {
+            Op::SetSeats { cost, .. } => Some((cost.from, cost.to)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// 5 users hold all 5 seats; 3 new hires are listed.
+fn onboarding() -> (
+    Observed,
+    Declared<AssignmentIntent, LicenseAssignmentStatus>,
+) {
+    let users: Vec<(String, bool)> = (0..8)
+        .map(|i| (format!("u{i}@contoso.com"), i < 5))
+        .collect();
+    let list: Vec<(&str, &[&str])> = users
+        .iter()
+        .map(|(u, held)| (u.as_str(), if *held { &["SPB"][..] } else { &[][..] }))
+        .collect();
+    let o = observed(&[("s", "SPB", 5)], &list);
+    let new: Vec<&str> = users[5..].iter().map(|(u, _)| u.as_str()).collect();
+    (o, assignment("hires", 50, &new, "SPB", Add))
+}
+
+#[test]
+fn autoscale_buys_demand_plus_headroom_and_assigns_in_the_same_plan() {
+    let (o, la) = onboarding();
+    let d = Desired {
+        subscriptions: vec![autoscaled(5, 50, 2)],
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(seat_changes(&p), vec![(5, 10)], "3 new users + 2 headroom");
+    assert_eq!(changes(&p).len(), 3, "all three assigned in the same plan");
+    let s = &p.subscriptions[0];
+    assert_eq!(s.seats.as_ref().unwrap().desired, 10);
+    let a = s.autoscale.as_ref().unwrap();
+    assert_eq!((a.demand, a.target), (8, 10));
+}
+
+#[test]
+fn autoscale_max_seats_caps_and_waiting_users_are_told_the_cap() {
+    let (o, la) = onboarding();
+    let d = Desired {
+        subscriptions: vec![autoscaled(5, 6, 2)],
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(seat_changes(&p), vec![(5, 6)]);
+    assert_eq!(changes(&p).len(), 1);
+    let s = &p.assignments[0];
+    assert_eq!(
+        s.pending, 3,
+        "one about to be assigned, two waiting for a seat"
+    );
+    let waiting = s
+        .users
+        .iter()
+        .find(|u| u.reason.as_deref() == Some("InsufficientSeats"));
+    let msg = waiting.unwrap().message.clone().unwrap();
+    assert!(msg.contains("maxSeats 6"), "{msg}");
+}
+
+#[test]
+fn autoscale_counts_the_products_other_subscriptions() {
+    let (mut o, la) = onboarding();
+    let org = o.organizations.get_mut("contoso.com").unwrap();
+    let mut other = org.subscriptions[0].clone();
+    other.id = "other".into();
+    other.seats = 10;
+    org.subscriptions.push(other);
+    let d = Desired {
+        subscriptions: vec![autoscaled(5, 50, 2)],
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(
+        seat_changes(&p).is_empty(),
+        "15 seats cover 8 users + 2 headroom"
+    );
+    assert_eq!(changes(&p).len(), 3);
+    assert_eq!(
+        p.subscriptions[0].autoscale.as_ref().unwrap().target,
+        5,
+        "the floor"
+    );
+}
+
+#[test]
+fn autoscale_lowers_seats_only_inside_the_reduction_window() {
+    let users: &[(&str, &[&str])] = &[("a@contoso.com", &["SPB"]), ("b@contoso.com", &["SPB"])];
+    let mut o = observed(&[("s", "SPB", 10)], users);
+    let term_end = now() + jiff::SignedDuration::from_hours(24 * 200);
+    {
+        let sub = &mut o
+            .organizations
+            .get_mut("contoso.com")
+            .unwrap()
+            .subscriptions[0];
+        sub.reduction_window_ends_at = Some(now() + jiff::SignedDuration::from_hours(1));
+        sub.term_ends_at = Some(term_end);
+        sub.recurring_billing = true;
+    }
+    let d = Desired {
+        subscriptions: vec![autoscaled(1, 50, 1)],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(
+        seat_changes(&p),
+        vec![(10, 3)],
+        "inside the window: down to demand + headroom"
+    );
+
+    let later = now() + jiff::SignedDuration::from_hours(2);
+    let p = plan(&d, &o, later, &Options::default());
+    assert!(
+        p.actions.is_empty(),
+        "outside the window the reduction is never attempted: {:?}",
+        p.actions
+    );
+    let s = &p.subscriptions[0];
+    assert_eq!(
+        s.blocked_reason, None,
+        "an autoscaled reduction waits, it is not Blocked"
+    );
+    let a = s.autoscale.as_ref().unwrap();
+    assert_eq!(a.target, 3);
+    assert_eq!(a.next_reduction_at, Some(term_end));
+    assert!(
+        a.waiting
+            .as_deref()
+            .unwrap()
+            .contains("7 seats above the target")
+    );
+}
+
+#[test]
+fn explicit_reduction_after_the_window_is_blocked_reduction_window_closed() {
+    let mut o = observed(&[("s", "SPB", 10)], &[]);
+    o.organizations
+        .get_mut("contoso.com")
+        .unwrap()
+        .subscriptions[0]
+        .reduction_window_ends_at = Some(now() - jiff::SignedDuration::from_hours(1));
+    let d = Desired {
+        subscriptions: vec![subscription("spb", "s", "SPB", 8)],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(p.actions.is_empty());
+    assert_eq!(
+        p.subscriptions[0].blocked_reason.as_deref(),
+        Some("ReductionWindowClosed")
+    );
+}
+
+#[test]
+fn autoscale_raises_through_the_purchase_guard() {
+    let (o, la) = onboarding();
+    let d = Desired {
+        subscriptions: vec![autoscaled(5, 50, 20)],
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let options = Options {
+        max_seat_increase: 10,
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &options);
+    assert!(
+        seat_changes(&p).is_empty(),
+        "23 more seats is over the limit of 10"
+    );
+    assert_eq!(
+        p.subscriptions[0].blocked_reason.as_deref(),
+        Some("PurchaseLimitExceeded")
     );
 }

@@ -866,3 +866,111 @@ fn r04_an_invalid_product_key_is_predicted_by_plan_not_refused_by_apply() {
     assert!(msg.contains("25-character"), "{msg}");
     assert!(!msg.contains("TOO-SHORT"), "the key itself is never shown");
 }
+
+/// 5 users hold the 5 seats of sub-1; u5, u6 and u7 are new hires.
+fn onboarding_tenant(sub_extra: &str) -> Tenant {
+    let held = users(5, ", licenses: [{product: SPB}]");
+    let new: String = (5..8)
+        .map(|i| format!("  - {{upn: u{i}@contoso.com, usageLocation: NL}}\n"))
+        .collect();
+    Tenant::new(&tenant(&(held + &new), &s("sub-1", "SPB", 5, sub_extra)))
+}
+
+const HIRES: [&str; 3] = ["u5@contoso.com", "u6@contoso.com", "u7@contoso.com"];
+
+#[test]
+fn autoscale_onboarding_buys_demand_plus_headroom_and_assigns_in_the_same_apply() {
+    let t = onboarding_tenant("");
+    let m = sub(
+        "spb",
+        "sub-1",
+        "SPB",
+        5,
+        ", autoscale: {maxSeats: 50, headroom: 2}",
+    ) + &lasg("hires", &HIRES, "[{product: SPB}]", "");
+    let r = t.apply(&m);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.tenant.contains("seats: 10"), "3 new users + 2 headroom");
+    assert_eq!(r.item("hires")["status"]["assigned"], 3);
+    let status = &r.item("spb")["status"];
+    assert_eq!(status["seats"]["desired"], 10);
+    assert_eq!(status["autoscale"]["demand"], 8);
+    assert_eq!(status["autoscale"]["target"], 10);
+    // Converged: applying again buys nothing more.
+    let again = t.apply(&m);
+    assert!(again.actions().is_empty(), "{:?}", again.actions());
+}
+
+#[test]
+fn autoscale_max_seats_caps_and_the_waiting_users_are_told() {
+    let t = onboarding_tenant("");
+    let m = sub(
+        "spb",
+        "sub-1",
+        "SPB",
+        5,
+        ", autoscale: {maxSeats: 6, headroom: 2}",
+    ) + &lasg("hires", &HIRES, "[{product: SPB}]", "");
+    let r = t.apply(&m);
+    assert!(r.tenant.contains("seats: 6"), "never more than maxSeats");
+    assert_eq!(r.item("hires")["status"]["assigned"], 1);
+    let waiting = r.user("hires", "u7@contoso.com");
+    assert_eq!(waiting["state"], "Pending");
+    let message = waiting["message"].as_str().unwrap();
+    assert!(message.contains("maxSeats 6"), "{message}");
+}
+
+#[test]
+fn autoscale_lowers_seats_only_inside_the_reduction_window() {
+    let window =
+        ", termEndsAt: '2027-11-01T00:00:00Z', reductionWindowEndsAt: '2026-11-22T00:00:00Z'";
+    let m = sub(
+        "spb",
+        "sub-1",
+        "SPB",
+        1,
+        ", autoscale: {maxSeats: 50, headroom: 1}",
+    ) + &lasg(
+        "team",
+        &["u0@contoso.com", "u1@contoso.com"],
+        "[{product: SPB}]",
+        "",
+    );
+    // Two users left: 5 seats, 2 in use.
+    let in_window = || {
+        Tenant::new(&tenant(
+            &users(2, ", licenses: [{product: SPB}]"),
+            &s("sub-1", "SPB", 5, window),
+        ))
+    };
+    let r = in_window().apply(&m);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.tenant.contains("seats: 3"),
+        "inside the window: down to demand + headroom"
+    );
+
+    let r = in_window().run("apply", &m, "2026-11-23T09:00:00Z");
+    assert_eq!(
+        r.code, 0,
+        "a waiting reduction is not a failure: {}",
+        r.stderr
+    );
+    assert!(
+        r.tenant.contains("seats: 5"),
+        "never attempted outside the window"
+    );
+    assert!(r.ready("spb"));
+    let status = &r.item("spb")["status"]["autoscale"];
+    assert_eq!(status["target"], 3);
+    assert!(status["nextReductionAt"].is_string(), "{status}");
+
+    // Asked for explicitly after the window: Blocked, nothing changes.
+    let r = in_window().run(
+        "apply",
+        &sub("spb", "sub-1", "SPB", 4, ""),
+        "2026-11-23T09:00:00Z",
+    );
+    assert_eq!(r.blocked("spb"), "ReductionWindowClosed");
+    assert!(r.tenant.contains("seats: 5"));
+}

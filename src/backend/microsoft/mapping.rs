@@ -331,6 +331,13 @@ fn subscriptions(
                 .cancellation_allowed_until_date
                 .as_deref()
                 .and_then(|t| t.parse().ok());
+            // Seats can be removed until the last refundable quantity expires.
+            sub.reduction_window_ends_at = p.refundable_quantity.as_ref().and_then(|r| {
+                r.details
+                    .iter()
+                    .filter_map(|d| d.allowed_until_date_time.parse().ok())
+                    .max()
+            });
             if p.status == "pending" {
                 sub.status = SubscriptionState::Pending;
             }
@@ -399,9 +406,15 @@ pub fn pc_refusal(body: Option<&Value>, status: u16) -> BackendError {
         800023 | 800025 | 900121 | 800069 | 800073 | 800074 | 800075 => {
             Refusal::CreditCheckPending { clears_at: None }
         }
-        800090 => Refusal::SeatsInUse {
+        800090 if description.contains("assigned") => Refusal::SeatsInUse {
             assigned: number_in(&description, "assigned").unwrap_or(0),
             requested: number_in(&description, "requested").unwrap_or(0),
+        },
+        // Not about seats in use: the refundable quantity has expired.
+        800090 => Refusal::ReductionWindowClosed {
+            closed_at: description
+                .split_whitespace()
+                .find_map(|w| w.trim_end_matches('.').parse().ok()),
         },
         900117 => Refusal::CancellationWindowClosed { term_ends_at: None },
         800027 => Refusal::Trial {
@@ -508,7 +521,22 @@ mod tests {
         };
         assert_eq!(reason(err(900117)), "CancellationWindowClosed");
         assert_eq!(reason(err(800023)), "CreditCheckPending");
-        assert_eq!(reason(err(800090)), "SeatsInUse");
+        let decrease = |d: &str| {
+            reason(pc_refusal(
+                Some(&serde_json::json!({"code": 800090, "description": d})),
+                400,
+            ))
+        };
+        assert_eq!(
+            decrease("The quantity cannot be decreased: 4 assigned, 2 requested."),
+            "SeatsInUse"
+        );
+        assert_eq!(
+            decrease(
+                "The quantity cannot be decreased: the refundable quantity expired at 2026-11-21T09:00:00Z."
+            ),
+            "ReductionWindowClosed"
+        );
         assert!(matches!(err(1), BackendError::Unavailable(_)));
     }
 }
