@@ -1075,3 +1075,49 @@ async fn e2e_an_organization_with_the_microsoft_backend_runs_against_the_emulato
     r.stop().await;
     let _ = stop_emulator.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_autoscaling_buys_seats_for_a_new_license_assignment() {
+    let w = world("  - {id: sub-spb, product: SPB, seats: 2}\n").await;
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(600));
+    let seats = |w: &World| {
+        w.tenant()["organizations"][0]["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "sub-spb")
+            .unwrap()["seats"]
+            .as_u64()
+            .unwrap()
+    };
+    w.create(
+        NS,
+        sub(
+            "spb",
+            json!({"organization": ORG, "product": "SPB", "subscriptionId": "sub-spb", "seats": 2,
+                "autoscale": {"maxSeats": 10, "headroom": 1}}),
+        ),
+    )
+    .await;
+    eventually("spb Ready", || {
+        w.object("subscriptions", NS, "spb")
+            .is_some_and(|o| condition(&o, "Ready").0 == "True")
+    })
+    .await;
+    assert_eq!(seats(&w), 2, "no demand: the floor");
+    // Onboarding: four new hires land; nobody touches the Subscription.
+    w.create(NS, lasg("hires", 0..4, "SPB", json!({}))).await;
+    eventually("4 assigned on 5 seats", || {
+        w.holders("SPB") == 4 && seats(&w) == 5
+    })
+    .await;
+    eventually("status explains the target", || {
+        w.object("subscriptions", NS, "spb").is_some_and(|o| {
+            o["status"]["autoscale"]["target"] == 5
+                && o["status"]["autoscale"]["demand"] == 4
+                && o["status"]["seats"]["desired"] == 5
+        })
+    })
+    .await;
+    r.stop().await;
+}

@@ -404,3 +404,193 @@ proptest! {
         no_flapping(&c)?;
     }
 }
+
+/// Seat autoscaling over a random sequence of demand (users listed, one step a day).
+#[derive(Clone, Debug)]
+struct Demand {
+    floor: u32,
+    headroom: u32,
+    max: u32,
+    /// The reduction window closes after this many days; None: no window.
+    window_days: Option<u8>,
+    /// Users listed for SPB, day by day.
+    steps: Vec<usize>,
+}
+
+fn demand_case() -> impl Strategy<Value = Demand> {
+    (
+        0u32..5,
+        0u32..4,
+        0u32..25,
+        prop::option::of(0u8..8),
+        prop::collection::vec(0usize..20, 1..8),
+    )
+        .prop_map(|(floor, headroom, extra, window_days, steps)| Demand {
+            floor,
+            headroom,
+            max: floor + extra,
+            window_days,
+            steps,
+        })
+}
+
+fn autoscale_tenant(c: &Demand) -> TenantFile {
+    let mut yaml = String::from(
+        "organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  users:\n",
+    );
+    for i in 0..20 {
+        yaml += &format!("  - {{upn: {}, usageLocation: NL}}\n", upn(i));
+    }
+    let window = c.window_days.map_or(String::new(), |d| {
+        let end = now() + jiff::SignedDuration::from_hours(24 * d as i64 + 12);
+        format!(", reductionWindowEndsAt: '{end}'")
+    });
+    yaml += &format!(
+        "  subscriptions:\n  - {{id: sub-0, product: SPB, seats: {}, termEndsAt: '2027-11-01T00:00:00Z'{window}}}\n",
+        c.floor
+    );
+    TenantFile::parse(&yaml, "tenant.yaml").unwrap()
+}
+
+fn autoscale_desired(c: &Demand, listed: usize) -> Desired {
+    let meta = |name: &str| Meta {
+        namespace: "default".into(),
+        name: name.into(),
+        created_at: now(),
+        uid: format!("uid-{name}"),
+        ..Default::default()
+    };
+    let mut d = Desired::default();
+    d.subscriptions.push(Declared {
+        meta: meta("spb"),
+        spec: serde_json::from_value(serde_json::json!({
+            "organization": "contoso.com", "product": "SPB", "subscriptionId": "sub-0",
+            "seats": c.floor, "autoscale": {"maxSeats": c.max, "headroom": c.headroom}
+        }))
+        .unwrap(),
+        status: Default::default(),
+    });
+    d.assignments.push(Declared::<_, LicenseAssignmentStatus> {
+        meta: meta("team"),
+        spec: serde_json::from_value(serde_json::json!({
+            "organization": "contoso.com", "users": (0..listed).map(upn).collect::<Vec<_>>(),
+            "licenses": [{"product": "SPB"}],
+        }))
+        .unwrap(),
+        status: Default::default(),
+    });
+    d
+}
+
+fn autoscale_follows_demand(c: &Demand) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let clock = Arc::new(FixedClock::new(now()));
+    let backend = Embedded::new(autoscale_tenant(c), None, clock.clone());
+    let mut d = autoscale_desired(c, 0);
+    let seats = |b: &Embedded| b.tenant().organizations[0].subscriptions[0].seats;
+    for (day, listed) in c.steps.iter().enumerate() {
+        let at = now() + jiff::SignedDuration::from_hours(24 * day as i64);
+        clock.set(at);
+        let window_open = c
+            .window_days
+            .is_none_or(|w| at < now() + jiff::SignedDuration::from_hours(24 * w as i64 + 12));
+        // The new day's list, keeping what the resources recorded in status.
+        let next = autoscale_desired(c, *listed);
+        d.assignments[0].spec = next.assignments[0].spec.clone();
+        let before = seats(&backend);
+        let run = |d: &mut Desired| {
+            rt.block_on(converge(
+                &backend,
+                &mut NoLedger,
+                d,
+                clock.as_ref(),
+                &Options::default(),
+                DEFAULT_MAX_PASSES,
+            ))
+            .unwrap()
+        };
+        let report = run(&mut d);
+        prop_assert!(report.converged, "day {day} did not converge");
+        let after = seats(&backend);
+        let org = backend.tenant().organizations[0].clone();
+        let holding = org.consumed("SPB");
+        let target = c.max.min(c.floor.max(*listed as u32 + c.headroom));
+        let moves: Vec<(u32, u32)> = report
+            .executed
+            .iter()
+            .filter(|e| e.refused.is_none())
+            .filter_map(|e| match &e.action.op {
+                Op::SetSeats { cost, .. } => Some((cost.from, cost.to)),
+                _ => None,
+            })
+            .collect();
+        prop_assert!(
+            moves.iter().all(|(f, t)| t > f) || moves.iter().all(|(f, t)| t < f),
+            "day {day}: seats moved up and down in one apply: {moves:?}"
+        );
+        for e in &report.executed {
+            prop_assert!(e.refused.is_none(), "day {day}: the service refused {e:?}");
+        }
+        if after > before {
+            prop_assert!(
+                target > before,
+                "day {day}: raised {before}→{after}, target {target}"
+            );
+        }
+        if after < before {
+            prop_assert!(
+                window_open && target < before,
+                "day {day}: lowered {before}→{after} (target {target}, window open {window_open})"
+            );
+        }
+        if window_open || target >= before {
+            prop_assert_eq!(
+                after,
+                target,
+                "day {}: demand {} holding {}",
+                day,
+                listed,
+                holding
+            );
+        } else {
+            prop_assert_eq!(
+                after,
+                before,
+                "day {}: a waiting reduction changed seats",
+                day
+            );
+            let status = report.plan.subscriptions[0]
+                .autoscale
+                .clone()
+                .unwrap_or_default();
+            prop_assert!(status.next_reduction_at.is_some(), "day {day}: {status:?}");
+        }
+        let status = &report.plan.subscriptions[0];
+        prop_assert_eq!(
+            &status.blocked_reason,
+            &None,
+            "day {}: autoscaling is never Blocked here",
+            day
+        );
+        prop_assert!(holding <= after && holding as usize <= *listed);
+        prop_assert!(after <= c.max.max(c.floor));
+        // Stable: the same demand again changes nothing.
+        let again = run(&mut d);
+        prop_assert!(
+            again.executed.is_empty(),
+            "day {day}: acted again on the same demand: {:?}",
+            again.executed
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300), failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn autoscale_follows_demand_within_limits_and_the_window_without_flapping(c in demand_case()) {
+        autoscale_follows_demand(&c)?;
+    }
+}

@@ -141,7 +141,12 @@ fn columns(kind: Kind) -> (Vec<&'static str>, Cells) {
                 let o = &r.object;
                 vec![
                     s(o, "/spec/product"),
-                    s(o, "/spec/seats"),
+                    // With autoscale, the target it chose rather than the floor.
+                    if o.pointer("/status/autoscale").is_some() {
+                        s(o, "/status/seats/desired")
+                    } else {
+                        s(o, "/spec/seats")
+                    },
                     s(o, "/status/seats/purchased"),
                     s(o, "/status/seats/assigned"),
                     ready(&r.conditions),

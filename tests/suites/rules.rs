@@ -974,3 +974,29 @@ fn autoscale_lowers_seats_only_inside_the_reduction_window() {
     assert_eq!(r.blocked("spb"), "ReductionWindowClosed");
     assert!(r.tenant.contains("seats: 5"));
 }
+
+#[test]
+fn autoscale_a_standalone_add_on_follows_demand_like_a_subscription() {
+    let t = Tenant::new(&tenant(
+        &users(3, ", licenses: [{product: O365_BUSINESS_PREMIUM}]"),
+        &s("sub-1", "O365_BUSINESS_PREMIUM", 3, ""),
+    ));
+    let m = addon(
+        "atp",
+        "ATP_ENTERPRISE",
+        "Standalone",
+        ", autoscale: {maxSeats: 10, headroom: 1}",
+    ) + &lasg(
+        "defender",
+        &["u0@contoso.com", "u1@contoso.com", "u2@contoso.com"],
+        "[{product: ATP_ENTERPRISE}]",
+        "",
+    );
+    let r = t.apply(&m);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("defender")["status"]["assigned"], 3);
+    let status = &r.item("atp")["status"];
+    assert_eq!(status["autoscale"]["target"], 4, "3 users + 1 headroom");
+    assert_eq!(status["quantity"]["desired"], 4);
+    assert_eq!(status["quantity"]["purchased"], 4);
+}
