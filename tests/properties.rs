@@ -413,8 +413,8 @@ struct Demand {
     max: u32,
     /// The reduction window closes after this many days; None: no window.
     window_days: Option<u8>,
-    /// Users listed for SPB, day by day.
-    steps: Vec<usize>,
+    /// Users listed for SPB, day by day (some leave as others join).
+    steps: Vec<BTreeSet<usize>>,
 }
 
 fn demand_case() -> impl Strategy<Value = Demand> {
@@ -423,7 +423,7 @@ fn demand_case() -> impl Strategy<Value = Demand> {
         0u32..4,
         0u32..25,
         prop::option::of(0u8..8),
-        prop::collection::vec(0usize..20, 1..8),
+        prop::collection::vec(prop::collection::btree_set(0usize..20, 0..20), 1..8),
     )
         .prop_map(|(floor, headroom, extra, window_days, steps)| Demand {
             floor,
@@ -452,7 +452,7 @@ fn autoscale_tenant(c: &Demand) -> TenantFile {
     TenantFile::parse(&yaml, "tenant.yaml").unwrap()
 }
 
-fn autoscale_desired(c: &Demand, listed: usize) -> Desired {
+fn autoscale_desired(c: &Demand, listed: &BTreeSet<usize>) -> Desired {
     let meta = |name: &str| Meta {
         namespace: "default".into(),
         name: name.into(),
@@ -473,7 +473,7 @@ fn autoscale_desired(c: &Demand, listed: usize) -> Desired {
     d.assignments.push(Declared::<_, LicenseAssignmentStatus> {
         meta: meta("team"),
         spec: serde_json::from_value(serde_json::json!({
-            "organization": "contoso.com", "users": (0..listed).map(upn).collect::<Vec<_>>(),
+            "organization": "contoso.com", "users": listed.iter().map(|i| upn(*i)).collect::<Vec<_>>(),
             "licenses": [{"product": "SPB"}],
         }))
         .unwrap(),
@@ -488,7 +488,7 @@ fn autoscale_follows_demand(c: &Demand) -> Result<(), TestCaseError> {
         .unwrap();
     let clock = Arc::new(FixedClock::new(now()));
     let backend = Embedded::new(autoscale_tenant(c), None, clock.clone());
-    let mut d = autoscale_desired(c, 0);
+    let mut d = autoscale_desired(c, &BTreeSet::new());
     let seats = |b: &Embedded| b.tenant().organizations[0].subscriptions[0].seats;
     for (day, listed) in c.steps.iter().enumerate() {
         let at = now() + jiff::SignedDuration::from_hours(24 * day as i64);
@@ -497,7 +497,7 @@ fn autoscale_follows_demand(c: &Demand) -> Result<(), TestCaseError> {
             .window_days
             .is_none_or(|w| at < now() + jiff::SignedDuration::from_hours(24 * w as i64 + 12));
         // The new day's list, keeping what the resources recorded in status.
-        let next = autoscale_desired(c, *listed);
+        let next = autoscale_desired(c, listed);
         d.assignments[0].spec = next.assignments[0].spec.clone();
         let before = seats(&backend);
         let run = |d: &mut Desired| {
@@ -516,7 +516,7 @@ fn autoscale_follows_demand(c: &Demand) -> Result<(), TestCaseError> {
         let after = seats(&backend);
         let org = backend.tenant().organizations[0].clone();
         let holding = org.consumed("SPB");
-        let target = c.max.min(c.floor.max(*listed as u32 + c.headroom));
+        let target = c.max.min(c.floor.max(listed.len() as u32 + c.headroom));
         let moves: Vec<(u32, u32)> = report
             .executed
             .iter()
@@ -549,7 +549,7 @@ fn autoscale_follows_demand(c: &Demand) -> Result<(), TestCaseError> {
             prop_assert_eq!(
                 after,
                 target,
-                "day {}: demand {} holding {}",
+                "day {}: demand {:?} holding {}",
                 day,
                 listed,
                 holding
@@ -574,7 +574,7 @@ fn autoscale_follows_demand(c: &Demand) -> Result<(), TestCaseError> {
             "day {}: autoscaling is never Blocked here",
             day
         );
-        prop_assert!(holding <= after && holding as usize <= *listed);
+        prop_assert!(holding <= after && holding as usize <= listed.len());
         prop_assert!(after <= c.max.max(c.floor));
         // Stable: the same demand again changes nothing.
         let again = run(&mut d);

@@ -18,10 +18,19 @@ use crate::domain::BlockReason;
 use crate::domain::{Organization, Subscription};
 
 impl Planner<'_> {
-    /// Licences of `product` assigned in the organization (by anyone, as observed) plus the
-    /// users its LicenseAssignments list for it who exist and do not hold it yet.
+    /// Licences of `product` assigned in the organization (by anyone, as observed, less those
+    /// this pass removes) plus the users its LicenseAssignments list for it who exist and do
+    /// not hold it yet.
     pub(super) fn demand(&self, org: &Organization, organization: &str, product: &str) -> u32 {
-        let assigned = self.observed_pool(organization, product).consumed;
+        let leaving = self
+            .leaving
+            .get(&(organization.to_string(), product.to_string()))
+            .copied()
+            .unwrap_or(0);
+        let assigned = self
+            .observed_pool(organization, product)
+            .consumed
+            .saturating_sub(leaving);
         let mut waiting: HashSet<String> = HashSet::new();
         for d in &self.desired.assignments {
             if d.meta.deleting

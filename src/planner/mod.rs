@@ -433,7 +433,43 @@ pub fn plan_with(
     options: &Options,
     refusals: &Refusals,
 ) -> Plan {
+    let autoscaled = desired
+        .subscriptions
+        .iter()
+        .any(|d| d.spec.autoscale.is_some())
+        || desired.add_ons.iter().any(|d| d.spec.autoscale.is_some());
+    if !autoscaled {
+        return plan_once(desired, observed, now, options, refusals, Leaving::new());
+    }
+    // Autoscaling's demand leaves out the licences this very pass removes (a user who leaves
+    // while another joins needs no new seat): a first plan finds them.
+    let first = plan_once(desired, observed, now, options, refusals, Leaving::new());
+    let mut leaving = Leaving::new();
+    for a in &first.actions {
+        if let Op::AssignLicenses { users } = &a.op {
+            for product in users.iter().flat_map(|c| &c.remove) {
+                *leaving
+                    .entry((a.organization.clone(), product.clone()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    plan_once(desired, observed, now, options, refusals, leaving)
+}
+
+/// (organization, product) → licences this pass removes.
+type Leaving = HashMap<(String, String), u32>;
+
+fn plan_once(
+    desired: &Desired,
+    observed: &Observed,
+    now: Instant,
+    options: &Options,
+    refusals: &Refusals,
+    leaving: Leaving,
+) -> Plan {
     let mut planner = Planner::new(desired, observed, now, options, refusals);
+    planner.leaving = leaving;
     planner.owners = planner.find_owners();
     let mut subs = planner.plan_subscriptions();
     let mut add_ons = planner.plan_add_ons(&subs);
@@ -520,8 +556,10 @@ struct Planner<'a> {
     owners: Owners,
     /// What the service refused earlier in this run.
     refusals: &'a Refusals,
-    /// (lowercase organization, product) → why autoscaling stopped short of demand.
+    /// (organization, product) → why autoscaling stopped short of demand.
     autoscale_caps: HashMap<(String, String), String>,
+    /// (organization, product) → licences this pass removes, known to autoscaling.
+    leaving: Leaving,
 }
 
 impl<'a> Planner<'a> {
@@ -565,6 +603,7 @@ impl<'a> Planner<'a> {
             owners: HashMap::new(),
             refusals,
             autoscale_caps: HashMap::new(),
+            leaving: Leaving::new(),
         }
     }
 

@@ -403,7 +403,7 @@ impl Planner<'_> {
                 if let Some(a) = out.autoscale.as_mut() {
                     a.next_reduction_at = view.term_ends_at;
                     a.waiting = Some(format!(
-                        "{} seats above the target stay: seats could be removed only until {}; {}",
+                        "{} seat(s) above the target stay: seats could be removed only until {}; {}",
                         view.seats - p.seats,
                         closed_at.map_or_else(String::new, |t| t.to_string()),
                         view.term_ends_at.map_or_else(

@@ -468,7 +468,7 @@ fn autoscale_lowers_seats_only_inside_the_reduction_window() {
         a.waiting
             .as_deref()
             .unwrap()
-            .contains("7 seats above the target")
+            .contains("7 seat(s) above the target")
     );
 }
 
@@ -513,4 +513,27 @@ fn autoscale_raises_through_the_purchase_guard() {
         p.subscriptions[0].blocked_reason.as_deref(),
         Some("PurchaseLimitExceeded")
     );
+}
+
+#[test]
+fn autoscale_a_user_leaving_as_another_joins_buys_no_seat() {
+    // a holds the licence through this resource; the list now names b instead.
+    let o = observed(
+        &[("s", "SPB", 2)],
+        &[("a@contoso.com", &["SPB"]), ("b@contoso.com", &[])],
+    );
+    let mut la = assignment("la", 50, &["b@contoso.com"], "SPB", Add);
+    la.status.owned = vec![resources::OwnedLicence {
+        user: "a@contoso.com".into(),
+        product: "SPB".into(),
+    }];
+    let d = Desired {
+        subscriptions: vec![autoscaled(1, 50, 1)],
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(seat_changes(&p).is_empty(), "{:?}", p.actions);
+    assert_eq!(p.subscriptions[0].autoscale.as_ref().unwrap().demand, 1);
+    assert_eq!(changes(&p).len(), 2, "b assigned, a's licence removed");
 }

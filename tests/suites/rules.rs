@@ -1000,3 +1000,43 @@ fn autoscale_a_standalone_add_on_follows_demand_like_a_subscription() {
     assert_eq!(status["quantity"]["desired"], 4);
     assert_eq!(status["quantity"]["purchased"], 4);
 }
+
+#[test]
+fn autoscale_the_readme_example_buys_for_the_new_hires_and_assigns_them() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/autoscale");
+    let t = Tenant::new(&std::fs::read_to_string(dir.join("tenant.yaml")).unwrap());
+    let m = std::fs::read_to_string(dir.join("manifests.yaml")).unwrap();
+    let plan = t.run("plan", &m, NOW);
+    assert_eq!(plan.actions(), ["setSeats", "assignLicenses"]);
+    let r = t.apply(&m);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.tenant.contains("seats: 5"));
+    assert_eq!(r.item("new-hires")["status"]["assigned"], 3);
+    // Two hires leave within the reduction window: their licences go, and so do 2 seats.
+    let fewer = m.replace("bob@contoso.com, cem@contoso.com, ", "");
+    let r = t.apply(&fewer);
+    assert!(r.tenant.contains("seats: 3"), "ann + dee + 1 headroom");
+    // After the window: dee leaves as bob returns, which needs no new seat.
+    let later = "2026-11-29T09:00:00Z";
+    let r = t.run(
+        "apply",
+        &m.replace(", cem@contoso.com, dee@contoso.com", ""),
+        later,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.tenant.contains("seats: 3"), "a swap buys nothing");
+    // bob leaves too: the seat above the target stays, and status says when it can go.
+    let only_ann = m.replace(
+        "bob@contoso.com, cem@contoso.com, dee@contoso.com",
+        "ann@contoso.com",
+    );
+    let r = t.run("apply", &only_ann, later);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.tenant.contains("seats: 3"),
+        "never lowered outside the window"
+    );
+    let status = &r.item("business-premium")["status"]["autoscale"];
+    assert_eq!(status["target"], 2);
+    assert_eq!(status["nextReductionAt"], "2026-12-01T00:00:00Z");
+}
