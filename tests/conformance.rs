@@ -922,3 +922,43 @@ async fn a_missing_permission_blocks_naming_it() {
     );
     let _ = served.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reduction_window_is_partner_centers_refundable_quantity_and_800090() {
+    // Seats added on 1 November could be removed until 20 November (now is the 21st).
+    let t = tenant(
+        &[("a@contoso.com", LOC)],
+        "  - {id: sub-1, product: SPB, seats: 5, reductionWindowEndsAt: '2026-11-20T00:00:00Z'}\n",
+    );
+    let served = emulate(&t, Faults::default()).await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let snapshot = backend.snapshot("contoso.com").await.unwrap();
+    let sub = snapshot.organization.unwrap().subscriptions[0].clone();
+    assert_eq!(
+        sub.reduction_window_ends_at,
+        Some("2026-11-20T00:00:00Z".parse().unwrap()),
+        "read from refundableQuantity.details[].allowedUntilDateTime"
+    );
+    // Asked directly (past the planner), the service refuses with 800090, which maps back.
+    let refused = backend
+        .set_seats("contoso.com", &sub.id, 4, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        format!("{:?}", refused),
+        format!(
+            "{:?}",
+            seatkeeper::backend::BackendError::Refused(
+                seatkeeper::domain::Refusal::ReductionWindowClosed {
+                    closed_at: Some("2026-11-20T00:00:00Z".parse().unwrap())
+                }
+            )
+        )
+    );
+    // Raising is not limited by it.
+    backend
+        .set_seats("contoso.com", &sub.id, 6, None)
+        .await
+        .unwrap();
+    let _ = served.stop.send(true);
+}
