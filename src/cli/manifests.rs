@@ -178,12 +178,34 @@ pub struct Manifests {
     pub secrets: BTreeMap<(String, String, String), String>,
     /// Organization documents (cluster-scoped).
     pub organizations: Vec<(Source, Organization)>,
+    /// Documents of other API groups, skipped: "kind namespace/name".
+    pub skipped: Vec<String>,
 }
+
+impl Manifests {
+    /// One line naming what was skipped, if anything was.
+    pub fn skipped_note(&self) -> Option<String> {
+        const SHOWN: usize = 5;
+        let n = self.skipped.len();
+        (n > 0).then(|| {
+            let mut names = self.skipped[..n.min(SHOWN)].join(", ");
+            if n > SHOWN {
+                names += &format!(" and {} more", n - SHOWN);
+            }
+            format!("note: skipped {n} document(s) seatkeeper does not read: {names}")
+        })
+    }
+}
+
+/// `-f -`: the manifests come from standard input.
+const STDIN: &str = "-";
 
 fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
     let mut out = vec![];
     for p in paths {
-        if p.is_dir() {
+        if p.as_os_str() == STDIN {
+            out.push(p.clone());
+        } else if p.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| InputError(format!("{}: cannot read folder: {e}", p.display())))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -217,9 +239,17 @@ pub fn load(
     let mut m = Manifests::default();
     let mut seen: BTreeMap<(String, String, String), Source> = BTreeMap::new();
     for file in files(paths)? {
-        let name = file.display().to_string();
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| InputError(format!("{name}: cannot read: {e}")))?;
+        let (name, text) = if file.as_os_str() == STDIN {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| InputError(format!("standard input: cannot read: {e}")))?;
+            ("standard input".to_string(), text)
+        } else {
+            let name = file.display().to_string();
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| InputError(format!("{name}: cannot read: {e}")))?;
+            (name, text)
+        };
         let docs: Vec<Value> =
             serde_saphyr::from_multiple_with_options(&text, crate::yaml::options())
                 .map_err(|e| InputError(format!("{name}: not valid YAML: {e}")))?;
@@ -247,7 +277,16 @@ pub fn load(
         }
     }
     if m.objects.is_empty() {
-        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let names: Vec<String> = paths
+            .iter()
+            .map(|p| {
+                if p.as_os_str() == STDIN {
+                    "standard input".to_string()
+                } else {
+                    p.display().to_string()
+                }
+            })
+            .collect();
         return Err(InputError(format!(
             "no seatkeeper resources in {}: expected Subscription, LicenseAssignment or AddOn documents (apiVersion {})",
             names.join(", "),
@@ -389,6 +428,10 @@ fn read_document(
         }
         (_, "Subscription" | "LicenseAssignment" | "AddOn") => {
             return Err(src.err(&label, format!("apiVersion: must be {}, not {api_version:?}", crate::api::API_VERSION)));
+        }
+        // Another group's document in the same stream (kustomize or Helm output): skipped.
+        (v, _) if !v.starts_with("seatkeeper.dev/") => {
+            m.skipped.push(format!("{kind} {name}"));
         }
         _ => return Err(src.err(&label, format!("kind: {api_version}/{kind} is not something seatkeeper reads (Subscription, LicenseAssignment, AddOn, Organization, Namespace, Secret)"))),
     }

@@ -219,7 +219,9 @@ async fn shutdown_signal() {
 
 #[derive(clap::Args, Debug)]
 struct Args {
-    /// Manifest files or folders of multi-document YAML.
+    /// Manifest files or folders of multi-document YAML; `-` reads standard input (e.g.
+    /// `kustomize build . | seatkeeper plan -f -`). Documents of other API groups (CRDs,
+    /// ConfigMaps, …) are skipped with one note.
     #[arg(short = 'f', long = "filename", required = true)]
     files: Vec<PathBuf>,
     /// The embedded backend's tenant file.
@@ -369,6 +371,9 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
         })
         .collect();
     let manifests = manifests::load(&args.files, &recorded_manifests)?;
+    if let Some(note) = manifests.skipped_note() {
+        eprintln!("{note}");
+    }
     let tenants = Tenants::of(&manifests)?;
     if missing && tenants.microsoft.is_empty() {
         TenantFile::load(&args.state)?;

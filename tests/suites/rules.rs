@@ -1040,3 +1040,31 @@ fn autoscale_the_readme_example_buys_for_the_new_hires_and_assigns_them() {
     assert_eq!(status["target"], 2);
     assert_eq!(status["nextReductionAt"], "2026-12-01T00:00:00Z");
 }
+
+#[test]
+fn manifests_from_standard_input_and_other_kinds_skipped_with_one_note() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
+    // What `kustomize build` or `helm template` emit: other groups' documents alongside.
+    let others = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n---\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: subscriptions.seatkeeper.dev}\n";
+    let r = t.run_piped(
+        "apply",
+        &(others.to_string() + &sub("spb", "sub-1", "SPB", 2, "")),
+        NOW,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.tenant.contains("seats: 2"));
+    assert_eq!(
+        r.stderr.matches("note: skipped 2 document(s)").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("ConfigMap settings"), "{}", r.stderr);
+    // A seatkeeper kind misspelt is still an error, not skipped.
+    let typo =
+        sub("spb", "sub-1", "SPB", 3, "").replace("kind: Subscription", "kind: Subscriptoin");
+    let r = t.run_piped("apply", &typo, NOW);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("standard input"), "{}", r.stderr);
+    assert!(r.tenant.contains("seats: 2"), "nothing changed");
+}

@@ -90,6 +90,20 @@ impl Tenant {
     }
     /// `run` with more command-line arguments.
     pub fn run_with(&self, verb: &str, manifests: &str, now: &str, extra: &[&str]) -> Run {
+        self.run_inner(verb, manifests, now, extra, false)
+    }
+    /// `run` with the manifests piped to `-f -`.
+    pub fn run_piped(&self, verb: &str, manifests: &str, now: &str) -> Run {
+        self.run_inner(verb, manifests, now, &[], true)
+    }
+    fn run_inner(
+        &self,
+        verb: &str,
+        manifests: &str,
+        now: &str,
+        extra: &[&str],
+        piped: bool,
+    ) -> Run {
         let m = self.dir.path().join("m.yaml");
         let tenant = self.dir.path().join("tenant.yaml");
         let mut state = tenant.clone();
@@ -102,11 +116,12 @@ impl Tenant {
             std::fs::write(&m, manifests).unwrap();
             None
         };
-        let out = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+        let file = if piped { "-" } else { m.to_str().unwrap() };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
             .args([
                 verb,
                 "-f",
-                m.to_str().unwrap(),
+                file,
                 "--state",
                 state.to_str().unwrap(),
                 "--now",
@@ -115,8 +130,17 @@ impl Tenant {
                 "json",
             ])
             .args(extra)
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if piped {
+            std::io::Write::write_all(&mut stdin, &std::fs::read(&m).unwrap()).unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         Run {
             code: out.status.code().unwrap(),
