@@ -62,9 +62,8 @@ pub fn render(
         "kind": "List",
         "items": shown.iter().map(|s| s.object.clone()).collect::<Vec<_>>(),
     });
-    if with_actions {
-        list["actions"] = Value::Array(actions);
-    }
+    // What plan would do, or what apply and delete did.
+    list["actions"] = Value::Array(actions);
     match format {
         Format::Json => format!("{}\n", serde_json::to_string_pretty(&list).expect("json")),
         Format::Yaml => serde_saphyr::to_string(&list).expect("yaml"),

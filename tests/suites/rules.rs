@@ -891,6 +891,11 @@ fn autoscale_onboarding_buys_demand_plus_headroom_and_assigns_in_the_same_apply(
     let r = t.apply(&m);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.tenant.contains("seats: 10"), "3 new users + 2 headroom");
+    assert_eq!(
+        r.actions(),
+        ["setSeats", "assignLicenses"],
+        "apply -o json lists what it did"
+    );
     assert_eq!(r.item("hires")["status"]["assigned"], 3);
     let status = &r.item("spb")["status"];
     assert_eq!(status["seats"]["desired"], 10);
