@@ -244,6 +244,10 @@ struct Args {
     /// Refuse resources in namespaces not bound to an organization.
     #[arg(long)]
     require_namespace_binding: bool,
+    /// plan only, as Terraform's: exit 4 when the plan would change something (0 and 3 then
+    /// mean nothing to do, with everything Ready or not).
+    #[arg(long)]
+    detailed_exitcode: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -257,6 +261,10 @@ pub enum Format {
 pub const EXIT_READY: i32 = 0;
 pub const EXIT_INVALID: i32 = 1;
 pub const EXIT_NOT_READY: i32 = 3;
+/// `plan --detailed-exitcode`: the plan would change something.
+pub const EXIT_CHANGES: i32 = 4;
+/// A usage error (as clap's own).
+pub const EXIT_USAGE: i32 = 2;
 
 /// Run the command line; returns the process exit code.
 pub fn main() -> i32 {
@@ -272,6 +280,10 @@ pub fn main() -> i32 {
         Command::Run(a) => return run_controller(&a),
         Command::Emulate(a) => return emulate::run(&a),
     };
+    if args.detailed_exitcode && mode != Mode::Plan {
+        eprintln!("error: --detailed-exitcode is for plan only");
+        return EXIT_USAGE;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -428,7 +440,10 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
         mode == Mode::Delete,
     );
     print!("{text}");
-    Ok(if all_done && report.converged {
+    let changes = report.executed.iter().any(|e| e.refused.is_none());
+    Ok(if args.detailed_exitcode && changes {
+        EXIT_CHANGES
+    } else if all_done && report.converged {
         EXIT_READY
     } else {
         EXIT_NOT_READY

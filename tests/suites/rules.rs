@@ -1073,3 +1073,35 @@ fn manifests_from_standard_input_and_other_kinds_skipped_with_one_note() {
     assert!(r.stderr.contains("standard input"), "{}", r.stderr);
     assert!(r.tenant.contains("seats: 2"), "nothing changed");
 }
+
+#[test]
+fn plan_detailed_exitcode_tells_changes_pending_from_nothing_to_do() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
+    let m = sub("spb", "sub-1", "SPB", 2, "");
+    let detailed = ["--detailed-exitcode"];
+    assert_eq!(
+        t.run_with("plan", &m, NOW, &detailed).code,
+        4,
+        "changes pending"
+    );
+    assert_eq!(
+        t.run("plan", &m, NOW).code,
+        0,
+        "without the flag: the old codes"
+    );
+    t.apply(&m);
+    assert_eq!(
+        t.run_with("plan", &m, NOW, &detailed).code,
+        0,
+        "nothing to do, all Ready"
+    );
+    let blocked = sub("spb", "sub-1", "SPB", 2, "")
+        + &lasg("x", &["ghost@contoso.com"], "[{product: SPB}]", "");
+    t.apply(&blocked);
+    assert_eq!(
+        t.run_with("plan", &blocked, NOW, &detailed).code,
+        3,
+        "nothing to do, something not Ready"
+    );
+    assert_eq!(t.run_with("apply", &m, NOW, &detailed).code, 2, "plan only");
+}
