@@ -76,8 +76,9 @@ struct RunArgs {
     /// (e.g. 10m, 30s, 1h).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     resync: std::time::Duration,
-    /// Refuse resources in namespaces not labelled seatkeeper.dev/organization.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Refuse resources in namespaces not labelled seatkeeper.dev/organization (on by
+    /// default; `--require-namespace-binding=false` turns it off; the bare flag means true).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     require_namespace_binding: bool,
     /// One reconcile of one resource removes licences from at most this many users.
     #[arg(long, default_value_t = 20)]
@@ -159,9 +160,13 @@ impl RunArgs {
 
 /// `seatkeeper run`: until SIGTERM or Ctrl-C, then a graceful stop.
 fn run_controller(args: &RunArgs) -> i32 {
+    // Colour only on a terminal (not in `kubectl logs`), and never with NO_COLOR.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
     let BackendKind::Embedded = args.backend;
     if let Some(seed) = &args.seed
@@ -241,8 +246,9 @@ struct Args {
     /// annotated seatkeeper.dev/allow-large-purchase: "true".
     #[arg(long, default_value_t = crate::planner::DEFAULT_MAX_SEAT_INCREASE)]
     max_seat_increase: u32,
-    /// Refuse resources in namespaces not bound to an organization.
-    #[arg(long)]
+    /// Refuse resources in namespaces not bound to an organization (off by default; the bare
+    /// flag and `=true` turn it on, as on `run`).
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     require_namespace_binding: bool,
     /// plan only, as Terraform's: exit 4 when the plan would change something (0 and 3 then
     /// mean nothing to do, with everything Ready or not).
@@ -782,5 +788,39 @@ pub struct Shown {
 impl Shown {
     pub fn ready(&self) -> bool {
         self.conditions.is_true("Ready")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(args: &[&str]) -> bool {
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Run(a) => a.require_namespace_binding,
+            Command::Plan(a) | Command::Apply(a) | Command::Delete(a) => {
+                a.require_namespace_binding
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn require_namespace_binding_takes_both_forms_on_every_subcommand() {
+        let plan = ["seatkeeper", "plan", "-f", "m.yaml", "--state", "t.yaml"];
+        let run = ["seatkeeper", "run", "--state", "t.yaml"];
+        let with = |base: &[&'static str], extra: &[&'static str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            binding(&v)
+        };
+        assert!(!with(&plan, &[]), "plan: off by default");
+        assert!(with(&plan, &["--require-namespace-binding"]));
+        assert!(with(&plan, &["--require-namespace-binding=true"]));
+        assert!(!with(&plan, &["--require-namespace-binding=false"]));
+        assert!(with(&run, &[]), "run: on by default");
+        assert!(with(&run, &["--require-namespace-binding"]));
+        assert!(!with(&run, &["--require-namespace-binding=false"]));
+        assert!(!with(&run, &["--require-namespace-binding", "false"]));
     }
 }
