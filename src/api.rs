@@ -33,6 +33,10 @@ fn default_true() -> bool {
     namespaced,
     cel,
     status = "SubscriptionStatus",
+    scale(
+        spec_replicas_path = ".spec.seats",
+        status_replicas_path = ".status.seats.purchased"
+    ),
     shortname = "seatsub",
     category = "seatkeeper",
     doc = "A subscription of one product in one organization, with a declared total seat count.",
@@ -174,6 +178,10 @@ pub struct LicenseAssignmentSpec {
     namespaced,
     cel,
     status = "AddOnStatus",
+    scale(
+        spec_replicas_path = ".spec.quantity",
+        status_replicas_path = ".status.quantity.purchased"
+    ),
     shortname = "addon",
     category = "seatkeeper",
     doc = "An add-on product bought for an organization, attached to a base subscription or standalone.",

@@ -160,3 +160,60 @@ fn organization_is_immutable() {
     let err = Object::from_value(&new, Some(&old)).unwrap_err();
     assert!(err.contains("organization is immutable"), "{err}");
 }
+
+fn crd_values() -> Vec<Value> {
+    seatkeeper::crdgen::crds()
+        .into_iter()
+        .map(|(_, y)| serde_saphyr::from_str(&y).unwrap())
+        .collect()
+}
+
+#[test]
+fn kubectl_explain_text_has_no_mid_sentence_line_breaks() {
+    fn walk(v: &Value, bad: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, x) in map {
+                    match x {
+                        Value::String(t) if k == "description" => {
+                            let broken = t.split("\n\n").any(|p| {
+                                p.split('\n')
+                                    .skip(1)
+                                    .any(|line| !line.trim_start().starts_with("- "))
+                            });
+                            if broken {
+                                bad.push(t.clone());
+                            }
+                        }
+                        _ => walk(x, bad),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|x| walk(x, bad)),
+            _ => {}
+        }
+    }
+    let mut bad = vec![];
+    crd_values().iter().for_each(|c| walk(c, &mut bad));
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+#[test]
+fn kubectl_scale_sets_seats_and_quantity_through_the_scale_subresource() {
+    let crds = crd_values();
+    let scale = |kind: &str| {
+        let crd = crds
+            .iter()
+            .find(|c| c["spec"]["names"]["kind"] == kind)
+            .unwrap();
+        crd["spec"]["versions"][0]["subresources"]["scale"].clone()
+    };
+    assert_eq!(
+        scale("Subscription"),
+        json!({"specReplicasPath": ".spec.seats", "statusReplicasPath": ".status.seats.purchased"})
+    );
+    assert_eq!(
+        scale("AddOn"),
+        json!({"specReplicasPath": ".spec.quantity", "statusReplicasPath": ".status.quantity.purchased"})
+    );
+}
