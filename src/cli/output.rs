@@ -3,7 +3,7 @@
 use super::{Format, Shown};
 use crate::api::Conditions;
 use crate::executor::Report;
-use crate::planner::{Desired, Kind};
+use crate::planner::{Desired, Kind, Op};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -79,25 +79,78 @@ fn table(
     deleted: &[(Kind, String, String)],
     deleting: bool,
 ) -> String {
-    let mut out = actions_section(planning, report);
-    for kind in [Kind::Subscription, Kind::LicenseAssignment, Kind::AddOn] {
+    let waiting = shown.iter().filter(|s| !s.ready()).count();
+    let mut out = actions_section(planning, report, waiting);
+    for (kind, title) in [
+        (Kind::Subscription, "Subscriptions"),
+        (Kind::LicenseAssignment, "License assignments"),
+        (Kind::AddOn, "Add-ons"),
+    ] {
         let rows: Vec<&Shown> = shown.iter().filter(|s| s.key.0 == kind).collect();
         if !rows.is_empty() {
+            out += &format!("{title}:\n");
             out += &kind_table(kind, &rows, deleted, deleting);
         }
     }
-    out += &blocked_section(shown);
+    let blocked = blocked_section(shown);
+    if !blocked.is_empty() {
+        out += &blocked;
+        out.push('\n');
+    }
+    out += &verdict(planning, shown, report);
     out
 }
 
-fn actions_section(planning: bool, report: &Report) -> String {
+/// One line: how the resources stand and what the seat changes cost.
+fn verdict(planning: bool, shown: &[Shown], report: &Report) -> String {
+    let blocked = shown
+        .iter()
+        .filter(|s| !s.ready() && s.conditions.is_true("Blocked"))
+        .count();
+    let ready = shown.iter().filter(|s| s.ready()).count();
+    let pending = shown.len() - ready - blocked;
+    let (mut now, mut monthly) = (0.0, 0.0);
+    for e in report.executed.iter().filter(|e| e.refused.is_none()) {
+        if let Op::SetSeats { cost, .. } | Op::SetAddOnQuantity { cost, .. } = &e.action.op {
+            now += cost.charged_now;
+            monthly += cost.new_monthly_amount - cost.monthly_price_per_seat * cost.from as f64;
+        }
+    }
+    let mut line = format!(
+        "{}: {ready} Ready, {blocked} Blocked, {pending} Pending of {} resources",
+        if planning { "Plan" } else { "Result" },
+        shown.len()
+    );
+    if now != 0.0 || monthly != 0.0 {
+        let c = crate::domain::billing::CURRENCY;
+        let (now_word, now) = if now < 0.0 {
+            ("credited", -now)
+        } else {
+            ("charged", now)
+        };
+        line += &format!(
+            "; seat changes: {c} {now:.2} {now_word} now, {c} {monthly:+.2} a month{}",
+            if planning { " (if applied)" } else { "" }
+        );
+    }
+    line + ".\n"
+}
+
+fn actions_section(planning: bool, report: &Report, waiting: usize) -> String {
     let mut out = String::new();
     let verb = if planning { "Would do" } else { "Done" };
     if report.executed.is_empty() {
-        let _ = writeln!(
-            out,
-            "{verb}: nothing; the licensing service already matches.\n"
-        );
+        let _ = if waiting == 0 {
+            writeln!(
+                out,
+                "{verb}: nothing; the licensing service already matches.\n"
+            )
+        } else {
+            writeln!(
+                out,
+                "{verb}: nothing now; {waiting} resource(s) wait for what is shown below.\n"
+            )
+        };
         return out;
     }
     let _ = writeln!(out, "{verb}:");

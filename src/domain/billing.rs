@@ -6,6 +6,9 @@ use jiff::{ToSpan, tz::TimeZone};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The currency of the catalog's list prices (the vendor's Dutch price list).
+pub const CURRENCY: &str = "EUR";
+
 /// The money side of a seat change, shown before and after it is made.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -92,7 +92,7 @@ impl Op {
     // Long on purpose: one sentence per operation, side by side.
     pub fn describe(&self) -> String {
         let op = self;
-        let money = |x: f64| format!("{x:.2}");
+        let money = |x: f64| format!("{} {x:.2}", crate::domain::billing::CURRENCY);
         match op {
             Op::Buy {
                 product,
