@@ -1105,3 +1105,43 @@ fn plan_detailed_exitcode_tells_changes_pending_from_nothing_to_do() {
     );
     assert_eq!(t.run_with("apply", &m, NOW, &detailed).code, 2, "plan only");
 }
+
+#[test]
+fn table_output_has_titles_and_a_verdict_line_with_the_money() {
+    if MICROSOFT {
+        return; // output formatting does not depend on the backend
+    }
+    let t = Tenant::new(&tenant(
+        &users(2, ""),
+        &(s("sub-1", "SPB", 1, ", creditCheck: Pending")
+            + &s("sub-2", "O365_BUSINESS_PREMIUM", 10, "")),
+    ));
+    let dir = t.dir.path();
+    let m =
+        sub("spb", "sub-1", "SPB", 3, "") + &sub("bp", "sub-2", "O365_BUSINESS_PREMIUM", 12, "");
+    std::fs::write(dir.join("table.yaml"), m).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+        .args([
+            "apply",
+            "-f",
+            "table.yaml",
+            "--state",
+            "tenant.yaml",
+            "--now",
+            NOW,
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text.contains("\nSubscriptions:\n"), "{text}");
+    let verdict = text.lines().last().unwrap();
+    assert!(
+        verdict.starts_with(
+            "Result: 1 Ready, 1 Blocked, 0 Pending of 2 resources; seat changes: EUR "
+        ),
+        "{verdict}"
+    );
+    assert!(verdict.contains("charged now, EUR +"), "{verdict}");
+}
