@@ -11,3 +11,60 @@ pub fn options() -> serde_saphyr::Options {
         },
     }
 }
+
+/// A YAML syntax error in one line: where it is and what is wrong, without the parser's own
+/// "error:" prefix and source excerpt (the file is named by the caller).
+pub fn syntax_error(e: &serde_saphyr::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default().trim();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
+/// A type mismatch in plain words: no Rust type names (`expected u32`, `struct TenantFile`).
+pub fn plain(message: &str) -> String {
+    const WORDS: [(&str, &str); 16] = [
+        ("expected u8", "expected a whole number"),
+        ("expected u16", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a mapping (key: value)"),
+        ("expected a boolean", "expected true or false"),
+        ("invalid type: integer", "got the number"),
+        ("invalid type: string", "got the text"),
+        ("invalid type: sequence", "got a list"),
+        ("invalid type: map", "got a mapping"),
+        ("invalid type: boolean", "got"),
+    ];
+    let mut out = message.to_string();
+    for (from, to) in WORDS {
+        out = out.replace(from, to);
+    }
+    // "expected struct TenantFile" / "struct Subscription with 3 elements"
+    while let Some(at) = out.find("struct ") {
+        let end = out[at + 7..]
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(out.len(), |e| at + 7 + e);
+        out.replace_range(at..end, "a mapping (key: value)");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn type_errors_are_told_without_rust_type_names() {
+        assert_eq!(
+            super::plain("invalid type: string \"lots\", expected u32"),
+            "got the text \"lots\", expected a whole number"
+        );
+        assert_eq!(
+            super::plain("invalid type: integer `5`, expected struct TenantFile"),
+            "got the number `5`, expected a mapping (key: value)"
+        );
+    }
+}

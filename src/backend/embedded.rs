@@ -74,10 +74,15 @@ impl TenantFile {
             serde_json::json!({})
         } else {
             serde_saphyr::from_str_with_options(text, crate::yaml::options())
-                .map_err(|e| err(format!("not valid YAML: {e}")))?
+                .map_err(|e| err(format!("not valid YAML: {}", crate::yaml::syntax_error(&e))))?
         };
-        let tenant: TenantFile = serde_path_to_error::deserialize(&value)
-            .map_err(|e| err(format!("{}: {}", e.path(), e.inner())))?;
+        let tenant: TenantFile = serde_path_to_error::deserialize(&value).map_err(|e| {
+            err(format!(
+                "{}: {}",
+                e.path(),
+                crate::yaml::plain(&e.inner().to_string())
+            ))
+        })?;
         tenant.validate().map_err(err)?;
         Ok(tenant)
     }

@@ -251,8 +251,14 @@ pub fn load(
             (name, text)
         };
         let docs: Vec<Value> =
-            serde_saphyr::from_multiple_with_options(&text, crate::yaml::options())
-                .map_err(|e| InputError(format!("{name}: not valid YAML: {e}")))?;
+            serde_saphyr::from_multiple_with_options(&text, crate::yaml::options()).map_err(
+                |e| {
+                    InputError(format!(
+                        "{name}: not valid YAML: {}",
+                        crate::yaml::syntax_error(&e)
+                    ))
+                },
+            )?;
         let mut n = 0;
         for doc in docs {
             let items = match doc.get("kind").and_then(Value::as_str) {

@@ -1145,3 +1145,33 @@ fn table_output_has_titles_and_a_verdict_line_with_the_money() {
     );
     assert!(verdict.contains("charged now, EUR +"), "{verdict}");
 }
+
+#[test]
+fn errors_are_plain_words_on_one_line_without_rust_type_names() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
+    let r = t.apply("apiVersion: seatkeeper.dev/v1alpha1\nkind: [Subscription\n");
+    assert_eq!(r.code, 1);
+    let line = r.stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert_eq!(line.matches("error:").count(), 1, "{line}");
+    assert!(line.contains("not valid YAML: line 2 column"), "{line}");
+    assert!(!line.contains(" | "), "no flattened source excerpt: {line}");
+    if MICROSOFT {
+        return; // the tenant file below is the simulator's
+    }
+    let bad = Tenant::new(&tenant(
+        &users(1, ""),
+        "  - {id: sub-1, product: SPB, seats: lots}\n",
+    ));
+    let r = bad.apply(&sub("spb", "sub-1", "SPB", 2, ""));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("subscriptions[0].seats: got the text \"lots\", expected a whole number"),
+        "{}",
+        r.stderr
+    );
+    for rust in ["u32", "i32", "struct "] {
+        assert!(!r.stderr.contains(rust), "{}", r.stderr);
+    }
+}
