@@ -66,6 +66,10 @@ struct RunArgs {
     /// The embedded backend's tenant file (on a volume in a cluster).
     #[arg(long)]
     state: PathBuf,
+    /// Log lines as text (colour only on a terminal, never with NO_COLOR) or one JSON object
+    /// per line, for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// A tenant file copied to --state when that does not exist yet (a sandbox's first start).
     #[arg(long)]
     seed: Option<PathBuf>,
@@ -163,11 +167,14 @@ fn run_controller(args: &RunArgs) -> i32 {
     // Colour only on a terminal (not in `kubectl logs`), and never with NO_COLOR.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Text => logs.with_ansi(colour).try_init(),
+        LogFormat::Json => logs.json().with_ansi(false).try_init(),
+    };
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "seatkeeper starting");
     let BackendKind::Embedded = args.backend;
     if let Some(seed) = &args.seed
         && !args.state.exists()
@@ -201,7 +208,8 @@ fn run_controller(args: &RunArgs) -> i32 {
     match result {
         Ok(()) => EXIT_READY,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Through the log, so that a JSON log stays one object per line.
+            tracing::error!("{e}");
             EXIT_INVALID
         }
     }
@@ -254,6 +262,12 @@ struct Args {
     /// mean nothing to do, with everything Ready or not).
     #[arg(long)]
     detailed_exitcode: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1175,3 +1175,45 @@ fn errors_are_plain_words_on_one_line_without_rust_type_names() {
         assert!(!r.stderr.contains(rust), "{}", r.stderr);
     }
 }
+
+#[test]
+fn controller_logs_are_json_lines_or_text_without_colour_on_a_pipe() {
+    if MICROSOFT {
+        return; // about the controller's log, not a backend
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+            .args(["run", "--state", "tenant.yaml", "--log-format", format])
+            .current_dir(dir.path())
+            .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "no cluster to reach");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let json = run("json");
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines[0]["level"], "INFO");
+    assert_eq!(lines[0]["fields"]["message"], "seatkeeper starting");
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "ERROR");
+    assert!(
+        last["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach Kubernetes"),
+        "{last}"
+    );
+    let text = run("text");
+    assert!(text.contains("cannot reach Kubernetes"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no ANSI codes on a pipe: {text:?}"
+    );
+}
