@@ -178,7 +178,8 @@ impl Refusal {
                 format!("subscription {id} is suspended: settle the billing account to reactivate it")
             }
             Refusal::InsufficientSeats { product, needed, available } => format!(
-                "{needed} more {product} licences are needed, {available} available: buy more seats (or free some) first"
+                "{needed} {product} {} needed and {available} free: buy more seats (or free some) first",
+                if *needed == 1 { "licence is" } else { "licences are" }
             ),
             Refusal::ConflictingServices { plan, product, other_plan, other_product } => format!(
                 "{plan} (from {product}) conflicts with {other_plan} (from {other_product}): turn one of them off in disabledPlans"
