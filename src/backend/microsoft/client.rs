@@ -45,8 +45,11 @@ pub struct Client {
     http: reqwest::Client,
     cfg: Config,
     tokens: Mutex<HashMap<Scope, (String, Instant)>>,
-    /// Licence writes sent within the budget's window: (when, how many).
-    writes: tokio::sync::Mutex<std::collections::VecDeque<(Instant, u32)>>,
+    /// Licence writes within the budget's window: (when, how many, ticket). "When" is the
+    /// answer's arrival once there is one: the service counted them no later than that, so
+    /// network delay never squeezes two windows' writes into one of the service's.
+    writes: tokio::sync::Mutex<std::collections::VecDeque<(Instant, u32, u64)>>,
+    tickets: std::sync::atomic::AtomicU64,
 }
 
 /// One `$batch` item that failed: its status and the service's words.
@@ -76,6 +79,7 @@ impl Client {
             cfg: cfg.clone(),
             tokens: Mutex::new(HashMap::new()),
             writes: tokio::sync::Mutex::new(std::collections::VecDeque::new()),
+            tickets: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -242,28 +246,42 @@ impl Client {
         Ok(status.as_u16())
     }
 
-    /// Waits until `n` more licence writes fit Graph's write budget (client-side pacing).
-    async fn pace(&self, n: u32) {
+    /// Waits until `n` more licence writes fit Graph's write budget (client-side pacing);
+    /// the ticket is handed to [`Client::settle`] when the answer arrives.
+    async fn pace(&self, n: u32) -> u64 {
+        let ticket = self
+            .tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some((budget, window)) = self.cfg.write_budget else {
-            return;
+            return ticket;
         };
         let n = n.min(budget);
-        let mut sent = self.writes.lock().await;
         loop {
-            let now = Instant::now();
-            while sent
-                .front()
-                .is_some_and(|(t, _)| now.duration_since(*t) >= window)
-            {
-                sent.pop_front();
-            }
-            let used: u32 = sent.iter().map(|(_, k)| k).sum();
-            if used + n <= budget {
-                sent.push_back((now, n));
-                return;
-            }
-            let oldest = sent.front().map_or(now, |(t, _)| *t);
-            tokio::time::sleep(window.saturating_sub(now.duration_since(oldest))).await;
+            let wait = {
+                let mut sent = self.writes.lock().await;
+                let now = Instant::now();
+                sent.retain(|(t, _, _)| now.duration_since(*t) < window);
+                let used: u32 = sent.iter().map(|(_, k, _)| k).sum();
+                if used + n <= budget {
+                    sent.push_back((now, n, ticket));
+                    return ticket;
+                }
+                let oldest = sent.iter().map(|(t, _, _)| *t).min().unwrap_or(now);
+                window.saturating_sub(now.duration_since(oldest))
+            };
+            // Not holding the lock: answers arriving meanwhile settle their writes.
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The answer to the writes of `ticket` arrived: they count from now.
+    async fn settle(&self, ticket: u64) {
+        if self.cfg.write_budget.is_none() {
+            return;
+        }
+        let mut sent = self.writes.lock().await;
+        if let Some(entry) = sent.iter_mut().find(|(_, _, k)| *k == ticket) {
+            entry.0 = Instant::now();
         }
     }
 
@@ -279,14 +297,17 @@ impl Client {
             if items.is_empty() {
                 break;
             }
-            self.pace(items.len() as u32).await;
+            let ticket = self.pace(items.len() as u32).await;
             let body = serde_json::to_value(wire::BatchRequest {
                 requests: items.clone(),
             })
             .expect("batches serialize");
             // Each item is one user's atomic change: sending an item again leaves the same state.
             let id = super::ids::guid("batch", &body.to_string());
-            let reply: wire::BatchResponse = self.post(Scope::Graph, url, &body, Some(&id)).await?;
+            let reply: Result<wire::BatchResponse> =
+                self.post(Scope::Graph, url, &body, Some(&id)).await;
+            self.settle(ticket).await;
+            let reply = reply?;
             let mut wait = 0;
             let mut again = vec![];
             for r in reply.responses {
