@@ -57,6 +57,10 @@ pub struct EmulateArgs {
     /// Fault: licence writes are refused 403 (the application lacks LicenseAssignment.ReadWrite.All).
     #[arg(long)]
     deny_licence_writes: bool,
+    /// Fault: Partner Center answers seat changes 202 Accepted and finishes them this much
+    /// later (every organization's seatChangeDelayMinutes), e.g. 30m.
+    #[arg(long, value_parser = super::parse_duration)]
+    seat_changes_finish_after: Option<Duration>,
     /// Fix the tenant's clock (RFC 3339), for reproducible runs.
     #[arg(long)]
     now: Option<String>,
@@ -75,13 +79,20 @@ pub fn run(args: &EmulateArgs) -> i32 {
             return super::EXIT_INVALID;
         }
     };
-    let backend = match Embedded::open(&args.state, clock) {
-        Ok(b) => b,
+    let mut tenant = match crate::backend::embedded::TenantFile::load(&args.state) {
+        Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
             return super::EXIT_INVALID;
         }
     };
+    if let Some(after) = args.seat_changes_finish_after {
+        let minutes = after.as_secs().div_ceil(60).max(1) as u32;
+        for o in &mut tenant.organizations {
+            o.seat_change_delay_minutes = minutes;
+        }
+    }
+    let backend = Embedded::new(tenant, Some(args.state.clone()), clock);
     let options = Options {
         client_id: args.client_id.clone(),
         client_secret: args.client_secret.clone(),

@@ -69,6 +69,8 @@ impl Run {
 
 pub struct Tenant {
     pub dir: tempfile::TempDir,
+    /// More flags for `seatkeeper emulate` (Microsoft mode).
+    pub emulator_args: Vec<String>,
 }
 
 impl Tenant {
@@ -83,7 +85,10 @@ impl Tenant {
             }
             _ => std::fs::write(dir.path().join("tenant.yaml"), tenant).unwrap(),
         }
-        Tenant { dir }
+        Tenant {
+            dir,
+            emulator_args: vec![],
+        }
     }
     pub fn run(&self, verb: &str, manifests: &str, now: &str) -> Run {
         self.run_with(verb, manifests, now, &[])
@@ -108,7 +113,8 @@ impl Tenant {
         let tenant = self.dir.path().join("tenant.yaml");
         let mut state = tenant.clone();
         let _emulator = if MICROSOFT {
-            let (emulator, root) = Emulator::start(&tenant, now);
+            let extra: Vec<&str> = self.emulator_args.iter().map(String::as_str).collect();
+            let (emulator, root) = Emulator::start(&tenant, now, &extra);
             std::fs::write(&m, on_microsoft(manifests, &root)).unwrap();
             state = self.dir.path().join("records.yaml");
             Some(emulator)
@@ -212,7 +218,7 @@ pub fn id(tenant_id: &str) -> String {
 pub struct Emulator(std::process::Child);
 
 impl Emulator {
-    pub fn start(tenant: &std::path::Path, now: &str) -> (Emulator, String) {
+    pub fn start(tenant: &std::path::Path, now: &str, extra: &[&str]) -> (Emulator, String) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -235,6 +241,7 @@ impl Emulator {
                 "--client-secret",
                 "s3cret",
             ])
+            .args(extra)
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();

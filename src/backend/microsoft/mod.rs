@@ -97,7 +97,14 @@ pub struct Microsoft {
     catalog: Arc<Catalog>,
     /// Names ↔ ids as the tenant last reported them.
     directory: Mutex<Option<Arc<Directory>>>,
+    /// Seat changes Partner Center accepted (202) and has not finished: subscription id →
+    /// seats asked for. Partner Center's reads do not show them, so they are remembered here
+    /// (for the life of the process) and not asked for again.
+    accepted: Mutex<std::collections::HashMap<String, u32>>,
 }
+
+/// How long after a 202 seatkeeper looks again (Partner Center gives no time).
+const ACCEPTED_LOOK_AGAIN: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
 impl Microsoft {
     pub fn new(cfg: Config) -> std::result::Result<Microsoft, String> {
@@ -105,6 +112,7 @@ impl Microsoft {
             client: Client::new(&cfg)?,
             catalog: Arc::new(Catalog::builtin()),
             directory: Mutex::new(None),
+            accepted: Mutex::new(std::collections::HashMap::new()),
             cfg,
         })
     }
@@ -270,9 +278,24 @@ impl Backend for Microsoft {
         }
         self.check_organization(organization)?;
         let d = self.read().await?;
+        let mut organization = d.organization.clone();
+        let mut accepted = self.accepted.lock().expect("accepted lock");
+        accepted.retain(|id, seats| {
+            let Some(sub) = organization.subscriptions.iter_mut().find(|s| &s.id == id) else {
+                return false;
+            };
+            if sub.seats == *seats {
+                return false; // finished
+            }
+            sub.pending_seat_change = Some(crate::domain::PendingSeatChange {
+                seats: *seats,
+                completes_at: jiff::Timestamp::now() + ACCEPTED_LOOK_AGAIN,
+            });
+            true
+        });
         Ok(Snapshot {
             catalog: d.catalog.clone(),
-            organization: Some(d.organization.clone()),
+            organization: Some(organization),
         })
     }
 
@@ -323,7 +346,10 @@ impl Backend for Microsoft {
     ) -> Result<SeatChange> {
         self.check_organization(organization)?;
         let status = self.patch_subscription(id, |s| s.quantity = seats).await?;
+        let mut accepted = self.accepted.lock().expect("accepted lock");
+        accepted.remove(id);
         Ok(if status == 202 {
+            accepted.insert(id.to_string(), seats);
             SeatChange::Accepted
         } else {
             SeatChange::Applied
