@@ -113,7 +113,7 @@ fn verdict(planning: bool, shown: &[Shown], report: &Report) -> String {
     for e in report.executed.iter().filter(|e| e.refused.is_none()) {
         if let Op::SetSeats { cost, .. } | Op::SetAddOnQuantity { cost, .. } = &e.action.op {
             now += cost.charged_now;
-            monthly += cost.new_monthly_amount - cost.monthly_price_per_seat * cost.from as f64;
+            monthly += cost.monthly_change();
         }
     }
     let mut line = format!(

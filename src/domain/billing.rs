@@ -29,6 +29,13 @@ pub struct CostPreview {
     pub period_ends_at: Option<Instant>,
 }
 
+impl CostPreview {
+    /// How much the monthly amount goes up (or, negative, down).
+    pub fn monthly_change(&self) -> f64 {
+        self.new_monthly_amount - self.monthly_price_per_seat * self.from as f64
+    }
+}
+
 fn cents(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }

@@ -322,12 +322,7 @@ pub fn check_cancellation(
 ) -> Result<(), Refusal> {
     check_subscription_live(sub, now)?;
     check_channel(sub)?;
-    let own = if sub.is_usable(now) && sub.is_admin_manageable() {
-        sub.assignable_seats()
-    } else {
-        0
-    };
-    check_seats_cover_assigned(pool.saturating_sub(own), assigned)
+    check_seats_cover_assigned(pool.saturating_sub(sub.pool_seats(now)), assigned)
 }
 
 /// R01–R07: may the seat count of `sub` become `seats`? `consumed` is the pool's seats in use;

@@ -251,6 +251,16 @@ impl Subscription {
             .map_or(self.seats, |p| p.seats.min(self.seats))
     }
 
+    /// R11: the seats it adds to its product's assignable pool (none unless it is usable and
+    /// an admin may assign from it).
+    pub fn pool_seats(&self, now: Instant) -> u32 {
+        if self.is_usable(now) && self.is_admin_manageable() {
+            self.assignable_seats()
+        } else {
+            0
+        }
+    }
+
     /// An admin may assign licences from it (R09: not a self-service purchase).
     pub fn is_admin_manageable(&self) -> bool {
         self.channel != Channel::SelfService
@@ -318,8 +328,8 @@ impl Organization {
     pub fn pool(&self, product: &str, now: Instant) -> u32 {
         self.subscriptions
             .iter()
-            .filter(|s| s.product == product && s.is_usable(now) && s.is_admin_manageable())
-            .map(|s| s.assignable_seats())
+            .filter(|s| s.product == product)
+            .map(|s| s.pool_seats(now))
             .chain(
                 self.subscriptions
                     .iter()

@@ -6,7 +6,7 @@
 use super::{Emulator, pc_error};
 use crate::backend::microsoft::{ids, wire};
 use crate::backend::{Backend, BackendError, PurchaseRequest, SeatChange};
-use crate::domain::rules::cancellation_window_open;
+use crate::domain::rules::{cancellation_window_open, check_reduction_window};
 use crate::domain::{BillingFrequency, Channel, Organization, Refusal, SubscriptionState};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -142,7 +142,11 @@ fn listed(em: &Emulator, org: &Organization) -> Vec<wire::PcSubscription> {
             refundable_quantity: s
                 .reduction_window_ends_at
                 .map(|t| wire::RefundableQuantity {
-                    total_quantity: if em.backend.now() < t { s.seats } else { 0 },
+                    total_quantity: if check_reduction_window(s, em.backend.now()).is_ok() {
+                        s.seats
+                    } else {
+                        0
+                    },
                     details: vec![wire::RefundableDetail {
                         quantity: s.seats,
                         allowed_until_date_time: t.to_string(),

@@ -153,7 +153,7 @@ impl<'a> Planner<'a> {
         candidates.extend(dropped);
         let limit = self.removal_limit(&scope, d, &mut candidates, states);
         if scope.replace {
-            self.all_or_nothing(&scope, &mut candidates, states);
+            self.all_or_nothing(&scope, &mut candidates, states, outcome.paused);
         }
         let accepted = self.seats(&scope, candidates, states, outcome.paused);
         if !accepted.is_empty() {
@@ -407,10 +407,11 @@ impl<'a> Planner<'a> {
 
     /// R26: in Replace mode nobody moves until every user still to move has a free licence.
     fn all_or_nothing(
-        &self,
+        &mut self,
         scope: &Scope<'a, '_>,
         candidates: &mut Vec<Candidate>,
         states: &mut UserStates,
+        paused: bool,
     ) {
         let mut need: BTreeMap<&str, u32> = BTreeMap::new();
         for p in candidates.iter().flat_map(|c| &c.new_products) {
@@ -435,6 +436,9 @@ impl<'a> Planner<'a> {
         let block = self.with_autoscale_cap(scope.organization, p, block);
         for c in candidates.iter().filter(|c| c.listed) {
             states.insert(c.user.clone(), (UserState::Pending, Some(block.clone())));
+            if !paused {
+                self.demand.want(scope.organization, &c.new_products);
+            }
         }
         candidates.retain(|c| !c.listed);
     }
@@ -451,6 +455,10 @@ impl<'a> Planner<'a> {
         let organization = scope.organization;
         let mut accepted = vec![];
         for c in candidates {
+            if !paused {
+                // Wanted whether or not a seat is free now: what autoscaling provides for.
+                self.demand.want(organization, &c.new_products);
+            }
             let short = c.new_products.iter().find_map(|p| {
                 check_free_seats(p, 1, self.pool(organization, p).available())
                     .err()
@@ -469,6 +477,7 @@ impl<'a> Planner<'a> {
                     let pool = self.pool_mut(organization, p);
                     pool.consumed = pool.consumed.saturating_sub(1);
                 }
+                self.demand.leave(organization, &c.change.remove);
             }
             if c.listed {
                 states.insert(c.user.clone(), (UserState::Pending, None));

@@ -8,46 +8,27 @@
 //! purchase guard, R07, every Blocked reason), except that a reduction outside the reduction
 //! window waits instead of being Blocked.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use super::Planner;
 use super::conditions::Block;
 use super::resources::{Autoscale, AutoscaleStatus};
 use super::subscriptions::PurchaseInput;
 use crate::domain::BlockReason;
-use crate::domain::{Organization, Subscription};
+use crate::domain::Subscription;
 
 impl Planner<'_> {
-    /// Licences of `product` assigned in the organization (by anyone, as observed, less those
-    /// this pass removes) plus the users its LicenseAssignments list for it who exist and do
-    /// not hold it yet.
-    pub(super) fn demand(&self, org: &Organization, organization: &str, product: &str) -> u32 {
-        let leaving = self
-            .leaving
-            .get(&(organization.to_string(), product.to_string()))
-            .copied()
-            .unwrap_or(0);
-        let assigned = self
-            .observed_pool(organization, product)
-            .consumed
-            .saturating_sub(leaving);
-        let mut waiting: HashSet<String> = HashSet::new();
-        for d in &self.desired.assignments {
-            if d.meta.deleting
-                || d.spec.organization != organization
-                || !d.spec.licenses.iter().any(|l| l.product == product)
-            {
-                continue;
-            }
-            for upn in &d.spec.users {
-                if let Some(u) = org.user(upn)
-                    && u.licence(product).is_none()
-                {
-                    waiting.insert(u.upn.to_ascii_lowercase());
-                }
-            }
-        }
-        assigned + waiting.len() as u32
+    /// Licences of `product` assigned in the organization (by anyone, as observed), less
+    /// those this pass removes, plus those LicenseAssignments want assigned (with a free seat
+    /// or waiting for one), as the first plan of the pass found them.
+    pub(super) fn demand(&self, organization: &str, product: &str) -> u32 {
+        let assigned = self.observed_pool(organization, product).consumed;
+        let Some(first) = &self.first_demand else {
+            return assigned;
+        };
+        let key = (organization.to_string(), product.to_string());
+        let count = |m: &HashMap<(String, String), u32>| m.get(&key).copied().unwrap_or(0);
+        assigned.saturating_sub(count(&first.leaving)) + count(&first.wanting)
     }
 
     /// The seat count autoscaling aims at for a resource whose floor is `floor` and whose
@@ -55,17 +36,14 @@ impl Planner<'_> {
     /// remembered, so that the users left waiting are told why.
     pub(super) fn autoscale_target(
         &mut self,
-        org: &Organization,
         p: &PurchaseInput,
         bound: Option<&Subscription>,
         a: &Autoscale,
     ) -> AutoscaleStatus {
         let (organization, product, floor) = (p.organization, p.product, p.seats);
         let resource = format!("{} {}/{}", p.kind, p.meta.namespace, p.meta.name);
-        let demand = self.demand(org, organization, product);
-        let own = bound
-            .filter(|s| s.is_usable(self.now) && s.is_admin_manageable())
-            .map_or(0, Subscription::assignable_seats);
+        let demand = self.demand(organization, product);
+        let own = bound.map_or(0, |s| s.pool_seats(self.now));
         let others = self.pool(organization, product).seats.saturating_sub(own);
         let max = a.max_seats.max(0) as u32;
         let wanted = (demand + a.headroom.max(0) as u32).saturating_sub(others);
@@ -99,5 +77,30 @@ impl Planner<'_> {
             block.message = format!("{}; {why}", block.message);
         }
         block
+    }
+}
+
+/// What one pass's licence changes do to the demand for each (organization, product).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Demand {
+    /// Licences removed.
+    leaving: HashMap<(String, String), u32>,
+    /// Licences users are given, or wait for a seat to be given.
+    wanting: HashMap<(String, String), u32>,
+}
+
+impl Demand {
+    pub(super) fn want(&mut self, organization: &str, products: &[String]) {
+        add(&mut self.wanting, organization, products);
+    }
+
+    pub(super) fn leave(&mut self, organization: &str, products: &[String]) {
+        add(&mut self.leaving, organization, products);
+    }
+}
+
+fn add(m: &mut HashMap<(String, String), u32>, organization: &str, products: &[String]) {
+    for p in products {
+        *m.entry((organization.to_string(), p.clone())).or_default() += 1;
     }
 }

@@ -438,27 +438,15 @@ pub fn plan_with(
         .iter()
         .any(|d| d.spec.autoscale.is_some())
         || desired.add_ons.iter().any(|d| d.spec.autoscale.is_some());
+    let (plan, demand) = plan_once(desired, observed, now, options, refusals, None);
     if !autoscaled {
-        return plan_once(desired, observed, now, options, refusals, Leaving::new());
+        return plan;
     }
-    // Autoscaling's demand leaves out the licences this very pass removes (a user who leaves
-    // while another joins needs no new seat): a first plan finds them.
-    let first = plan_once(desired, observed, now, options, refusals, Leaving::new());
-    let mut leaving = Leaving::new();
-    for a in &first.actions {
-        if let Op::AssignLicenses { users } = &a.op {
-            for product in users.iter().flat_map(|c| &c.remove) {
-                *leaving
-                    .entry((a.organization.clone(), product.clone()))
-                    .or_default() += 1;
-            }
-        }
-    }
-    plan_once(desired, observed, now, options, refusals, leaving)
+    // Subscriptions are planned before licences, so autoscaling takes its demand from a
+    // first plan: which licences the pass removes and which users want one (the assignment
+    // rules decide who can have one; whether a seat is free does not change who wants one).
+    plan_once(desired, observed, now, options, refusals, Some(demand)).0
 }
-
-/// (organization, product) → licences this pass removes.
-type Leaving = HashMap<(String, String), u32>;
 
 fn plan_once(
     desired: &Desired,
@@ -466,10 +454,10 @@ fn plan_once(
     now: Instant,
     options: &Options,
     refusals: &Refusals,
-    leaving: Leaving,
-) -> Plan {
+    first: Option<autoscale::Demand>,
+) -> (Plan, autoscale::Demand) {
     let mut planner = Planner::new(desired, observed, now, options, refusals);
-    planner.leaving = leaving;
+    planner.first_demand = first;
     planner.owners = planner.find_owners();
     let mut subs = planner.plan_subscriptions();
     let mut add_ons = planner.plan_add_ons(&subs);
@@ -505,7 +493,8 @@ fn plan_once(
         .zip(&add_ons)
         .map(|(d, r)| planner.add_on_status(&d.status, &d.meta, r))
         .collect();
-    planner.finish(sub_statuses, add_on_statuses)
+    let demand = std::mem::take(&mut planner.demand);
+    (planner.finish(sub_statuses, add_on_statuses), demand)
 }
 
 /// Seats of one product in one organization, as this pass will leave them.
@@ -558,8 +547,10 @@ struct Planner<'a> {
     refusals: &'a Refusals,
     /// (organization, product) → why autoscaling stopped short of demand.
     autoscale_caps: HashMap<(String, String), String>,
-    /// (organization, product) → licences this pass removes, known to autoscaling.
-    leaving: Leaving,
+    /// What this pass's licence changes remove and want, recorded as they are planned.
+    demand: autoscale::Demand,
+    /// The same, as a first plan of this pass found it: what autoscaling plans with.
+    first_demand: Option<autoscale::Demand>,
 }
 
 impl<'a> Planner<'a> {
@@ -603,7 +594,8 @@ impl<'a> Planner<'a> {
             owners: HashMap::new(),
             refusals,
             autoscale_caps: HashMap::new(),
-            leaving: Leaving::new(),
+            demand: autoscale::Demand::default(),
+            first_demand: None,
         }
     }
 

@@ -193,7 +193,7 @@ impl Planner<'_> {
         let scaled;
         let p = match p.autoscale {
             Some(a) => {
-                let status = self.autoscale_target(org, p, bound, a);
+                let status = self.autoscale_target(p, bound, a);
                 let mut q = p.clone();
                 q.seats = status.target as u32;
                 out.autoscale = Some(status);

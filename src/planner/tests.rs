@@ -537,3 +537,32 @@ fn autoscale_a_user_leaving_as_another_joins_buys_no_seat() {
     assert_eq!(p.subscriptions[0].autoscale.as_ref().unwrap().demand, 1);
     assert_eq!(changes(&p).len(), 2, "b assigned, a's licence removed");
 }
+
+#[test]
+fn autoscale_buys_no_seat_for_a_user_who_cannot_be_licensed() {
+    // c has no usage location: listed, but no licence can be assigned, so no seat is bought.
+    let mut o = observed(
+        &[("s", "SPB", 1)],
+        &[
+            ("a@contoso.com", &["SPB"]),
+            ("b@contoso.com", &[]),
+            ("c@contoso.com", &[]),
+        ],
+    );
+    o.organizations.get_mut("contoso.com").unwrap().users[2].usage_location = None;
+    let d = Desired {
+        subscriptions: vec![autoscaled(1, 50, 0)],
+        assignments: vec![assignment(
+            "la",
+            50,
+            &["b@contoso.com", "c@contoso.com", "ghost@contoso.com"],
+            "SPB",
+            Add,
+        )],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(seat_changes(&p), vec![(1, 2)], "a and b only");
+    assert_eq!(p.subscriptions[0].autoscale.as_ref().unwrap().demand, 2);
+    assert_eq!(changes(&p).len(), 1);
+}
