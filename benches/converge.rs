@@ -358,6 +358,11 @@ fn run_size(size: &str, n: usize) {
         format!("{:.1}", ms(t.elapsed())),
         "ms",
     );
+    let on_disk = TenantFile::load(&path).unwrap();
+    assert!(
+        on_disk.organizations == persisted.tenant().organizations,
+        "the tenant file does not hold what the run did"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -118,6 +118,7 @@ pub async fn converge<B: Backend, L: Ledger>(
         store_statuses(desired, &plan);
         if plan.actions.is_empty() || pass == passes {
             ledger.save(desired, SavePoint::Final).await?;
+            backend.checkpoint().await?;
             return Ok(run.report(plan, pass, observed));
         }
         // Purchase keys and statuses are on record before any purchase is attempted.
@@ -134,6 +135,7 @@ pub async fn converge<B: Backend, L: Ledger>(
         if let Err(e) = run.apply(&pass, desired).await {
             // What was done is on record before the error is reported.
             ledger.save(desired, SavePoint::Final).await?;
+            backend.checkpoint().await?;
             return Err(e);
         }
         ledger.save(desired, SavePoint::AfterPass).await?;

@@ -1,8 +1,10 @@
 //! The embedded backend: a tenant simulator kept in one YAML file (CONTRACT §2).
 //!
 //! It enforces the licensing rules itself, through the same functions the planner predicts
-//! with, and rewrites its file atomically (temporary file, fsync, rename) after every change.
+//! with, and rewrites its file atomically (temporary file, fsync, rename) after every change;
+//! a large tenant's changes go to a journal beside the file first (see [`super::journal`]).
 
+use super::journal::{self, JOURNAL_FROM_BYTES};
 use super::{
     Backend, BackendError, Cancellation, MAX_BATCH, PurchaseRequest, Result, SeatChange, Snapshot,
 };
@@ -92,7 +94,18 @@ impl TenantFile {
             path: path.display().to_string(),
             message: format!("cannot read: {e}"),
         })?;
-        TenantFile::parse(&text, &path.display().to_string())
+        let mut tenant = TenantFile::parse(&text, &path.display().to_string())?;
+        if journal::path_of(path).exists() {
+            journal::replay(&mut tenant, path).map_err(|message| TenantFileError {
+                path: path.display().to_string(),
+                message,
+            })?;
+            tenant.validate().map_err(|message| TenantFileError {
+                path: journal::path_of(path).display().to_string(),
+                message,
+            })?;
+        }
+        Ok(tenant)
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
@@ -157,10 +170,14 @@ struct State {
     catalog: Arc<Catalog>,
     path: Option<PathBuf>,
     writes: u64,
-    /// The tenant file as last read or written; a different file on disk was edited
-    /// outside seatkeeper (by hand, like a change in the vendor's portal, or by another
+    /// The tenant file and its journal as last read or written; a different file on disk was
+    /// edited outside seatkeeper (by hand, like a change in the vendor's portal, or by another
     /// replica) and is read again.
-    stamp: Option<Stamp>,
+    stamp: (Option<Stamp>, Option<Stamp>),
+    /// The journal being appended to, if any change is not in the file yet.
+    journal: Option<journal::Writer>,
+    /// Files up to this size are rewritten after every change instead of journaled.
+    journal_from: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,13 +194,18 @@ fn stamp_of(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// The tenant file's stamp and its journal's.
+fn stamps_of(path: &Path) -> (Option<Stamp>, Option<Stamp>) {
+    (stamp_of(path), stamp_of(&journal::path_of(path)))
+}
+
 impl State {
     fn refresh(&mut self) -> Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let stamp = stamp_of(path);
-        if stamp.is_none() || stamp == self.stamp {
+        let stamp = stamps_of(path);
+        if stamp.0.is_none() || stamp == self.stamp {
             return Ok(());
         }
         let tenant = TenantFile::load(path).map_err(|e| {
@@ -193,6 +215,34 @@ impl State {
         self.catalog = Arc::new(Catalog::with_overrides(tenant.catalog.as_ref()));
         self.tenant = tenant;
         self.stamp = stamp;
+        self.journal = None;
+        Ok(())
+    }
+
+    /// Make one acknowledged change durable: a small file is rewritten; a large one gets a
+    /// journal line, and is rewritten when the journal has grown to half its size.
+    fn commit(&mut self, entry: journal::Entry) -> Result<()> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        let file_len = self.stamp.0.map_or(0, |s| s.len);
+        if file_len <= self.journal_from && self.journal.is_none() {
+            return persist(self);
+        }
+        let journal_path = journal::path_of(&path);
+        let io = |e: std::io::Error| {
+            BackendError::Unavailable(format!("cannot write {}: {e}", journal_path.display()))
+        };
+        if self.journal.is_none() {
+            self.journal = Some(journal::Writer::open(&journal_path).map_err(io)?);
+        }
+        let writer = self.journal.as_mut().expect("opened above");
+        writer.append(&entry).map_err(io)?;
+        let len = writer.len;
+        self.stamp.1 = stamp_of(&journal_path);
+        if len >= file_len.max(JOURNAL_FROM_BYTES) / 2 {
+            return persist(self);
+        }
         Ok(())
     }
 }
@@ -206,7 +256,7 @@ pub struct Embedded {
 impl Embedded {
     pub fn new(tenant: TenantFile, path: Option<PathBuf>, clock: Arc<dyn Clock>) -> Embedded {
         let catalog = Arc::new(Catalog::with_overrides(tenant.catalog.as_ref()));
-        let stamp = path.as_deref().and_then(stamp_of);
+        let stamp = path.as_deref().map(stamps_of).unwrap_or_default();
         Embedded {
             state: Mutex::new(State {
                 tenant,
@@ -214,6 +264,8 @@ impl Embedded {
                 path,
                 writes: 0,
                 stamp,
+                journal: None,
+                journal_from: JOURNAL_FROM_BYTES,
             }),
             clock,
         }
@@ -245,14 +297,29 @@ impl Embedded {
         self.state.lock().expect("tenant lock").writes
     }
 
-    /// Replace seatkeeper's resource records and persist them.
+    /// Journal the changes of tenant files larger than `bytes` (tests: 0 journals always).
+    pub fn journal_from(self, bytes: u64) -> Embedded {
+        self.state.lock().expect("tenant lock").journal_from = bytes;
+        self
+    }
+
+    /// Replace seatkeeper's resource records and persist them with every journaled change.
     pub fn save_records(&self, records: Vec<ResourceRecord>) -> Result<()> {
         let mut st = self.state.lock().expect("tenant lock");
         st.refresh()?;
-        if st.tenant.resources == records {
+        if st.tenant.resources == records && st.journal.is_none() {
             return Ok(());
         }
         st.tenant.resources = records;
+        persist(&mut st)
+    }
+
+    /// Fold the journal into the tenant file (at the end of a run, or when idle).
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut st = self.state.lock().expect("tenant lock");
+        if st.journal.is_none() {
+            return Ok(());
+        }
         persist(&mut st)
     }
 
@@ -262,16 +329,18 @@ impl Embedded {
         organization: &str,
         f: impl FnOnce(&mut Organization, &Catalog, Instant) -> Result<T>,
     ) -> Result<T> {
-        self.update(organization, |org, catalog, now, _| {
+        self.update(organization, &[], |org, catalog, now, _| {
             f(org, catalog, now).map(Done::Changed)
         })
     }
 
     /// Like [`Embedded::change`], all under one lock: `f` may find the change already made
     /// (a retried purchase: nothing is written) and may take new ids, unique in the tenant.
+    /// `users` are those whose licences `f` may change.
     fn update<T>(
         &self,
         organization: &str,
+        users: &[&str],
         f: impl FnOnce(&mut Organization, &Catalog, Instant, &Ids) -> Result<Done<T>>,
     ) -> Result<T> {
         let now = self.clock.now();
@@ -290,15 +359,27 @@ impl Embedded {
         let (before, rest) = orgs.split_at_mut(i);
         let (org, after) = rest.split_first_mut().expect("found above");
         let ids = Ids(before.iter().chain(after.iter()).collect());
+        let before = org.subscriptions.clone();
         advance(org, now);
-        match f(org, &catalog, now, &ids)? {
-            Done::Unchanged(out) => Ok(out),
-            Done::Changed(out) => {
-                st.writes += 1;
-                persist(&mut st)?;
-                Ok(out)
-            }
-        }
+        let out = match f(org, &catalog, now, &ids)? {
+            Done::Unchanged(out) => return Ok(out),
+            Done::Changed(out) => out,
+        };
+        let entry = journal::Entry {
+            organization: org.domain.clone(),
+            subscriptions: (org.subscriptions != before).then(|| org.subscriptions.clone()),
+            users: users
+                .iter()
+                .filter_map(|upn| org.user(upn))
+                .map(|u| journal::UserLicences {
+                    upn: u.upn.clone(),
+                    licenses: u.licenses.clone(),
+                })
+                .collect(),
+        };
+        st.writes += 1;
+        st.commit(entry)?;
+        Ok(out)
     }
 }
 
@@ -331,7 +412,8 @@ impl Ids<'_> {
     }
 }
 
-/// Atomic rewrite: temporary file beside the target, fsync, rename.
+/// Atomic rewrite: temporary file beside the target, fsync, rename; then the journal, now in
+/// the file, is removed.
 fn persist(st: &mut State) -> Result<()> {
     let Some(path) = &st.path else { return Ok(()) };
     let io = |e: std::io::Error| {
@@ -354,7 +436,13 @@ fn persist(st: &mut State) -> Result<()> {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    st.stamp = stamp_of(path);
+    if st.journal.take().is_some() || journal::path_of(path).exists() {
+        let journal = journal::path_of(path);
+        std::fs::remove_file(&journal).map_err(|e| {
+            BackendError::Unavailable(format!("cannot remove {}: {e}", journal.display()))
+        })?;
+    }
+    st.stamp = stamps_of(path);
     Ok(())
 }
 
@@ -428,6 +516,10 @@ fn apply_change(
 }
 
 impl Backend for Embedded {
+    async fn checkpoint(&self) -> Result<()> {
+        Embedded::checkpoint(self)
+    }
+
     async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
         let now = self.clock.now();
         let mut st = self.state.lock().expect("tenant lock");
@@ -453,7 +545,7 @@ impl Backend for Embedded {
         organization: &str,
         req: &PurchaseRequest,
     ) -> Result<Subscription> {
-        self.update(organization, |org, catalog, now, ids| {
+        self.update(organization, &[], |org, catalog, now, ids| {
             let key = Some(req.idempotency_key.as_str());
             if let Some(existing) = org
                 .subscriptions
@@ -576,7 +668,7 @@ impl Backend for Embedded {
         quantity: u32,
         key: &str,
     ) -> Result<TraditionalAddOn> {
-        self.update(organization, |org, catalog, now, ids| {
+        self.update(organization, &[], |org, catalog, now, ids| {
             if let Some(a) = org
                 .subscriptions
                 .iter()
@@ -652,11 +744,14 @@ impl Backend for Embedded {
             }
             .into());
         }
-        self.change(organization, |org, catalog, now| {
-            Ok(changes
-                .iter()
-                .map(|c| apply_change(org, catalog, c, now))
-                .collect())
+        let users: Vec<&str> = changes.iter().map(|c| c.user.as_str()).collect();
+        self.update(organization, &users, |org, catalog, now, _| {
+            Ok(Done::Changed(
+                changes
+                    .iter()
+                    .map(|c| apply_change(org, catalog, c, now))
+                    .collect(),
+            ))
         })
     }
 }
@@ -717,5 +812,130 @@ mod tests {
             .map(|o| o.subscriptions.len())
             .sum();
         assert_eq!(subs, 200);
+    }
+
+    const JOURNALED: &str = "organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  users:\n  - {upn: a@contoso.com, usageLocation: NL}\n  - {upn: b@contoso.com, usageLocation: NL}\n  - {upn: c@contoso.com, usageLocation: NL}\n  subscriptions:\n  - {id: sub-spb, product: SPB, seats: 2}\n";
+
+    /// A tenant file in a temporary directory, its changes always journaled.
+    fn journaled() -> (tempfile::TempDir, PathBuf, Embedded) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenant.yaml");
+        std::fs::write(&path, JOURNALED).unwrap();
+        let now = "2026-11-21T09:00:00Z".parse().unwrap();
+        let backend = Embedded::open(&path, Arc::new(FixedClock::new(now)))
+            .unwrap()
+            .journal_from(0);
+        (dir, path, backend)
+    }
+
+    fn give(backend: &Embedded, users: &[&str]) -> Vec<std::result::Result<(), Refusal>> {
+        let changes: Vec<UserChange> = users
+            .iter()
+            .map(|u| UserChange {
+                user: u.to_string(),
+                add: vec![crate::domain::Licence::new("SPB", &[])],
+                remove: vec![],
+            })
+            .collect();
+        futures::executor::block_on(backend.assign_licences("contoso.com", &changes)).unwrap()
+    }
+
+    fn organizations(t: &TenantFile) -> String {
+        serde_saphyr::to_string(&t.organizations).unwrap()
+    }
+
+    /// Every acknowledged change is on disk (in the journal) before it is acknowledged: a
+    /// process that dies without folding the journal loses nothing.
+    #[test]
+    fn journaled_changes_survive_a_crash() {
+        let (_dir, path, backend) = journaled();
+        give(&backend, &["a@contoso.com", "b@contoso.com"]);
+        futures::executor::block_on(backend.set_seats("contoso.com", "sub-spb", 3, None)).unwrap();
+        give(&backend, &["c@contoso.com"]);
+        let acknowledged = backend.tenant();
+        drop(backend); // the crash: no checkpoint
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            JOURNALED,
+            "the changes were journaled, not rewritten"
+        );
+        let reread = TenantFile::load(&path).unwrap();
+        assert_eq!(organizations(&reread), organizations(&acknowledged));
+        assert_eq!(reread.organizations[0].consumed("SPB"), 3);
+    }
+
+    /// A line cut short by a crash was never acknowledged: it is ignored on reading and cut off
+    /// before the next change is appended.
+    #[test]
+    fn a_torn_last_journal_line_is_ignored_and_cut_off() {
+        let (_dir, path, backend) = journaled();
+        give(&backend, &["a@contoso.com"]);
+        let acknowledged = backend.tenant();
+        drop(backend);
+        let journal = journal::path_of(&path);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .unwrap();
+        f.write_all(br#"{"organization":"contoso.com","users":[{"upn":"b@con"#)
+            .unwrap();
+        drop(f);
+        let reread = TenantFile::load(&path).unwrap();
+        assert_eq!(organizations(&reread), organizations(&acknowledged));
+        let now = "2026-11-21T09:00:00Z".parse().unwrap();
+        let backend = Embedded::open(&path, Arc::new(FixedClock::new(now)))
+            .unwrap()
+            .journal_from(0);
+        give(&backend, &["b@contoso.com"]);
+        let acknowledged = backend.tenant();
+        drop(backend);
+        let reread = TenantFile::load(&path).unwrap();
+        assert_eq!(organizations(&reread), organizations(&acknowledged));
+        assert_eq!(reread.organizations[0].consumed("SPB"), 2);
+    }
+
+    /// A checkpoint folds the journal into the file and removes it; a crash between the two
+    /// replays changes the file already holds, to the same state.
+    #[test]
+    fn folding_the_journal_is_safe_to_repeat() {
+        let (_dir, path, backend) = journaled();
+        give(&backend, &["a@contoso.com"]);
+        futures::executor::block_on(backend.set_seats("contoso.com", "sub-spb", 1, None)).unwrap();
+        let journal = journal::path_of(&path);
+        let pending = std::fs::read(&journal).unwrap();
+        backend.checkpoint().unwrap();
+        assert!(!journal.exists(), "the journal was folded and removed");
+        let file = TenantFile::parse(&std::fs::read_to_string(&path).unwrap(), "t").unwrap();
+        assert_eq!(organizations(&file), organizations(&backend.tenant()));
+        std::fs::write(&journal, pending).unwrap(); // crashed before the removal
+        let reread = TenantFile::load(&path).unwrap();
+        assert_eq!(organizations(&reread), organizations(&backend.tenant()));
+    }
+
+    /// A journal that does not fit its file (edited by hand meanwhile) is one clear error.
+    #[test]
+    fn a_journal_naming_an_unknown_user_is_refused_with_its_line() {
+        let (_dir, path, backend) = journaled();
+        give(&backend, &["a@contoso.com"]);
+        drop(backend);
+        std::fs::write(&path, JOURNALED.replace("a@contoso.com", "x@contoso.com")).unwrap();
+        let err = TenantFile::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "tenant.yaml.journal line 1: user a@contoso.com is not in the tenant file"
+            ),
+            "{err}"
+        );
+    }
+
+    /// Small tenant files are still rewritten after every change: no journal appears.
+    #[test]
+    fn small_tenant_files_are_rewritten_after_every_change() {
+        let (_dir, path, backend) = journaled();
+        let backend = backend.journal_from(JOURNAL_FROM_BYTES);
+        give(&backend, &["a@contoso.com"]);
+        assert!(!journal::path_of(&path).exists());
+        let file = TenantFile::parse(&std::fs::read_to_string(&path).unwrap(), "t").unwrap();
+        assert_eq!(file.organizations[0].consumed("SPB"), 1);
     }
 }

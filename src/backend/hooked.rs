@@ -46,6 +46,9 @@ impl<B, H: Hook> Hooked<B, H> {
 }
 
 impl<B: Backend, H: Hook> Backend for Hooked<B, H> {
+    async fn checkpoint(&self) -> Result<()> {
+        self.inner.checkpoint().await
+    }
     async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
         self.around("snapshot", self.inner.snapshot(organization))
             .await

@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod hooked;
+pub mod journal;
 pub mod microsoft;
 pub mod routed;
 
@@ -130,6 +131,12 @@ pub trait Backend: Send + Sync {
         base_subscription_id: &str,
         add_on_id: &str,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Make the changes acknowledged so far part of the service's main store (the embedded
+    /// backend folds its journal into the tenant file). Called when a run ends; every change
+    /// is durable before it is acknowledged whether or not this runs.
+    fn checkpoint(&self) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
     /// At most [`MAX_BATCH`] users; each user's adds and removes are one atomic operation.
     /// The outer error fails the whole call; the inner results are per user, in order.
     fn assign_licences(

@@ -32,6 +32,13 @@ macro_rules! route {
 }
 
 impl<D: Backend, M: Backend> Backend for Routed<D, M> {
+    async fn checkpoint(&self) -> Result<()> {
+        self.default.checkpoint().await?;
+        for m in self.microsoft.values() {
+            m.checkpoint().await?;
+        }
+        Ok(())
+    }
     async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
         route!(self, organization, snapshot())
     }

@@ -195,11 +195,33 @@ pub async fn serve(
     emulator: Arc<Emulator>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(emulator))
+    // A large tenant's journal is folded into its file once a second has passed without a
+    // change, and when the emulator stops.
+    let idle = emulator.clone();
+    let folding = tokio::spawn(async move {
+        let mut last = u64::MAX;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let writes = idle.backend.writes();
+            if writes == last
+                && let Err(e) = idle.backend.checkpoint()
+            {
+                tracing::warn!(error = %e, "cannot fold the journal into the tenant file");
+            }
+            last = writes;
+        }
+    });
+    let served = axum::serve(listener, router(emulator.clone()))
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
-        .await
+        .await;
+    folding.abort();
+    emulator
+        .backend
+        .checkpoint()
+        .map_err(std::io::Error::other)?;
+    served
 }
 
 /// Graph's error envelope.
