@@ -9,7 +9,6 @@ use crate::planner::resources::{
 };
 use crate::planner::{Declared, Desired, Flags, Kind, Meta};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -57,19 +56,76 @@ pub fn declared<S, I: for<'s> From<&'s S>, St>(
 
 /// Every declared resource with its status as JSON, in kind order.
 pub fn statuses(desired: &Desired) -> Vec<(Kind, &Meta, Value)> {
-    fn each<S, St: Serialize>(
-        kind: Kind,
-        list: &[Declared<S, St>],
-    ) -> impl Iterator<Item = (Kind, &Meta, Value)> {
-        list.iter().map(move |d| {
-            let status = serde_json::to_value(&d.status).expect("statuses serialize");
-            (kind, &d.meta, status)
-        })
-    }
-    each(Kind::Subscription, &desired.subscriptions)
-        .chain(each(Kind::LicenseAssignment, &desired.assignments))
-        .chain(each(Kind::AddOn, &desired.add_ons))
+    each_status(desired)
+        .map(|(k, m, s)| (k, m, s.value()))
         .collect()
+}
+
+/// Like [`statuses`], one at a time and not yet JSON: a large cluster's statuses are never
+/// all in memory as JSON at once.
+pub fn each_status(desired: &Desired) -> impl Iterator<Item = (Kind, &Meta, StatusRef<'_>)> {
+    let s = desired.subscriptions.iter().map(|d| {
+        (
+            Kind::Subscription,
+            &d.meta,
+            StatusRef::Subscription(&d.status),
+        )
+    });
+    let l = desired.assignments.iter().map(|d| {
+        (
+            Kind::LicenseAssignment,
+            &d.meta,
+            StatusRef::LicenseAssignment(&d.status),
+        )
+    });
+    let a = desired
+        .add_ons
+        .iter()
+        .map(|d| (Kind::AddOn, &d.meta, StatusRef::AddOn(&d.status)));
+    s.chain(l).chain(a)
+}
+
+/// The status of the `index`th declared object of `kind`, as JSON.
+pub fn status_value(desired: &Desired, kind: Kind, index: usize) -> Value {
+    match kind {
+        Kind::Subscription => StatusRef::Subscription(&desired.subscriptions[index].status),
+        Kind::LicenseAssignment => StatusRef::LicenseAssignment(&desired.assignments[index].status),
+        Kind::AddOn => StatusRef::AddOn(&desired.add_ons[index].status),
+    }
+    .value()
+}
+
+/// One object's status, turned into JSON on demand.
+#[derive(Clone, Copy)]
+pub enum StatusRef<'a> {
+    Subscription(&'a crate::planner::resources::SubscriptionStatus),
+    LicenseAssignment(&'a crate::planner::resources::LicenseAssignmentStatus),
+    AddOn(&'a crate::planner::resources::AddOnStatus),
+}
+
+impl StatusRef<'_> {
+    pub fn value(self) -> Value {
+        match self {
+            StatusRef::Subscription(s) => serde_json::to_value(s),
+            StatusRef::LicenseAssignment(s) => serde_json::to_value(s),
+            StatusRef::AddOn(s) => serde_json::to_value(s),
+        }
+        .expect("statuses serialize")
+    }
+}
+
+/// Every declared object's kind and metadata.
+pub fn metas(desired: &Desired) -> impl Iterator<Item = (Kind, &Meta)> {
+    let s = desired
+        .subscriptions
+        .iter()
+        .map(|d| (Kind::Subscription, &d.meta));
+    let l = desired
+        .assignments
+        .iter()
+        .map(|d| (Kind::LicenseAssignment, &d.meta));
+    let a = desired.add_ons.iter().map(|d| (Kind::AddOn, &d.meta));
+    s.chain(l).chain(a)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use super::finalizers;
 use super::kinds::{Key, Managed, declared, fingerprint_of, key_of, of_org};
 use super::metrics::{self, Metrics};
-use super::status::{KubeLedger, normalized};
+use super::status::{KubeLedger, Written};
 use super::tenants::{self, Tenant, Tenants};
 use super::watches::{self, Namespaces};
 use super::{ReconcileError, RunConfig, events};
@@ -227,9 +227,8 @@ impl<B: Backend> Ctx<B> {
     /// Namespace bindings: a namespace's label, else the Organization whose
     /// `namespaceSelector` selects it.
     fn read_bindings(&self, desired: &mut Desired) {
-        let namespaces: HashSet<String> = crate::intents::statuses(desired)
-            .iter()
-            .map(|(_, m, _)| m.namespace.clone())
+        let namespaces: HashSet<String> = crate::intents::metas(desired)
+            .map(|(_, m)| m.namespace.clone())
             .collect();
         let labels: BTreeMap<String, BTreeMap<String, String>> = namespaces
             .into_iter()
@@ -317,16 +316,18 @@ impl<B: Backend> Ctx<B> {
         rvs: &mut HashMap<Key, String>,
         options: &crate::planner::Options,
     ) -> Result<Report, ReconcileError> {
-        let statuses = crate::intents::statuses(desired);
         let mut ledger = KubeLedger {
             ctx: self,
-            written: statuses
-                .iter()
-                .map(|(k, m, s)| ((*k, m.namespace.clone(), m.name.clone()), normalized(s)))
+            written: crate::intents::each_status(desired)
+                .map(|(k, m, s)| {
+                    (
+                        (k, m.namespace.clone(), m.name.clone()),
+                        Written::of(&s.value()),
+                    )
+                })
                 .collect(),
-            uids: statuses
-                .iter()
-                .map(|(k, m, _)| ((*k, m.namespace.clone(), m.name.clone()), m.uid.clone()))
+            uids: crate::intents::metas(desired)
+                .map(|(k, m)| ((k, m.namespace.clone(), m.name.clone()), m.uid.clone()))
                 .collect(),
             rvs,
         };

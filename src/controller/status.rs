@@ -23,23 +23,61 @@ pub const FIELD_MANAGER: &str = "seatkeeper";
 /// How many status writes go to the API server at once.
 const CONCURRENT_WRITES: usize = 8;
 
-/// Statuses compare equal ignoring condition timestamps: only a real change is written.
-pub fn normalized(status: &Value) -> Value {
-    let mut v = status.clone();
-    if let Some(conditions) = v.get_mut("conditions").and_then(Value::as_array_mut) {
-        for c in conditions {
-            if let Some(c) = c.as_object_mut() {
-                c.remove("lastTransitionTime");
+/// What is remembered of a status written (or read): enough to tell a real change (condition
+/// timestamps aside) without keeping the status itself, which at 100k users would be hundreds
+/// of megabytes of JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// A hash of the status without its conditions' lastTransitionTime.
+    fingerprint: u64,
+    blocked_reason: Option<String>,
+    /// The purchase in flight, as JSON text.
+    purchase: Option<String>,
+}
+
+/// Feeds serialized JSON into a hasher without building the text.
+struct HashWriter<'a>(&'a mut std::collections::hash_map::DefaultHasher);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::hash::Hasher::write(self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Written {
+    pub fn of(status: &Value) -> Written {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        if let Some(fields) = status.as_object() {
+            for (k, v) in fields {
+                std::hash::Hash::hash(k, &mut hasher);
+                let mut v = std::borrow::Cow::Borrowed(v);
+                if k == "conditions" {
+                    for c in v.to_mut().as_array_mut().into_iter().flatten() {
+                        c.as_object_mut().map(|c| c.remove("lastTransitionTime"));
+                    }
+                }
+                serde_json::to_writer(HashWriter(&mut hasher), &*v).expect("hashing JSON");
             }
         }
+        Written {
+            fingerprint: std::hash::Hasher::finish(&hasher),
+            blocked_reason: status
+                .get("blockedReason")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            purchase: status.get("purchase").map(Value::to_string),
+        }
     }
-    v
 }
 
 pub struct KubeLedger<'a, B> {
     pub ctx: &'a Ctx<B>,
-    /// What each object's status is known to be (normalized).
-    pub written: HashMap<Key, Value>,
+    /// What each object's status is known to be.
+    pub written: HashMap<Key, Written>,
     pub uids: HashMap<Key, String>,
     /// The resourceVersions of our own writes, when they stand for what the plan read.
     pub rvs: &'a mut HashMap<Key, String>,
@@ -55,33 +93,39 @@ impl<B: Backend> Ledger for KubeLedger<'_, B> {
             return Ok(());
         }
         let mut due = vec![];
-        for (kind, meta, status) in crate::intents::statuses(desired) {
+        let mut seen: HashMap<Kind, usize> = HashMap::new();
+        for (kind, meta, status) in crate::intents::each_status(desired) {
+            let index = seen.entry(kind).or_default();
+            *index += 1;
             let key = (kind, meta.namespace.clone(), meta.name.clone());
-            let norm = normalized(&status);
+            let now = Written::of(&status.value());
             let before = self.written.get(&key);
-            if before == Some(&norm) {
+            if before.is_some_and(|b| b.fingerprint == now.fingerprint) {
                 continue;
             }
             // Before changes only a purchase in flight must be on record.
-            let purchase = |v: Option<&Value>| v.and_then(|v| v.get("purchase")).cloned();
             if point == SavePoint::BeforeChanges
-                && purchase(Some(&status)).is_none_or(|p| Some(p) == purchase(before))
+                && (now.purchase.is_none()
+                    || now.purchase == before.and_then(|b| b.purchase.clone()))
             {
                 continue;
             }
-            due.push((key, meta.clone(), status, norm));
+            due.push((key, meta.clone(), *index - 1, now));
         }
         let ctx = self.ctx;
         let results: Vec<_> = futures::stream::iter(due)
-            .map(|(key, meta, status, norm)| async move {
+            .map(|(key, meta, index, now)| async move {
+                // JSON again, only while it is written.
+                let status = crate::intents::status_value(desired, key.0, index);
                 let result = write(ctx, &key, &status).await;
-                (key, meta, status, norm, result)
+                let message = blocked_message(&status);
+                (key, meta, now, message, result)
             })
             .buffer_unordered(CONCURRENT_WRITES)
             .collect()
             .await;
         let mut failure = None;
-        for (key, meta, status, norm, result) in results {
+        for (key, meta, now, message, result) in results {
             let after = match result {
                 Ok(m) => m,
                 // Deleted meanwhile: nothing left to report on.
@@ -95,35 +139,42 @@ impl<B: Backend> Ledger for KubeLedger<'_, B> {
                 self.rvs
                     .insert(key.clone(), after.resource_version.unwrap_or_default());
             }
-            self.warn_new_block(&key, &meta, &status).await;
-            self.written.insert(key, norm);
+            self.warn_new_block(&key, &meta, &now, &message).await;
+            self.written.insert(key, now);
         }
         failure.map_or(Ok(()), Err)
     }
 }
 
+/// The Blocked condition's message, if any.
+fn blocked_message(status: &Value) -> String {
+    status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Blocked"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 impl<B> KubeLedger<'_, B> {
-    async fn warn_new_block(&self, key: &Key, meta: &Meta, status: &Value) {
-        let reason = |v: &Value| {
-            v.get("blockedReason")
-                .and_then(Value::as_str)
-                .map(str::to_string)
+    async fn warn_new_block(&self, key: &Key, meta: &Meta, now: &Written, message: &str) {
+        let Some(new) = &now.blocked_reason else {
+            return;
         };
-        let Some(new) = reason(status) else { return };
-        if self.written.get(key).and_then(reason).as_deref() == Some(new.as_str()) {
+        if self
+            .written
+            .get(key)
+            .and_then(|w| w.blocked_reason.as_ref())
+            == Some(new)
+        {
             return;
         }
-        let message = status
-            .get("conditions")
-            .and_then(Value::as_array)
-            .and_then(|c| c.iter().find(|c| c["type"] == "Blocked"))
-            .and_then(|c| c["message"].as_str())
-            .unwrap_or_default();
         let r = ObjectRef::of(key.0, meta);
         let reference = events::reference(&r, self.uids.get(key));
         events::publish(
             &self.ctx.recorder,
-            &events::warning(&new, message),
+            &events::warning(new, message),
             &reference,
         )
         .await;
