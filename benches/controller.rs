@@ -6,11 +6,16 @@
 //! start until every LicenseAssignment's status says Ready; status writes per object; the
 //! controller's peak RSS; then an idle resync (nothing changed): its duration (from the
 //! controller's own reconcile histogram) and the writes it made.
+//!
+//! The controller's log is shown if it exits or does not converge; `BENCH_WRAP=heaptrack`
+//! runs it under a profiler.
 
 #[path = "../tests/support/apiserver.rs"]
 mod apiserver;
+mod common;
 
 use apiserver::ApiServer;
+use common::{figure, peak_rss_mib, tenant_yaml};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
@@ -24,19 +29,6 @@ const NS: &str = "bench";
 const PER_OBJECT: usize = 20;
 const LAS: &str = "seatkeeper.dev/v1alpha1/licenseassignments";
 const RESYNC_SECS: u64 = 5;
-
-fn figure(size: &str, name: &str, value: String, unit: &str) {
-    println!("{size} {name} {value} {unit}");
-}
-
-fn tenant(n: usize) -> String {
-    let mut y = format!("organizations:\n- domain: {ORG}\n  paymentMethodOnFile: true\n  users:\n");
-    for i in 0..n {
-        y += &format!("  - {{upn: u{i}@{ORG}, usageLocation: NL}}\n");
-    }
-    y += &format!("  subscriptions:\n  - {{id: sub-e3, product: ENTERPRISEPACK, seats: {n}}}\n");
-    y
-}
 
 async fn create_objects(server: &ApiServer, n: usize) {
     let client = server.client();
@@ -101,15 +93,6 @@ fn controller(dir: &std::path::Path, server: &ApiServer, metrics: &str) -> Child
             "json",
         ])
         .env("KUBECONFIG", &kubeconfig)
-        .envs(
-            std::env::var("BENCH_MALLOC")
-                .ok()
-                .map(|v| ("MALLOC_ARENA_MAX", v)),
-        )
-        .env(
-            "RUST_LOG",
-            std::env::var("BENCH_LOG").unwrap_or("warn".into()),
-        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("controller.log")).unwrap())
         .spawn()
@@ -140,15 +123,6 @@ fn ready(server: &ApiServer, objects: usize) -> bool {
         })
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// (reconciles run, seconds they took in all) from the controller's /metrics.
 async fn reconciles(metrics: &str) -> (f64, f64) {
     let text = reqwest::get(format!("http://{metrics}/metrics"))
@@ -170,11 +144,11 @@ async fn reconciles(metrics: &str) -> (f64, f64) {
 }
 
 async fn run_size(size: &str, users: usize) {
-    let objects = std::env::var("BENCH_OBJECTS").map_or(users / PER_OBJECT, |v| v.parse().unwrap());
+    let objects = users / PER_OBJECT;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tenant.yaml"), tenant(users)).unwrap();
+    std::fs::write(dir.path().join("tenant.yaml"), tenant_yaml(ORG, users)).unwrap();
     let server = ApiServer::start().await;
-    create_objects(&server, objects * PER_OBJECT).await;
+    create_objects(&server, users).await;
     let metrics = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
@@ -259,7 +233,7 @@ async fn run_size(size: &str, users: usize) {
     figure(
         size,
         "controller_rss_mib",
-        format!("{:.1}", rss_mib(child.id())),
+        format!("{:.1}", peak_rss_mib(&child.id().to_string())),
         "MiB",
     );
 }

@@ -6,6 +6,9 @@
 //! subscriptions, a LicenseAssignment per 100 users (so hundreds of them), a seat increase,
 //! 10% of users already licensed, and 2% more demand for Office 365 E3 than seats (contention).
 
+mod common;
+
+use common::{figure, peak_rss_mib};
 use seatkeeper::api::{
     AssignmentIntent, LicenseAssignmentStatus, SubscriptionIntent, SubscriptionStatus,
 };
@@ -112,15 +115,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// The naive way: every user change is its own call, one after another. Stops after `limit`
 /// calls; returns the calls made.
 async fn naive<B: Backend>(backend: &B, desired: &Desired, options: &Options, limit: u64) -> u64 {
@@ -177,10 +171,6 @@ fn run<B: Backend>(
         DEFAULT_MAX_PASSES,
     ))
     .unwrap()
-}
-
-fn figure(size: &str, name: &str, value: impl std::fmt::Display, unit: &str) {
-    println!("{size} {name} {value} {unit}");
 }
 
 fn run_size(size: &str, n: usize) {
@@ -270,7 +260,7 @@ fn run_size(size: &str, n: usize) {
     figure(
         size,
         "peak_rss_mib",
-        format!("{:.1}", peak_rss_mib()),
+        format!("{:.1}", peak_rss_mib("self")),
         "MiB",
     );
     drop((again, memory, d));

@@ -5,6 +5,9 @@
 //! Figures: `graph_budget_ratio`, wall time against the floor (`writes / 3,000 × window`), and
 //! `graph_throttled_pct`, the share of licence writes the emulator answered 429.
 
+mod common;
+
+use common::{figure, tenant_yaml};
 use seatkeeper::api::{AssignmentIntent, LicenseAssignmentStatus};
 use seatkeeper::backend::embedded::{Embedded, TenantFile};
 use seatkeeper::backend::microsoft::credential::Credential;
@@ -25,12 +28,7 @@ fn now() -> seatkeeper::domain::Instant {
 }
 
 fn tenant(n: usize) -> TenantFile {
-    let mut y = format!("organizations:\n- domain: {ORG}\n  paymentMethodOnFile: true\n  users:\n");
-    for i in 0..n {
-        y += &format!("  - {{upn: u{i}@{ORG}, usageLocation: NL}}\n");
-    }
-    y += &format!("  subscriptions:\n  - {{id: sub-e3, product: ENTERPRISEPACK, seats: {n}}}\n");
-    TenantFile::parse(&y, "bench-tenant.yaml").unwrap()
+    TenantFile::parse(&tenant_yaml(ORG, n), "bench-tenant.yaml").unwrap()
 }
 
 fn desired(n: usize) -> Desired {
@@ -115,21 +113,28 @@ async fn run_size(size: &str, n: usize) {
     let (requests, _, _, throttled) = emulator.fault_counts();
     let writes = n as f64;
     let floor = writes / budget as f64 * window.as_secs_f64();
-    let figure = |name: &str, value: String, unit: &str| println!("{size} {name} {value} {unit}");
-    figure("graph_writes", format!("{writes}"), "writes");
-    figure("graph_requests", requests.to_string(), "requests");
+    figure(size, "graph_writes", format!("{writes}"), "writes");
+    figure(size, "graph_requests", requests.to_string(), "requests");
     figure(
+        size,
         "graph_wall_ms",
         format!("{:.0}", wall.as_secs_f64() * 1000.0),
         "ms",
     );
-    figure("graph_floor_ms", format!("{:.0}", floor * 1000.0), "ms");
     figure(
+        size,
+        "graph_floor_ms",
+        format!("{:.0}", floor * 1000.0),
+        "ms",
+    );
+    figure(
+        size,
         "graph_budget_ratio",
         format!("{:.3}", wall.as_secs_f64() / floor),
         "x",
     );
     figure(
+        size,
         "graph_throttled_pct",
         format!(
             "{:.2}",

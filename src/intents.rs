@@ -57,58 +57,37 @@ pub fn declared<S, I: for<'s> From<&'s S>, St>(
 /// Every declared resource with its status as JSON, in kind order.
 pub fn statuses(desired: &Desired) -> Vec<(Kind, &Meta, Value)> {
     each_status(desired)
-        .map(|(k, m, s)| (k, m, s.value()))
+        .map(|(m, at)| (at.kind, m, at.value(desired)))
         .collect()
 }
 
 /// Like [`statuses`], one at a time and not yet JSON: a large cluster's statuses are never
 /// all in memory as JSON at once.
-pub fn each_status(desired: &Desired) -> impl Iterator<Item = (Kind, &Meta, StatusRef<'_>)> {
-    let s = desired.subscriptions.iter().map(|d| {
-        (
-            Kind::Subscription,
-            &d.meta,
-            StatusRef::Subscription(&d.status),
-        )
-    });
-    let l = desired.assignments.iter().map(|d| {
-        (
-            Kind::LicenseAssignment,
-            &d.meta,
-            StatusRef::LicenseAssignment(&d.status),
-        )
-    });
-    let a = desired
-        .add_ons
-        .iter()
-        .map(|d| (Kind::AddOn, &d.meta, StatusRef::AddOn(&d.status)));
-    s.chain(l).chain(a)
+pub fn each_status(desired: &Desired) -> impl Iterator<Item = (&Meta, StatusAt)> {
+    let at = |kind| move |(index, meta)| (meta, StatusAt { kind, index });
+    let s = desired.subscriptions.iter().map(|d| &d.meta).enumerate();
+    let l = desired.assignments.iter().map(|d| &d.meta).enumerate();
+    let a = desired.add_ons.iter().map(|d| &d.meta).enumerate();
+    s.map(at(Kind::Subscription))
+        .chain(l.map(at(Kind::LicenseAssignment)))
+        .chain(a.map(at(Kind::AddOn)))
 }
 
-/// The status of the `index`th declared object of `kind`, as JSON.
-pub fn status_value(desired: &Desired, kind: Kind, index: usize) -> Value {
-    match kind {
-        Kind::Subscription => StatusRef::Subscription(&desired.subscriptions[index].status),
-        Kind::LicenseAssignment => StatusRef::LicenseAssignment(&desired.assignments[index].status),
-        Kind::AddOn => StatusRef::AddOn(&desired.add_ons[index].status),
-    }
-    .value()
+/// Where one object's status is in [`Desired`]: turned into JSON on demand, and owning no
+/// borrow, so it can wait in a queue of writes.
+#[derive(Clone, Copy, Debug)]
+pub struct StatusAt {
+    pub kind: Kind,
+    index: usize,
 }
 
-/// One object's status, turned into JSON on demand.
-#[derive(Clone, Copy)]
-pub enum StatusRef<'a> {
-    Subscription(&'a crate::planner::resources::SubscriptionStatus),
-    LicenseAssignment(&'a crate::planner::resources::LicenseAssignmentStatus),
-    AddOn(&'a crate::planner::resources::AddOnStatus),
-}
-
-impl StatusRef<'_> {
-    pub fn value(self) -> Value {
-        match self {
-            StatusRef::Subscription(s) => serde_json::to_value(s),
-            StatusRef::LicenseAssignment(s) => serde_json::to_value(s),
-            StatusRef::AddOn(s) => serde_json::to_value(s),
+impl StatusAt {
+    pub fn value(self, desired: &Desired) -> Value {
+        let i = self.index;
+        match self.kind {
+            Kind::Subscription => serde_json::to_value(&desired.subscriptions[i].status),
+            Kind::LicenseAssignment => serde_json::to_value(&desired.assignments[i].status),
+            Kind::AddOn => serde_json::to_value(&desired.add_ons[i].status),
         }
         .expect("statuses serialize")
     }
@@ -116,16 +95,7 @@ impl StatusRef<'_> {
 
 /// Every declared object's kind and metadata.
 pub fn metas(desired: &Desired) -> impl Iterator<Item = (Kind, &Meta)> {
-    let s = desired
-        .subscriptions
-        .iter()
-        .map(|d| (Kind::Subscription, &d.meta));
-    let l = desired
-        .assignments
-        .iter()
-        .map(|d| (Kind::LicenseAssignment, &d.meta));
-    let a = desired.add_ons.iter().map(|d| (Kind::AddOn, &d.meta));
-    s.chain(l).chain(a)
+    each_status(desired).map(|(m, at)| (at.kind, m))
 }
 
 #[cfg(test)]

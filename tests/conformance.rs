@@ -125,20 +125,27 @@ fn assignment(
     }
 }
 
-async fn run_embedded(tenant: &TenantFile, scenario: Scenario) -> Seen {
+/// One run to convergence at the suite's fixed time, with no ledger and default options.
+async fn converge_now<B: Backend>(
+    backend: &B,
+    desired: &mut Desired,
+) -> Result<Report, seatkeeper::backend::BackendError> {
     let clock = FixedClock::new(now());
-    let backend = Embedded::new(tenant.clone(), None, Arc::new(FixedClock::new(now())));
-    let mut desired = scenario(&|id| id.to_string());
-    let report = converge(
-        &backend,
+    converge(
+        backend,
         &mut NoLedger,
-        &mut desired,
+        desired,
         &clock,
         &Options::default(),
         DEFAULT_MAX_PASSES,
     )
     .await
-    .unwrap();
+}
+
+async fn run_embedded(tenant: &TenantFile, scenario: Scenario) -> Seen {
+    let backend = Embedded::new(tenant.clone(), None, Arc::new(FixedClock::new(now())));
+    let mut desired = scenario(&|id| id.to_string());
+    let report = converge_now(&backend, &mut desired).await.unwrap();
     seen(&report, &desired, &backend.tenant())
 }
 
@@ -195,18 +202,8 @@ async fn run_microsoft(
 ) -> Seen {
     let served = emulate(tenant, faults).await;
     let backend = microsoft(&served.root, partner_center, "s3cret");
-    let clock = FixedClock::new(now());
     let mut desired = scenario(&|id| ids::subscription_id(id));
-    let report = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        &clock,
-        &Options::default(),
-        DEFAULT_MAX_PASSES,
-    )
-    .await
-    .unwrap();
+    let report = converge_now(&backend, &mut desired).await.unwrap();
     let out = seen(&report, &desired, &served.emulator_tenant());
     let _ = served.stop.send(true);
     out
@@ -403,18 +400,8 @@ async fn graph_write_budget_throttles_items_which_are_retried_until_done() {
     )
     .await;
     let backend = microsoft(&served.root, true, "s3cret");
-    let clock = FixedClock::new(now());
     let mut desired = scenario(&|id| id.to_string());
-    let report = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        &clock,
-        &Options::default(),
-        DEFAULT_MAX_PASSES,
-    )
-    .await
-    .unwrap();
+    let report = converge_now(&backend, &mut desired).await.unwrap();
     assert!(report.converged);
     assert_eq!(desired.assignments[0].status.assigned, 30);
     assert!(
@@ -483,17 +470,7 @@ async fn a_token_that_dies_mid_run_is_renewed() {
         }
     }
     let mut desired = scenario(&|id| id.to_string());
-    let clock = FixedClock::new(now());
-    let report = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        &clock,
-        &Options::default(),
-        DEFAULT_MAX_PASSES,
-    )
-    .await
-    .unwrap();
+    let report = converge_now(&backend, &mut desired).await.unwrap();
     assert!(report.converged);
     assert_eq!(desired.assignments[0].status.assigned, 60);
     let _ = served.stop.send(true);
@@ -525,30 +502,12 @@ async fn a_lost_purchase_reply_never_buys_a_second_subscription() {
         }],
         ..Default::default()
     };
-    let clock = FixedClock::new(now());
     // Every reply is lost (the order is placed, the answer never arrives): the run fails.
-    let first = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        &clock,
-        &Options::default(),
-        DEFAULT_MAX_PASSES,
-    )
-    .await;
+    let first = converge_now(&backend, &mut desired).await;
     assert!(first.is_err(), "{first:?}");
     // The service answers again; the same purchase key finds the same order.
     served.emulator.set_faults(Faults::default());
-    let report = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        &clock,
-        &Options::default(),
-        DEFAULT_MAX_PASSES,
-    )
-    .await
-    .unwrap();
+    let report = converge_now(&backend, &mut desired).await.unwrap();
     assert!(report.converged);
     let bought: Vec<_> = served.emulator.tenant().organizations[0]
         .subscriptions
@@ -812,18 +771,8 @@ async fn client_side_pacing_keeps_within_graphs_write_budget() {
         assignments: vec![assignment("all", &users_ref, "SPB", "Add")],
         ..Default::default()
     };
-    let clock = FixedClock::new(now());
     let started = std::time::Instant::now();
-    let report = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        &clock,
-        &Options::default(),
-        DEFAULT_MAX_PASSES,
-    )
-    .await
-    .unwrap();
+    let report = converge_now(&backend, &mut desired).await.unwrap();
     let took = started.elapsed();
     assert!(report.converged);
     assert_eq!(desired.assignments[0].status.assigned, 60);
@@ -862,17 +811,7 @@ async fn a_fresh_subscription_read_with_replication_lag_is_waited_for() {
         }],
         ..Default::default()
     };
-    let clock = FixedClock::new(now());
-    let report = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        &clock,
-        &Options::default(),
-        DEFAULT_MAX_PASSES,
-    )
-    .await
-    .unwrap();
+    let report = converge_now(&backend, &mut desired).await.unwrap();
     assert!(report.converged, "{:?}", desired.subscriptions[0].status);
     let bought = served.emulator.tenant().organizations[0]
         .subscriptions
@@ -902,17 +841,7 @@ async fn a_missing_permission_blocks_naming_it() {
         assignments: vec![assignment("a", &["a@contoso.com"], "SPB", "Add")],
         ..Default::default()
     };
-    let clock = FixedClock::new(now());
-    let _ = converge(
-        &backend,
-        &mut NoLedger,
-        &mut desired,
-        &clock,
-        &Options::default(),
-        DEFAULT_MAX_PASSES,
-    )
-    .await
-    .unwrap();
+    let _ = converge_now(&backend, &mut desired).await.unwrap();
     let status = &desired.assignments[0].status;
     assert_eq!(status.blocked_reason.as_deref(), Some("PermissionDenied"));
     let message = status.conditions.get("Blocked").unwrap().message.clone();

@@ -297,8 +297,9 @@ impl Embedded {
         self.state.lock().expect("tenant lock").writes
     }
 
-    /// Journal the changes of tenant files larger than `bytes` (tests: 0 journals always).
-    pub fn journal_from(self, bytes: u64) -> Embedded {
+    /// Journal the changes of tenant files larger than `bytes` (0: always).
+    #[cfg(test)]
+    fn journal_from(self, bytes: u64) -> Embedded {
         self.state.lock().expect("tenant lock").journal_from = bytes;
         self
     }

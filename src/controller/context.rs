@@ -319,11 +319,9 @@ impl<B: Backend> Ctx<B> {
         let mut ledger = KubeLedger {
             ctx: self,
             written: crate::intents::each_status(desired)
-                .map(|(k, m, s)| {
-                    (
-                        (k, m.namespace.clone(), m.name.clone()),
-                        Written::of(&s.value()),
-                    )
+                .map(|(m, at)| {
+                    let key = (at.kind, m.namespace.clone(), m.name.clone());
+                    (key, Written::of(&at.value(desired)))
                 })
                 .collect(),
             uids: crate::intents::metas(desired)

@@ -93,12 +93,9 @@ impl<B: Backend> Ledger for KubeLedger<'_, B> {
             return Ok(());
         }
         let mut due = vec![];
-        let mut seen: HashMap<Kind, usize> = HashMap::new();
-        for (kind, meta, status) in crate::intents::each_status(desired) {
-            let index = seen.entry(kind).or_default();
-            *index += 1;
-            let key = (kind, meta.namespace.clone(), meta.name.clone());
-            let now = Written::of(&status.value());
+        for (meta, at) in crate::intents::each_status(desired) {
+            let key = (at.kind, meta.namespace.clone(), meta.name.clone());
+            let now = Written::of(&at.value(desired));
             let before = self.written.get(&key);
             if before.is_some_and(|b| b.fingerprint == now.fingerprint) {
                 continue;
@@ -110,13 +107,13 @@ impl<B: Backend> Ledger for KubeLedger<'_, B> {
             {
                 continue;
             }
-            due.push((key, meta.clone(), *index - 1, now));
+            due.push((key, meta.clone(), at, now));
         }
         let ctx = self.ctx;
         let results: Vec<_> = futures::stream::iter(due)
-            .map(|(key, meta, index, now)| async move {
+            .map(|(key, meta, at, now)| async move {
                 // JSON again, only while it is written.
-                let status = crate::intents::status_value(desired, key.0, index);
+                let status = at.value(desired);
                 let result = write(ctx, &key, &status).await;
                 let message = blocked_message(&status);
                 (key, meta, now, message, result)

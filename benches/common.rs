@@ -1,0 +1,29 @@
+//! What the benchmarks share: the output line, a process's peak memory, a simple tenant.
+//! Each benchmark uses some of it.
+#![allow(dead_code)]
+
+/// One figure per line: `SIZE FIGURE VALUE UNIT`.
+pub fn figure(size: &str, name: &str, value: impl std::fmt::Display, unit: &str) {
+    println!("{size} {name} {value} {unit}");
+}
+
+/// Peak resident memory (VmHWM) of a process (`"self"` or a pid), in MiB.
+pub fn peak_rss_mib(process: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A tenant of `n` users (usage location NL, no licences) and one Office 365 E3 subscription
+/// with a seat for each: every licence change the benchmark asks for can be made.
+pub fn tenant_yaml(org: &str, n: usize) -> String {
+    let mut y = format!("organizations:\n- domain: {org}\n  paymentMethodOnFile: true\n  users:\n");
+    for i in 0..n {
+        y += &format!("  - {{upn: u{i}@{org}, usageLocation: NL}}\n");
+    }
+    y += &format!("  subscriptions:\n  - {{id: sub-e3, product: ENTERPRISEPACK, seats: {n}}}\n");
+    y
+}
