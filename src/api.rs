@@ -131,11 +131,20 @@ pub struct SubscriptionSpec {
     printcolumn(name = "Users", type_ = "integer", json_path = ".status.desiredUsers"),
     printcolumn(name = "Assigned", type_ = "integer", json_path = ".status.assigned"),
     printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
-    printcolumn(name = "Blocked", type_ = "integer", json_path = ".status.blocked"),
+    printcolumn(
+        name = "Users Blocked",
+        type_ = "integer",
+        json_path = ".status.blocked"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Blocked",
+        type_ = "string",
+        json_path = ".status.blockedReason"
     ),
     printcolumn(
         name = "Age",
@@ -192,6 +201,11 @@ pub struct LicenseAssignmentSpec {
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Blocked",
+        type_ = "string",
+        json_path = ".status.blockedReason"
     ),
     printcolumn(
         name = "Age",

@@ -1121,3 +1121,40 @@ async fn e2e_autoscaling_buys_seats_for_a_new_license_assignment() {
     .await;
     r.stop().await;
 }
+
+#[tokio::test]
+async fn e2e_the_startup_race_a_finalizer_added_to_a_stale_read_is_retried_quietly() {
+    let w = world("").await;
+    let spec = json!({"organization": ORG, "product": "SPB", "seats": 1});
+    w.create(NS, sub("a", spec.clone())).await;
+    w.create(NS, sub("b", spec)).await;
+    let api = w.api::<Subscription>(NS);
+    // What the cache holds: both as created.
+    let stale = [
+        std::sync::Arc::new(api.get("a").await.unwrap()),
+        std::sync::Arc::new(api.get("b").await.unwrap()),
+    ];
+    // Meanwhile another controller adds its finalizer to a, and b is deleted.
+    let other = json!({"metadata": {"finalizers": ["example.com/other"]}});
+    api.patch("a", &PatchParams::default(), &Patch::Merge(&other))
+        .await
+        .unwrap();
+    let now = "2026-11-21T09:00:00Z".parse().unwrap();
+    let mut rvs = std::collections::HashMap::new();
+    let client = w.server.client();
+    let fresh = controller::finalizers::add(&client, &stale[..1], now, &mut rvs)
+        .await
+        .expect("the guarded patch's 422 is retried, not an error");
+    assert!(fresh);
+    let a = w.object("subscriptions", NS, "a").unwrap();
+    assert_eq!(
+        a["metadata"]["finalizers"],
+        json!(["example.com/other", "seatkeeper.dev/cleanup"]),
+        "the other finalizer is kept"
+    );
+    api.delete("b", &DeleteParams::default()).await.unwrap();
+    let fresh = controller::finalizers::add(&client, &stale[1..], now, &mut rvs)
+        .await
+        .unwrap();
+    assert!(!fresh, "deleted since read: the pass stops and plans again");
+}

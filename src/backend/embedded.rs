@@ -836,6 +836,7 @@ mod tests {
                 user: u.to_string(),
                 add: vec![crate::domain::Licence::new("SPB", &[])],
                 remove: vec![],
+                plans_only: vec![],
             })
             .collect();
         futures::executor::block_on(backend.assign_licences("contoso.com", &changes)).unwrap()

@@ -15,6 +15,9 @@ pub trait Hook: Send + Sync {
     fn after(&self, _operation: &'static str) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
     }
+    /// A call went through, changing `items` things (users for `assignLicenses`, else 1):
+    /// for a progress display.
+    fn done(&self, _operation: &'static str, _items: usize) {}
 }
 
 pub struct Hooked<B, H> {
@@ -38,9 +41,20 @@ impl<B, H: Hook> Hooked<B, H> {
         operation: &'static str,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
+        self.around_n(operation, 1, call).await
+    }
+
+    /// `around` for a call changing `items` things.
+    async fn around_n<T>(
+        &self,
+        operation: &'static str,
+        items: usize,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         self.hook.before(operation).await?;
         let out = call.await?;
         self.hook.after(operation).await?;
+        self.hook.done(operation, items);
         Ok(out)
     }
 }
@@ -102,7 +116,7 @@ impl<B: Backend, H: Hook> Backend for Hooked<B, H> {
         o: &str,
         changes: &[UserChange],
     ) -> Result<Vec<std::result::Result<(), Refusal>>> {
-        self.around("assignLicenses", self.inner.assign_licences(o, changes))
-            .await
+        let call = self.inner.assign_licences(o, changes);
+        self.around_n("assignLicenses", changes.len(), call).await
     }
 }

@@ -192,7 +192,8 @@ impl Manifests {
             if n > SHOWN {
                 names += &format!(" and {} more", n - SHOWN);
             }
-            format!("note: skipped {n} document(s) seatkeeper does not read: {names}")
+            let n = crate::domain::counted(n, "document", "documents");
+            format!("note: skipped {n} seatkeeper does not read: {names}")
         })
     }
 }

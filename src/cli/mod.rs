@@ -3,6 +3,7 @@
 mod emulate;
 mod manifests;
 mod output;
+mod progress;
 mod schema;
 
 pub use manifests::{InputError, Object};
@@ -11,6 +12,7 @@ use crate::api::Conditions;
 use crate::backend::Backend;
 use crate::backend::BackendError;
 use crate::backend::embedded::{Embedded, ResourceRecord, TenantFile};
+use crate::backend::hooked::Hooked;
 use crate::backend::microsoft::Microsoft;
 use crate::backend::routed::Routed;
 use crate::clock::{Clock, FixedClock, SystemClock};
@@ -340,6 +342,34 @@ enum CliError {
     Backend(#[from] BackendError),
     #[error("--now: {0}: expected an RFC 3339 time such as 2026-11-21T09:00:00Z")]
     Now(String),
+    #[error(
+        "--now {now} is before {what} ({then}) recorded in {file}: the tenant's clock cannot run \
+         backwards; give a time at or after {then}"
+    )]
+    NowBeforeTenant {
+        now: Instant,
+        what: String,
+        then: Instant,
+        file: String,
+    },
+}
+
+/// The latest moment the tenant file records as past (a purchase, a resource's creation), so
+/// a `--now` before it is refused instead of charging for negative time.
+fn latest_recorded(tenant: &TenantFile) -> Option<(Instant, String)> {
+    let subscriptions = tenant.organizations.iter().flat_map(|o| {
+        o.subscriptions.iter().filter_map(move |s| {
+            s.purchased_at.map(|t| {
+                let what = format!("the purchase of subscription {} in {}", s.id, o.domain);
+                (t, what)
+            })
+        })
+    });
+    let resources = tenant.resources.iter().map(|r| {
+        let what = format!("the creation of {} {}/{}", r.kind, r.namespace, r.name);
+        (r.created_at, what)
+    });
+    subscriptions.chain(resources).max_by_key(|(t, _)| *t)
 }
 
 /// Keeps resource records in the tenant file, beside the tenant they describe.
@@ -394,6 +424,17 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
         Err(_) if missing => TenantFile::default(),
         Err(e) => return Err(e.into()),
     };
+    if args.now.is_some()
+        && let Some((then, what)) = latest_recorded(&tenant)
+        && clock.now() < then
+    {
+        return Err(CliError::NowBeforeTenant {
+            now: clock.now(),
+            what,
+            then,
+            file: args.state.display().to_string(),
+        });
+    }
     let recorded_manifests = tenant
         .resources
         .iter()
@@ -678,15 +719,21 @@ impl Execution<'_> {
             Some(self.args.state.clone()),
             clock.clone(),
         );
-        let mut backend = Routed::new(embedded);
-        backend.microsoft = self.tenants.backends()?;
+        let mut routed = Routed::new(embedded);
+        routed.microsoft = self.tenants.backends()?;
+        let backend = Hooked {
+            inner: routed,
+            hook: progress::Progress::new(),
+        };
         let mut ledger = TenantLedger {
-            backend: &backend.default,
+            backend: &backend.inner.default,
             others: self.state.others.clone(),
             objects: &self.state.objects,
         };
-        let report =
-            executor::converge(&backend, &mut ledger, desired, &*clock, options, max).await?;
+        let run = executor::converge(&backend, &mut ledger, desired, &*clock, options, max).await;
+        backend.hook.finish();
+        let report = run?;
+        let backend = backend.inner;
         if self.mode == Mode::Delete {
             // Resources whose deletion is complete leave the tenant file's records.
             let gone: Vec<(String, String, String)> = report

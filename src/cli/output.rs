@@ -146,9 +146,10 @@ fn actions_section(planning: bool, report: &Report, waiting: usize) -> String {
                 "{verb}: nothing; the licensing service already matches.\n"
             )
         } else {
+            let waiting = crate::domain::counted(waiting, "resource waits", "resources wait");
             writeln!(
                 out,
-                "{verb}: nothing now; {waiting} resource(s) wait for what is shown below.\n"
+                "{verb}: nothing now; {waiting} for what is shown below.\n"
             )
         };
         return out;
@@ -213,8 +214,9 @@ fn columns(kind: Kind) -> (Vec<&'static str>, Cells) {
                 "USERS",
                 "ASSIGNED",
                 "PENDING",
-                "BLOCKED",
+                "USERS BLOCKED",
                 "READY",
+                "BLOCKED",
             ],
             Box::new(move |r: &Shown| {
                 let o = &r.object;
@@ -224,6 +226,7 @@ fn columns(kind: Kind) -> (Vec<&'static str>, Cells) {
                     s(o, "/status/pending"),
                     s(o, "/status/blocked"),
                     ready(&r.conditions),
+                    s(o, "/status/blockedReason"),
                 ]
             }),
         ),

@@ -168,9 +168,17 @@ impl<B: Backend> Ctx<B> {
 
         // Every live object carries the finalizer before anything is bought for it.
         let mut rvs: HashMap<Key, String> = HashMap::new();
-        finalizers::add(&self.client, &subs, now, &mut rvs).await?;
-        finalizers::add(&self.client, &las, now, &mut rvs).await?;
-        finalizers::add(&self.client, &add_ons, now, &mut rvs).await?;
+        let fresh = finalizers::add(&self.client, &subs, now, &mut rvs).await?
+            && finalizers::add(&self.client, &las, now, &mut rvs).await?
+            && finalizers::add(&self.client, &add_ons, now, &mut rvs).await?;
+        if !fresh {
+            // Deleted since it was read: the watch brings the deletion, planned then.
+            tracing::debug!(
+                organization = org,
+                "an object was deleted while being read; planning again"
+            );
+            return Ok(Duration::from_secs(1));
+        }
 
         let organization = tenants::organization_of(&self.organizations, org);
         let tenant = self

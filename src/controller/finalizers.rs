@@ -11,33 +11,45 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Adds the finalizer where it is missing; records our writes' resourceVersions in `rvs`.
+///
+/// An object read from the cache may have changed since (the benign race at startup and after
+/// a failover, when the watch has not caught up): the guarded patch then fails, the object is
+/// read again and the patch retried on what the server holds. `Ok(false)`: an object was
+/// deleted meanwhile, so this pass must not go on with what it read.
 pub async fn add<K: Managed>(
     client: &kube::Client,
     objects: &[Arc<K>],
     now: crate::domain::Instant,
     rvs: &mut HashMap<Key, String>,
-) -> Result<(), kube::Error> {
+) -> Result<bool, kube::Error> {
     for o in objects {
-        let finalizers = o.finalizers();
-        if o.meta().deletion_timestamp.is_some() || finalizers.iter().any(|f| f == FINALIZER) {
+        if o.meta().deletion_timestamp.is_some() || has_finalizer(o.as_ref()) {
             continue;
         }
-        // A test operation makes concurrent finalizer edits fail instead of clobbering them.
-        let patch = if o.meta().finalizers.is_none() {
-            json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": null},
-                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
-            ])
-        } else {
-            json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
-                {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
-            ])
-        };
         let api: Api<K> = Api::namespaced(client.clone(), &o.namespace().unwrap_or_default());
-        let updated = api
-            .patch(&o.name_any(), &PatchParams::default(), &json_patch(patch))
-            .await?;
+        let mut current = (**o).clone();
+        let updated = loop {
+            match api
+                .patch(&o.name_any(), &PatchParams::default(), &add_patch(&current))
+                .await
+            {
+                Ok(updated) => break updated,
+                // 422: the test operation failed; 409: a conflicting write. Read it again.
+                Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => {
+                    tracing::debug!(object = %o.name_any(), "changed since read; adding the finalizer to what the server holds");
+                    match api.get_opt(&o.name_any()).await? {
+                        Some(latest) if latest.meta().deletion_timestamp.is_some() => {
+                            return Ok(false);
+                        }
+                        Some(latest) if has_finalizer(&latest) => break latest,
+                        Some(latest) => current = latest,
+                        None => return Ok(false),
+                    }
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        };
         if unchanged_since_read(&meta_of(o.meta(), now), updated.meta()) {
             rvs.insert(
                 key_of(K::KIND, o.meta()),
@@ -45,7 +57,26 @@ pub async fn add<K: Managed>(
             );
         }
     }
-    Ok(())
+    Ok(true)
+}
+
+fn has_finalizer<K: Managed>(o: &K) -> bool {
+    o.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Appends the finalizer, guarded by a test of the list as read: a concurrent finalizer edit
+/// fails the patch instead of being clobbered.
+fn add_patch<K: Managed>(o: &K) -> Patch<()> {
+    json_patch(match &o.meta().finalizers {
+        None => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ]),
+        Some(finalizers) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ]),
+    })
 }
 
 /// Lets a deleted object go.

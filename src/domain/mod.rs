@@ -1,7 +1,7 @@
 //! The licensing domain: the tenant model, the product catalog, and the vendor's rules.
 //!
 //! Pure data and pure functions, with no Kubernetes types. The rules in [`rules`] are the
-//! single place each licensing rule (R01…R30 in DOMAIN.md) is written: the planner uses them to
+//! single place each licensing rule (R01…R30, explained in docs/RULES.md) is written: the planner uses them to
 //! predict and explain, the embedded backend uses them to enforce.
 
 pub mod billing;
@@ -23,3 +23,11 @@ pub type Instant = jiff::Timestamp;
 
 /// R19: mailbox data is kept this long after a licence is removed.
 pub const DATA_RETENTION_DAYS: i64 = 30;
+
+/// `n` and the word for it, singular or plural: "1 user", "3 users".
+pub fn counted<N>(n: N, one: &str, many: &str) -> String
+where
+    N: std::fmt::Display + PartialEq + From<u8>,
+{
+    format!("{n} {}", if n == N::from(1) { one } else { many })
+}

@@ -162,8 +162,10 @@ impl Refusal {
                 "the trial cannot be bought because the billing account has no payment method: add a card, debit card or bank account first".into()
             }
             Refusal::SeatsInUse { assigned, requested } => format!(
-                "{assigned} licences are assigned, more than the {requested} seats asked for: unassign {} users first (seatkeeper never unassigns to make a reduction fit)",
-                assigned - requested
+                "{} assigned, more than the {} asked for: unassign {} first (seatkeeper never unassigns to make a reduction fit)",
+                super::counted(*assigned, "licence is", "licences are"),
+                super::counted(*requested, "seat", "seats"),
+                super::counted(assigned - requested, "user", "users")
             ),
             Refusal::SelfServicePurchase => {
                 "the subscription was bought by a user through self-service purchase: an admin must take it over before it can be managed".into()

@@ -166,6 +166,10 @@ pub struct UserChange {
     pub add: Vec<Licence>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
+    /// Products in `add` the user already holds: only their disabled plans change (shown as
+    /// such, not as new licences; the service call is the same).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plans_only: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

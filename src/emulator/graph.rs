@@ -319,6 +319,7 @@ fn change_of(
         user: upn,
         add,
         remove,
+        plans_only: vec![],
     })
 }
 

@@ -9,7 +9,7 @@ use super::resources::{
 use super::{Declared, Kind, Op, Planner, UserChange};
 use crate::domain::BlockReason;
 use crate::domain::rules::{check_downgrade, check_free_seats, check_user_change, licences_after};
-use crate::domain::{Licence, Organization, Refusal, User};
+use crate::domain::{Licence, Organization, Refusal, User, counted};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -159,8 +159,11 @@ impl<'a> Planner<'a> {
         if !accepted.is_empty() {
             let adds = accepted.iter().filter(|c| !c.add.is_empty()).count();
             let removes = accepted.iter().filter(|c| !c.remove.is_empty()).count();
+            let users = |n| counted(n, "user", "users");
             outcome.progressing = Some(format!(
-                "assigning licences to {adds} users, removing licences from {removes} users"
+                "assigning licences to {}, removing licences from {}",
+                users(adds),
+                users(removes)
             ));
             if !outcome.paused {
                 let op = Op::AssignLicenses { users: accepted };
@@ -283,6 +286,11 @@ impl<'a> Planner<'a> {
             .filter(|l| user.licence(&l.product).is_none_or(|h| !h.same_plans(l)))
             .cloned()
             .collect();
+        let plans_only = add
+            .iter()
+            .filter(|l| user.licence(&l.product).is_some())
+            .map(|l| l.product.clone())
+            .collect();
         let remove: Vec<String> = user
             .licenses
             .iter()
@@ -306,6 +314,7 @@ impl<'a> Planner<'a> {
                 user: user.upn.clone(),
                 add,
                 remove,
+                plans_only,
             },
             new_products: checked.new_products,
             listed: true,
@@ -359,6 +368,7 @@ impl<'a> Planner<'a> {
                         user: upn,
                         add: vec![],
                         remove,
+                        plans_only: vec![],
                     },
                     new_products: vec![],
                     listed: false,
@@ -386,7 +396,8 @@ impl<'a> Planner<'a> {
         let block = Block::new(
             BlockReason::RemovalLimitExceeded,
             format!(
-                "this change would remove licences from {removing} users, over the limit of {max}: nothing was removed; if that is intended, annotate {ALLOW_BULK_REMOVAL_ANNOTATION}=\"true\""
+                "this change would remove licences from {}, over the limit of {max}: nothing was removed; if that is intended, annotate {ALLOW_BULK_REMOVAL_ANNOTATION}=\"true\"",
+                counted(removing, "user", "users")
             ),
         );
         candidates.retain_mut(|c| {
@@ -429,8 +440,11 @@ impl<'a> Planner<'a> {
         let block = Block::new(
             BlockReason::InsufficientSeats,
             format!(
-                "{n} users still have to move to {p} but only {available} licences are free: buy at least {} more seats; nobody moves until all can",
-                n - available
+                "{} still {} to move to {p} but only {} free: buy at least {} more; nobody moves until all can",
+                counted(n, "user", "users"),
+                if n == 1 { "has" } else { "have" },
+                counted(available, "licence is", "licences are"),
+                counted(n - available, "seat", "seats")
             ),
         );
         let block = self.with_autoscale_cap(scope.organization, p, block);

@@ -92,6 +92,7 @@ impl Planner<'_> {
                 user: user.upn.clone(),
                 add: licence.to_vec(),
                 remove: vec![],
+                plans_only: vec![],
             });
         }
         if changes.is_empty() {
@@ -100,8 +101,8 @@ impl Planner<'_> {
             return;
         }
         let note = format!(
-            "assigning {product} to {} users who hold no licence (R25){}",
-            changes.len(),
+            "assigning {product} to {} who hold no licence (R25){}",
+            crate::domain::counted(changes.len(), "user", "users"),
             if skipped_now > 0 {
                 format!("; {skipped_now} cannot get it (see status.autoAssignSkipped)")
             } else {

@@ -17,7 +17,7 @@ pub use auto_assign::{MAX_SKIPPED_LISTED, note_skipped, skipped};
 
 use crate::domain::billing::CostPreview;
 use crate::domain::{
-    BillingFrequency, BlockReason, Catalog, Instant, Licence, Organization, Refusal,
+    BillingFrequency, BlockReason, Catalog, Instant, Licence, Organization, Refusal, counted,
 };
 use resources::{
     AddOnStatus, AddOnType, LicenseAssignmentStatus, ORGANIZATION_LABEL, SubscriptionStatus,
@@ -93,13 +93,23 @@ impl Op {
     pub fn describe(&self) -> String {
         let op = self;
         let money = |x: f64| format!("{} {x:.2}", crate::domain::billing::CURRENCY);
+        let charged = |x: f64| {
+            if x < 0.0 {
+                format!("{} credited", money(-x))
+            } else {
+                format!("{} charged", money(x))
+            }
+        };
         match op {
             Op::Buy {
                 product,
                 seats,
                 billing_frequency,
                 ..
-            } => format!("buy {product} with {seats} seats, billed {billing_frequency:?}"),
+            } => format!(
+                "buy {product} with {}, billed {billing_frequency:?}",
+                counted(*seats, "seat", "seats")
+            ),
             Op::ConvertTrial { subscription_id } => format!("buy trial {subscription_id}"),
             Op::SetSeats {
                 subscription_id,
@@ -109,11 +119,7 @@ impl Op {
                 "seats {} → {} on {subscription_id}: {} now (pro rata), {} a month from then on",
                 cost.from,
                 cost.to,
-                if cost.charged_now < 0.0 {
-                    format!("{} credited", money(-cost.charged_now))
-                } else {
-                    format!("{} charged", money(cost.charged_now))
-                },
+                charged(cost.charged_now),
                 money(cost.new_monthly_amount)
             ),
             Op::SetRecurringBilling {
@@ -133,41 +139,56 @@ impl Op {
             Op::SetAddOnQuantity {
                 add_on_id, cost, ..
             } => format!(
-                "quantity {} → {} on add-on {add_on_id}: {} now, {} a month from then on",
+                "quantity {} → {} on add-on {add_on_id}: {} now (pro rata), {} a month from then on",
                 cost.from,
                 cost.to,
-                money(cost.charged_now),
+                charged(cost.charged_now),
                 money(cost.new_monthly_amount)
             ),
             Op::AssignLicenses { users } => {
-                let names: Vec<&str> = users.iter().map(|u| u.user.as_str()).take(5).collect();
-                let more = if users.len() > 5 {
-                    format!(", … {} more", users.len() - 5)
-                } else {
-                    String::new()
+                let users_of = |n: usize| counted(n, "user", "users");
+                let tally = |products: &mut dyn Iterator<Item = &str>| {
+                    products.fold(BTreeMap::<String, usize>::new(), |mut m, p| {
+                        *m.entry(p.to_string()).or_default() += 1;
+                        m
+                    })
                 };
                 let mut parts = vec![];
-                let adds: BTreeMap<&str, usize> = users
-                    .iter()
-                    .flat_map(|u| u.add.iter().map(|l| l.product.as_str()))
-                    .fold(BTreeMap::new(), |mut m, p| {
-                        *m.entry(p).or_default() += 1;
-                        m
-                    });
-                for (p, n) in adds {
-                    parts.push(format!("assign {p} to {n}"));
+                let new = tally(&mut users.iter().flat_map(|u| {
+                    u.add
+                        .iter()
+                        .map(|l| l.product.as_str())
+                        .filter(|p| !u.plans_only.iter().any(|x| x == p))
+                }));
+                for (p, n) in new {
+                    parts.push(format!("assign {p} to {}", users_of(n)));
                 }
-                let removes: BTreeMap<&str, usize> = users
-                    .iter()
-                    .flat_map(|u| u.remove.iter().map(String::as_str))
-                    .fold(BTreeMap::new(), |mut m, p| {
-                        *m.entry(p).or_default() += 1;
-                        m
-                    });
-                for (p, n) in removes {
-                    parts.push(format!("remove {p} from {n} (mailbox data kept 30 days)"));
+                let replanned = tally(
+                    &mut users
+                        .iter()
+                        .flat_map(|u| u.plans_only.iter().map(String::as_str)),
+                );
+                for (p, n) in replanned {
+                    parts.push(format!("change the plans of {p} for {}", users_of(n)));
                 }
-                format!("{} ({}{more})", parts.join(", "), names.join(", "))
+                let removed = tally(
+                    &mut users
+                        .iter()
+                        .flat_map(|u| u.remove.iter().map(String::as_str)),
+                );
+                for (p, n) in removed {
+                    parts.push(format!(
+                        "remove {p} from {} (mailbox data kept 30 days)",
+                        users_of(n)
+                    ));
+                }
+                const SHOWN: usize = 5;
+                let names: Vec<&str> = users.iter().map(|u| u.user.as_str()).take(SHOWN).collect();
+                let more = match users.len().saturating_sub(SHOWN) {
+                    0 => String::new(),
+                    n => format!(" and {n} more"),
+                };
+                format!("{}: {}{more}", parts.join(", "), names.join(", "))
             }
         }
     }

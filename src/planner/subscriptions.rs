@@ -280,7 +280,11 @@ impl Planner<'_> {
             key: purchase_key(p.kind, p.meta, p.organization),
             started_at: self.now,
         });
-        out.outcome.progressing = Some(format!("buying {} seats of {}", p.seats, p.product));
+        out.outcome.progressing = Some(format!(
+            "buying {} of {}",
+            crate::domain::counted(p.seats, "seat", "seats"),
+            p.product
+        ));
         if !out.outcome.paused {
             let op = Op::Buy {
                 product: p.product.into(),
@@ -382,8 +386,8 @@ impl Planner<'_> {
                 self.pool_mut(p.organization, p.product).seats += p.seats - view.seats;
             }
             let note = format!(
-                "buying {} seats ({} → {})",
-                p.seats - view.seats,
+                "buying {} ({} → {})",
+                crate::domain::counted(p.seats - view.seats, "seat", "seats"),
                 view.seats,
                 p.seats
             );
@@ -426,8 +430,8 @@ impl Planner<'_> {
                 to: p.seats,
             });
             let note = format!(
-                "removing {} seats ({} → {})",
-                view.seats - p.seats,
+                "removing {} ({} → {})",
+                crate::domain::counted(view.seats - p.seats, "seat", "seats"),
                 view.seats,
                 p.seats
             );

@@ -1059,7 +1059,7 @@ fn manifests_from_standard_input_and_other_kinds_skipped_with_one_note() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.tenant.contains("seats: 2"));
     assert_eq!(
-        r.stderr.matches("note: skipped 2 document(s)").count(),
+        r.stderr.matches("note: skipped 2 documents").count(),
         1,
         "{}",
         r.stderr
@@ -1107,6 +1107,72 @@ fn plan_detailed_exitcode_tells_changes_pending_from_nothing_to_do() {
 }
 
 #[test]
+fn now_before_what_the_tenant_file_records_is_refused_and_changes_nothing() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
+    let m = sub("spb", "sub-1", "SPB", 2, "");
+    assert_eq!(t.apply(&m).code, 0);
+    // The Subscription resource was created at NOW: a month earlier cannot be "now".
+    let r = t.run(
+        "apply",
+        &sub("spb", "sub-1", "SPB", 3, ""),
+        "2026-10-21T09:00:00Z",
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("--now 2026-10-21T09:00:00Z is before the creation of Subscription"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("cannot run backwards"), "{}", r.stderr);
+    assert!(r.tenant.contains("seats: 2"), "nothing changed");
+    if MICROSOFT {
+        return; // purchase dates below are the simulator's tenant file
+    }
+    let bought = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
+    // s() records the purchase on 2026-11-01.
+    let r = bought.run("plan", &m, "2026-10-01T00:00:00Z");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("before the purchase of subscription sub-1"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(bought.run("plan", &m, "2026-11-01T00:00:00Z").code, 0);
+}
+
+#[test]
+fn a_long_apply_shows_progress_on_a_terminal_and_nothing_on_a_pipe() {
+    if !MICROSOFT {
+        return; // needs a slow service: the emulator with latency
+    }
+    let people: Vec<String> = (0..60).map(|i| format!("u{i}@contoso.com")).collect();
+    let people: Vec<&str> = people.iter().map(String::as_str).collect();
+    let m = lasg("all", &people, "[{product: SPB}]", "");
+    let mut t = Tenant::new(&tenant(&users(60, ""), &s("sub-1", "SPB", 60, "")));
+    t.emulator_args = vec!["--latency".into(), "150ms".into()];
+    let r = t.run_on_terminal("apply", &m, NOW);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("applying: "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("licences changed for 20 users"),
+        "{}",
+        r.stderr
+    );
+    let mut t = Tenant::new(&tenant(&users(60, ""), &s("sub-1", "SPB", 60, "")));
+    t.emulator_args = vec!["--latency".into(), "150ms".into()];
+    let r = t.run("apply", &m, NOW);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("all")["status"]["assigned"], 60);
+    assert!(
+        !r.stderr.contains("applying"),
+        "nothing on a pipe: {}",
+        r.stderr
+    );
+}
+
+#[test]
 fn table_output_has_titles_and_a_verdict_line_with_the_money() {
     if MICROSOFT {
         return; // output formatting does not depend on the backend
@@ -1116,25 +1182,10 @@ fn table_output_has_titles_and_a_verdict_line_with_the_money() {
         &(s("sub-1", "SPB", 1, ", creditCheck: Pending")
             + &s("sub-2", "O365_BUSINESS_PREMIUM", 10, "")),
     ));
-    let dir = t.dir.path();
     let m =
         sub("spb", "sub-1", "SPB", 3, "") + &sub("bp", "sub-2", "O365_BUSINESS_PREMIUM", 12, "");
-    std::fs::write(dir.join("table.yaml"), m).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
-        .args([
-            "apply",
-            "-f",
-            "table.yaml",
-            "--state",
-            "tenant.yaml",
-            "--now",
-            NOW,
-        ])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3));
+    let (code, text) = t.table("apply", &m);
+    assert_eq!(code, 3);
     assert!(text.contains("\nSubscriptions:\n"), "{text}");
     let verdict = text.lines().last().unwrap();
     assert!(
@@ -1144,6 +1195,65 @@ fn table_output_has_titles_and_a_verdict_line_with_the_money() {
         "{verdict}"
     );
     assert!(verdict.contains("charged now, EUR +"), "{verdict}");
+}
+
+#[test]
+fn table_counts_plan_changes_apart_from_new_licences_and_blocked_is_always_a_reason() {
+    if MICROSOFT {
+        return; // output formatting does not depend on the backend
+    }
+    let t = Tenant::new(&tenant(
+        &(users(2, ", licenses: [{product: SPB}]")
+            + &users(3, "")
+                .replace("u0@", "new@")
+                .replace("u1@", "nolocation@")
+                .replace("u2@", "other@")
+            + "  - {upn: ghostly@contoso.com}\n"),
+        &s("sub-1", "SPB", 10, ""),
+    ));
+    let m = lasg(
+        "staff",
+        &[
+            "u0@contoso.com",
+            "u1@contoso.com",
+            "new@contoso.com",
+            "ghostly@contoso.com",
+        ],
+        "[{product: SPB, disabledPlans: [SWAY]}]",
+        "",
+    );
+    let (code, text) = t.table("apply", &m);
+    assert_eq!(code, 3, "{text}");
+    let action = text
+        .lines()
+        .find(|l| l.contains("LicenseAssignment default/staff:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        action.contains(": assign SPB to 1 user, change the plans of SPB for 2 users: "),
+        "{action}"
+    );
+    assert_eq!(
+        action.matches("@contoso.com").count(),
+        3,
+        "names every user it counts: {action}"
+    );
+    let header = text
+        .lines()
+        .find(|l| l.contains("USERS BLOCKED"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        header.ends_with("USERS BLOCKED   READY   BLOCKED"),
+        "{header}"
+    );
+    let row = text.lines().find(|l| l.contains(" staff ")).unwrap();
+    assert!(
+        row.ends_with("False   UsageLocationMissing"),
+        "a reason, not a count: {row}"
+    );
+    assert!(
+        text.contains("ghostly@contoso.com has no usage location"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -67,6 +67,13 @@ impl Run {
     }
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum How {
+    File,
+    Piped,
+    Terminal,
+}
+
 pub struct Tenant {
     pub dir: tempfile::TempDir,
     /// More flags for `seatkeeper emulate` (Microsoft mode).
@@ -95,20 +102,19 @@ impl Tenant {
     }
     /// `run` with more command-line arguments.
     pub fn run_with(&self, verb: &str, manifests: &str, now: &str, extra: &[&str]) -> Run {
-        self.run_inner(verb, manifests, now, extra, false)
+        self.run_inner(verb, manifests, now, extra, How::File)
     }
     /// `run` with the manifests piped to `-f -`.
     pub fn run_piped(&self, verb: &str, manifests: &str, now: &str) -> Run {
-        self.run_inner(verb, manifests, now, &[], true)
+        self.run_inner(verb, manifests, now, &[], How::Piped)
     }
-    fn run_inner(
-        &self,
-        verb: &str,
-        manifests: &str,
-        now: &str,
-        extra: &[&str],
-        piped: bool,
-    ) -> Run {
+    /// `run` on a terminal (a pseudo-terminal from `script`): what a person sees, stdout and
+    /// stderr together, in `Run::stderr`.
+    pub fn run_on_terminal(&self, verb: &str, manifests: &str, now: &str) -> Run {
+        self.run_inner(verb, manifests, now, &[], How::Terminal)
+    }
+    fn run_inner(&self, verb: &str, manifests: &str, now: &str, extra: &[&str], how: How) -> Run {
+        let piped = how == How::Piped;
         let m = self.dir.path().join("m.yaml");
         let tenant = self.dir.path().join("tenant.yaml");
         let mut state = tenant.clone();
@@ -123,19 +129,29 @@ impl Tenant {
             None
         };
         let file = if piped { "-" } else { m.to_str().unwrap() };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
-            .args([
-                verb,
-                "-f",
-                file,
-                "--state",
-                state.to_str().unwrap(),
-                "--now",
-                now,
-                "-o",
-                "json",
-            ])
-            .args(extra)
+        let mut args: Vec<&str> = vec![verb, "-f", file, "--state", state.to_str().unwrap()];
+        args.extend(["--now", now, "-o", "json"]);
+        args.extend(extra);
+        let bin = env!("CARGO_BIN_EXE_seatkeeper");
+        if how == How::Terminal {
+            let line = std::iter::once(bin)
+                .chain(args.iter().copied())
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let out = Command::new("script")
+                .args(["-qec", &line, "/dev/null"])
+                .output()
+                .expect("`script` (util-linux) runs a command on a pseudo-terminal");
+            return Run {
+                code: out.status.code().unwrap(),
+                out: Value::Null,
+                stderr: String::from_utf8_lossy(&out.stdout).to_string(),
+                tenant: String::new(),
+            };
+        }
+        let mut child = Command::new(bin)
+            .args(&args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -163,6 +179,26 @@ impl Tenant {
     }
     pub fn apply(&self, manifests: &str) -> Run {
         self.run("apply", manifests, NOW)
+    }
+    /// `verb` with the default table output (simulator only): exit code and stdout.
+    pub fn table(&self, verb: &str, manifests: &str) -> (i32, String) {
+        let dir = self.dir.path();
+        std::fs::write(dir.join("table.yaml"), manifests).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+            .args([
+                verb,
+                "-f",
+                "table.yaml",
+                "--state",
+                "tenant.yaml",
+                "--now",
+                NOW,
+            ])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.code().unwrap(), text)
     }
 }
 

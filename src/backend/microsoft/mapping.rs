@@ -498,6 +498,7 @@ mod tests {
             user: "alice@contoso.com".into(),
             add: vec![],
             remove: vec!["ENTERPRISEPREMIUM".into()],
+            plans_only: vec![],
         };
         let (id, body) = d.assign_request(&change).unwrap();
         assert_eq!(id, "u1");
