@@ -891,3 +891,31 @@ async fn the_reduction_window_is_partner_centers_refundable_quantity_and_800090(
         .unwrap();
     let _ = served.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn licence_batches_reuse_the_directory_their_pass_read() {
+    // 200 users in 10 batches of 20: the user directory is read once per pass, not once per
+    // batch (which made 100k users cost 100 pages of users for each of 5,000 batches).
+    let users: Vec<String> = (0..200).map(|i| format!("u{i}@contoso.com")).collect();
+    let list: Vec<(&str, &str)> = users.iter().map(|u| (u.as_str(), LOC)).collect();
+    let t = tenant(&list, "  - {id: sub-1, product: SPB, seats: 200}\n");
+    let served = emulate(&t, Faults::default()).await;
+    let backend = microsoft(&served.root, false, "s3cret");
+    let users_ref: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut desired = Desired {
+        assignments: vec![assignment("all", &users_ref, "SPB", "Add")],
+        ..Default::default()
+    };
+    let report = converge_now(&backend, &mut desired).await.unwrap();
+    assert!(report.converged);
+    assert_eq!(desired.assignments[0].status.assigned, 200);
+    let (requests, _, _, _) = served.emulator.fault_counts();
+    let reads_per_pass = 3; // subscribedSkus, directory/subscriptions, one page of users
+    let bound = 10 + reads_per_pass * report.passes as u64 + 1; // + the token
+    assert!(
+        requests <= bound,
+        "{requests} requests for 10 batches in {} passes (at most {bound})",
+        report.passes
+    );
+    let _ = served.stop.send(true);
+}

@@ -324,6 +324,26 @@ impl Embedded {
         persist(&mut st)
     }
 
+    /// `f` on one organization's users and the catalog, borrowed under the lock rather than
+    /// copied as a snapshot is: for the emulator's reads of a few users of a large tenant.
+    /// Subscriptions are as last written, not advanced to now (use a snapshot for them).
+    /// `None`: no such organization.
+    pub fn with_users<T>(
+        &self,
+        organization: &str,
+        f: impl FnOnce(&Organization, &Catalog) -> T,
+    ) -> Result<Option<T>> {
+        let mut st = self.state.lock().expect("tenant lock");
+        st.refresh()?;
+        let catalog = st.catalog.clone();
+        Ok(st
+            .tenant
+            .organizations
+            .iter()
+            .find(|o| o.domain.eq_ignore_ascii_case(organization))
+            .map(|o| f(o, &catalog)))
+    }
+
     /// Run `f` on one organization with time advanced to now; persist if it succeeded.
     fn change<T>(
         &self,

@@ -15,6 +15,28 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+/// `f` on the users of the organization behind a request's token, borrowed (no copy of a
+/// large tenant per request).
+fn with_users<T>(
+    em: &Emulator,
+    tenant: &str,
+    f: impl FnOnce(&Organization, &Catalog) -> T,
+) -> Result<T, Response> {
+    match em.backend.with_users(tenant, f) {
+        Ok(Some(out)) => Ok(out),
+        Ok(None) => Err(graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            "The tenant does not exist.",
+        )),
+        Err(e) => Err(graph_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UnknownError",
+            &e.to_string(),
+        )),
+    }
+}
+
 /// The organization behind a request's token, as it stands.
 async fn organization(
     em: &Emulator,
@@ -46,7 +68,7 @@ fn plan_id(plan: &str) -> String {
     ids::guid("plan", plan)
 }
 
-fn user_id(upn: &str) -> String {
+pub(super) fn user_id(upn: &str) -> String {
     ids::guid("user", upn)
 }
 
@@ -233,8 +255,8 @@ pub async fn users(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let (_, org) = match organization(&em, &headers).await {
-        Ok(x) => x,
+    let tenant = match em.tenant_of(&headers) {
+        Ok(t) => t,
         Err(r) => return r,
     };
     let top: usize = q.get("$top").and_then(|t| t.parse().ok()).unwrap_or(100);
@@ -249,14 +271,21 @@ pub async fn users(
         .get("$skiptoken")
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
-    let value: Vec<wire::User> = org
-        .users
-        .iter()
-        .skip(skip)
-        .take(top)
-        .map(graph_user)
-        .collect();
-    let next_link = (skip + top < org.users.len()).then(|| {
+    let page = with_users(&em, &tenant, |org, _| {
+        let value: Vec<wire::User> = org
+            .users
+            .iter()
+            .skip(skip)
+            .take(top)
+            .map(graph_user)
+            .collect();
+        (value, org.users.len())
+    });
+    let (value, total) = match page {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let next_link = (skip + top < total).then(|| {
         let host = headers
             .get("host")
             .and_then(|h| h.to_str().ok())
@@ -271,15 +300,14 @@ pub async fn users(
 
 /// A Graph `assignLicense` body as a domain change, in names.
 fn change_of(
+    em: &Emulator,
     org: &Organization,
     catalog: &Catalog,
     user: &str,
     body: &wire::AssignLicense,
 ) -> Result<UserChange, (StatusCode, &'static str, String)> {
-    let upn = org
-        .users
-        .iter()
-        .find(|u| user_id(&u.upn) == user.to_lowercase() || u.upn.eq_ignore_ascii_case(user))
+    let upn = em
+        .user(org, user)
         .map(|u| u.upn.clone())
         .ok_or_else(|| (StatusCode::NOT_FOUND, "Request_ResourceNotFound",
             format!("Resource '{user}' does not exist or one of its queried reference-property objects are not present.")))?;
@@ -392,38 +420,40 @@ async fn assign(
     headers: &HeaderMap,
     items: Vec<(String, wire::AssignLicense)>,
 ) -> Result<Vec<(u16, Value, Option<u64>)>, Response> {
-    let (catalog, org) = organization(em, headers).await?;
-    let tenant = org.domain.clone();
+    let tenant = em.tenant_of(headers)?;
     let mut answers: Vec<Option<(u16, Value, Option<u64>)>> = vec![None; items.len()];
-    let mut changes = vec![];
     let denied = em.faults.current().deny_licence_writes;
-    for (i, (user, body)) in items.iter().enumerate() {
-        if denied {
-            let (s, b) = item_error(
-                StatusCode::FORBIDDEN,
-                "Authorization_RequestDenied",
-                "Insufficient privileges to complete the operation.",
-            );
-            answers[i] = Some((s, b, None));
-            continue;
-        }
-        if let Err(wait) = em.faults.take_write() {
-            let (s, b) = item_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequests",
-                "Too many requests. Please retry after the time specified in the Retry-After header.",
-            );
-            answers[i] = Some((s, b, Some(wait)));
-            continue;
-        }
-        match change_of(&org, &catalog, user, body) {
-            Ok(c) => changes.push((i, c)),
-            Err((s, code, m)) => {
-                let (s, b) = item_error(s, code, &m);
+    let changes = with_users(em, &tenant, |org, catalog| {
+        let mut changes = vec![];
+        for (i, (user, body)) in items.iter().enumerate() {
+            if denied {
+                let (s, b) = item_error(
+                    StatusCode::FORBIDDEN,
+                    "Authorization_RequestDenied",
+                    "Insufficient privileges to complete the operation.",
+                );
                 answers[i] = Some((s, b, None));
+                continue;
+            }
+            if let Err(wait) = em.faults.take_write() {
+                let (s, b) = item_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequests",
+                    "Too many requests. Please retry after the time specified in the Retry-After header.",
+                );
+                answers[i] = Some((s, b, Some(wait)));
+                continue;
+            }
+            match change_of(em, org, catalog, user, body) {
+                Ok(c) => changes.push((i, c)),
+                Err((s, code, m)) => {
+                    let (s, b) = item_error(s, code, &m);
+                    answers[i] = Some((s, b, None));
+                }
             }
         }
-    }
+        changes
+    })?;
     if !changes.is_empty() {
         let list: Vec<UserChange> = changes.iter().map(|(_, c)| c.clone()).collect();
         let results = em
@@ -437,18 +467,16 @@ async fn assign(
                     &e.to_string(),
                 )
             })?;
-        let after = em
-            .backend
-            .snapshot(&tenant)
-            .await
-            .ok()
-            .and_then(|s| s.organization);
-        for ((i, c), result) in changes.into_iter().zip(results) {
+        let after: Vec<Value> = with_users(em, &tenant, |org, _| {
+            changes
+                .iter()
+                .map(|(_, c)| serde_json::to_value(org.user(&c.user).map(graph_user)))
+                .map(|v| v.unwrap_or(Value::Null))
+                .collect()
+        })?;
+        for (((i, _), result), user) in changes.into_iter().zip(results).zip(after) {
             answers[i] = Some(match result {
-                Ok(()) => {
-                    let user = after.as_ref().and_then(|o| o.user(&c.user)).map(graph_user);
-                    (200, serde_json::to_value(user).unwrap_or(Value::Null), None)
-                }
+                Ok(()) => (200, user, None),
                 Err(r) => {
                     let (s, code, m) = refusal(&r, &items[i].0);
                     let (s, b) = item_error(s, code, &m);

@@ -53,6 +53,9 @@ pub struct Emulator {
     orders: Mutex<HashMap<String, Value>>,
     /// Subscription (tenant-file id) → when it was bought here: reads lag behind.
     fresh: Mutex<HashMap<String, std::time::Instant>>,
+    /// User id → UPN, built from the tenant when an id is not in it (ids are hashes of UPNs,
+    /// so finding one otherwise means hashing every user's UPN).
+    user_ids: Mutex<HashMap<String, String>>,
 }
 
 impl Emulator {
@@ -65,7 +68,31 @@ impl Emulator {
             carts: Mutex::new(HashMap::new()),
             orders: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
+            user_ids: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The user a Graph path names, by id or UPN, if `org` has one.
+    fn user<'o>(
+        &self,
+        org: &'o crate::domain::Organization,
+        id: &str,
+    ) -> Option<&'o crate::domain::User> {
+        if !crate::backend::microsoft::ids::is_guid(id) {
+            return org.user(id);
+        }
+        let id = id.to_lowercase();
+        let mut ids = self.user_ids.lock().expect("user ids lock");
+        let known = ids.get(&id).and_then(|upn| org.user(upn));
+        if known.is_some() {
+            return known;
+        }
+        *ids = org
+            .users
+            .iter()
+            .map(|u| (graph::user_id(&u.upn), u.upn.clone()))
+            .collect();
+        ids.get(&id).and_then(|upn| org.user(upn))
     }
 
     /// Whether a subscription bought here is still invisible to reads (replication lag).
