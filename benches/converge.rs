@@ -240,7 +240,7 @@ fn run_size(size: &str, n: usize) {
         format!("{:.3}", report.backend_writes as f64 / n as f64),
         "calls",
     );
-    let pending: i64 = report.plan.assignments.iter().map(|s| s.pending).sum();
+    let pending: i64 = d.assignments.iter().map(|a| a.status.pending).sum();
     figure(size, "users_pending_for_seats", pending, "users");
     drop(report);
 

@@ -115,7 +115,7 @@ pub async fn converge<B: Backend, L: Ledger>(
         let observed = observe(backend, &organizations).await?;
         run.reads += organizations.len() as u64;
         let mut plan = planner::plan_with(desired, &observed, now, options, &run.refusals);
-        store_statuses(desired, &plan);
+        store_statuses(desired, &mut plan);
         if plan.actions.is_empty() || pass == passes {
             ledger.save(desired, SavePoint::Final).await?;
             backend.checkpoint().await?;
@@ -631,15 +631,21 @@ fn record(desired: &mut Desired, r: &ObjectRef, effect: Effect) {
 }
 
 /// The plan's statuses become the resources' statuses (ownership and ids are carried through).
-fn store_statuses(desired: &mut Desired, plan: &Plan) {
-    for (d, s) in desired.subscriptions.iter_mut().zip(&plan.subscriptions) {
-        d.status = s.clone();
+/// The plan's statuses move into the declared state (not copied: at 100k users a copy is tens
+/// of megabytes); the plan keeps empty ones. The statuses reached are `desired`'s.
+fn store_statuses(desired: &mut Desired, plan: &mut Plan) {
+    for (d, s) in desired
+        .subscriptions
+        .iter_mut()
+        .zip(&mut plan.subscriptions)
+    {
+        d.status = std::mem::take(s);
     }
-    for (d, s) in desired.assignments.iter_mut().zip(&plan.assignments) {
-        d.status = s.clone();
+    for (d, s) in desired.assignments.iter_mut().zip(&mut plan.assignments) {
+        d.status = std::mem::take(s);
     }
-    for (d, s) in desired.add_ons.iter_mut().zip(&plan.add_ons) {
-        d.status = s.clone();
+    for (d, s) in desired.add_ons.iter_mut().zip(&mut plan.add_ons) {
+        d.status = std::mem::take(s);
     }
 }
 

@@ -561,13 +561,14 @@ fn autoscale_follows_demand(c: &Demand) -> Result<(), TestCaseError> {
                 "day {}: a waiting reduction changed seats",
                 day
             );
-            let status = report.plan.subscriptions[0]
+            let status = d.subscriptions[0]
+                .status
                 .autoscale
                 .clone()
                 .unwrap_or_default();
             prop_assert!(status.next_reduction_at.is_some(), "day {day}: {status:?}");
         }
-        let status = &report.plan.subscriptions[0];
+        let status = &d.subscriptions[0].status;
         prop_assert_eq!(
             &status.blocked_reason,
             &None,

@@ -72,9 +72,19 @@ impl TenantFile {
             path: path.into(),
             message,
         };
-        let value: serde_json::Value = if text.trim().is_empty() {
-            serde_json::json!({})
-        } else {
+        if text.trim().is_empty() {
+            return Ok(TenantFile::default());
+        }
+        // Straight into the types: a large tenant is never held twice (as a tree of values
+        // and as types). Only when that fails is it read again as values, for an error that
+        // names the field.
+        if let Ok(tenant) =
+            serde_saphyr::from_str_with_options::<TenantFile>(text, crate::yaml::options())
+        {
+            tenant.validate().map_err(err)?;
+            return Ok(tenant);
+        }
+        let value: serde_json::Value = {
             serde_saphyr::from_str_with_options(text, crate::yaml::options())
                 .map_err(|e| err(format!("not valid YAML: {}", crate::yaml::syntax_error(&e))))?
         };

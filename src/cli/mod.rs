@@ -164,6 +164,20 @@ impl RunArgs {
     }
 }
 
+/// glibc raises its mmap threshold each time a large block is freed, after which large
+/// blocks (watch pages, statuses being serialized, a pass's plan) come from the heap and
+/// stay there, fragmented: at 100k users that is about 100 MiB of resident memory never
+/// used again. A fixed threshold (128 KiB, glibc's starting value) returns them to the
+/// system when freed. The same as `MALLOC_MMAP_THRESHOLD_=131072`.
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called once, before the runtime's
+    // threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// `seatkeeper run`: until SIGTERM or Ctrl-C, then a graceful stop.
 fn run_controller(args: &RunArgs) -> i32 {
     // Colour only on a terminal (not in `kubectl logs`), and never with NO_COLOR.
@@ -177,6 +191,7 @@ fn run_controller(args: &RunArgs) -> i32 {
         LogFormat::Json => logs.json().with_ansi(false).try_init(),
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "seatkeeper starting");
+    fixed_mmap_threshold();
     let BackendKind::Embedded = args.backend;
     if let Some(seed) = &args.seed
         && !args.state.exists()

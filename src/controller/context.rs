@@ -111,9 +111,21 @@ impl<B: Backend> Ctx<B> {
         {
             return Ok(due - now);
         }
+        // Boxed: thousands of reconciles of one organization wait on its lock at once (one
+        // per object after a restart), and each would otherwise hold a converge's whole state
+        // machine (kilobytes) while it waits.
+        Box::pin(self.reconcile_locked(org, &mut state)).await
+    }
+
+    /// [`Ctx::reconcile_org`] once it holds the organization's lock and has work to do.
+    async fn reconcile_locked(
+        &self,
+        org: &str,
+        state: &mut OrgState,
+    ) -> Result<Duration, ReconcileError> {
         let started = std::time::Instant::now();
         self.metrics.reconciles.inc();
-        let result = match self.converge_org(org, &mut state).await {
+        let result = match self.converge_org(org, state).await {
             // Credentials that do not work are a condition on the Organization, looked at
             // again at the next resync or when the Organization or its Secret changes; not a
             // crash loop.

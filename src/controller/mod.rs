@@ -37,7 +37,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use metrics::Metrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,12 +121,12 @@ pub async fn run_with<B: Backend + 'static>(
 
     let wc = watcher::Config::default().any_semantic();
     let (triggers, receivers) = watches::triggers();
-    let subs = Controller::new(Api::<Subscription>::all(client.clone()), wc.clone())
+    let subs = slim(Api::<Subscription>::all(client.clone()), wc.clone())
         .reconcile_on(receivers.subscriptions);
-    let las = Controller::new(Api::<LicenseAssignment>::all(client.clone()), wc.clone())
+    let las = slim(Api::<LicenseAssignment>::all(client.clone()), wc.clone())
         .reconcile_on(receivers.assignments);
-    let add_ons = Controller::new(Api::<AddOn>::all(client.clone()), wc.clone())
-        .reconcile_on(receivers.add_ons);
+    let add_ons =
+        slim(Api::<AddOn>::all(client.clone()), wc.clone()).reconcile_on(receivers.add_ons);
     let orgs = Controller::new(Api::<Organization>::all(client.clone()), wc)
         .reconcile_on(receivers.organizations);
     let (namespaces, namespace_changes) = watches::namespaces(client.clone());
@@ -247,6 +247,17 @@ fn organization_error<B: Backend>(
 ) -> Action {
     tracing::warn!(error = %err, organization = %obj.spec.domain, "reconcile failed");
     Action::requeue(Duration::from_secs(30))
+}
+
+/// A controller whose cache keeps objects without their `managedFields`: seatkeeper never
+/// reads them, and at thousands of objects they are megabytes.
+fn slim<K: Managed>(api: Api<K>, wc: watcher::Config) -> Controller<K> {
+    let (reader, writer) = kube::runtime::reflector::store();
+    let objects = kube::runtime::watcher(api, wc)
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(objects, reader)
 }
 
 /// One kind's controller, running until `stop` turns true.

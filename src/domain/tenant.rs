@@ -7,7 +7,7 @@ use super::Instant;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How a subscription was bought; decides who may change it (R04, R05, R09).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -74,9 +74,11 @@ pub struct Organization {
 /// A user index (lowercase UPN → position) and per-product licence counts, built on first use.
 /// The index is checked on every hit, so a stale one only costs a scan; the counts are kept
 /// exact by [`Organization::set_licences`], the one place the simulator changes licences.
+/// The index is shared between copies (a snapshot is a copy): a copy's users are the same
+/// until changed, and a changed position is caught by the check.
 #[derive(Default)]
 struct OrgCache {
-    users: OnceLock<HashMap<String, usize>>,
+    users: OnceLock<Arc<HashMap<String, usize>>>,
     consumed: Mutex<Option<HashMap<String, u32>>>,
 }
 
@@ -283,11 +285,13 @@ impl Organization {
 
     fn user_position(&self, upn: &str) -> Option<usize> {
         let index = self.cache.users.get_or_init(|| {
-            self.users
-                .iter()
-                .enumerate()
-                .map(|(i, u)| (u.upn.to_lowercase(), i))
-                .collect()
+            Arc::new(
+                self.users
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| (u.upn.to_lowercase(), i))
+                    .collect(),
+            )
         });
         let hit = if upn.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
             index.get(&upn.to_lowercase())

@@ -98,6 +98,7 @@ impl<'a> Planner<'a> {
             owned: d.status.owned.clone(),
             ..Default::default()
         };
+        status.users.reserve_exact(users.len());
         for u in &users {
             let (state, block) = states
                 .get(*u)
