@@ -124,7 +124,8 @@ fn ready(server: &ApiServer, objects: usize) -> bool {
 }
 
 /// (reconciles run, seconds they took in all) from the controller's /metrics.
-async fn reconciles(metrics: &str) -> (f64, f64) {
+/// (reconciles ended, their total duration in seconds, reconciles started).
+async fn reconciles(metrics: &str) -> (f64, f64, f64) {
     let text = reqwest::get(format!("http://{metrics}/metrics"))
         .await
         .unwrap()
@@ -137,9 +138,12 @@ async fn reconciles(metrics: &str) -> (f64, f64) {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap_or(0.0)
     };
+    // The histogram's own count: a reconcile is counted in it when it ends, with its duration
+    // (the reconciles counter goes up when one starts, before its duration is in the sum).
     (
-        value("seatkeeper_reconciles_total "),
+        value("seatkeeper_reconcile_duration_seconds_count "),
         value("seatkeeper_reconcile_duration_seconds_sum "),
+        value("seatkeeper_reconciles_total "),
     )
 }
 
@@ -188,7 +192,7 @@ async fn run_size(size: &str, users: usize) {
 
     // Idle: after the next reconcile has finished (the convergence's Events are out by then),
     // the one after it is a resync with nothing to do: its duration and writes.
-    let next = |after: (f64, f64)| {
+    let next = |after: (f64, f64, f64)| {
         let metrics = metrics.clone();
         async move {
             let deadline = Instant::now() + Duration::from_secs(RESYNC_SECS * 4);
@@ -206,7 +210,7 @@ async fn run_size(size: &str, users: usize) {
     figure(
         size,
         "controller_reconciles",
-        format!("{:.0}", converging.0),
+        format!("{:.0}", converging.2),
         "reconciles",
     );
     let settled = next(converging).await;
