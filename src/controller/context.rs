@@ -349,6 +349,12 @@ impl<B: Backend> Ctx<B> {
                 .collect(),
             rvs,
         };
+        // The per-user states read from status are fingerprinted above and planned afresh;
+        // nothing reads them, and at 100k users they are tens of megabytes held through the
+        // first plan.
+        for a in &mut desired.assignments {
+            a.status.users = Vec::new();
+        }
         let report = executor::converge(
             backend,
             &mut ledger,
