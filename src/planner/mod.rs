@@ -146,41 +146,45 @@ impl Op {
                 money(cost.new_monthly_amount)
             ),
             Op::AssignLicenses { users } => {
-                let users_of = |n: usize| counted(n, "user", "users");
-                let tally = |products: &mut dyn Iterator<Item = &str>| {
-                    products.fold(BTreeMap::<String, usize>::new(), |mut m, p| {
-                        *m.entry(p.to_string()).or_default() += 1;
-                        m
-                    })
-                };
+                // Each kind of change, counted per product: (how it reads, the products).
+                type Products<'u> = Box<dyn Iterator<Item = &'u str> + 'u>;
+                let kinds: [(&str, Products); 3] = [
+                    (
+                        "assign {p} to {n}",
+                        Box::new(users.iter().flat_map(|u| {
+                            u.add
+                                .iter()
+                                .map(|l| l.product.as_str())
+                                .filter(|p| !u.plans_only.iter().any(|x| x == p))
+                        })),
+                    ),
+                    (
+                        "change the plans of {p} for {n}",
+                        Box::new(
+                            users
+                                .iter()
+                                .flat_map(|u| u.plans_only.iter().map(String::as_str)),
+                        ),
+                    ),
+                    (
+                        "remove {p} from {n} (mailbox data kept 30 days)",
+                        Box::new(
+                            users
+                                .iter()
+                                .flat_map(|u| u.remove.iter().map(String::as_str)),
+                        ),
+                    ),
+                ];
                 let mut parts = vec![];
-                let new = tally(&mut users.iter().flat_map(|u| {
-                    u.add
-                        .iter()
-                        .map(|l| l.product.as_str())
-                        .filter(|p| !u.plans_only.iter().any(|x| x == p))
-                }));
-                for (p, n) in new {
-                    parts.push(format!("assign {p} to {}", users_of(n)));
-                }
-                let replanned = tally(
-                    &mut users
-                        .iter()
-                        .flat_map(|u| u.plans_only.iter().map(String::as_str)),
-                );
-                for (p, n) in replanned {
-                    parts.push(format!("change the plans of {p} for {}", users_of(n)));
-                }
-                let removed = tally(
-                    &mut users
-                        .iter()
-                        .flat_map(|u| u.remove.iter().map(String::as_str)),
-                );
-                for (p, n) in removed {
-                    parts.push(format!(
-                        "remove {p} from {} (mailbox data kept 30 days)",
-                        users_of(n)
-                    ));
+                for (reads, products) in kinds {
+                    let tally = products.fold(BTreeMap::<&str, usize>::new(), |mut m, p| {
+                        *m.entry(p).or_default() += 1;
+                        m
+                    });
+                    for (p, n) in tally {
+                        let n = counted(n, "user", "users");
+                        parts.push(reads.replace("{p}", p).replace("{n}", &n));
+                    }
                 }
                 const SHOWN: usize = 5;
                 let names: Vec<&str> = users.iter().map(|u| u.user.as_str()).take(SHOWN).collect();
