@@ -28,14 +28,17 @@ pub async fn add<K: Managed>(
         }
         let api: Api<K> = Api::namespaced(client.clone(), &o.namespace().unwrap_or_default());
         let mut current = (**o).clone();
+        let mut tries = 0;
         let updated = loop {
+            tries += 1;
             match api
                 .patch(&o.name_any(), &PatchParams::default(), &add_patch(&current))
                 .await
             {
                 Ok(updated) => break updated,
-                // 422: the test operation failed; 409: a conflicting write. Read it again.
-                Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => {
+                // 422: the test operation failed; 409: a conflicting write. Read it again (a
+                // few times: an object that keeps changing is an error, retried later).
+                Err(kube::Error::Api(s)) if (s.code == 422 || s.code == 409) && tries < 3 => {
                     tracing::debug!(object = %o.name_any(), "changed since read; adding the finalizer to what the server holds");
                     match api.get_opt(&o.name_any()).await? {
                         Some(latest) if latest.meta().deletion_timestamp.is_some() => {
