@@ -7,6 +7,27 @@ pub fn figure(size: &str, name: &str, value: impl std::fmt::Display, unit: &str)
     println!("{size} {name} {value} {unit}");
 }
 
+/// The sizes `BENCH_SIZES` asks for (else `default`), with their user counts; an unknown size
+/// is an error naming the known ones.
+pub fn sizes(default: &str) -> Vec<(String, usize)> {
+    std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|size| (size.to_string(), users_of(size)))
+        .collect()
+}
+
+/// A size's user count.
+pub fn users_of(size: &str) -> usize {
+    match size {
+        "1k" => 1_000,
+        "10k" => 10_000,
+        "30k" => 30_000,
+        "100k" => 100_000,
+        other => panic!("unknown size {other} (1k, 10k, 30k, 100k)"),
+    }
+}
+
 /// Peak resident memory (VmHWM) of a process (`"self"` or a pid), in MiB.
 pub fn peak_rss_mib(process: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{process}/status"))

@@ -15,7 +15,7 @@ mod apiserver;
 mod common;
 
 use apiserver::ApiServer;
-use common::{figure, peak_rss_mib, tenant_yaml};
+use common::{figure, peak_rss_mib, sizes, tenant_yaml};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
@@ -243,18 +243,11 @@ async fn run_size(size: &str, users: usize) {
 }
 
 fn main() {
-    let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "10k,100k".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    for size in sizes.split(',') {
-        let users = match size {
-            "1k" => 1_000,
-            "10k" => 10_000,
-            "100k" => 100_000,
-            other => panic!("unknown size {other}"),
-        };
-        rt.block_on(run_size(size, users));
+    for (size, users) in sizes("10k,100k") {
+        rt.block_on(run_size(&size, users));
     }
 }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{figure, peak_rss_mib};
+use common::{figure, peak_rss_mib, sizes, users_of};
 use seatkeeper::api::{
     AssignmentIntent, LicenseAssignmentStatus, SubscriptionIntent, SubscriptionStatus,
 };
@@ -358,20 +358,13 @@ fn run_size(size: &str, n: usize) {
 
 fn main() {
     if let Ok(size) = std::env::var("SEATKEEPER_BENCH_SIZE") {
-        let n = match size.as_str() {
-            "1k" => 1_000,
-            "10k" => 10_000,
-            "100k" => 100_000,
-            other => panic!("unknown size {other}"),
-        };
-        run_size(&size, n);
+        run_size(&size, users_of(&size));
         return;
     }
-    let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "1k,10k,100k".into());
     let exe = std::env::current_exe().unwrap();
-    for size in sizes.split(',') {
+    for (size, _) in sizes("1k,10k,100k") {
         let status = std::process::Command::new(&exe)
-            .env("SEATKEEPER_BENCH_SIZE", size)
+            .env("SEATKEEPER_BENCH_SIZE", &size)
             .status()
             .unwrap();
         assert!(status.success(), "{size} failed");

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{figure, tenant_yaml};
+use common::{figure, sizes, tenant_yaml};
 use seatkeeper::api::{AssignmentIntent, LicenseAssignmentStatus};
 use seatkeeper::backend::embedded::{Embedded, TenantFile};
 use seatkeeper::backend::microsoft::credential::Credential;
@@ -154,22 +154,11 @@ async fn run_size(size: &str, n: usize) {
 }
 
 fn main() {
-    let sizes = std::env::var("BENCH_SIZES").unwrap_or_else(|_| "10k,30k".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    for size in sizes.split(',') {
-        let users = match size {
-            "1k" => 1_000,
-            "10k" => 10_000,
-            "30k" => 30_000,
-            "100k" => 100_000,
-            other => {
-                eprintln!("graph bench: skipping size {other} (1k, 10k, 30k, 100k)");
-                continue;
-            }
-        };
-        rt.block_on(run_size(size, users));
+    for (size, users) in sizes("10k,30k") {
+        rt.block_on(run_size(&size, users));
     }
 }

@@ -876,6 +876,15 @@ mod tests {
         serde_saphyr::to_string(&t.organizations).unwrap()
     }
 
+    /// The process dies (no checkpoint): what is read back from disk is what it acknowledged.
+    fn reread_after_crash(path: &Path, backend: Embedded) -> TenantFile {
+        let acknowledged = backend.tenant();
+        drop(backend);
+        let reread = TenantFile::load(path).unwrap();
+        assert_eq!(organizations(&reread), organizations(&acknowledged));
+        reread
+    }
+
     /// Every acknowledged change is on disk (in the journal) before it is acknowledged: a
     /// process that dies without folding the journal loses nothing.
     #[test]
@@ -884,15 +893,12 @@ mod tests {
         give(&backend, &["a@contoso.com", "b@contoso.com"]);
         futures::executor::block_on(backend.set_seats("contoso.com", "sub-spb", 3, None)).unwrap();
         give(&backend, &["c@contoso.com"]);
-        let acknowledged = backend.tenant();
-        drop(backend); // the crash: no checkpoint
+        let reread = reread_after_crash(&path, backend);
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             JOURNALED,
             "the changes were journaled, not rewritten"
         );
-        let reread = TenantFile::load(&path).unwrap();
-        assert_eq!(organizations(&reread), organizations(&acknowledged));
         assert_eq!(reread.organizations[0].consumed("SPB"), 3);
     }
 
@@ -919,10 +925,7 @@ mod tests {
             .unwrap()
             .journal_from(0);
         give(&backend, &["b@contoso.com"]);
-        let acknowledged = backend.tenant();
-        drop(backend);
-        let reread = TenantFile::load(&path).unwrap();
-        assert_eq!(organizations(&reread), organizations(&acknowledged));
+        let reread = reread_after_crash(&path, backend);
         assert_eq!(reread.organizations[0].consumed("SPB"), 2);
     }
 

@@ -5,7 +5,6 @@
 use crate::backend::Result;
 use crate::backend::hooked::Hook;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,6 @@ const QUIET_FOR: Duration = Duration::from_secs(1);
 pub struct Progress {
     bar: ProgressBar,
     started: Instant,
-    shown: Mutex<bool>,
     terminal: bool,
     users: AtomicUsize,
     other: AtomicUsize,
@@ -31,7 +29,6 @@ impl Progress {
         Progress {
             bar,
             started: Instant::now(),
-            shown: Mutex::new(false),
             terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             users: AtomicUsize::new(0),
             other: AtomicUsize::new(0),
@@ -66,17 +63,16 @@ impl Hook for Progress {
     }
 
     fn done(&self, operation: &'static str, items: usize) {
-        match operation {
-            "snapshot" => 0,
-            "assignLicenses" => self.users.fetch_add(items, Ordering::Relaxed),
-            _ => self.other.fetch_add(items, Ordering::Relaxed),
-        };
+        if operation == "assignLicenses" {
+            self.users.fetch_add(items, Ordering::Relaxed);
+        } else if operation != "snapshot" {
+            self.other.fetch_add(items, Ordering::Relaxed);
+        }
         if !self.terminal || self.started.elapsed() < QUIET_FOR {
             return;
         }
-        let mut shown = self.shown.lock().expect("progress lock");
-        if !*shown {
-            *shown = true;
+        // Hidden until the run has lasted a while; then drawn on stderr.
+        if self.bar.is_hidden() {
             self.bar.set_draw_target(ProgressDrawTarget::stderr());
             self.bar.enable_steady_tick(Duration::from_millis(200));
         }

@@ -22,19 +22,26 @@ fn with_users<T>(
     tenant: &str,
     f: impl FnOnce(&Organization, &Catalog) -> T,
 ) -> Result<T, Response> {
-    match em.backend.with_users(tenant, f) {
-        Ok(Some(out)) => Ok(out),
-        Ok(None) => Err(graph_error(
-            StatusCode::NOT_FOUND,
-            "Request_ResourceNotFound",
-            "The tenant does not exist.",
-        )),
-        Err(e) => Err(graph_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "UnknownError",
-            &e.to_string(),
-        )),
-    }
+    em.backend
+        .with_users(tenant, f)
+        .map_err(|e| unknown_error(&e))?
+        .ok_or_else(no_tenant)
+}
+
+fn no_tenant() -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        "The tenant does not exist.",
+    )
+}
+
+fn unknown_error(e: &crate::backend::BackendError) -> Response {
+    graph_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "UnknownError",
+        &e.to_string(),
+    )
 }
 
 /// The organization behind a request's token, as it stands.
@@ -43,21 +50,13 @@ async fn organization(
     headers: &HeaderMap,
 ) -> Result<(Arc<Catalog>, Organization), Response> {
     let tenant = em.tenant_of(headers)?;
-    let snap = em.backend.snapshot(&tenant).await.map_err(|e| {
-        graph_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "UnknownError",
-            &e.to_string(),
-        )
-    })?;
-    match snap.organization {
-        Some(o) => Ok((snap.catalog, o)),
-        None => Err(graph_error(
-            StatusCode::NOT_FOUND,
-            "Request_ResourceNotFound",
-            "The tenant does not exist.",
-        )),
-    }
+    let snap = em
+        .backend
+        .snapshot(&tenant)
+        .await
+        .map_err(|e| unknown_error(&e))?;
+    let org = snap.organization.ok_or_else(no_tenant)?;
+    Ok((snap.catalog, org))
 }
 
 fn sku_id(product: &str) -> String {
@@ -460,13 +459,7 @@ async fn assign(
             .backend
             .assign_licences(&tenant, &list)
             .await
-            .map_err(|e| {
-                graph_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "UnknownError",
-                    &e.to_string(),
-                )
-            })?;
+            .map_err(|e| unknown_error(&e))?;
         let after: Vec<Value> = with_users(em, &tenant, |org, _| {
             changes
                 .iter()

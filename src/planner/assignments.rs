@@ -441,9 +441,8 @@ impl<'a> Planner<'a> {
         let block = Block::new(
             BlockReason::InsufficientSeats,
             format!(
-                "{} still {} to move to {p} but only {} free: buy at least {} more; nobody moves until all can",
-                counted(n, "user", "users"),
-                if n == 1 { "has" } else { "have" },
+                "{} to move to {p} but only {} free: buy at least {} more; nobody moves until all can",
+                counted(n, "user still has", "users still have"),
                 counted(available, "licence is", "licences are"),
                 counted(n - available, "seat", "seats")
             ),

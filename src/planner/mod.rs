@@ -146,11 +146,12 @@ impl Op {
                 money(cost.new_monthly_amount)
             ),
             Op::AssignLicenses { users } => {
-                // Each kind of change, counted per product: (how it reads, the products).
+                // Each kind of change, counted per product: how it reads, and its products.
                 type Products<'u> = Box<dyn Iterator<Item = &'u str> + 'u>;
-                let kinds: [(&str, Products); 3] = [
+                type Reads = fn(&str, &str) -> String;
+                let kinds: [(Reads, Products); 3] = [
                     (
-                        "assign {p} to {n}",
+                        |p, n| format!("assign {p} to {n}"),
                         Box::new(users.iter().flat_map(|u| {
                             u.add
                                 .iter()
@@ -159,7 +160,7 @@ impl Op {
                         })),
                     ),
                     (
-                        "change the plans of {p} for {n}",
+                        |p, n| format!("change the plans of {p} for {n}"),
                         Box::new(
                             users
                                 .iter()
@@ -167,7 +168,7 @@ impl Op {
                         ),
                     ),
                     (
-                        "remove {p} from {n} (mailbox data kept 30 days)",
+                        |p, n| format!("remove {p} from {n} (mailbox data kept 30 days)"),
                         Box::new(
                             users
                                 .iter()
@@ -182,8 +183,7 @@ impl Op {
                         m
                     });
                     for (p, n) in tally {
-                        let n = counted(n, "user", "users");
-                        parts.push(reads.replace("{p}", p).replace("{n}", &n));
+                        parts.push(reads(p, &counted(n, "user", "users")));
                     }
                 }
                 const SHOWN: usize = 5;
