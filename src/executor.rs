@@ -162,8 +162,12 @@ struct Pass<'p, B> {
     now: Instant,
 }
 
-/// The licence changes of one call: (index of their action, change).
-type Batch = (String, Vec<(usize, UserChange)>);
+/// The licence changes of one call, each with the index of its action.
+struct Batch<'a> {
+    organization: &'a str,
+    actions: Vec<usize>,
+    changes: Vec<UserChange>,
+}
 
 impl Run {
     fn report(self, plan: Plan, passes: usize, observed: Observed) -> Report {
@@ -247,9 +251,13 @@ impl Run {
         self.writes += batches.len() as u64;
         // Built in a loop, not a closure: the futures stay plainly `Send`.
         let mut calls = Vec::with_capacity(batches.len());
-        for (org, chunk) in &batches {
-            let batch: Vec<UserChange> = chunk.iter().map(|(_, c)| c.clone()).collect();
-            calls.push(assign_batch(pass.backend, pass.clock, org.as_str(), batch));
+        for b in &batches {
+            calls.push(assign_batch(
+                pass.backend,
+                pass.clock,
+                b.organization,
+                &b.changes,
+            ));
         }
         let results: Vec<_> = futures::stream::iter(calls)
             .buffered(pass.options.concurrency.max(1))
@@ -257,19 +265,14 @@ impl Run {
             .await;
         let mut done: BTreeMap<usize, Vec<UserChange>> = BTreeMap::new();
         let mut failure = None;
-        for ((org, chunk), results) in batches.iter().zip(results) {
+        for (b, results) in batches.into_iter().zip(results) {
             // A failed call changed nothing we know of; the others are recorded first.
             match results {
                 Ok(results) => {
-                    let before = pass.observed.organizations.get(org);
-                    for ((i, change), result) in chunk.iter().zip(results) {
-                        let action = &pass.actions[*i];
+                    for ((i, change), result) in b.actions.into_iter().zip(b.changes).zip(results) {
                         match result {
-                            Ok(()) => {
-                                record_licensed(desired, action, change, before, pass.now);
-                                done.entry(*i).or_default().push(change.clone());
-                            }
-                            Err(r) => self.refused_user(desired, action, change, r),
+                            Ok(()) => done.entry(i).or_default().push(change),
+                            Err(r) => self.refused_user(desired, &pass.actions[i], change, r),
                         }
                     }
                 }
@@ -278,15 +281,19 @@ impl Run {
                 }
             }
         }
+        // Recorded per action, not per user: one lookup of its resource and one sort of what
+        // it owns, however many users it changed.
+        for (i, changes) in &done {
+            let action = &pass.actions[*i];
+            let before = pass.observed.organizations.get(&action.organization);
+            record_licensed(desired, action, changes, before, pass.now);
+        }
         if let Some(e) = failure {
             return Err(e);
         }
         for (i, users) in done {
             self.executed.push(Executed {
-                action: Action {
-                    op: Op::AssignLicenses { users },
-                    ..pass.actions[i].clone()
-                },
+                action: pass.actions[i].with_op(Op::AssignLicenses { users }),
                 refused: None,
             });
         }
@@ -295,8 +302,12 @@ impl Run {
 
     /// The pass's licence changes by organization, in batches of at most [`MAX_BATCH`]; users
     /// waiting for seats of an unfinished (202) change are planned again next pass.
-    fn batches(&self, actions: &[Action], unfinished: &BTreeSet<(String, String)>) -> Vec<Batch> {
-        let mut changes: BTreeMap<String, Vec<(usize, UserChange)>> = BTreeMap::new();
+    fn batches<'a>(
+        &self,
+        actions: &'a [Action],
+        unfinished: &BTreeSet<(String, String)>,
+    ) -> Vec<Batch<'a>> {
+        let mut by_organization: BTreeMap<&str, Vec<Batch<'a>>> = BTreeMap::new();
         for (i, action) in actions.iter().enumerate() {
             let Op::AssignLicenses { users } = &action.op else {
                 continue;
@@ -304,22 +315,30 @@ impl Run {
             if self.refusals.resources.contains_key(&action.resource()) {
                 continue;
             }
-            let org = &action.organization;
+            let org = action.organization.as_str();
             let waiting = |c: &UserChange| {
-                c.add
-                    .iter()
-                    .any(|l| unfinished.contains(&(org.clone(), l.product.clone())))
+                c.add.iter().any(|l| {
+                    unfinished
+                        .iter()
+                        .any(|(o, product)| o == org && *product == l.product)
+                })
             };
-            let list = changes.entry(org.clone()).or_default();
-            list.extend(users.iter().filter(|c| !waiting(c)).map(|c| (i, c.clone())));
-        }
-        let mut batches = vec![];
-        for (org, list) in changes {
-            for chunk in list.chunks(MAX_BATCH) {
-                batches.push((org.clone(), chunk.to_vec()));
+            let batches = by_organization.entry(org).or_default();
+            for c in users.iter().filter(|c| !waiting(c)) {
+                match batches.last_mut() {
+                    Some(b) if b.changes.len() < MAX_BATCH => {
+                        b.actions.push(i);
+                        b.changes.push(c.clone());
+                    }
+                    _ => batches.push(Batch {
+                        organization: org,
+                        actions: vec![i],
+                        changes: vec![c.clone()],
+                    }),
+                }
             }
         }
-        batches
+        by_organization.into_values().flatten().collect()
     }
 
     /// The service refused one user's change: an add-on's auto-assignment passes the user
@@ -328,7 +347,7 @@ impl Run {
         &mut self,
         desired: &mut Desired,
         action: &Action,
-        change: &UserChange,
+        change: UserChange,
         refusal: Refusal,
     ) {
         let resource = action.resource();
@@ -342,43 +361,50 @@ impl Run {
             self.refusals.resources.insert(resource, block.clone());
         }
         self.executed.push(Executed {
-            action: Action {
-                op: Op::AssignLicenses {
-                    users: vec![change.clone()],
-                },
-                ..action.clone()
-            },
+            action: action.with_op(Op::AssignLicenses {
+                users: vec![change],
+            }),
             refused: Some(block),
         });
     }
 }
 
-/// A user's change went through: the LicenseAssignment owns the licences it newly assigned and
-/// records its removals (R19); an add-on counts its auto-assignment.
+/// Users' changes of one action went through: the LicenseAssignment owns the licences they
+/// newly assigned and records their removals (R19); an add-on counts its auto-assignments.
 fn record_licensed(
     desired: &mut Desired,
     action: &Action,
-    change: &UserChange,
+    changes: &[UserChange],
     before: Option<&crate::domain::Organization>,
     now: Instant,
 ) {
     let resource = action.resource();
     if resource.kind == Kind::AddOn {
-        record_auto_assigned(desired, &resource, &change.user, Ok(()));
+        for change in changes {
+            record_auto_assigned(desired, &resource, &change.user, Ok(()));
+        }
         return;
     }
-    let held: BTreeSet<&str> = before
-        .and_then(|o| o.user(&change.user))
-        .map(|u| u.licenses.iter().map(|l| l.product.as_str()).collect())
-        .unwrap_or_default();
-    let added: Vec<String> = change
-        .add
+    let Some(d) = find(&mut desired.assignments, &resource) else {
+        return;
+    };
+    let added: Vec<Vec<String>> = changes
         .iter()
-        .map(|l| l.product.clone())
-        .filter(|p| !held.contains(p.as_str()))
+        .map(|change| {
+            let held: BTreeSet<&str> = before
+                .and_then(|o| o.user(&change.user))
+                .map(|u| u.licenses.iter().map(|l| l.product.as_str()).collect())
+                .unwrap_or_default();
+            change
+                .add
+                .iter()
+                .map(|l| l.product.clone())
+                .filter(|p| !held.contains(p.as_str()))
+                .collect()
+        })
         .collect();
-    if let Some(d) = find(&mut desired.assignments, &resource) {
-        record_owned(&mut d.status.owned, change, &added);
+    record_owned(&mut d.status.owned, changes.iter().zip(&added));
+    for change in changes {
         record_removals(&mut d.status, change, now);
     }
 }
@@ -454,9 +480,9 @@ async fn assign_batch<B: Backend>(
     backend: &B,
     clock: &dyn Clock,
     org: &str,
-    batch: Vec<UserChange>,
+    batch: &[UserChange],
 ) -> Result<Vec<Result<(), Refusal>>, BackendError> {
-    retrying(clock, || backend.assign_licences(org, &batch)).await
+    retrying(clock, || backend.assign_licences(org, batch)).await
 }
 
 /// One purchase-side action.

@@ -72,16 +72,28 @@ impl Catalog {
     }
 
     /// R14: the plan that `plan` cannot be held together with, if any of `others`.
-    pub fn conflict<'a>(
+    pub fn conflict<'o>(
         &self,
         plan: &str,
-        others: &'a [(String, String)],
-    ) -> Option<&'a (String, String)> {
-        others.iter().find(|(other, _)| {
-            self.conflicts
-                .iter()
-                .any(|[a, b]| (a == plan && b == other) || (b == plan && a == other))
-        })
+        others: &[(&'o str, &'o str)],
+    ) -> Option<(&'o str, &'o str)> {
+        // Most plans conflict with nothing: their partners are found once, not per other plan.
+        let partners: Vec<&str> = self
+            .conflicts
+            .iter()
+            .filter_map(|[a, b]| match () {
+                _ if a == plan => Some(b.as_str()),
+                _ if b == plan => Some(a.as_str()),
+                _ => None,
+            })
+            .collect();
+        if partners.is_empty() {
+            return None;
+        }
+        others
+            .iter()
+            .find(|(other, _)| partners.contains(other))
+            .copied()
     }
 
     /// The built-in catalog, extended or overridden by the tenant file's section.

@@ -457,7 +457,8 @@ pub fn check_user_assignable(org: &Organization, upn: &str) -> Result<(), Refusa
 
 /// R14 and dependencies: the licences a user would hold together are compatible.
 pub fn check_licence_set(catalog: &Catalog, licences: &[Licence]) -> Result<(), Refusal> {
-    let mut enabled: Vec<(String, String)> = Vec::new();
+    // (plan, product), borrowed: checked for each of a large tenant's users.
+    let mut enabled: Vec<(&str, &str)> = Vec::new();
     for l in licences {
         let p = catalog
             .product(&l.product)
@@ -467,20 +468,22 @@ pub fn check_licence_set(catalog: &Catalog, licences: &[Licence]) -> Result<(), 
         for plan in p.enabled_plans(&l.disabled_plans) {
             if let Some((other_plan, other_product)) = catalog.conflict(plan, &enabled) {
                 return Err(Refusal::ConflictingServices {
-                    plan: other_plan.clone(),
-                    product: other_product.clone(),
+                    plan: other_plan.into(),
+                    product: other_product.into(),
                     other_plan: plan.into(),
                     other_product: l.product.clone(),
                 });
             }
-            enabled.push((plan.to_string(), l.product.clone()));
+            enabled.push((plan, &l.product));
         }
     }
     for l in licences {
         let p = catalog.product(&l.product).expect("checked above");
         for plan in p.enabled_plans(&l.disabled_plans) {
             if let Some(needs) = p.requires.get(plan)
-                && !needs.iter().any(|n| enabled.iter().any(|(e, _)| e == n))
+                && !needs
+                    .iter()
+                    .any(|n| enabled.iter().any(|(e, _)| *e == n.as_str()))
             {
                 return Err(Refusal::MissingDependency {
                     plan: plan.into(),

@@ -151,6 +151,14 @@ impl Licence {
 
     /// Same product with the same plans turned off, in any order.
     pub fn same_plans(&self, other: &Licence) -> bool {
+        if self.product != other.product || self.disabled_plans.len() != other.disabled_plans.len()
+        {
+            return false;
+        }
+        if self.disabled_plans.is_sorted() && other.disabled_plans.is_sorted() {
+            // Licence::new sorts: the common case needs no copies.
+            return self.disabled_plans == other.disabled_plans;
+        }
         let mut a = self.disabled_plans.clone();
         let mut b = other.disabled_plans.clone();
         a.sort();

@@ -284,6 +284,7 @@ pub async fn users(
         Ok(p) => p,
         Err(r) => return r,
     };
+    em.remember_user_ids(value.iter().map(|u| (&u.id, &u.user_principal_name)));
     let next_link = (skip + top < total).then(|| {
         let host = headers
             .get("host")

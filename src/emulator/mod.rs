@@ -95,6 +95,17 @@ impl Emulator {
         ids.get(&id).and_then(|upn| org.user(upn))
     }
 
+    /// Ids handed out by a read of users: the licence writes that follow name users by them,
+    /// and finding them here spares building the whole index on the first write.
+    fn remember_user_ids<'u>(&self, users: impl Iterator<Item = (&'u String, &'u String)>) {
+        let mut ids = self.user_ids.lock().expect("user ids lock");
+        for (id, upn) in users {
+            if !ids.contains_key(id) {
+                ids.insert(id.to_lowercase(), upn.clone());
+            }
+        }
+    }
+
     /// Whether a subscription bought here is still invisible to reads (replication lag).
     fn lagging(&self, id: &str) -> bool {
         let lag = self.faults.current().replication_lag;

@@ -11,15 +11,16 @@ use crate::domain::BlockReason;
 use crate::domain::rules::{check_downgrade, check_free_seats, check_user_change, licences_after};
 use crate::domain::{Licence, Organization, Refusal, User, counted};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 type Assignment = Declared<AssignmentIntent, LicenseAssignmentStatus>;
 
-/// lowercase user → (product, (the oldest resource declaring it, its plans)).
-type OrgClaims = HashMap<String, Vec<(String, (usize, Licence))>>;
+/// lowercase user → (product, the oldest resource declaring it), borrowed from the declared
+/// state (built for every declared user of every pass).
+type OrgClaims<'d> = HashMap<Cow<'d, str>, Vec<(&'d str, usize)>>;
 
 /// organization → its claims.
-type Claims = HashMap<String, OrgClaims>;
+type Claims<'d> = HashMap<&'d str, OrgClaims<'d>>;
 
 /// One user's change before seats are allocated.
 struct Candidate {
@@ -46,18 +47,12 @@ impl<'a> Planner<'a> {
             if d.meta.deleting || self.gate(&d.meta, &d.spec.organization).is_err() {
                 continue;
             }
+            let of_org = claims.entry(d.spec.organization.as_str()).or_default();
             for u in unique(&d.spec.users) {
-                let of_user = claims
-                    .entry(d.spec.organization.clone())
-                    .or_default()
-                    .entry(u.to_lowercase())
-                    .or_default();
+                let of_user = of_org.entry(lowercase(u)).or_default();
                 for l in &d.spec.licenses {
                     if !of_user.iter().any(|(p, _)| *p == l.product) {
-                        of_user.push((
-                            l.product.clone(),
-                            (i, Licence::new(&l.product, &l.disabled_plans)),
-                        ));
+                        of_user.push((&l.product, i));
                     }
                 }
             }
@@ -212,7 +207,7 @@ impl<'a> Planner<'a> {
         &self,
         index: usize,
         d: &'s Assignment,
-        claims: &'s Claims,
+        claims: &'s Claims<'s>,
     ) -> Result<Scope<'a, 's>, Block> {
         let org = self.gate(&d.meta, &d.spec.organization)?;
         let catalog = self.observed.catalog.clone();
@@ -260,12 +255,12 @@ impl<'a> Planner<'a> {
         d: &Assignment,
         u: &str,
     ) -> Result<Option<Candidate>, Block> {
-        let lower = u.to_lowercase();
+        let lower = lowercase(u);
         if let Some((l, owner)) = scope.declared.iter().find_map(|l| {
             scope
                 .claim(&lower, &l.product)
-                .filter(|(owner, plans)| *owner != scope.index && !plans.same_plans(l))
-                .map(|(owner, _)| (l, *owner))
+                .filter(|&owner| owner != scope.index && !self.declared_plans(owner, l))
+                .map(|owner| (l, owner))
         }) {
             let other = &self.desired.assignments[owner].meta;
             return Err(Block::new(
@@ -280,7 +275,7 @@ impl<'a> Planner<'a> {
             .org
             .user(u)
             .ok_or_else(|| Refusal::UserNotFound { user: u.into() })?;
-        let user = &*self.planned_user(scope.organization, user);
+        let user = &*self.planned_user(user);
         let add: Vec<Licence> = scope
             .declared
             .iter()
@@ -298,7 +293,7 @@ impl<'a> Planner<'a> {
             .map(|l| &l.product)
             .filter(|p| !scope.declared.iter().any(|l| &l.product == *p))
             .filter(|p| !scope.claimed_elsewhere(&lower, p))
-            .filter(|p| scope.replace || scope.owned.contains(&(lower.clone(), (*p).clone())))
+            .filter(|p| scope.replace || scope.owned.contains(&(lower.to_string(), (*p).clone())))
             .cloned()
             .collect();
         if add.is_empty() && remove.is_empty() {
@@ -497,9 +492,9 @@ impl<'a> Planner<'a> {
                 states.insert(c.user.clone(), (UserState::Pending, None));
             }
             if let Some(user) = scope.org.user(&c.change.user) {
-                let held = self.planned_user(organization, user);
+                let held = self.planned_user(user);
                 let after = licences_after(&held, &c.change.add, &c.change.remove);
-                self.plan_licences(organization, user, after);
+                self.plan_licences(user, after);
             }
             accepted.push(c.change);
         }
@@ -517,7 +512,7 @@ struct Scope<'a, 's> {
     catalog: std::sync::Arc<crate::domain::Catalog>,
     organization: &'s str,
     /// The organization's claims: lowercase user → (product, (oldest resource, its plans)).
-    claims: Option<&'s OrgClaims>,
+    claims: Option<&'s OrgClaims<'s>>,
     declared: Vec<Licence>,
     /// (lowercase user, product) this resource assigned.
     owned: BTreeSet<(String, String)>,
@@ -527,17 +522,16 @@ struct Scope<'a, 's> {
 }
 
 impl Scope<'_, '_> {
-    /// The oldest resource declaring `product` for `user` (lowercase), with its plans.
-    fn claim(&self, user: &str, product: &str) -> Option<&(usize, Licence)> {
+    /// The oldest resource declaring `product` for `user` (lowercase).
+    fn claim(&self, user: &str, product: &str) -> Option<usize> {
         self.claims
             .and_then(|o| o.get(user))
-            .and_then(|c| c.iter().find(|(p, _)| p == product))
-            .map(|(_, c)| c)
+            .and_then(|c| c.iter().find(|(p, _)| *p == product))
+            .map(|&(_, owner)| owner)
     }
 
     fn claimed_elsewhere(&self, user: &str, product: &str) -> bool {
-        self.claim(user, product)
-            .is_some_and(|(o, _)| *o != self.index)
+        self.claim(user, product).is_some_and(|o| o != self.index)
     }
 }
 
@@ -570,11 +564,40 @@ fn summary_block(users: &[&str], states: &UserStates) -> Option<Block> {
     ))
 }
 
-impl Planner<'_> {
+/// A user of the observed tenant, by identity: the planner borrows the tenant unchanged for its
+/// whole life, so a user's address names them in every organization (and spares lowercasing two
+/// strings on each of a user's lookups).
+fn user_key(user: &User) -> usize {
+    std::ptr::from_ref(user).addr()
+}
+
+impl<'a> Planner<'a> {
     /// What `user` holds once this plan's changes so far are made.
-    pub(super) fn plan_licences(&mut self, organization: &str, user: &User, after: Vec<Licence>) {
-        let key = (organization.to_lowercase(), user.upn.to_lowercase());
-        self.planned_licences.insert(key, after);
+    pub(super) fn plan_licences(&mut self, user: &'a User, after: Vec<Licence>) {
+        self.planned_licences.insert(user_key(user), after);
+    }
+}
+
+impl Planner<'_> {
+    /// Whether LicenseAssignment `owner` declares `l`'s product with the same plans.
+    fn declared_plans(&self, owner: usize, l: &Licence) -> bool {
+        self.desired.assignments[owner]
+            .spec
+            .licenses
+            .iter()
+            .find(|theirs| theirs.product == l.product)
+            .is_some_and(|theirs| {
+                Licence::new(&theirs.product, &theirs.disabled_plans).same_plans(l)
+            })
+    }
+}
+
+/// `s` in lowercase, copied only when it is not already (UPNs mostly are).
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        Cow::Owned(s.to_lowercase())
+    } else {
+        Cow::Borrowed(s)
     }
 }
 
@@ -583,41 +606,39 @@ fn unique(users: &[String]) -> Vec<&str> {
     let mut seen: std::collections::HashSet<Cow<str>> = std::collections::HashSet::new();
     users
         .iter()
-        .filter(|u| {
-            seen.insert(
-                if u.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
-                    Cow::Owned(u.to_lowercase())
-                } else {
-                    Cow::Borrowed(u.as_str())
-                },
-            )
-        })
+        .filter(|u| seen.insert(lowercase(u)))
         .map(String::as_str)
         .collect()
 }
 
-/// The ownership entries after a user's change succeeded.
-pub fn record_owned(owned: &mut Vec<OwnedLicence>, change: &UserChange, newly_added: &[String]) {
-    owned.retain(|o| {
-        !(o.user.eq_ignore_ascii_case(&change.user) && change.remove.contains(&o.product))
-    });
-    for p in newly_added {
-        let o = OwnedLicence {
+/// The ownership entries after users' changes succeeded (each user once): removals drop what
+/// they owned of those products, new licences are owned; sorted once, whatever the count.
+pub fn record_owned<'c>(
+    owned: &mut Vec<OwnedLicence>,
+    changes: impl IntoIterator<Item = (&'c UserChange, &'c Vec<String>)> + Clone,
+) {
+    let removed: HashSet<(String, &str)> = changes
+        .clone()
+        .into_iter()
+        .flat_map(|(c, _)| c.remove.iter().map(|p| (c.user.to_lowercase(), p.as_str())))
+        .collect();
+    if !removed.is_empty() {
+        owned.retain(|o| !removed.contains(&(o.user.to_lowercase(), o.product.as_str())));
+    }
+    for (change, newly_added) in changes {
+        owned.extend(newly_added.iter().map(|p| OwnedLicence {
             user: change.user.clone(),
             product: p.clone(),
-        };
-        if !owned.contains(&o) {
-            owned.push(o);
-        }
+        }));
     }
     owned.sort();
+    owned.dedup();
 }
 
 impl<'a> Planner<'a> {
     /// The user as this plan leaves them so far.
-    pub(super) fn planned_user(&self, organization: &str, user: &'a User) -> Cow<'a, User> {
-        let key = (organization.to_lowercase(), user.upn.to_lowercase());
-        match self.planned_licences.get(&key) {
+    pub(super) fn planned_user(&self, user: &'a User) -> Cow<'a, User> {
+        match self.planned_licences.get(&user_key(user)) {
             Some(licences) => Cow::Owned(User {
                 licenses: licences.clone(),
                 ..user.clone()

@@ -67,7 +67,7 @@ impl Planner<'_> {
         let mut changes = vec![];
         let mut skipped_now = 0usize;
         for observed_user in &org.users {
-            let user = self.planned_user(organization, observed_user);
+            let user = self.planned_user(observed_user);
             if !user.licenses.is_empty() {
                 continue;
             }
@@ -87,7 +87,7 @@ impl Planner<'_> {
             if !paused {
                 self.pool_mut(organization, product).consumed += 1;
             }
-            self.plan_licences(organization, observed_user, checked.after);
+            self.plan_licences(observed_user, checked.after);
             changes.push(UserChange {
                 user: user.upn.clone(),
                 add: licence.to_vec(),

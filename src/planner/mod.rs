@@ -373,6 +373,19 @@ pub struct Refusals {
 }
 
 impl Action {
+    /// The same action on the same resource with another operation (the original's users
+    /// are not copied along).
+    pub fn with_op(&self, op: Op) -> Action {
+        Action {
+            kind: self.kind,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            organization: self.organization.clone(),
+            op,
+            phase: self.phase,
+        }
+    }
+
     pub fn resource(&self) -> ObjectRef {
         ObjectRef {
             kind: self.kind,
@@ -564,8 +577,8 @@ struct Planner<'a> {
     deleted: Vec<ObjectRef>,
     requeue_at: Option<Instant>,
     /// The licences a user holds once this plan's earlier licence changes are made, so that
-    /// later changes are checked against them: (organization, user), both lowercase.
-    planned_licences: HashMap<(String, String), Vec<Licence>>,
+    /// later changes are checked against them, by observed user (see `user_key`).
+    planned_licences: HashMap<usize, Vec<Licence>>,
     /// One owner per subscription and per add-on.
     owners: Owners,
     /// What the service refused earlier in this run.

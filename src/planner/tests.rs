@@ -566,3 +566,62 @@ fn autoscale_buys_no_seat_for_a_user_who_cannot_be_licensed() {
     assert_eq!(p.subscriptions[0].autoscale.as_ref().unwrap().demand, 2);
     assert_eq!(changes(&p).len(), 1);
 }
+
+#[test]
+fn r19_ownership_records_a_whole_batch_of_users_at_once() {
+    use resources::OwnedLicence;
+    let owned = |user: &str, product: &str| OwnedLicence {
+        user: user.into(),
+        product: product.into(),
+    };
+    let mut list = vec![
+        owned("Ann@contoso.com", "SPE_E3"),
+        owned("bob@contoso.com", "SPE_E3"),
+        owned("cy@contoso.com", "SPE_E3"),
+    ];
+    // Ann moves from E3 to E5 (her E3 removal matches whatever the case), Bob gains Visio,
+    // Dee is new; an entry already on record is not doubled.
+    let changes = [
+        UserChange {
+            user: "ann@contoso.com".into(),
+            add: vec![Licence::new("SPE_E5", &[])],
+            remove: vec!["SPE_E3".into()],
+            plans_only: vec![],
+        },
+        UserChange {
+            user: "bob@contoso.com".into(),
+            add: vec![Licence::new("VISIOCLIENT", &[])],
+            remove: vec![],
+            plans_only: vec![],
+        },
+        UserChange {
+            user: "dee@contoso.com".into(),
+            add: vec![Licence::new("SPE_E3", &[])],
+            remove: vec![],
+            plans_only: vec![],
+        },
+        UserChange {
+            user: "cy@contoso.com".into(),
+            add: vec![Licence::new("SPE_E3", &[])],
+            remove: vec![],
+            plans_only: vec![],
+        },
+    ];
+    let added = vec![
+        vec!["SPE_E5".to_string()],
+        vec!["VISIOCLIENT".to_string()],
+        vec!["SPE_E3".to_string()],
+        vec!["SPE_E3".to_string()],
+    ];
+    record_owned(&mut list, changes.iter().zip(&added));
+    assert_eq!(
+        list,
+        vec![
+            owned("ann@contoso.com", "SPE_E5"),
+            owned("bob@contoso.com", "SPE_E3"),
+            owned("bob@contoso.com", "VISIOCLIENT"),
+            owned("cy@contoso.com", "SPE_E3"),
+            owned("dee@contoso.com", "SPE_E3"),
+        ]
+    );
+}

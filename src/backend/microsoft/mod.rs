@@ -214,9 +214,10 @@ impl Microsoft {
         let (url, mut sub) = self.pc_subscription(id).await?;
         change(&mut sub);
         let body = serde_json::to_value(&sub).expect("subscriptions serialize");
-        let status = self.client.patch(Scope::PartnerCenter, &url, &body).await?;
-        self.forget();
-        Ok(status)
+        // A subscription's seats, billing or state change none of the ids a licence batch
+        // maps (users, products, plans): the directory stays (snapshots read afresh anyway),
+        // so the batches after a seat increase do not read every user again first.
+        self.client.patch(Scope::PartnerCenter, &url, &body).await
     }
 
     /// Changes made: the next read must see them.
