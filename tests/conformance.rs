@@ -896,26 +896,48 @@ async fn the_reduction_window_is_partner_centers_refundable_quantity_and_800090(
 async fn licence_batches_reuse_the_directory_their_pass_read() {
     // 200 users in 10 batches of 20: the user directory is read once per pass, not once per
     // batch (which made 100k users cost 100 pages of users for each of 5,000 batches).
+    let (requests, bound) = requests_for_200_users(200, false).await;
+    assert!(requests <= bound, "{requests} requests (at most {bound})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r02_a_seat_increase_does_not_make_the_licence_batches_read_the_directory_again() {
+    // Seats first (R02), then the batches: a seat change leaves every id a batch maps as it
+    // was, so the batches use the directory their pass read (at 100k users a second read
+    // cost half a second before the first batch).
+    let (requests, bound) = requests_for_200_users(150, true).await;
+    assert!(requests <= bound, "{requests} requests (at most {bound})");
+}
+
+/// Requests made to assign SPB to 200 users when the tenant has `seats` of it (a Subscription
+/// declares 200 when `partner_center`), and the most the batches and each pass's reads need.
+async fn requests_for_200_users(seats: u32, partner_center: bool) -> (u64, u64) {
     let users: Vec<String> = (0..200).map(|i| format!("u{i}@contoso.com")).collect();
     let list: Vec<(&str, &str)> = users.iter().map(|u| (u.as_str(), LOC)).collect();
-    let t = tenant(&list, "  - {id: sub-1, product: SPB, seats: 200}\n");
+    let t = tenant(
+        &list,
+        &format!("  - {{id: sub-1, product: SPB, seats: {seats}}}\n"),
+    );
     let served = emulate(&t, Faults::default()).await;
-    let backend = microsoft(&served.root, false, "s3cret");
+    let backend = microsoft(&served.root, partner_center, "s3cret");
     let users_ref: Vec<&str> = users.iter().map(String::as_str).collect();
     let mut desired = Desired {
         assignments: vec![assignment("all", &users_ref, "SPB", "Add")],
         ..Default::default()
     };
+    if partner_center {
+        let id = ids::subscription_id("sub-1");
+        desired.subscriptions = vec![subscription("spb", &id, "SPB", 200)];
+    }
     let report = converge_now(&backend, &mut desired).await.unwrap();
     assert!(report.converged);
     assert_eq!(desired.assignments[0].status.assigned, 200);
     let (requests, _, _, _) = served.emulator.fault_counts();
-    let reads_per_pass = 3; // subscribedSkus, directory/subscriptions, one page of users
-    let bound = 10 + reads_per_pass * report.passes as u64 + 1; // + the token
-    assert!(
-        requests <= bound,
-        "{requests} requests for 10 batches in {} passes (at most {bound})",
-        report.passes
-    );
     let _ = served.stop.send(true);
+    // subscribedSkus, directory/subscriptions, one page of users (+ Partner Center's list)
+    let reads_per_pass = if partner_center { 4 } else { 3 };
+    // 10 batches, the seat change (Partner Center's subscription, then the patch), the tokens
+    let (changes, tokens) = if partner_center { (10 + 2, 2) } else { (10, 1) };
+    let bound = changes + reads_per_pass * report.passes as u64 + tokens;
+    (requests, bound)
 }
