@@ -89,8 +89,11 @@ fn desired(n: usize) -> Desired {
         "seats": demand(n, "ENTERPRISEPACK"),
     }))
     .unwrap();
+    let mut e3 = meta("e3".into(), 1_000_000);
+    // The raise is far over the purchase guard: consented to, as a platform team would.
+    e3.flags.allow_large_purchase = true;
     d.subscriptions.push(Declared::<_, SubscriptionStatus> {
-        meta: meta("e3".into(), 1_000_000),
+        meta: e3,
         spec,
         status: Default::default(),
     });
