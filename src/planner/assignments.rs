@@ -489,7 +489,7 @@ impl<'a> Planner<'a> {
                 self.demand.leave(organization, &c.change.remove);
             }
             if c.listed {
-                states.insert(c.user.clone(), (UserState::Pending, None));
+                states.insert(c.user, (UserState::Pending, None));
             }
             if let Some(user) = scope.org.user(&c.change.user) {
                 let held = self.planned_user(user);

@@ -26,9 +26,8 @@ impl Planner<'_> {
         let Some(first) = &self.first_demand else {
             return assigned;
         };
-        let key = (organization.to_string(), product.to_string());
-        let count = |m: &HashMap<(String, String), u32>| m.get(&key).copied().unwrap_or(0);
-        assigned.saturating_sub(count(&first.leaving)) + count(&first.wanting)
+        assigned.saturating_sub(first.leaving.count(organization, product))
+            + first.wanting.count(organization, product)
     }
 
     /// The seat count autoscaling aims at for a resource whose floor is `floor` and whose
@@ -84,23 +83,50 @@ impl Planner<'_> {
 #[derive(Clone, Debug, Default)]
 pub(super) struct Demand {
     /// Licences removed.
-    leaving: HashMap<(String, String), u32>,
+    leaving: Counts,
     /// Licences users are given, or wait for a seat to be given.
-    wanting: HashMap<(String, String), u32>,
+    wanting: Counts,
 }
 
 impl Demand {
     pub(super) fn want(&mut self, organization: &str, products: &[String]) {
-        add(&mut self.wanting, organization, products);
+        self.wanting.add(organization, products);
     }
 
     pub(super) fn leave(&mut self, organization: &str, products: &[String]) {
-        add(&mut self.leaving, organization, products);
+        self.leaving.add(organization, products);
     }
 }
 
-fn add(m: &mut HashMap<(String, String), u32>, organization: &str, products: &[String]) {
-    for p in products {
-        *m.entry((organization.to_string(), p.clone())).or_default() += 1;
+/// organization → product → count; counted once per user of a pass, so looked up by
+/// borrowed names (a key is copied only the first time it is seen).
+#[derive(Clone, Debug, Default)]
+struct Counts(HashMap<String, HashMap<String, u32>>);
+
+impl Counts {
+    fn add(&mut self, organization: &str, products: &[String]) {
+        if products.is_empty() {
+            return;
+        }
+        if !self.0.contains_key(organization) {
+            self.0.insert(organization.to_string(), HashMap::new());
+        }
+        let of_org = self.0.get_mut(organization).expect("inserted");
+        for p in products {
+            match of_org.get_mut(p.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    of_org.insert(p.clone(), 1);
+                }
+            }
+        }
+    }
+
+    fn count(&self, organization: &str, product: &str) -> u32 {
+        self.0
+            .get(organization)
+            .and_then(|o| o.get(product))
+            .copied()
+            .unwrap_or(0)
     }
 }
