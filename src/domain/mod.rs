@@ -24,6 +24,16 @@ pub type Instant = jiff::Timestamp;
 /// R19: mailbox data is kept this long after a licence is removed.
 pub const DATA_RETENTION_DAYS: i64 = 30;
 
+/// `s` in lowercase, copied only when it is not already (UPNs and names mostly are): for
+/// case-insensitive lookups made once per user.
+pub fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// `n` and the word for it, singular or plural: "1 user", "3 users".
 pub fn counted<N>(n: N, one: &str, many: &str) -> String
 where

@@ -301,12 +301,9 @@ impl Organization {
                     .collect(),
             )
         });
-        let hit = if upn.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
-            index.get(&upn.to_lowercase())
-        } else {
-            index.get(upn)
-        };
-        hit.copied()
+        index
+            .get(super::lowercase(upn).as_ref())
+            .copied()
             .filter(|&i| {
                 self.users
                     .get(i)

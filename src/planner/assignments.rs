@@ -9,7 +9,7 @@ use super::resources::{
 use super::{Declared, Kind, Op, Planner, UserChange};
 use crate::domain::BlockReason;
 use crate::domain::rules::{check_downgrade, check_free_seats, check_user_change, licences_after};
-use crate::domain::{Licence, Organization, Refusal, User, counted};
+use crate::domain::{Licence, Organization, Refusal, User, counted, lowercase};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -589,15 +589,6 @@ impl Planner<'_> {
             .is_some_and(|theirs| {
                 Licence::new(&theirs.product, &theirs.disabled_plans).same_plans(l)
             })
-    }
-}
-
-/// `s` in lowercase, copied only when it is not already (UPNs mostly are).
-fn lowercase(s: &str) -> Cow<'_, str> {
-    if s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
-        Cow::Owned(s.to_lowercase())
-    } else {
-        Cow::Borrowed(s)
     }
 }
 

@@ -98,27 +98,14 @@ impl Demand {
     }
 }
 
-/// organization → product → count; counted once per user of a pass, so looked up by
-/// borrowed names (a key is copied only the first time it is seen).
+/// organization → product → count.
 #[derive(Clone, Debug, Default)]
 struct Counts(HashMap<String, HashMap<String, u32>>);
 
 impl Counts {
     fn add(&mut self, organization: &str, products: &[String]) {
-        if products.is_empty() {
-            return;
-        }
-        if !self.0.contains_key(organization) {
-            self.0.insert(organization.to_string(), HashMap::new());
-        }
-        let of_org = self.0.get_mut(organization).expect("inserted");
         for p in products {
-            match of_org.get_mut(p.as_str()) {
-                Some(n) => *n += 1,
-                None => {
-                    of_org.insert(p.clone(), 1);
-                }
-            }
+            *super::entry_of(&mut self.0, organization, p) += 1;
         }
     }
 

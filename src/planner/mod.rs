@@ -551,6 +551,23 @@ impl Pool {
 /// organization → product → seats and consumption.
 type Pools = HashMap<String, HashMap<String, Pool>>;
 
+/// The value of (organization, product) in a map by both, made on first use; looked up by
+/// borrowed names, which are copied only the first time (these maps change once per user).
+fn entry_of<'m, V: Default>(
+    map: &'m mut HashMap<String, HashMap<String, V>>,
+    organization: &str,
+    product: &str,
+) -> &'m mut V {
+    if !map.contains_key(organization) {
+        map.insert(organization.to_string(), HashMap::new());
+    }
+    let of_org = map.get_mut(organization).expect("inserted");
+    if !of_org.contains_key(product) {
+        of_org.insert(product.to_string(), V::default());
+    }
+    of_org.get_mut(product).expect("inserted")
+}
+
 /// What a resource manages in the licensing service; each has one owner.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Managed {
@@ -722,14 +739,7 @@ impl<'a> Planner<'a> {
     }
 
     fn pool_mut(&mut self, org: &str, product: &str) -> &mut Pool {
-        if !self.pools.contains_key(org) {
-            self.pools.insert(org.to_string(), HashMap::new());
-        }
-        let of_org = self.pools.get_mut(org).expect("inserted");
-        if !of_org.contains_key(product) {
-            of_org.insert(product.to_string(), Pool::default());
-        }
-        of_org.get_mut(product).expect("inserted")
+        entry_of(&mut self.pools, org, product)
     }
 
     /// Tenant isolation and existence: the organization this resource may act on.
