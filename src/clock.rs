@@ -1,4 +1,5 @@
-//! Time comes from a clock that is passed in, so tests and `--now` control it.
+//! Time comes from a clock that is passed in, so tests and `--now` control it; so does a
+//! request to stop ([`Interrupt`]: Ctrl-C, SIGTERM).
 
 use crate::domain::Instant;
 use jiff::ToSpan;
@@ -49,5 +50,50 @@ impl Clock for FixedClock {
         let mut t = self.0.lock().expect("clock lock");
         *t += (seconds as i64).seconds();
         Box::pin(std::future::ready(()))
+    }
+}
+
+/// A request to stop a run early (Ctrl-C, SIGTERM): the executor finishes the call in flight,
+/// starts no other, and returns with everything done on record. Clones share one request.
+#[derive(Clone, Debug, Default)]
+pub struct Interrupt(std::sync::Arc<InterruptState>);
+
+#[derive(Debug, Default)]
+struct InterruptState {
+    requested: std::sync::atomic::AtomicBool,
+    /// Tests: the request comes by itself at the n-th look (0: never).
+    after_looks: std::sync::atomic::AtomicU64,
+}
+
+impl Interrupt {
+    pub fn request(&self) {
+        self.0
+            .requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a stop was requested; the executor looks before each call that changes
+    /// something.
+    pub fn requested(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.0.after_looks.load(SeqCst);
+        if n > 0 && self.0.after_looks.fetch_sub(1, SeqCst) == 1 {
+            self.request();
+        }
+        self.0.requested.load(SeqCst)
+    }
+
+    /// Whether a stop was requested, without counting as a look.
+    pub fn was_requested(&self) -> bool {
+        self.0.requested.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// An interrupt that arrives by itself at the executor's `looks`-th look (so at a chosen
+    /// point of a run): for tests and simulations of Ctrl-C.
+    pub fn after_looks(looks: u64) -> Interrupt {
+        let i = Interrupt::default();
+        i.0.after_looks
+            .store(looks, std::sync::atomic::Ordering::SeqCst);
+        i
     }
 }

@@ -71,6 +71,9 @@ pub struct Report {
     pub converged: bool,
     pub backend_reads: u64,
     pub backend_writes: u64,
+    /// Stopped early by an [`Interrupt`](crate::clock::Interrupt): what was done is on record,
+    /// the rest was not started.
+    pub interrupted: bool,
 }
 
 pub const DEFAULT_MAX_PASSES: usize = 8;
@@ -110,18 +113,21 @@ pub async fn converge<B: Backend, L: Ledger>(
     let organizations = desired.organizations();
     let mut run = Run::default();
     let passes = max_passes.max(1);
-    for pass in 1..=passes {
+    for number in 1..=passes {
         let now = clock.now();
         let observed = observe(backend, &organizations).await?;
         run.reads += organizations.len() as u64;
         let mut plan = planner::plan_with(desired, &observed, now, options, &run.refusals);
         store_statuses(desired, &mut plan);
-        if plan.actions.is_empty() || pass == passes {
+        if plan.actions.is_empty() || number == passes {
             ledger.save(desired, SavePoint::Final).await?;
             backend.checkpoint().await?;
-            return Ok(run.report(plan, pass, observed));
+            return Ok(run.report(plan, number, observed));
         }
-        // Purchase keys and statuses are on record before any purchase is attempted.
+        // Purchase keys, statuses and the licences about to be assigned are on record before
+        // any change is attempted: an interrupt or a crash never leaves a change made by
+        // seatkeeper that its records do not name.
+        claim_intended(desired, &plan.actions, &observed);
         ledger.save(desired, SavePoint::BeforeChanges).await?;
         let actions = std::mem::take(&mut plan.actions);
         let pass = Pass {
@@ -137,6 +143,14 @@ pub async fn converge<B: Backend, L: Ledger>(
             ledger.save(desired, SavePoint::Final).await?;
             backend.checkpoint().await?;
             return Err(e);
+        }
+        if options.interrupt.was_requested() {
+            // Stopped early: everything done is on record, nothing else is started.
+            ledger.save(desired, SavePoint::Final).await?;
+            backend.checkpoint().await?;
+            let mut report = run.report(plan, number, observed);
+            report.interrupted = true;
+            return Ok(report);
         }
         ledger.save(desired, SavePoint::AfterPass).await?;
     }
@@ -179,6 +193,7 @@ impl Run {
             passes,
             backend_reads: self.reads,
             backend_writes: self.writes,
+            interrupted: false,
         }
     }
 
@@ -193,7 +208,13 @@ impl Run {
         let mut unfinished = BTreeSet::new();
         self.purchase_side(pass, desired, Phase::Buy, &mut unfinished)
             .await?;
+        if pass.options.interrupt.was_requested() {
+            return Ok(());
+        }
         self.licences(pass, desired, &unfinished).await?;
+        if pass.options.interrupt.was_requested() {
+            return Ok(());
+        }
         self.purchase_side(pass, desired, Phase::Reduce, &mut unfinished)
             .await
     }
@@ -211,6 +232,9 @@ impl Run {
             let resource = action.resource();
             if self.refusals.resources.contains_key(&resource) {
                 continue;
+            }
+            if pass.options.interrupt.requested() {
+                return Ok(());
             }
             self.writes += 1;
             let refused = match apply_one(pass.backend, pass.clock, action).await {
@@ -255,6 +279,7 @@ impl Run {
             calls.push(assign_batch(
                 pass.backend,
                 pass.clock,
+                &pass.options.interrupt,
                 b.organization,
                 &b.changes,
             ));
@@ -268,11 +293,23 @@ impl Run {
         for (b, results) in batches.into_iter().zip(results) {
             // A failed call changed nothing we know of; the others are recorded first.
             match results {
-                Ok(results) => {
+                // Not sent (interrupted): the licences claimed for it are not seatkeeper's.
+                Ok(None) => {
+                    for (i, change) in b.actions.into_iter().zip(&b.changes) {
+                        unclaim(desired, &pass.actions[i], change, pass.observed);
+                    }
+                }
+                Ok(Some(results)) => {
                     for ((i, change), result) in b.actions.into_iter().zip(b.changes).zip(results) {
                         match result {
                             Ok(()) => done.entry(i).or_default().push(change),
-                            Err(r) => self.refused_user(desired, &pass.actions[i], change, r),
+                            Err(r) => self.refused_user(
+                                desired,
+                                pass.observed,
+                                &pass.actions[i],
+                                change,
+                                r,
+                            ),
                         }
                     }
                 }
@@ -346,12 +383,14 @@ impl Run {
     fn refused_user(
         &mut self,
         desired: &mut Desired,
+        observed: &Observed,
         action: &Action,
         change: UserChange,
         refusal: Refusal,
     ) {
         let resource = action.resource();
         let block = Block::from(&refusal);
+        unclaim(desired, action, &change, observed);
         if resource.kind == Kind::AddOn {
             record_auto_assigned(desired, &resource, &change.user, Err(&refusal));
         } else {
@@ -388,24 +427,71 @@ fn record_licensed(
     let Some(d) = find(&mut desired.assignments, &resource) else {
         return;
     };
-    let added: Vec<Vec<String>> = changes
-        .iter()
-        .map(|change| {
-            let held: BTreeSet<&str> = before
-                .and_then(|o| o.user(&change.user))
-                .map(|u| u.licenses.iter().map(|l| l.product.as_str()).collect())
-                .unwrap_or_default();
-            change
-                .add
-                .iter()
-                .map(|l| l.product.clone())
-                .filter(|p| !held.contains(p.as_str()))
-                .collect()
-        })
-        .collect();
+    let added: Vec<Vec<String>> = changes.iter().map(|c| newly_added(c, before)).collect();
     record_owned(&mut d.status.owned, changes.iter().zip(&added));
     for change in changes {
         record_removals(&mut d.status, change, now);
+    }
+}
+
+/// The products a change gives its user that the user did not hold when the pass read the
+/// tenant: the licences a LicenseAssignment owns once the change is made.
+fn newly_added(change: &UserChange, before: Option<&crate::domain::Organization>) -> Vec<String> {
+    let user = before.and_then(|o| o.user(&change.user));
+    change
+        .add
+        .iter()
+        .filter(|l| user.is_none_or(|u| u.licence(&l.product).is_none()))
+        .map(|l| l.product.clone())
+        .collect()
+}
+
+/// Before a pass changes anything, each LicenseAssignment's records already own the licences
+/// it is about to assign (as a purchase's key is recorded before the purchase): a run stopped
+/// or killed half-way leaves no licence seatkeeper assigned that its records do not name, so
+/// a later `delete` or a dropped user still finds it. A claim whose change is refused or never
+/// sent is withdrawn ([`unclaim`]); one whose outcome is unknown (a lost reply) stays, and
+/// only ever names a licence the resource asked for.
+fn claim_intended(desired: &mut Desired, actions: &[Action], observed: &Observed) {
+    for action in actions {
+        let (Op::AssignLicenses { users }, Kind::LicenseAssignment) = (&action.op, action.kind)
+        else {
+            continue;
+        };
+        let Some(d) = find(&mut desired.assignments, &action.resource()) else {
+            continue;
+        };
+        let before = observed.organizations.get(&action.organization);
+        let owned = &mut d.status.owned;
+        let len = owned.len();
+        for change in users {
+            owned.extend(newly_added(change, before).into_iter().map(|product| {
+                crate::planner::resources::OwnedLicence {
+                    user: change.user.clone(),
+                    product,
+                }
+            }));
+        }
+        if owned.len() != len {
+            owned.sort();
+            owned.dedup();
+        }
+    }
+}
+
+/// A claimed change was refused or not sent: its new licences are not the resource's.
+fn unclaim(desired: &mut Desired, action: &Action, change: &UserChange, observed: &Observed) {
+    if action.kind != Kind::LicenseAssignment {
+        return;
+    }
+    let added = newly_added(change, observed.organizations.get(&action.organization));
+    if added.is_empty() {
+        return;
+    }
+    if let Some(d) = find(&mut desired.assignments, &action.resource()) {
+        d.status
+            .owned
+            .retain(|o| !(o.user.eq_ignore_ascii_case(&change.user) && added.contains(&o.product)));
     }
 }
 
@@ -476,13 +562,20 @@ where
     }
 }
 
+/// One batch's call; `None` when a stop was requested before it was sent.
 async fn assign_batch<B: Backend>(
     backend: &B,
     clock: &dyn Clock,
+    interrupt: &crate::clock::Interrupt,
     org: &str,
     batch: &[UserChange],
-) -> Result<Vec<Result<(), Refusal>>, BackendError> {
-    retrying(clock, || backend.assign_licences(org, batch)).await
+) -> Result<Option<Vec<Result<(), Refusal>>>, BackendError> {
+    if interrupt.requested() {
+        return Ok(None);
+    }
+    retrying(clock, || backend.assign_licences(org, batch))
+        .await
+        .map(Some)
 }
 
 /// One purchase-side action.

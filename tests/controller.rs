@@ -57,6 +57,7 @@ fn start(server: &ApiServer, state: &Path, identity: &str, resync: Duration) -> 
             ..Options::default()
         },
         metrics_addr: metrics,
+        lock_timeout: Some(Duration::from_secs(5)),
         election: Some(Election {
             namespace: "seatkeeper".into(),
             name: "seatkeeper".into(),
@@ -473,8 +474,10 @@ async fn e2e_deletion_policies_unassign_retain_cancel_orphan_and_refused() {
     ))
     .await;
     let r = start(&w.server, &w.state, "a", Duration::from_secs(60));
-    w.create(NS, lasg("unassign", 0..2, "ENTERPRISEPACK", json!({})))
-        .await;
+    // Its users hold nothing else: losing their mailboxes is acknowledged (R28).
+    let mut unassign = lasg("unassign", 0..2, "ENTERPRISEPACK", json!({}));
+    unassign["metadata"]["annotations"] = json!({"seatkeeper.dev/acknowledge-downgrade": "true"});
+    w.create(NS, unassign).await;
     w.create(
         NS,
         lasg(
@@ -905,6 +908,7 @@ async fn e2e_the_controller_runs_with_any_backend() {
         resync: Duration::from_secs(600),
         options: Options::default(),
         metrics_addr: free_port(),
+        lock_timeout: None,
         election: None,
     };
     let client = w.server.client();

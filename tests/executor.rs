@@ -181,7 +181,7 @@ async fn r12_throttled_for_too_long_fails_the_run_without_partial_guesswork() {
 }
 
 #[tokio::test]
-async fn r19_crash_between_assign_and_ownership_record_never_removes_what_it_did_not_record() {
+async fn r19_a_lost_reply_keeps_the_licences_claimed_so_a_deletion_finds_them() {
     let clock = Arc::new(FixedClock::new(now()));
     let mut faulty = faulty(Embedded::new(tenant(5, 5, ""), None, clock.clone()));
     faulty.hook.crash_on_assign_call = Some(1);
@@ -189,11 +189,12 @@ async fn r19_crash_between_assign_and_ownership_record_never_removes_what_it_did
         assignments: vec![assignment("staff", &upns(5), "ENTERPRISEPACK")],
         ..Default::default()
     };
-    // The service assigned, then the connection dropped: the run fails, nothing is recorded.
+    // The service assigned, then the connection dropped: the run fails, but the licences were
+    // claimed before the call (as a purchase's key is recorded before the purchase).
     let err = run(&faulty, &mut desired, &clock).await.unwrap_err();
     assert!(matches!(err, BackendError::Unavailable(_)));
     assert_eq!(held(&faulty.inner, "ENTERPRISEPACK"), 5);
-    assert!(desired.assignments[0].status.owned.is_empty());
+    assert_eq!(desired.assignments[0].status.owned.len(), 5);
 
     // The retry finds the licences in place: nothing to do, nothing assigned twice.
     faulty.hook.crash_on_assign_call = None;
@@ -202,10 +203,129 @@ async fn r19_crash_between_assign_and_ownership_record_never_removes_what_it_did
     assert_eq!(report.backend_writes, 0);
     assert_eq!(faulty.hook.assign_calls.load(Ordering::SeqCst), 1);
 
-    // Deleting with Unassign removes only recorded licences: these stay (safe side of R19).
+    // Deleting with Unassign (the users' mailboxes acknowledged, R28) finds every licence.
     desired.assignments[0].meta.deleting = true;
+    desired.assignments[0].meta.flags.acknowledge_downgrade = true;
     run(&faulty, &mut desired, &clock).await.unwrap();
-    assert_eq!(held(&faulty.inner, "ENTERPRISEPACK"), 5);
+    assert_eq!(held(&faulty.inner, "ENTERPRISEPACK"), 0);
+}
+
+/// Another admin takes seats between seatkeeper's read and its licence call.
+struct SeatsTakenMeanwhile {
+    inner: Embedded,
+    taken: std::sync::atomic::AtomicBool,
+}
+
+impl Backend for SeatsTakenMeanwhile {
+    async fn snapshot(&self, o: &str) -> Result<seatkeeper::backend::Snapshot> {
+        self.inner.snapshot(o).await
+    }
+    async fn buy_subscription(
+        &self,
+        o: &str,
+        r: &seatkeeper::backend::PurchaseRequest,
+    ) -> Result<seatkeeper::domain::Subscription> {
+        self.inner.buy_subscription(o, r).await
+    }
+    async fn convert_trial(&self, o: &str, id: &str) -> Result<()> {
+        self.inner.convert_trial(o, id).await
+    }
+    async fn set_seats(
+        &self,
+        o: &str,
+        id: &str,
+        seats: u32,
+        key: Option<&str>,
+    ) -> Result<seatkeeper::backend::SeatChange> {
+        self.inner.set_seats(o, id, seats, key).await
+    }
+    async fn set_recurring_billing(&self, o: &str, id: &str, on: bool) -> Result<()> {
+        self.inner.set_recurring_billing(o, id, on).await
+    }
+    async fn cancel(&self, o: &str, id: &str) -> Result<seatkeeper::backend::Cancellation> {
+        self.inner.cancel(o, id).await
+    }
+    async fn buy_add_on(
+        &self,
+        o: &str,
+        base: &str,
+        product: &str,
+        quantity: u32,
+        key: &str,
+    ) -> Result<seatkeeper::domain::TraditionalAddOn> {
+        self.inner.buy_add_on(o, base, product, quantity, key).await
+    }
+    async fn set_add_on_quantity(&self, o: &str, base: &str, id: &str, q: u32) -> Result<()> {
+        self.inner.set_add_on_quantity(o, base, id, q).await
+    }
+    async fn cancel_add_on(&self, o: &str, base: &str, id: &str) -> Result<()> {
+        self.inner.cancel_add_on(o, base, id).await
+    }
+    async fn assign_licences(
+        &self,
+        o: &str,
+        batch: &[seatkeeper::domain::UserChange],
+    ) -> Result<Vec<std::result::Result<(), Refusal>>> {
+        if !self.taken.swap(true, Ordering::SeqCst) {
+            // Two seats go to users outside seatkeeper's declarations.
+            let other = seatkeeper::domain::UserChange {
+                user: "u4@contoso.com".into(),
+                add: vec![seatkeeper::domain::Licence::new("ENTERPRISEPACK", &[])],
+                remove: vec![],
+                plans_only: vec![],
+            };
+            let mut also = other.clone();
+            also.user = "u3@contoso.com".into();
+            self.inner.assign_licences(o, &[other, also]).await?;
+        }
+        self.inner.assign_licences(o, batch).await
+    }
+}
+
+#[tokio::test]
+async fn r16_a_seat_taken_between_read_and_write_refuses_that_user_and_claims_nothing_for_them() {
+    let clock = Arc::new(FixedClock::new(now()));
+    let backend = SeatsTakenMeanwhile {
+        inner: Embedded::new(tenant(5, 3, ""), None, clock.clone()),
+        taken: Default::default(),
+    };
+    let mut desired = Desired {
+        assignments: vec![assignment("staff", &upns(3), "ENTERPRISEPACK")],
+        ..Default::default()
+    };
+    let report = run(&backend, &mut desired, &clock).await.unwrap();
+    let refused: Vec<_> = report
+        .executed
+        .iter()
+        .filter(|e| e.refused.is_some())
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "the service refused: {:?}",
+        report.executed
+    );
+    let owned: Vec<&str> = desired.assignments[0]
+        .status
+        .owned
+        .iter()
+        .map(|o| o.user.as_str())
+        .collect();
+    let holders: Vec<String> = backend.inner.tenant().organizations[0]
+        .users
+        .iter()
+        .filter(|u| u.licence("ENTERPRISEPACK").is_some())
+        .map(|u| u.upn.clone())
+        .collect();
+    // Exactly the declared users that got a licence are claimed; u3 and u4 (assigned by
+    // someone else) and the refused ones are not.
+    for u in &owned {
+        assert!(
+            holders.iter().any(|h| h == u),
+            "{u} claimed without a licence"
+        );
+    }
+    assert!(!owned.contains(&"u3@contoso.com") && !owned.contains(&"u4@contoso.com"));
+    assert_eq!(owned.len() + 2, holders.len(), "{owned:?} {holders:?}");
 }
 
 #[tokio::test]

@@ -470,8 +470,11 @@ fn autoscale_desired(c: &Demand, listed: &BTreeSet<usize>) -> Desired {
         .unwrap(),
         status: Default::default(),
     });
+    // Users leave the company: losing their mailboxes is acknowledged (R28).
+    let mut team = meta("team");
+    team.flags.acknowledge_downgrade = true;
     d.assignments.push(Declared::<_, LicenseAssignmentStatus> {
-        meta: meta("team"),
+        meta: team,
         spec: serde_json::from_value(serde_json::json!({
             "organization": "contoso.com", "users": listed.iter().map(|i| upn(*i)).collect::<Vec<_>>(),
             "licenses": [{"product": "SPB"}],
@@ -593,5 +596,159 @@ proptest! {
     #[test]
     fn autoscale_follows_demand_within_limits_and_the_window_without_flapping(c in demand_case()) {
         autoscale_follows_demand(&c)?;
+    }
+}
+
+/// One step of a local session on one tenant file: `apply` of one of two declarations or a
+/// `delete` of every LicenseAssignment, perhaps interrupted (as by Ctrl-C) at the executor's
+/// n-th look before a call.
+#[derive(Clone, Debug)]
+struct Step {
+    verb: u8,
+    interrupt_at: Option<u64>,
+}
+
+const SESSION_USERS: usize = 60;
+
+fn session_team(name: &str, users: std::ops::Range<usize>) -> String {
+    let members: Vec<String> = users.map(|i| format!("u{i}@contoso.com")).collect();
+    format!(
+        "---\napiVersion: seatkeeper.dev/v1alpha1\nkind: LicenseAssignment\nmetadata: {{name: {name}, annotations: {{seatkeeper.dev/acknowledge-downgrade: \"true\", seatkeeper.dev/allow-bulk-removal: \"true\"}}}}\nspec: {{organization: contoso.com, users: [{}], licenses: [{{product: EXCHANGESTANDARD}}], deletionPolicy: Unassign}}\n",
+        members.join(", ")
+    )
+}
+
+/// (declaration A, declaration B, every LicenseAssignment)
+fn session_manifests() -> [String; 3] {
+    let essentials = "apiVersion: seatkeeper.dev/v1alpha1\nkind: Subscription\nmetadata: {name: essentials}\nspec: {organization: contoso.com, product: O365_BUSINESS_ESSENTIALS, seats: 10}\n";
+    [
+        format!(
+            "{essentials}{}{}",
+            session_team("team-0", 0..20),
+            session_team("team-1", 20..40)
+        ),
+        format!(
+            "{essentials}{}{}",
+            session_team("team-0", 0..10),
+            session_team("team-2", 40..60)
+        ),
+        format!(
+            "{}{}{}",
+            session_team("team-0", 0..20),
+            session_team("team-1", 20..40),
+            session_team("team-2", 40..60)
+        ),
+    ]
+}
+
+fn session_check(dir: &std::path::Path, after: &str) -> Result<TenantFile, TestCaseError> {
+    let t = TenantFile::load(&dir.join("tenant.yaml"))
+        .map_err(|e| TestCaseError::fail(format!("after {after}: tenant file lost: {e}")))?;
+    let bought = t.organizations[0]
+        .subscriptions
+        .iter()
+        .filter(|s| s.product == "O365_BUSINESS_ESSENTIALS")
+        .count();
+    prop_assert!(bought <= 1, "after {after}: bought {bought} times");
+    let owned: BTreeSet<(String, String)> = t
+        .resources
+        .iter()
+        .flat_map(|r| r.status["owned"].as_array().cloned().unwrap_or_default())
+        .map(|o| {
+            (
+                o["user"].as_str().unwrap_or_default().to_lowercase(),
+                o["product"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for u in &t.organizations[0].users {
+        for l in &u.licenses {
+            prop_assert!(
+                owned.contains(&(u.upn.to_lowercase(), l.product.clone())),
+                "after {after}: {} holds {} and no record says seatkeeper assigned it",
+                u.upn,
+                l.product
+            );
+        }
+    }
+    Ok(t)
+}
+
+fn session(steps: &[Step]) -> Result<(), TestCaseError> {
+    use seatkeeper::clock::Interrupt;
+    let dir = tempfile::tempdir().unwrap();
+    let users: String = (0..SESSION_USERS)
+        .map(|i| format!("  - {{upn: u{i}@contoso.com, usageLocation: NL}}\n"))
+        .collect();
+    std::fs::write(
+        dir.path().join("tenant.yaml"),
+        format!("organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  users:\n{users}  subscriptions:\n  - {{id: sub-ex, product: EXCHANGESTANDARD, seats: {SESSION_USERS}, purchasedAt: '2026-11-01T00:00:00Z'}}\n"),
+    )
+    .unwrap();
+    let names = ["a.yaml", "b.yaml", "all.yaml"];
+    for (name, text) in names.iter().zip(session_manifests()) {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let state = dir.path().join("tenant.yaml");
+    let run = |verb: &str, file: &str, interrupt: Interrupt| {
+        let file = dir.path().join(file);
+        let argv = [
+            "seatkeeper",
+            verb,
+            "-f",
+            file.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--now",
+            "2026-11-21T09:00:00Z",
+            "-o",
+            "json",
+        ];
+        seatkeeper::cli::main_with(&argv, interrupt)
+    };
+    for (i, step) in steps.iter().enumerate() {
+        let (verb, file) = match step.verb {
+            0 => ("apply", names[0]),
+            1 => ("apply", names[1]),
+            _ => ("delete", names[2]),
+        };
+        let interrupt = step
+            .interrupt_at
+            .map_or_else(Interrupt::default, Interrupt::after_looks);
+        let code = run(verb, file, interrupt);
+        let after = format!(
+            "step {i} ({verb} {file}, interrupted at {:?})",
+            step.interrupt_at
+        );
+        prop_assert!([0, 3, 130].contains(&code), "{after}: exit {code}");
+        session_check(dir.path(), &after)?;
+    }
+    // Uninterrupted, the session ends where it would have without interrupts.
+    prop_assert_eq!(run("apply", names[0], Interrupt::default()), 0);
+    prop_assert_eq!(run("delete", names[2], Interrupt::default()), 0);
+    let t = session_check(dir.path(), "the final delete")?;
+    let held: usize = t.organizations[0]
+        .users
+        .iter()
+        .map(|u| u.licenses.len())
+        .sum();
+    prop_assert_eq!(
+        held,
+        0,
+        "every licence seatkeeper assigned was found and removed"
+    );
+    Ok(())
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (0u8..3, prop::option::weighted(0.6, 1u64..5))
+        .prop_map(|(verb, interrupt_at)| Step { verb, interrupt_at })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48), failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn interleaved_applies_deletes_and_interrupts_lose_no_record_and_buy_once(steps in prop::collection::vec(step(), 1..6)) {
+        session(&steps)?;
     }
 }

@@ -56,6 +56,57 @@ pub struct TenantFile {
     /// seatkeeper's own records of the resources applied without a cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<ResourceRecord>,
+    /// How many times the deletion of each resource (`Kind/namespace/name`) completed: a
+    /// resource applied again under the same name is a new one (a new purchase key), as a
+    /// cluster gives a re-created object a new uid.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub deletions: std::collections::BTreeMap<String, u32>,
+    /// The latest change the simulator made (a purchase, a seat change, a licence change…):
+    /// the tenant's clock never runs back past it (`--now`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<RecordedChange>,
+}
+
+/// When a change was made and what it was, in words.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordedChange {
+    pub at: Instant,
+    pub what: String,
+}
+
+impl RecordedChange {
+    /// One change of `org` from `before` (its subscriptions then) and the users it touched.
+    fn of(org: &Organization, before: &[Subscription], users: &[&str], at: Instant) -> Self {
+        let changed = org
+            .subscriptions
+            .iter()
+            .find(|s| before.iter().find(|b| b.id == s.id) != Some(*s));
+        let what = match (changed, users) {
+            (Some(s), _) => format!("a change of subscription {} in {}", s.id, org.domain),
+            (None, [user]) => format!("a licence change of {user} in {}", org.domain),
+            (None, users) => format!(
+                "licence changes of {} in {}",
+                crate::domain::counted(users.len(), "user", "users"),
+                org.domain
+            ),
+        };
+        RecordedChange { at, what }
+    }
+}
+
+impl TenantFile {
+    /// The uid of a resource applied without a cluster and without `metadata.uid`: a function
+    /// of its name and how often a resource of that name was deleted, so two runs of one
+    /// declaration give its purchase one key (earlier versions took the run's start time).
+    pub fn uid_for(&self, kind: &str, namespace: &str, name: &str) -> String {
+        let deleted = self
+            .deletions
+            .get(&format!("{kind}/{namespace}/{name}"))
+            .copied()
+            .unwrap_or(0);
+        format!("cli-{}", deleted + 1)
+    }
 }
 
 /// A tenant file that cannot be used, naming the file and the field.
@@ -325,6 +376,27 @@ impl Embedded {
         persist(&mut st)
     }
 
+    /// Resources whose deletion completed leave the records; each one's deletion is counted
+    /// (see [`TenantFile::uid_for`]).
+    pub fn forget_records(&self, gone: &[(String, String, String)]) -> Result<()> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut st = self.state.lock().expect("tenant lock");
+        st.refresh()?;
+        let tenant = &mut st.tenant;
+        tenant
+            .resources
+            .retain(|r| !gone.contains(&(r.kind.clone(), r.namespace.clone(), r.name.clone())));
+        for (kind, namespace, name) in gone {
+            *tenant
+                .deletions
+                .entry(format!("{kind}/{namespace}/{name}"))
+                .or_default() += 1;
+        }
+        persist(&mut st)
+    }
+
     /// Fold the journal into the tenant file (at the end of a run, or when idle).
     pub fn checkpoint(&self) -> Result<()> {
         let mut st = self.state.lock().expect("tenant lock");
@@ -396,7 +468,9 @@ impl Embedded {
             Done::Unchanged(out) => return Ok(out),
             Done::Changed(out) => out,
         };
+        let change = RecordedChange::of(org, &before, users, now);
         let entry = journal::Entry {
+            change: Some(change.clone()),
             organization: org.domain.clone(),
             subscriptions: (org.subscriptions != before).then(|| org.subscriptions.clone()),
             users: users
@@ -408,6 +482,7 @@ impl Embedded {
                 })
                 .collect(),
         };
+        st.tenant.last_change = Some(change);
         st.writes += 1;
         st.commit(entry)?;
         Ok(out)
@@ -454,11 +529,14 @@ fn persist(st: &mut State) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    // Named for this process: even a writer that ignored the lock could not write into
+    // another's temporary file.
     let tmp = dir.join(format!(
-        ".{}.tmp",
+        ".{}.{}.tmp",
         path.file_name()
             .and_then(|n| n.to_str())
-            .unwrap_or("tenant")
+            .unwrap_or("tenant"),
+        std::process::id()
     ));
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(st.tenant.to_yaml().as_bytes()).map_err(io)?;

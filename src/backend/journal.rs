@@ -12,7 +12,7 @@
 //! already holds, to the same result. A last line cut short by a crash was never acknowledged
 //! and is ignored (and cut off before the next append).
 
-use crate::backend::embedded::TenantFile;
+use crate::backend::embedded::{RecordedChange, TenantFile};
 use crate::domain::{Licence, Subscription};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -32,6 +32,9 @@ pub struct Entry {
     /// Each touched user's licences after the change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<UserLicences>,
+    /// When it was made (the tenant's `lastChange`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<RecordedChange>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -67,6 +70,9 @@ impl Entry {
             if !org.set_licences(&u.upn, u.licenses) {
                 return Err(format!("user {} is not in the tenant file", u.upn));
             }
+        }
+        if self.change.is_some() {
+            tenant.last_change = self.change;
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 pub mod embedded;
 pub mod hooked;
 pub mod journal;
+pub mod lock;
 pub mod microsoft;
 pub mod routed;
 

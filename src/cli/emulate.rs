@@ -79,6 +79,19 @@ pub fn run(args: &EmulateArgs) -> i32 {
             return super::EXIT_INVALID;
         }
     };
+    // The emulated services own the tenant file while they run, as `apply` does.
+    let _lock = match crate::backend::lock::acquire(
+        &args.state,
+        crate::backend::lock::Access::Write,
+        Duration::from_secs(30),
+        "seatkeeper emulate",
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return super::EXIT_INVALID;
+        }
+    };
     let mut tenant = match crate::backend::embedded::TenantFile::load(&args.state) {
         Ok(t) => t,
         Err(e) => {

@@ -15,8 +15,8 @@ use crate::backend::embedded::{Embedded, ResourceRecord, TenantFile};
 use crate::backend::hooked::Hooked;
 use crate::backend::microsoft::Microsoft;
 use crate::backend::routed::Routed;
-use crate::clock::{Clock, FixedClock, SystemClock};
-use crate::domain::Instant;
+use crate::clock::{Clock, FixedClock, Interrupt, SystemClock};
+use crate::domain::{Instant, counted};
 use crate::executor::{self, Ledger, NoLedger, SavePoint};
 use crate::intents::declared;
 use crate::planner::{Desired, Kind, Options};
@@ -113,6 +113,11 @@ struct RunArgs {
     /// How often the leader renews (and others check).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     lease_renew: std::time::Duration,
+    /// How long to wait at start while another process (a CLI apply) holds the tenant file
+    /// (e.g. 30s; 0 fails at once). With leader election, a replica leads only while it holds
+    /// the file; without it, the controller holds the file from start to stop.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    lock_timeout: std::time::Duration,
 }
 
 /// `10m`, `30s`, `1h`, `500ms` or plain seconds.
@@ -151,6 +156,7 @@ impl RunArgs {
                 ..Options::default()
             },
             metrics_addr: self.metrics_addr,
+            lock_timeout: Some(self.lock_timeout),
             election: self
                 .leader_election
                 .then(|| crate::controller::leader::Election {
@@ -238,6 +244,21 @@ fn run_controller(args: &RunArgs) -> i32 {
     }
 }
 
+/// SIGINT or SIGTERM during `apply`/`delete`: the changes in flight finish, everything done is
+/// saved and printed, exit 130. A second signal exits at once: the tenant file is still valid
+/// (every write is a rename or an fsync'ed journal line), only the changes in flight may be
+/// left for the next run.
+async fn interrupt_on_signals(interrupt: Interrupt) {
+    shutdown_signal().await;
+    interrupt.request();
+    eprintln!(
+        "interrupted: finishing the changes in flight, then saving (interrupt again to stop at once)"
+    );
+    shutdown_signal().await;
+    eprintln!("interrupted again: stopping now");
+    std::process::exit(EXIT_INTERRUPTED);
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -285,6 +306,10 @@ struct Args {
     /// mean nothing to do, with everything Ready or not).
     #[arg(long)]
     detailed_exitcode: bool,
+    /// How long to wait while another run holds the tenant file (e.g. 30s, 2m; 0 fails at
+    /// once). The file is locked for the whole run: one writer at a time, plans share.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    lock_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -308,10 +333,31 @@ pub const EXIT_NOT_READY: i32 = 3;
 pub const EXIT_CHANGES: i32 = 4;
 /// A usage error (as clap's own).
 pub const EXIT_USAGE: i32 = 2;
+/// `apply`/`delete` stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it): what
+/// was done is saved and printed.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// Run the command line; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    run_command(Cli::parse(), None)
+}
+
+/// `plan`, `apply` or `delete` in this process, as the command line `argv` (its first item
+/// the program name) would run it, stopped by `interrupt` instead of by signals: for tests
+/// that interrupt a run at a chosen point. Returns the exit code; output goes to stdout and
+/// stderr as usual.
+pub fn main_with(argv: &[&str], interrupt: Interrupt) -> i32 {
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => run_command(cli, Some(interrupt)),
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// One command; `interrupt` None listens to SIGINT and SIGTERM.
+fn run_command(cli: Cli, interrupt: Option<Interrupt>) -> i32 {
     let (args, mode) = match cli.command {
         Command::Crds => {
             print!("{}", crate::crdgen::crds_yaml());
@@ -327,11 +373,24 @@ pub fn main() -> i32 {
         eprintln!("error: --detailed-exitcode is for plan only");
         return EXIT_USAGE;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // One worker beside the run: it hears signals while the run is busy.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    match runtime.block_on(run(&args, mode)) {
+    let interrupt = match interrupt {
+        Some(i) => i,
+        None => {
+            let i = Interrupt::default();
+            if mode != Mode::Plan {
+                // `plan` changes nothing: a signal simply ends it.
+                runtime.spawn(interrupt_on_signals(i.clone()));
+            }
+            i
+        }
+    };
+    match runtime.block_on(run(&args, mode, &interrupt)) {
         Ok(code) => code,
         Err(e) => {
             let line: Vec<String> = e
@@ -363,6 +422,8 @@ enum CliError {
     Backend(#[from] BackendError),
     #[error("--now: {0}: expected an RFC 3339 time such as 2026-11-21T09:00:00Z")]
     Now(String),
+    #[error(transparent)]
+    Lock(#[from] crate::backend::lock::LockError),
     #[error(
         "--now {now} is before {what} ({then}) recorded in {file}: the tenant's clock cannot run \
          backwards; give a time at or after {then}"
@@ -375,8 +436,9 @@ enum CliError {
     },
 }
 
-/// The latest moment the tenant file records as past (a purchase, a resource's creation), so
-/// a `--now` before it is refused instead of charging for negative time.
+/// The latest moment the tenant file records as past (a purchase, a seat or licence change,
+/// a resource's creation), so a `--now` before it is refused instead of charging or
+/// crediting for negative time.
 fn latest_recorded(tenant: &TenantFile) -> Option<(Instant, String)> {
     let subscriptions = tenant.organizations.iter().flat_map(|o| {
         o.subscriptions.iter().filter_map(move |s| {
@@ -390,7 +452,12 @@ fn latest_recorded(tenant: &TenantFile) -> Option<(Instant, String)> {
         let what = format!("the creation of {} {}/{}", r.kind, r.namespace, r.name);
         (r.created_at, what)
     });
-    subscriptions.chain(resources).max_by_key(|(t, _)| *t)
+    let change = tenant.last_change.iter().map(|c| (c.at, c.what.clone()));
+    // At the same instant the last one named wins: a resource's creation explains it best.
+    subscriptions
+        .chain(change)
+        .chain(resources)
+        .max_by_key(|(t, _)| *t)
 }
 
 /// Keeps resource records in the tenant file, beside the tenant they describe.
@@ -435,8 +502,10 @@ fn records_of(
 }
 
 /// Inputs → declared state → the executor's run (on a copy for `plan`) → output and exit code.
-async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
+async fn run(args: &Args, mode: Mode, interrupt: &Interrupt) -> Result<i32, CliError> {
     let clock = clock_of(args)?;
+    // Held until the run ends: a second run waits, then fails naming this one.
+    let _lock = lock_state(args, mode)?;
     // With only Microsoft organizations the records file may not exist yet.
     let loaded = TenantFile::load(&args.state);
     let missing = loaded.is_err() && !args.state.exists();
@@ -487,6 +556,7 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
         require_namespace_binding: args.require_namespace_binding,
         max_seat_increase: args.max_seat_increase,
         per_organization: crate::organizations::limits(&organizations),
+        interrupt: interrupt.clone(),
         ..Options::default()
     };
     let run = Execution {
@@ -523,6 +593,20 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     );
     print!("{text}");
     let changes = report.executed.iter().any(|e| e.refused.is_none());
+    if interrupt.was_requested() {
+        let done = report
+            .executed
+            .iter()
+            .filter(|e| e.refused.is_none())
+            .count();
+        eprintln!(
+            "interrupted: stopped after {} (listed above, with any money charged); everything \
+             done is saved in {}; run the same command again to finish",
+            counted(done, "change", "changes"),
+            args.state.display()
+        );
+        return Ok(EXIT_INTERRUPTED);
+    }
     Ok(if args.detailed_exitcode && changes {
         EXIT_CHANGES
     } else if all_done && report.converged {
@@ -530,6 +614,30 @@ async fn run(args: &Args, mode: Mode) -> Result<i32, CliError> {
     } else {
         EXIT_NOT_READY
     })
+}
+
+/// The tenant file's lock for this run: shared for `plan`, exclusive otherwise. A tenant
+/// file in a folder that does not exist (a run with Microsoft organizations only) needs none.
+fn lock_state(
+    args: &Args,
+    mode: Mode,
+) -> Result<Option<crate::backend::lock::StateLock>, CliError> {
+    use crate::backend::lock::{Access, acquire};
+    let dir = args.state.parent().filter(|p| !p.as_os_str().is_empty());
+    if dir.is_some_and(|d| !d.is_dir()) {
+        return Ok(None);
+    }
+    let (access, command) = match mode {
+        Mode::Plan => (Access::Read, "seatkeeper plan"),
+        Mode::Apply => (Access::Write, "seatkeeper apply"),
+        Mode::Delete => (Access::Write, "seatkeeper delete"),
+    };
+    Ok(Some(acquire(
+        &args.state,
+        access,
+        args.lock_timeout,
+        command,
+    )?))
 }
 
 /// `--now` fixes the clock; without it, the real time.
@@ -600,11 +708,12 @@ impl Applied {
                 .creation_timestamp
                 .as_ref()
                 .map_or(start, |t| t.0);
-            let entry = d.meta.entry(key.clone()).or_insert((
-                created,
-                format!("{}", created.as_second()),
-                false,
-            ));
+            let uid = obj
+                .meta()
+                .uid
+                .clone()
+                .unwrap_or_else(|| tenant.uid_for(obj.kind(), &key.1, &key.2));
+            let entry = d.meta.entry(key.clone()).or_insert((created, uid, false));
             // `plan` of a deletion in progress still plans the deletion.
             entry.2 = mode == Mode::Delete || (entry.2 && mode == Mode::Plan);
             d.targets.push(key);
@@ -763,10 +872,7 @@ impl Execution<'_> {
                 .iter()
                 .map(|r| (r.kind.as_str().into(), r.namespace.clone(), r.name.clone()))
                 .collect();
-            let mut records = backend.default.tenant().resources;
-            records
-                .retain(|r| !gone.contains(&(r.kind.clone(), r.namespace.clone(), r.name.clone())));
-            backend.default.save_records(records)?;
+            backend.default.forget_records(&gone)?;
         }
         Ok(report)
     }

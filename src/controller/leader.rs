@@ -19,14 +19,18 @@ pub struct Election {
 }
 
 /// Runs until `stop` fires, publishing whether this process leads. On stop it gives the Lease
-/// up (so a successor need not wait) and reports `false`.
+/// up (so a successor need not wait) and reports `false`. With `state`, this process leads
+/// only while it also holds that tenant file's lock (a CLI `apply` on the file keeps it from
+/// leading until the apply is over).
 pub async fn run(
     client: kube::Client,
     election: Election,
     leading: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
+    state: Option<std::path::PathBuf>,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &election.namespace);
+    let mut file = FileLock::default();
     loop {
         let now = jiff::Timestamp::now();
         let lead = match try_acquire(&api, &election, now).await {
@@ -36,6 +40,10 @@ pub async fn run(
                 // Without a renewal we must assume another replica may take over.
                 false
             }
+        };
+        let lead = match &state {
+            Some(path) => file.hold(path, lead),
+            None => lead,
         };
         if *leading.borrow() != lead {
             tracing::info!(identity = %election.identity, leading = lead, "leadership changed");
@@ -49,6 +57,51 @@ pub async fn run(
     if *leading.borrow() {
         leading.send_replace(false);
         let _ = release(&api, &election).await;
+    }
+    drop(file);
+}
+
+/// The tenant file's lock, held while leading.
+#[derive(Default)]
+struct FileLock {
+    held: Option<crate::backend::lock::StateLock>,
+    /// The holder last reported, so a long wait logs once.
+    waiting_for: Option<String>,
+}
+
+impl FileLock {
+    /// Whether this process may lead: it holds the Lease (`lease`) and the file.
+    fn hold(&mut self, path: &std::path::Path, lease: bool) -> bool {
+        if !lease {
+            self.held = None;
+            return false;
+        }
+        if self.held.is_some() {
+            return true;
+        }
+        match crate::backend::lock::try_acquire(path, "seatkeeper run") {
+            Ok(Some(l)) => {
+                self.held = Some(l);
+                self.waiting_for = None;
+                true
+            }
+            Ok(None) => {
+                let holder = crate::backend::lock::held_by(path).unwrap_or_default();
+                if self.waiting_for.as_ref() != Some(&holder) {
+                    tracing::warn!(
+                        file = %path.display(),
+                        holder = %holder,
+                        "the tenant file is in use by another process: not leading until it is free"
+                    );
+                    self.waiting_for = Some(holder);
+                }
+                false
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                false
+            }
+        }
     }
 }
 

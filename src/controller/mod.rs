@@ -55,6 +55,10 @@ pub struct RunConfig {
     pub metrics_addr: SocketAddr,
     /// None: no leader election (a single replica).
     pub election: Option<leader::Election>,
+    /// [`run`] holds the tenant file's lock (see [`crate::backend::lock`]): without leader
+    /// election from start to stop, waiting this long for it at start; with it, while leading.
+    /// None: no lock (a backend without a file).
+    pub lock_timeout: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,9 +96,29 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Without an election this process is the only writer from start to stop.
+    let _lock = match (cfg.lock_timeout, &cfg.election) {
+        (Some(timeout), None) => {
+            let path = cfg.state.clone();
+            let lock = tokio::task::spawn_blocking(move || {
+                crate::backend::lock::acquire(
+                    &path,
+                    crate::backend::lock::Access::Write,
+                    timeout,
+                    "seatkeeper run",
+                )
+            })
+            .await
+            .expect("the lock task does not panic")
+            .map_err(|e| RunError::State(e.to_string()))?;
+            Some(lock)
+        }
+        _ => None,
+    };
     let embedded =
         Embedded::open(&cfg.state, clock.clone()).map_err(|e| RunError::State(e.to_string()))?;
-    run_with(client, cfg, embedded, clock, stop).await
+    let state = cfg.lock_timeout.map(|_| cfg.state.clone());
+    run_inner(client, cfg, embedded, clock, stop, state).await
 }
 
 /// Runs the controller with any backend until `stop` turns true. Serves /metrics, /healthz
@@ -106,6 +130,18 @@ pub async fn run_with<B: Backend + 'static>(
     clock: Arc<dyn Clock>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
+    run_inner(client, cfg, backend, clock, stop, None).await
+}
+
+/// `run_with`, leading only while holding `state`'s lock when one is given.
+async fn run_inner<B: Backend + 'static>(
+    client: kube::Client,
+    cfg: RunConfig,
+    backend: B,
+    clock: Arc<dyn Clock>,
+    stop: watch::Receiver<bool>,
+    state: Option<PathBuf>,
+) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
@@ -114,10 +150,10 @@ pub async fn run_with<B: Backend + 'static>(
     let http = http::serve(listener, metrics.clone(), ready.clone(), stop.clone());
 
     let (leading_tx, leading) = watch::channel(cfg.election.is_none());
-    let election = cfg
-        .election
-        .clone()
-        .map(|e| tokio::spawn(leader::run(client.clone(), e, leading_tx, stop.clone())));
+    let election = cfg.election.clone().map(|e| {
+        let run = leader::run(client.clone(), e, leading_tx, stop.clone(), state);
+        tokio::spawn(run)
+    });
 
     let wc = watcher::Config::default().any_semantic();
     let (triggers, receivers) = watches::triggers();

@@ -58,6 +58,13 @@ pub enum Refusal {
     UsageLocationMissing { user: String },
     #[error("a downgrade needs acknowledging")]
     DowngradeNotAcknowledged { user: String, products: Vec<String> },
+    #[error("a removal would leave the user without any data-bearing service")]
+    DataLoss {
+        user: String,
+        products: Vec<String>,
+        /// When the service deletes the data if the removal is made now (R19).
+        deleted_on: Instant,
+    },
     #[error("licences of this product come only from self-service purchases")]
     SelfServiceOnly { product: String },
     #[error("add-on not available")]
@@ -118,7 +125,9 @@ impl Refusal {
             Refusal::UserNotFound { .. } => BlockReason::UserNotFound,
             Refusal::UsageLocationMissing { .. } => BlockReason::UsageLocationMissing,
             Refusal::SelfServiceOnly { .. } => BlockReason::SelfServiceOnly,
-            Refusal::DowngradeNotAcknowledged { .. } => BlockReason::DowngradeNotAcknowledged,
+            Refusal::DowngradeNotAcknowledged { .. } | Refusal::DataLoss { .. } => {
+                BlockReason::DowngradeNotAcknowledged
+            }
             Refusal::NotAvailable { .. } => BlockReason::NotAvailable,
             Refusal::RemovalRequiresSupport => BlockReason::RemovalRequiresSupport,
             Refusal::CancellationWindowClosed { .. } => BlockReason::CancellationWindowClosed,
@@ -197,6 +206,11 @@ impl Refusal {
             Refusal::DowngradeNotAcknowledged { user, products } => format!(
                 "moving {user} off {} loses data-bearing services (R28): back the data up, then annotate {ACKNOWLEDGE_DOWNGRADE}=\"true\"",
                 products.join(", ")
+            ),
+            Refusal::DataLoss { user, products, deleted_on } => format!(
+                "removing {} leaves {user} with no mailbox or other data-bearing service: its data would be deleted 30 days after the removal (on {}, R19); move the user to another licence or back the data up, then annotate {ACKNOWLEDGE_DOWNGRADE}=\"true\"",
+                products.join(", "),
+                deleted_on.strftime("%Y-%m-%d")
             ),
             Refusal::SelfServiceOnly { product } => format!(
                 "{product} is only held through self-service purchases, which admins cannot assign from: take the subscription over or buy one"
@@ -579,6 +593,31 @@ pub fn check_downgrade(
     })
 }
 
+/// R28 widened: whatever the mode or the reason (a user or product dropped, a deletion that
+/// unassigns), a removal that leaves a user holding no data-bearing plan at all deletes their
+/// mailbox and files 30 days later (R19): it needs the same acknowledgement as a downgrade.
+pub fn check_data_kept(
+    catalog: &Catalog,
+    user: &User,
+    after: &[Licence],
+    remove: &[String],
+    acknowledged: bool,
+    now: Instant,
+) -> Result<(), Refusal> {
+    if remove.is_empty()
+        || acknowledged
+        || data_plans_enabled(catalog, after) > 0
+        || data_plans_enabled(catalog, &user.licenses) == 0
+    {
+        return Ok(());
+    }
+    Err(Refusal::DataLoss {
+        user: user.upn.clone(),
+        products: remove.to_vec(),
+        deleted_on: now + jiff::SignedDuration::from_hours(24 * crate::domain::DATA_RETENTION_DAYS),
+    })
+}
+
 /// R28: how many data-bearing plans a set of licences turns on.
 pub fn data_plans_enabled(catalog: &Catalog, licences: &[Licence]) -> usize {
     let mut plans: Vec<&str> = licences
@@ -927,6 +966,31 @@ mod tests {
         let r = check_downgrade(&catalog, &u, &after, &remove, false);
         assert_eq!(reason(r), BlockReason::DowngradeNotAcknowledged);
         assert!(check_downgrade(&catalog, &u, &after, &remove, true).is_ok());
+    }
+
+    #[test]
+    fn r28_a_removal_leaving_no_data_bearing_plan_needs_acknowledging() {
+        let catalog = Catalog::builtin();
+        let u = user("frank@contoso.com", &["ENTERPRISEPACK"]);
+        let remove = ["ENTERPRISEPACK".to_string()];
+        let r = check_data_kept(&catalog, &u, &[], &remove, false, now());
+        assert_eq!(reason(r.clone()), BlockReason::DowngradeNotAcknowledged);
+        let text = r.unwrap_err().message();
+        assert!(text.contains("frank@contoso.com with no mailbox"), "{text}");
+        assert!(
+            text.contains("30 days after the removal (on 2026-"),
+            "{text}"
+        );
+        assert!(text.contains("acknowledge-downgrade"), "{text}");
+        assert!(check_data_kept(&catalog, &u, &[], &remove, true, now()).is_ok());
+        // Another data-bearing licence is kept: nothing is lost.
+        let both = user("g@contoso.com", &["ENTERPRISEPACK", "EXCHANGESTANDARD"]);
+        let after = [Licence::new("EXCHANGESTANDARD", &[])];
+        assert!(check_data_kept(&catalog, &both, &after, &remove, false, now()).is_ok());
+        // A licence without data plans (Defender) goes freely.
+        let visio = user("v@contoso.com", &["ATP_ENTERPRISE"]);
+        let remove = ["ATP_ENTERPRISE".to_string()];
+        assert!(check_data_kept(&catalog, &visio, &[], &remove, false, now()).is_ok());
     }
 
     #[test]

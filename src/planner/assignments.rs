@@ -8,7 +8,9 @@ use super::resources::{
 };
 use super::{Declared, Kind, Op, Planner, UserChange};
 use crate::domain::BlockReason;
-use crate::domain::rules::{check_downgrade, check_free_seats, check_user_change, licences_after};
+use crate::domain::rules::{
+    check_data_kept, check_downgrade, check_free_seats, check_user_change, licences_after,
+};
 use crate::domain::{Licence, Organization, Refusal, User, counted, lowercase};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -145,8 +147,25 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        let dropped = self.dropped(&scope, users, &candidates);
+        let (dropped, kept) = self.dropped(&scope, d, users, &candidates);
         candidates.extend(dropped);
+        // Removals that would delete a user's data wait for an acknowledgement (R28): a
+        // listed user shows it, and the resource (a deletion included) is Blocked until then.
+        let more = kept.len().saturating_sub(1);
+        let kept = kept
+            .into_iter()
+            .fold(None, |first: Option<Block>, (user, block)| {
+                if let Some(u) = users.iter().find(|u| u.eq_ignore_ascii_case(&user)) {
+                    states.insert(u.to_string(), (UserState::Blocked, Some(block.clone())));
+                }
+                first.or(Some(block))
+            })
+            .map(|mut b| {
+                if more > 0 {
+                    b.message += &format!(" (and {} more)", counted(more, "user", "users"));
+                }
+                b
+            });
         let limit = self.removal_limit(&scope, d, &mut candidates, states);
         if scope.replace {
             self.all_or_nothing(&scope, &mut candidates, states, outcome.paused);
@@ -171,11 +190,14 @@ impl<'a> Planner<'a> {
                     false,
                 );
             }
-        } else if scope.deleting && limit.is_none() {
+        } else if scope.deleting && limit.is_none() && kept.is_none() {
             self.deleted
                 .push(super::ObjectRef::of(Kind::LicenseAssignment, &d.meta));
         }
-        limit.map_or(Ok(()), Err)
+        match limit.or(kept) {
+            Some(block) => Err(block),
+            None => Ok(()),
+        }
     }
 
     /// Users (and the resource) the service refused earlier in this run stay Blocked.
@@ -300,8 +322,16 @@ impl<'a> Planner<'a> {
             return Ok(None);
         }
         let checked = check_user_change(scope.org, &scope.catalog, user, &add, &remove, self.now)?;
+        let acknowledged = d.meta.flags.acknowledge_downgrade;
+        check_data_kept(
+            &scope.catalog,
+            user,
+            &checked.after,
+            &remove,
+            acknowledged,
+            self.now,
+        )?;
         if scope.replace {
-            let acknowledged = d.meta.flags.acknowledge_downgrade;
             check_downgrade(&scope.catalog, user, &checked.after, &remove, acknowledged)?;
         }
         Ok(Some(Candidate {
@@ -318,13 +348,15 @@ impl<'a> Planner<'a> {
     }
 
     /// Licences this resource owns that the spec no longer asks for (all of them when
-    /// deleting with Unassign), as removals.
+    /// deleting with Unassign), as removals; and the users whose removal would delete their
+    /// data without an acknowledgement (R28), kept back with the reason.
     fn dropped(
         &self,
         scope: &Scope<'a, '_>,
+        d: &Assignment,
         users: &[&str],
         listed: &[Candidate],
-    ) -> Vec<Candidate> {
+    ) -> (Vec<Candidate>, Vec<(String, Block)>) {
         let spec_users: BTreeSet<String> = if scope.deleting {
             BTreeSet::new()
         } else {
@@ -354,11 +386,24 @@ impl<'a> Planner<'a> {
                     .push(product.clone());
             }
         }
-        dropped
+        let acknowledged = d.meta.flags.acknowledge_downgrade;
+        let mut kept = vec![];
+        let candidates = dropped
             .into_iter()
-            .map(|(user, remove)| {
-                let upn = scope.org.user(&user).map_or(user, |u| u.upn.clone());
-                Candidate {
+            .filter_map(|(user, remove)| {
+                let found = scope.org.user(&user);
+                if let Some(u) = found {
+                    let u = &*self.planned_user(u);
+                    let after = licences_after(u, &[], &remove);
+                    let check =
+                        check_data_kept(&scope.catalog, u, &after, &remove, acknowledged, self.now);
+                    if let Err(refusal) = check {
+                        kept.push((u.upn.clone(), Block::from(refusal)));
+                        return None;
+                    }
+                }
+                let upn = found.map_or(user, |u| u.upn.clone());
+                Some(Candidate {
                     user: upn.clone(),
                     change: UserChange {
                         user: upn,
@@ -368,9 +413,10 @@ impl<'a> Planner<'a> {
                     },
                     new_products: vec![],
                     listed: false,
-                }
+                })
             })
-            .collect()
+            .collect();
+        (candidates, kept)
     }
 
     /// The removal limit: nothing is removed when too many users would lose a licence.

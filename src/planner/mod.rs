@@ -228,7 +228,8 @@ pub struct Flags {
     pub paused: bool,
     /// `seatkeeper.dev/allow-bulk-removal`: no removal limit.
     pub allow_bulk_removal: bool,
-    /// `seatkeeper.dev/acknowledge-downgrade`: a Replace may remove data-bearing plans (R28).
+    /// `seatkeeper.dev/acknowledge-downgrade`: a Replace may remove data-bearing plans, and a
+    /// removal may leave a user with none (R28).
     pub acknowledge_downgrade: bool,
     /// `seatkeeper.dev/allow-large-purchase`: no purchase guard.
     pub allow_large_purchase: bool,
@@ -290,6 +291,8 @@ pub struct Options {
     pub max_seat_increase: u32,
     /// Per-organization overrides (lowercase domain → limits).
     pub per_organization: BTreeMap<String, Limits>,
+    /// The executor's stop request (Ctrl-C, SIGTERM): no call is started once it is set.
+    pub interrupt: crate::clock::Interrupt,
 }
 
 /// An organization's own limits; None keeps the global one.
@@ -330,6 +333,7 @@ impl Default for Options {
             concurrency: 4,
             max_seat_increase: DEFAULT_MAX_SEAT_INCREASE,
             per_organization: BTreeMap::new(),
+            interrupt: crate::clock::Interrupt::default(),
         }
     }
 }

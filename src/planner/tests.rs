@@ -517,12 +517,14 @@ fn autoscale_raises_through_the_purchase_guard() {
 
 #[test]
 fn autoscale_a_user_leaving_as_another_joins_buys_no_seat() {
-    // a holds the licence through this resource; the list now names b instead.
+    // a holds the licence through this resource; the list now names b instead (a leaves the
+    // company: losing the mailbox is acknowledged, R28).
     let o = observed(
         &[("s", "SPB", 2)],
         &[("a@contoso.com", &["SPB"]), ("b@contoso.com", &[])],
     );
     let mut la = assignment("la", 50, &["b@contoso.com"], "SPB", Add);
+    la.meta.flags.acknowledge_downgrade = true;
     la.status.owned = vec![resources::OwnedLicence {
         user: "a@contoso.com".into(),
         product: "SPB".into(),

@@ -361,7 +361,10 @@ fn r19_removing_a_licence_records_when_its_data_is_deleted() {
         "[{product: SPB}]",
         "",
     ));
-    let r = t.apply(&lasg("a", &["u0@contoso.com"], "[{product: SPB}]", ""));
+    // u1 leaves: losing the mailbox is acknowledged (R28).
+    let ack = "{name: a, annotations: {seatkeeper.dev/acknowledge-downgrade: \"true\"}}";
+    let m = lasg("a", &["u0@contoso.com"], "[{product: SPB}]", "").replace("{name: a}", ack);
+    let r = t.apply(&m);
     let removal = &r.item("a")["status"]["removals"][0];
     assert_eq!(removal["user"], "u1@contoso.com");
     assert_eq!(removal["dataRetainedUntil"], "2026-12-21T09:00:00Z");
@@ -397,7 +400,7 @@ fn r20_unassigned_seats_stay_bought() {
         "",
     ));
     let r = t.apply(
-        &(lasg("a", &["u0@contoso.com"], "[{product: SPB}]", "")
+        &(acked(&lasg("a", &["u0@contoso.com"], "[{product: SPB}]", ""))
             + &sub("spb", "sub-1", "SPB", 2, "")),
     );
     assert_eq!(r.item("spb")["status"]["seats"]["purchased"], 2);
@@ -612,6 +615,92 @@ fn r28_downgrade_needs_acknowledgement() {
 }
 
 #[test]
+fn r28_deleting_a_replace_never_leaves_a_user_without_data_unless_acknowledged() {
+    // move-to-e3 (a Replace, deletionPolicy Unassign by default) moved u0 from Business
+    // Essentials to E3; deleting it would leave u0 with no licence at all: the mailbox would be
+    // deleted 30 days later (R19).
+    let subs = s("sub-1", "O365_BUSINESS_ESSENTIALS", 1, "") + &s("sub-2", "ENTERPRISEPACK", 1, "");
+    let t = Tenant::new(&tenant(
+        &users(1, ", licenses: [{product: O365_BUSINESS_ESSENTIALS}]"),
+        &subs,
+    ));
+    let m = lasg(
+        "move-to-e3",
+        &["u0@contoso.com"],
+        "[{product: ENTERPRISEPACK}]",
+        ", mode: Replace",
+    );
+    assert_eq!(t.apply(&m).code, 0);
+    // The deletion waits; `plan` then shows the same block.
+    for verb in ["delete", "plan"] {
+        let r = t.run(verb, &m, NOW);
+        assert_eq!(r.code, 3, "{verb}: {}", r.stderr);
+        assert_eq!(
+            r.blocked("move-to-e3"),
+            "DowngradeNotAcknowledged",
+            "{verb}"
+        );
+        let message = r.item("move-to-e3")["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Blocked")
+            .unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("u0@contoso.com with no mailbox") && message.contains("on 2026-12-21"),
+            "{verb}: says what is lost and when: {message}"
+        );
+        assert_eq!(
+            r.tenant.matches("product: ENTERPRISEPACK").count(),
+            2,
+            "{verb}: u0 keeps E3 (and the subscription its product)"
+        );
+    }
+    let acked = m.replace(
+        "metadata: {name: move-to-e3}",
+        "metadata: {name: move-to-e3, annotations: {seatkeeper.dev/acknowledge-downgrade: \"true\"}}",
+    );
+    let r = t.run("delete", &acked, NOW);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.tenant.matches("product: ENTERPRISEPACK").count(),
+        1,
+        "removed once acknowledged"
+    );
+}
+
+#[test]
+fn r28_dropping_a_user_in_add_mode_never_leaves_them_without_data_unless_acknowledged() {
+    let t = Tenant::new(&tenant(&users(2, ""), &s("sub-1", "SPB", 2, "")));
+    let both = lasg(
+        "a",
+        &["u0@contoso.com", "u1@contoso.com"],
+        "[{product: SPB}]",
+        "",
+    );
+    assert_eq!(t.apply(&both).code, 0);
+    let one = lasg("a", &["u0@contoso.com"], "[{product: SPB}]", "");
+    let r = t.apply(&one);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(r.blocked("a"), "DowngradeNotAcknowledged");
+    assert_eq!(
+        r.tenant.matches("product: SPB").count(),
+        3,
+        "u1 keeps SPB (and the subscription its product)"
+    );
+    let acked = one.replace(
+        "metadata: {name: a}",
+        "metadata: {name: a, annotations: {seatkeeper.dev/acknowledge-downgrade: \"true\"}}",
+    );
+    let r = t.apply(&acked);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.tenant.matches("product: SPB").count(), 2, "u1's removed");
+}
+
+#[test]
 fn r29_users_may_hold_different_plans() {
     let subs = s("sub-1", "SPB", 1, "") + &s("sub-2", "SPE_E3", 1, "");
     let t = Tenant::new(&tenant(&users(2, ""), &subs));
@@ -644,7 +733,7 @@ fn removal_limit_blocks_bulk_removal() {
     let all: Vec<String> = (0..25).map(|i| format!("u{i}@contoso.com")).collect();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     assert_eq!(t.apply(&lasg("a", &all, "[{product: SPB}]", "")).code, 0);
-    let r = t.apply(&lasg("a", &all[..2], "[{product: SPB}]", ""));
+    let r = t.apply(&acked(&lasg("a", &all[..2], "[{product: SPB}]", "")));
     assert_eq!(r.blocked("a"), "RemovalLimitExceeded");
     assert_eq!(
         r.tenant.matches("product: SPB").count(),

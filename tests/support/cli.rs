@@ -216,6 +216,15 @@ pub fn lasg(name: &str, users: &[&str], licences: &str, extra: &str) -> String {
     )
 }
 
+/// The LicenseAssignments of `manifests`, annotated to acknowledge that a user dropped from
+/// them loses their data (R28): for tests of other rules that drop users.
+pub fn acked(manifests: &str) -> String {
+    manifests.replace(
+        "kind: LicenseAssignment\nmetadata: {name: ",
+        "kind: LicenseAssignment\nmetadata: {annotations: {seatkeeper.dev/acknowledge-downgrade: \"true\"}, name: ",
+    )
+}
+
 pub fn users(n: usize, licence: &str) -> String {
     (0..n)
         .map(|i| format!("  - {{upn: u{i}@contoso.com, usageLocation: NL{licence}}}\n"))
