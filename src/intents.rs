@@ -4,7 +4,7 @@
 
 use crate::domain::Instant;
 use crate::planner::resources::{
-    ACKNOWLEDGE_DOWNGRADE_ANNOTATION, ALLOW_BULK_REMOVAL_ANNOTATION,
+    ABANDON_ON_DELETE_ANNOTATION, ACKNOWLEDGE_DOWNGRADE_ANNOTATION, ALLOW_BULK_REMOVAL_ANNOTATION,
     ALLOW_LARGE_PURCHASE_ANNOTATION, PAUSED_ANNOTATION,
 };
 use crate::planner::{Declared, Desired, Flags, Kind, Meta};
@@ -24,6 +24,7 @@ pub fn flags(annotations: Option<&BTreeMap<String, String>>) -> Flags {
         allow_bulk_removal: on(ALLOW_BULK_REMOVAL_ANNOTATION),
         acknowledge_downgrade: on(ACKNOWLEDGE_DOWNGRADE_ANNOTATION),
         allow_large_purchase: on(ALLOW_LARGE_PURCHASE_ANNOTATION),
+        abandon_on_delete: on(ABANDON_ON_DELETE_ANNOTATION),
     }
 }
 

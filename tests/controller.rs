@@ -58,6 +58,7 @@ fn start(server: &ApiServer, state: &Path, identity: &str, resync: Duration) -> 
         },
         metrics_addr: metrics,
         lock_timeout: Some(Duration::from_secs(5)),
+        shutdown_timeout: Duration::from_secs(5),
         election: Some(Election {
             namespace: "seatkeeper".into(),
             name: "seatkeeper".into(),
@@ -909,6 +910,7 @@ async fn e2e_the_controller_runs_with_any_backend() {
         options: Options::default(),
         metrics_addr: free_port(),
         lock_timeout: None,
+        shutdown_timeout: Duration::from_secs(5),
         election: None,
     };
     let client = w.server.client();
@@ -1161,4 +1163,259 @@ async fn e2e_the_startup_race_a_finalizer_added_to_a_stale_read_is_retried_quiet
         .await
         .unwrap();
     assert!(!fresh, "deleted since read: the pass stops and plans again");
+}
+
+/// `seatkeeper apply` on `state` from the command line, refused quickly if the file is held.
+fn cli_apply(state: &Path) -> std::process::Output {
+    let dir = state.parent().unwrap();
+    let m = dir.join("cli.yaml");
+    std::fs::write(
+        &m,
+        format!("apiVersion: seatkeeper.dev/v1alpha1\nkind: LicenseAssignment\nmetadata: {{name: cli}}\nspec: {{organization: {ORG}, users: [u0@{ORG}], licenses: [{{product: ENTERPRISEPACK}}]}}\n"),
+    )
+    .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+        .args(["apply", "-f"])
+        .arg(&m)
+        .arg("--state")
+        .arg(state)
+        .args(["--lock-timeout", "200ms"])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_cli_apply_on_the_leaders_tenant_file_is_refused_and_a_held_file_keeps_a_replica_from_leading()
+ {
+    let w = world("").await;
+    // A CLI run holds the file: the replica does not lead until it is free.
+    let held = seatkeeper::backend::lock::acquire(
+        &w.state,
+        seatkeeper::backend::lock::Access::Write,
+        Duration::ZERO,
+        "seatkeeper apply",
+    )
+    .unwrap();
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(60));
+    w.create(NS, lasg("staff", 0..2, "ENTERPRISEPACK", json!({})))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        w.holders("ENTERPRISEPACK"),
+        0,
+        "nothing done while the file is held"
+    );
+    drop(held);
+    eventually("assigned once the file is free", || {
+        w.holders("ENTERPRISEPACK") == 2
+    })
+    .await;
+    eventually("a holds the file", || {
+        seatkeeper::backend::lock::held_by(&w.state).is_some()
+    })
+    .await;
+    let out = tokio::task::spawn_blocking({
+        let state = w.state.clone();
+        move || cli_apply(&state)
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is in use by seatkeeper run (pid"),
+        "{stderr}"
+    );
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_blocked_resource_of_every_kind_can_be_deleted() {
+    let w = world("").await;
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(600));
+    w.create(
+        NS,
+        sub(
+            "nope",
+            json!({"organization": ORG, "product": "NOPE", "seats": 1}),
+        ),
+    )
+    .await;
+    w.create(
+        NS,
+        lasg("nope", 0..1, "NOPE", json!({"deletionPolicy": "Unassign"})),
+    )
+    .await;
+    w.create(NS, json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "AddOn", "metadata": {"name": "nope"},
+        "spec": {"organization": ORG, "product": "NOPE", "type": "Standalone", "quantity": 1, "deletionPolicy": "Cancel"}}))
+        .await;
+    // In a namespace bound to another organization.
+    w.create(
+        "unbound",
+        sub(
+            "elsewhere",
+            json!({"organization": ORG, "product": "SPE_E3", "seats": 1, "deletionPolicy": "Cancel"}),
+        ),
+    )
+    .await;
+    for (plural, ns) in [
+        ("subscriptions", NS),
+        ("licenseassignments", NS),
+        ("addons", NS),
+        ("subscriptions", "unbound"),
+    ] {
+        let name = if ns == NS { "nope" } else { "elsewhere" };
+        eventually("blocked", || {
+            w.object(plural, ns, name)
+                .is_some_and(|o| condition(&o, "Blocked").0 == "True")
+        })
+        .await;
+    }
+    let subs: Api<Subscription> = w.api(NS);
+    let las: Api<LicenseAssignment> = w.api(NS);
+    let add_ons: Api<AddOn> = w.api(NS);
+    let unbound: Api<Subscription> = w.api("unbound");
+    subs.delete("nope", &DeleteParams::default()).await.unwrap();
+    las.delete("nope", &DeleteParams::default()).await.unwrap();
+    add_ons
+        .delete("nope", &DeleteParams::default())
+        .await
+        .unwrap();
+    unbound
+        .delete("elsewhere", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("all gone: nothing was bought or assigned for them", || {
+        w.object("subscriptions", NS, "nope").is_none()
+            && w.object("licenseassignments", NS, "nope").is_none()
+            && w.object("addons", NS, "nope").is_none()
+            && w.object("subscriptions", "unbound", "elsewhere").is_none()
+    })
+    .await;
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_sigterm_while_converging_exits_within_the_bound_releases_the_lease_and_loses_no_record()
+ {
+    const N: usize = 6_000;
+    let w = world("").await;
+    // A tenant large enough that its changes are journaled: the signal comes mid-run.
+    let mut t = format!("organizations:\n- domain: {ORG}\n  paymentMethodOnFile: true\n  users:\n");
+    for i in 0..N {
+        t += &format!("  - {{upn: u{i}@{ORG}, usageLocation: NL}}\n");
+    }
+    t += &format!("  subscriptions:\n  - {{id: sub-big, product: SPB, seats: {N}}}\n");
+    std::fs::write(&w.state, t).unwrap();
+    for g in 0..N / 100 {
+        let mut la = lasg(
+            &format!("team-{g}"),
+            g * 100..(g + 1) * 100,
+            "SPB",
+            json!({}),
+        );
+        la["metadata"]["namespace"] = json!(NS);
+        w.create(NS, la).await;
+    }
+    let dir = w.state.parent().unwrap().to_path_buf();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n",
+            w.server.url
+        ),
+    )
+    .unwrap();
+    let metrics = free_port().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+        .arg("run")
+        .arg("--state")
+        .arg(&w.state)
+        .args([
+            "--metrics-addr",
+            &metrics,
+            "--lease-namespace",
+            "seatkeeper",
+        ])
+        .args([
+            "--identity",
+            "bin",
+            "--lease-duration",
+            "2s",
+            "--lease-renew",
+            "300ms",
+        ])
+        .args(["--shutdown-timeout", "10s"])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("controller.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let journal = seatkeeper::backend::journal::path_of(&w.state);
+    eventually("licences being assigned", || {
+        std::fs::read_to_string(&journal).is_ok_and(|j| j.matches('\n').count() >= 2)
+            || w.holders("SPB") > 0
+    })
+    .await;
+    let sent = std::time::Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(15),
+            "still running {:?} after SIGTERM: {}",
+            sent.elapsed(),
+            std::fs::read_to_string(dir.join("controller.log")).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = std::fs::read_to_string(dir.join("controller.log")).unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    let lease = w
+        .server
+        .get("coordination.k8s.io/v1/leases", "seatkeeper", "seatkeeper")
+        .unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_none_or(str::is_empty),
+        "the Lease is released: {lease}"
+    );
+    // Every licence the controller assigned is recorded as owned in some status.
+    let tenant = seatkeeper::backend::embedded::TenantFile::load(&w.state).unwrap();
+    let mut owned = std::collections::BTreeSet::new();
+    for g in 0..N / 100 {
+        let o = w
+            .object("licenseassignments", NS, &format!("team-{g}"))
+            .unwrap();
+        for x in o["status"]["owned"].as_array().into_iter().flatten() {
+            owned.insert(x["user"].as_str().unwrap().to_lowercase());
+        }
+    }
+    let held: Vec<&str> = tenant.organizations[0]
+        .users
+        .iter()
+        .filter(|u| !u.licenses.is_empty())
+        .map(|u| u.upn.as_str())
+        .collect();
+    eprintln!("licensed at exit: {} of {N}", held.len());
+    let missing: Vec<_> = held
+        .iter()
+        .filter(|u| !owned.contains(&u.to_lowercase()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} licences not recorded, e.g. {:?}",
+        missing.len(),
+        held.len(),
+        missing.first()
+    );
 }

@@ -149,10 +149,14 @@ fn two_applies_at_once_buy_once_and_never_tear_or_lose_the_file() {
         } else {
             ("delete", "apply")
         };
-        let a = spawn(dir.path(), first, "m.yaml", &[]);
+        // Each waits for the other as long as it takes (a loaded machine is slow).
+        let wait = ["--lock-timeout", "600s"];
+        let a = spawn(dir.path(), first, "m.yaml", &wait);
         std::thread::sleep(Duration::from_millis(30 * (round as u64 % 3)));
-        let b = spawn(dir.path(), second, "m.yaml", &["--lock-timeout", "120s"]);
-        let (a, b) = (finish(a), finish(b));
+        let b = spawn(dir.path(), second, "m.yaml", &wait);
+        // Both outputs are read at once: a run blocked on a full pipe would hold the lock.
+        let a = std::thread::spawn(move || finish(a));
+        let (b, a) = (finish(b), a.join().unwrap());
         let t = TenantFile::load(&dir.path().join("tenant.yaml"))
             .unwrap_or_else(|e| panic!("round {round}: the tenant file is lost or torn: {e}"));
         assert_eq!(essentials(&t), 1, "round {round}: bought once");

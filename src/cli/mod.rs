@@ -118,6 +118,11 @@ struct RunArgs {
     /// the file; without it, the controller holds the file from start to stop.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     lock_timeout: std::time::Duration,
+    /// On SIGTERM/SIGINT the work in flight has this long to finish its batch and save it
+    /// (keep it under the pod's terminationGracePeriodSeconds); then the process exits 0. A
+    /// second signal exits at once.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    shutdown_timeout: std::time::Duration,
 }
 
 /// `10m`, `30s`, `1h`, `500ms` or plain seconds.
@@ -157,6 +162,7 @@ impl RunArgs {
             },
             metrics_addr: self.metrics_addr,
             lock_timeout: Some(self.lock_timeout),
+            shutdown_timeout: self.shutdown_timeout,
             election: self
                 .leader_election
                 .then(|| crate::controller::leader::Election {
@@ -229,11 +235,16 @@ fn run_controller(args: &RunArgs) -> i32 {
             shutdown_signal().await;
             tracing::info!("stopping");
             stop_tx.send_replace(true);
+            shutdown_signal().await;
+            tracing::warn!("stopping at once (a second signal)");
+            std::process::exit(EXIT_INTERRUPTED);
         });
         crate::controller::run(client, args.config(), stop)
             .await
             .map_err(|e| e.to_string())
     });
+    // Threads still busy (a DNS lookup, a blocking read) cannot hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => EXIT_READY,
         Err(e) => {

@@ -57,11 +57,18 @@ pub struct Ctx<B> {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub backoff: std::sync::Mutex<HashMap<Key, u32>>,
+    /// Deleted objects whose deletion policy could not be carried out: attempts so far.
+    pub deletion_backoff: std::sync::Mutex<HashMap<Key, u32>>,
 }
 
 impl<B: Backend> Ctx<B> {
     pub fn leading(&self) -> bool {
         *self.leading.borrow()
+    }
+
+    /// SIGTERM or SIGINT: the run in flight finishes its batch, nothing new starts.
+    pub fn stopping(&self) -> bool {
+        self.cfg.options.interrupt.was_requested()
     }
 
     fn org_state(&self, org: &str) -> Arc<tokio::sync::Mutex<OrgState>> {
@@ -92,12 +99,16 @@ impl<B: Backend> Ctx<B> {
     /// Plans and applies one organization, unless a run already covered this state. Returns
     /// when to look again.
     pub async fn reconcile_org(&self, org: &str) -> Result<Duration, ReconcileError> {
-        if !self.leading() {
-            // Followers observe only; the leader does the work.
+        if !self.leading() || self.stopping() {
+            // Followers observe only; the leader does the work. Stopping: no new work.
             return Ok(Duration::from_secs(5));
         }
         let state = self.org_state(org);
         let mut state = state.lock().await;
+        if self.stopping() {
+            // Waited for the organization while the run in flight finished its batch.
+            return Ok(Duration::from_secs(5));
+        }
         let forced = self
             .forced
             .lock()
@@ -148,7 +159,29 @@ impl<B: Backend> Ctx<B> {
         }
         result
     }
+}
 
+/// The uids of the objects read, for Events.
+fn uids_of<A: Managed, L: Managed, D: Managed>(
+    subs: &[Arc<A>],
+    las: &[Arc<L>],
+    add_ons: &[Arc<D>],
+) -> HashMap<Key, String> {
+    fn of<K: Managed>(out: &mut HashMap<Key, String>, objects: &[Arc<K>]) {
+        for o in objects {
+            if let Some(uid) = &o.meta().uid {
+                out.insert(key_of(K::KIND, o.meta()), uid.clone());
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    of(&mut out, subs);
+    of(&mut out, las);
+    of(&mut out, add_ons);
+    out
+}
+
+impl<B: Backend> Ctx<B> {
     /// Read → finalizers → converge → events, finalizers, gauges → when to look again.
     async fn converge_org(
         &self,
@@ -176,6 +209,18 @@ impl<B: Backend> Ctx<B> {
             ..Default::default()
         };
         self.read_bindings(&mut desired);
+        // Deleted objects with nothing to carry out go now, before the service is asked
+        // anything (it may be unreachable, refuse the credentials, not know the product).
+        for (r, why) in crate::planner::deletion::releasable(&desired) {
+            finalizers::remove(&self.client, &r).await?;
+            desired.forget(&r);
+            let key = (r.kind, r.namespace.clone(), r.name.clone());
+            self.deletion_backoff
+                .lock()
+                .expect("deletion backoff lock")
+                .remove(&key);
+            tracing::info!(object = %r, reason = why.describe(), "deleted: finalizer removed");
+        }
         self.read_product_keys(&subs, &mut desired).await?;
 
         // Every live object carries the finalizer before anything is bought for it.
@@ -203,6 +248,10 @@ impl<B: Backend> Ctx<B> {
         for r in &report.plan.deleted {
             finalizers::remove(&self.client, r).await?;
         }
+        let uids = uids_of(&subs, &las, &add_ons);
+        let deletion_retry = self
+            .report_waiting_deletions(&desired, &report, &uids)
+            .await;
         self.update_gauges(org, &desired);
 
         // What this run read (not what the caches hold now: a change that arrived meanwhile
@@ -214,9 +263,63 @@ impl<B: Backend> Ctx<B> {
             }
         }
         state.seen = seen;
-        let next = self.next_look(&report);
+        let next =
+            deletion_retry.map_or(self.next_look(&report), |d| self.next_look(&report).min(d));
         state.due = Some(std::time::Instant::now() + next);
         Ok(next)
+    }
+
+    /// Deleted objects whose deletion policy could not be carried out this time: a Warning
+    /// Event and a log line per attempt, and a retry with backoff (5 s, 10 s … 5 min) per
+    /// object. Returns the soonest retry.
+    async fn report_waiting_deletions(
+        &self,
+        desired: &Desired,
+        report: &Report,
+        uids: &HashMap<Key, String>,
+    ) -> Option<Duration> {
+        let mut soonest: Option<Duration> = None;
+        for (meta, at) in crate::intents::each_status(desired) {
+            let r = crate::planner::ObjectRef::of(at.kind, meta);
+            let key = (at.kind, meta.namespace.clone(), meta.name.clone());
+            if !meta.deleting || report.plan.deleted.contains(&r) {
+                self.deletion_backoff
+                    .lock()
+                    .expect("deletion backoff lock")
+                    .remove(&key);
+                continue;
+            }
+            let status = at.value(desired);
+            let why = status
+                .get("conditions")
+                .and_then(serde_json::Value::as_array)
+                .and_then(|c| {
+                    c.iter()
+                        .find(|c| c["type"] == "Blocked" && c["status"] == "True")
+                })
+                .and_then(|c| c["message"].as_str())
+                .map(str::to_string);
+            let Some(why) = why else {
+                continue; // still in progress (removals, a cancellation): not waiting
+            };
+            let attempt = {
+                let mut b = self.deletion_backoff.lock().expect("deletion backoff lock");
+                let n = b.entry(key.clone()).or_insert(0);
+                *n += 1;
+                *n
+            };
+            let wait = Duration::from_secs((5u64 << (attempt - 1).min(6)).min(300));
+            tracing::warn!(object = %r, retry_in_seconds = wait.as_secs(), "deletion waits: {why}");
+            let reference = events::reference(&r, uids.get(&key));
+            events::publish(
+                &self.recorder,
+                &events::warning("DeletionBlocked", &why),
+                &reference,
+            )
+            .await;
+            soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+        }
+        soonest
     }
 
     /// The objects as they stand, with our own last status. The cache can lag behind our own

@@ -18,20 +18,27 @@ pub struct Election {
     pub renew: Duration,
 }
 
-/// Runs until `stop` fires, publishing whether this process leads. On stop it gives the Lease
-/// up (so a successor need not wait) and reports `false`. With `state`, this process leads
-/// only while it also holds that tenant file's lock (a CLI `apply` on the file keeps it from
-/// leading until the apply is over).
+/// Runs until `stop` fires, publishing whether this process leads. A follower stops at once
+/// (it never takes the Lease while stopping); the leader keeps leading, and renewing, until
+/// `drained` (the work in flight finished its batch and saved it), then gives the Lease up (so
+/// a successor need not wait) and reports `false`. With `state`, this process leads only while
+/// it also holds that tenant file's lock (a CLI `apply` on the file keeps it from leading
+/// until the apply is over).
 pub async fn run(
     client: kube::Client,
     election: Election,
     leading: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
+    mut drained: watch::Receiver<bool>,
     state: Option<std::path::PathBuf>,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &election.namespace);
     let mut file = FileLock::default();
     loop {
+        let stopping = *stop.borrow();
+        if (stopping && !*leading.borrow()) || *drained.borrow() {
+            break;
+        }
         let now = jiff::Timestamp::now();
         let lead = match try_acquire(&api, &election, now).await {
             Ok(lead) => lead,
@@ -51,7 +58,13 @@ pub async fn run(
         leading.send_replace(lead);
         tokio::select! {
             _ = tokio::time::sleep(election.renew) => {}
-            _ = stop.changed() => break,
+            // A dropped sender counts as a stop.
+            r = stop.changed(), if !stopping => {
+                if r.is_err() {
+                    break;
+                }
+            }
+            _ = drained.changed() => {}
         }
     }
     if *leading.borrow() {

@@ -59,6 +59,9 @@ pub struct RunConfig {
     /// election from start to stop, waiting this long for it at start; with it, while leading.
     /// None: no lock (a backend without a file).
     pub lock_timeout: Option<Duration>,
+    /// After the stop signal, the work in flight has this long to finish its batch; then
+    /// whatever is left is dropped and the process ends.
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,10 +153,26 @@ async fn run_inner<B: Backend + 'static>(
     let http = http::serve(listener, metrics.clone(), ready.clone(), stop.clone());
 
     let (leading_tx, leading) = watch::channel(cfg.election.is_none());
+    // The leader keeps its Lease (and renews it) until the work in flight is drained.
+    let (drained_tx, drained) = watch::channel(false);
     let election = cfg.election.clone().map(|e| {
-        let run = leader::run(client.clone(), e, leading_tx, stop.clone(), state);
+        let run = leader::run(client.clone(), e, leading_tx, stop.clone(), drained, state);
         tokio::spawn(run)
     });
+    // The stop signal reaches the run in flight: it finishes the call it is making, saves,
+    // and starts nothing else; queued reconciles return at once.
+    let interrupt = cfg.options.interrupt.clone();
+    let shutdown_timeout = cfg.shutdown_timeout;
+    let mut stopped = stop.clone();
+    let stopped = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        interrupt.request();
+        tracing::info!(
+            timeout_seconds = shutdown_timeout.as_secs(),
+            "stopping: finishing the work in flight"
+        );
+        tokio::time::sleep(shutdown_timeout).await;
+    };
 
     let wc = watcher::Config::default().any_semantic();
     let (triggers, receivers) = watches::triggers();
@@ -197,7 +216,9 @@ async fn run_inner<B: Backend + 'static>(
     };
     let readiness = {
         let ctx = ctx.clone();
-        async move {
+        let ready = ready.clone();
+        let mut stop = stop.clone();
+        let synced = async move {
             let _ = ctx.subscriptions.wait_until_ready().await;
             let _ = ctx.assignments.wait_until_ready().await;
             let _ = ctx.add_ons.wait_until_ready().await;
@@ -205,12 +226,41 @@ async fn run_inner<B: Backend + 'static>(
             let _ = ctx.organizations.wait_until_ready().await;
             ready.store(true, Ordering::SeqCst);
             tracing::info!("caches synced; ready");
+        };
+        async move {
+            tokio::select! {
+                _ = synced => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
         }
     };
-    tokio::join!(subs, las, add_ons, orgs, related, readiness, http);
-    if let Some(e) = election {
-        let _ = e.await;
+    let controllers = async {
+        tokio::join!(subs, las, add_ons, orgs, related, readiness);
+    };
+    let metrics_server = tokio::spawn(http);
+    tokio::select! {
+        _ = controllers => {}
+        _ = stopped => {
+            // Past the bound: what is still running is dropped (its tasks are aborted).
+            tracing::warn!(
+                timeout_seconds = shutdown_timeout.as_secs(),
+                "stopping: work still running after --shutdown-timeout, dropped"
+            );
+        }
     }
+    ready.store(false, Ordering::SeqCst);
+    drained_tx.send_replace(true);
+    if let Some(e) = election {
+        // Releases the Lease (bounded: an unreachable API server cannot hold the exit).
+        if tokio::time::timeout(Duration::from_secs(3), e)
+            .await
+            .is_err()
+        {
+            tracing::warn!("stopping: the Lease could not be released in time");
+        }
+    }
+    metrics_server.abort();
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -251,6 +301,7 @@ fn context<B: Backend>(
         leading,
         metrics,
         backoff: Default::default(),
+        deletion_backoff: Default::default(),
         cfg,
     })
 }

@@ -132,7 +132,21 @@ impl<'a> Planner<'a> {
         states: &mut UserStates,
         outcome: &mut Outcome,
     ) -> Result<(), Block> {
-        let scope = self.scope(index, d, claims)?;
+        let deleting = d.meta.deleting;
+        if deleting && super::deletion::of_assignment(d).is_some() {
+            // Nothing it owns to remove, it keeps them, or it is abandoned: no gate, no catalog.
+            self.deleted
+                .push(super::ObjectRef::of(Kind::LicenseAssignment, &d.meta));
+            return Ok(());
+        }
+        let as_deletion = |b: Block| {
+            if deleting {
+                super::deletion::blocked(b)
+            } else {
+                b
+            }
+        };
+        let scope = self.scope(index, d, claims).map_err(as_deletion)?;
         let mut candidates = vec![];
         if !scope.deleting {
             for &u in users {
@@ -195,7 +209,7 @@ impl<'a> Planner<'a> {
                 .push(super::ObjectRef::of(Kind::LicenseAssignment, &d.meta));
         }
         match limit.or(kept) {
-            Some(block) => Err(block),
+            Some(block) => Err(as_deletion(block)),
             None => Ok(()),
         }
     }
@@ -233,11 +247,13 @@ impl<'a> Planner<'a> {
     ) -> Result<Scope<'a, 's>, Block> {
         let org = self.gate(&d.meta, &d.spec.organization)?;
         let catalog = self.observed.catalog.clone();
-        if let Some(l) = d
-            .spec
-            .licenses
-            .iter()
-            .find(|l| catalog.product(&l.product).is_none())
+        // A deletion removes what the status owns, whatever products the spec names now.
+        if !d.meta.deleting
+            && let Some(l) = d
+                .spec
+                .licenses
+                .iter()
+                .find(|l| catalog.product(&l.product).is_none())
         {
             return Err(Refusal::ProductUnknown {
                 product: l.product.clone(),

@@ -7,6 +7,7 @@ mod assignments;
 mod auto_assign;
 mod autoscale;
 pub mod conditions;
+pub mod deletion;
 pub mod resources;
 mod subscriptions;
 #[cfg(test)]
@@ -233,6 +234,8 @@ pub struct Flags {
     pub acknowledge_downgrade: bool,
     /// `seatkeeper.dev/allow-large-purchase`: no purchase guard.
     pub allow_large_purchase: bool,
+    /// `seatkeeper.dev/abandon-on-delete`: a deletion lets go without its deletion policy.
+    pub abandon_on_delete: bool,
 }
 
 /// A declared resource with the status it last reached (which carries what it owns).
@@ -256,6 +259,16 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// Drops one resource from the declared state (its deletion completed before planning).
+    pub fn forget(&mut self, r: &ObjectRef) {
+        let other = |m: &Meta| m.namespace != r.namespace || m.name != r.name;
+        match r.kind {
+            Kind::Subscription => self.subscriptions.retain(|d| other(&d.meta)),
+            Kind::LicenseAssignment => self.assignments.retain(|d| other(&d.meta)),
+            Kind::AddOn => self.add_ons.retain(|d| other(&d.meta)),
+        }
+    }
+
     pub fn organizations(&self) -> Vec<String> {
         let mut orgs: Vec<String> = self
             .subscriptions

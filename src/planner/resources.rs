@@ -18,6 +18,9 @@ pub const ALLOW_BULK_REMOVAL_ANNOTATION: &str = "seatkeeper.dev/allow-bulk-remov
 pub const ACKNOWLEDGE_DOWNGRADE_ANNOTATION: &str = crate::domain::rules::ACKNOWLEDGE_DOWNGRADE;
 /// Lets one reconcile raise seats by more than `--max-seat-increase`.
 pub const ALLOW_LARGE_PURCHASE_ANNOTATION: &str = crate::domain::rules::ALLOW_LARGE_PURCHASE;
+/// Lets a deleted resource go without carrying out its deletion policy: nothing is cancelled
+/// or unassigned; what it bought or assigned stays, no longer managed.
+pub const ABANDON_ON_DELETE_ANNOTATION: &str = "seatkeeper.dev/abandon-on-delete";
 
 fn default_true() -> bool {
     true

@@ -3,6 +3,7 @@
 
 use super::auto_assign::AutoAssign;
 use super::conditions::{Block, Outcome};
+use super::deletion;
 use super::resources::{
     AddOnIntent, AddOnStatus, AddOnType, Autoscale, AutoscaleStatus, PendingPurchase,
     PurchaseState, SeatCounts, SubscriptionDeletionPolicy, SubscriptionStatus,
@@ -180,6 +181,11 @@ impl Planner<'_> {
 
     /// Gate → product → owner → binding → cancel, buy, or change what is there.
     fn purchase_steps(&mut self, p: &PurchaseInput, out: &mut PurchaseResult) -> Result<(), Block> {
+        if p.meta.deleting {
+            // Before the gate and the catalog: neither may hold up a deletion that needs
+            // nothing of the service.
+            return self.plan_purchase_deletion(p, out);
+        }
         let org = self.gate(p.meta, p.organization)?;
         let product = self.product_of_kind(p.product, p.expect)?;
         if let Some(id) = p.adopt_id.or(p.recorded_id) {
@@ -187,9 +193,6 @@ impl Planner<'_> {
             self.check_owner(p.kind, p.meta, p.organization, managed)?;
         }
         let bound = self.bind(p, org, out)?;
-        if p.meta.deleting {
-            return self.plan_cancel(p, bound, out);
-        }
         let scaled;
         let p = match p.autoscale {
             Some(a) => {
@@ -462,6 +465,67 @@ impl Planner<'_> {
         )?)
     }
 
+    /// A deleted Subscription or standalone AddOn: gone at once when there is nothing to carry
+    /// out (nothing on record, Orphan, or abandoned); with Cancel, what it recorded (id or
+    /// purchase key) is cancelled, acting for its namespace as any change does.
+    fn plan_purchase_deletion(
+        &mut self,
+        p: &PurchaseInput,
+        out: &mut PurchaseResult,
+    ) -> Result<(), Block> {
+        let me = super::ObjectRef::of(p.kind, p.meta);
+        // What it recorded, before what the spec names now (an adoption is recorded once
+        // bound).
+        let recorded = PurchaseInput {
+            adopt_id: p.adopt_id.filter(|_| p.recorded_id.is_none()),
+            ..p.clone()
+        };
+        let manages = p.recorded_id.is_some() || p.pending.is_some() || p.adopt_id.is_some();
+        if deletion::of_purchase(p.meta, p.deletion, manages).is_some() {
+            // A traditional add-on on this base still sees it, when it can be read.
+            if manages
+                && let Ok(org) = self.gate(p.meta, p.organization)
+                && let Ok(Some(s)) = self.resolve(&recorded, org)
+            {
+                out.bound = Some(s.clone());
+                out.recorded_id = Some(s.id.clone());
+            }
+            self.deleted.push(me);
+            return Ok(());
+        }
+        let org = self
+            .gate(p.meta, p.organization)
+            .map_err(deletion::blocked)?;
+        if let Some(id) = p.recorded_id
+            && self
+                .check_owner(
+                    p.kind,
+                    p.meta,
+                    p.organization,
+                    Managed::Subscription(id.into()),
+                )
+                .is_err()
+        {
+            // An older resource manages it: not this one's to cancel.
+            self.deleted.push(me);
+            return Ok(());
+        }
+        // Recorded but gone from the service: nothing left to cancel.
+        let bound = self.resolve(&recorded, org).unwrap_or(None);
+        if let Some(s) = bound {
+            out.bound = Some(s.clone());
+            out.recorded_id = Some(s.id.clone());
+        }
+        self.plan_cancel(p, bound, out).map_err(|b| {
+            // CancellationWindowClosed: done already, the block only informs.
+            if out.outcome.informational {
+                b
+            } else {
+                deletion::blocked(b)
+            }
+        })
+    }
+
     /// `deletionPolicy`: Orphan forgets; Cancel cancels, or turns recurring billing off once
     /// the cancellation window has closed (R10).
     fn plan_cancel(
@@ -732,6 +796,26 @@ impl Planner<'_> {
 
     /// Gate → product → owner → base → the add-on there → deletion, purchase or quantity.
     fn traditional_steps(
+        &mut self,
+        d: &AddOnDecl,
+        base: Option<&Subscription>,
+        r: &mut AddOnResult,
+    ) -> Result<(), Block> {
+        if !d.meta.deleting {
+            return self.traditional_change(d, base, r);
+        }
+        // Nothing on record, Orphan, or abandoned: gone at once, whatever else blocks it.
+        if deletion::of_add_on(d).is_some() {
+            self.deleted
+                .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
+            return Ok(());
+        }
+        self.traditional_change(d, base, r)
+            .map_err(deletion::blocked)
+    }
+
+    /// Gate → product → owner → base → record → buy, change, or remove (when deleted).
+    fn traditional_change(
         &mut self,
         d: &AddOnDecl,
         base: Option<&Subscription>,

@@ -627,3 +627,95 @@ fn r19_ownership_records_a_whole_batch_of_users_at_once() {
         ]
     );
 }
+
+fn deleted(p: &Plan) -> Vec<String> {
+    p.deleted.iter().map(|r| r.name.clone()).collect()
+}
+
+#[test]
+fn deleting_what_bought_nothing_completes_whatever_blocks_it() {
+    let o = observed(&[("s", "SPB", 2)], &[("a@contoso.com", &[])]);
+    // An unknown product, never bought (Orphan by default; Cancel with nothing on record).
+    let mut unknown = subscription("nope", "sub-x", "NOPE", 1);
+    unknown.spec.subscription_id = None;
+    unknown.meta.deleting = true;
+    let mut cancel = unknown.clone();
+    cancel.meta.name = "nope-cancel".into();
+    cancel.spec.deletion_policy = resources::SubscriptionDeletionPolicy::Cancel;
+    let mut la = assignment("la", 50, &["a@contoso.com"], "NOPE", Add);
+    la.meta.deleting = true;
+    let d = Desired {
+        subscriptions: vec![unknown, cancel],
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(deleted(&p), ["nope", "nope-cancel", "la"]);
+    assert_eq!(
+        deletion::releasable(&d).len(),
+        3,
+        "the controller lets them go before asking the service anything"
+    );
+}
+
+#[test]
+fn deleting_in_a_namespace_that_may_not_act_waits_with_a_way_out() {
+    let o = observed(&[("s", "SPB", 2)], &[]);
+    let mut sub = subscription("bought", "s", "SPB", 2);
+    sub.spec.deletion_policy = resources::SubscriptionDeletionPolicy::Cancel;
+    sub.status.subscription_id = Some("s".into());
+    sub.meta.deleting = true;
+    let mut d = Desired {
+        subscriptions: vec![sub],
+        namespaces: BTreeMap::from([("team-a".to_string(), Some("fabrikam.com".to_string()))]),
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(p.deleted.is_empty() && p.actions.is_empty());
+    assert_eq!(
+        p.subscriptions[0].blocked_reason.as_deref(),
+        Some("OrganizationNotPermitted")
+    );
+    let message = &p.subscriptions[0]
+        .conditions
+        .get("Blocked")
+        .unwrap()
+        .message;
+    assert!(
+        message.starts_with("deletion waits: ")
+            && message.contains("seatkeeper.dev/abandon-on-delete"),
+        "{message}"
+    );
+    // Abandoned: it goes, and nothing is cancelled.
+    d.subscriptions[0].meta.flags.abandon_on_delete = true;
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(deleted(&p), ["bought"]);
+    assert!(p.actions.is_empty());
+}
+
+#[test]
+fn deleting_a_license_assignment_retain_or_unassign_of_what_it_owns() {
+    let o = observed(
+        &[("s", "SPB", 2), ("x", "EXCHANGESTANDARD", 2)],
+        &[("a@contoso.com", &["SPB", "EXCHANGESTANDARD"])],
+    );
+    let mut la = assignment("la", 50, &["a@contoso.com"], "SPB", Add);
+    la.meta.deleting = true;
+    la.status.owned = vec![resources::OwnedLicence {
+        user: "a@contoso.com".into(),
+        product: "SPB".into(),
+    }];
+    la.spec.deletion_policy = resources::AssignmentDeletionPolicy::Retain;
+    let mut d = Desired {
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(deleted(&p), ["la"], "Retain: gone at once");
+    assert!(p.actions.is_empty());
+    d.assignments[0].spec.deletion_policy = resources::AssignmentDeletionPolicy::Unassign;
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(p.deleted.is_empty(), "Unassign removes what it owns first");
+    assert_eq!(changes(&p).len(), 1, "{:?}", p.actions);
+}

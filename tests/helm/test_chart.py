@@ -147,8 +147,10 @@ def main():
     check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness on /readyz")
     args = c["args"]
     for a in ("run", "--state=/var/lib/seatkeeper/tenant.yaml", "--leader-election=true",
-              "--require-namespace-binding=true", "--resync=10m", "--metrics-addr=0.0.0.0:8080"):
+              "--require-namespace-binding=true", "--resync=10m", "--metrics-addr=0.0.0.0:8080",
+              "--shutdown-timeout=20s"):
         check(a in args, f"argument {a} in {args}")
+    check(pod["terminationGracePeriodSeconds"] == 30, "the drain fits the grace period")
     check(dep["spec"]["strategy"]["type"] == "Recreate", "Recreate with a ReadWriteOnce volume")
     check(pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "seatkeeper-state", "state on the PVC")
     pvc = find(objects, "PersistentVolumeClaim")[0]
