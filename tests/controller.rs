@@ -105,6 +105,8 @@ async fn world(extra_subs: &str) -> World {
     let client = server.client();
     let nss: Api<Namespace> = Api::all(client.clone());
     for (name, labels) in [
+        // Events of cluster-scoped objects (Organizations) go to "default", as in a cluster.
+        ("default", json!({})),
         ("seatkeeper", json!({})),
         (NS, json!({"seatkeeper.dev/organization": ORG})),
         ("unbound", json!({})),
@@ -1068,6 +1070,14 @@ async fn e2e_an_organization_with_the_microsoft_backend_runs_against_the_emulato
                 condition(&o, "Blocked") == ("True".into(), "CredentialsInvalid".into())
             })
     })
+    .await;
+    eventually(
+        "a CredentialsInvalid Warning Event for the Organization",
+        || {
+            w.event_reasons("contoso")
+                .contains(&"CredentialsInvalid".to_string())
+        },
+    )
     .await;
     let message = w
         .server

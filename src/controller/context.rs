@@ -380,8 +380,36 @@ impl<B: Backend> Ctx<B> {
             return Ok(());
         };
         let status = tenants::status_of(&o, observed, failure, self.clock.now());
+        let before = o.status.as_ref().and_then(|s| s.blocked_reason.clone());
         if tenants::write_status(&self.client, &o, &status, self.cfg.resync).await? {
             self.metrics.status_writes.inc();
+        }
+        // A new Blocked reason: one Warning Event and one log line, as for every kind.
+        if let Some(reason) = status
+            .blocked_reason
+            .as_ref()
+            .filter(|r| Some(*r) != before.as_ref())
+        {
+            let message = status
+                .conditions
+                .get("Blocked")
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            let name = o.metadata.name.clone().unwrap_or_default();
+            tracing::warn!(organization = %name, reason = %reason, "{message}");
+            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some(crate::api::API_VERSION.into()),
+                kind: Some("Organization".into()),
+                name: Some(name),
+                uid: o.metadata.uid.clone(),
+                ..Default::default()
+            };
+            events::publish(
+                &self.recorder,
+                &events::warning(reason, &message),
+                &reference,
+            )
+            .await;
         }
         Ok(())
     }

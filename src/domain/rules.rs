@@ -45,6 +45,10 @@ pub enum Refusal {
         product: String,
         other_plan: String,
         other_product: String,
+        /// Further conflicting pairs of the same licence set, each as
+        /// `PLAN (from PRODUCT) with PLAN (from PRODUCT)`: all are named at once.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more: Vec<String>,
     },
     #[error("a service plan needs another plan")]
     MissingDependency {
@@ -192,8 +196,12 @@ impl Refusal {
                 "{needed} {product} {} needed and {available} free: buy more seats (or free some) first",
                 if *needed == 1 { "licence is" } else { "licences are" }
             ),
-            Refusal::ConflictingServices { plan, product, other_plan, other_product } => format!(
+            Refusal::ConflictingServices { plan, product, other_plan, other_product, more } if more.is_empty() => format!(
                 "{plan} (from {product}) conflicts with {other_plan} (from {other_product}): turn one of them off in disabledPlans"
+            ),
+            Refusal::ConflictingServices { plan, product, other_plan, other_product, more } => format!(
+                "{plan} (from {product}) conflicts with {other_plan} (from {other_product}), and {}: turn one plan of each pair off in disabledPlans",
+                more.join(", and ")
             ),
             Refusal::MissingDependency { plan, product, needs } => format!(
                 "{plan} (from {product}) needs one of {} which the user does not have: assign a licence that includes it",
@@ -473,6 +481,7 @@ pub fn check_user_assignable(org: &Organization, upn: &str) -> Result<(), Refusa
 pub fn check_licence_set(catalog: &Catalog, licences: &[Licence]) -> Result<(), Refusal> {
     // (plan, product), borrowed: checked for each of a large tenant's users.
     let mut enabled: Vec<(&str, &str)> = Vec::new();
+    let mut conflicts: Vec<[&str; 4]> = Vec::new();
     for l in licences {
         let p = catalog
             .product(&l.product)
@@ -481,15 +490,23 @@ pub fn check_licence_set(catalog: &Catalog, licences: &[Licence]) -> Result<(), 
             })?;
         for plan in p.enabled_plans(&l.disabled_plans) {
             if let Some((other_plan, other_product)) = catalog.conflict(plan, &enabled) {
-                return Err(Refusal::ConflictingServices {
-                    plan: other_plan.into(),
-                    product: other_product.into(),
-                    other_plan: plan.into(),
-                    other_product: l.product.clone(),
-                });
+                // Every pair at once, not one per attempt.
+                conflicts.push([other_plan, other_product, plan, l.product.as_str()]);
             }
             enabled.push((plan, &l.product));
         }
+    }
+    if let Some(([plan, product, other_plan, other_product], rest)) = conflicts.split_first() {
+        return Err(Refusal::ConflictingServices {
+            plan: (*plan).into(),
+            product: (*product).into(),
+            other_plan: (*other_plan).into(),
+            other_product: (*other_product).into(),
+            more: rest
+                .iter()
+                .map(|[a, ap, b, bp]| format!("{a} (from {ap}) with {b} (from {bp})"))
+                .collect(),
+        });
     }
     for l in licences {
         let p = catalog.product(&l.product).expect("checked above");

@@ -343,7 +343,7 @@ pub struct SubscriptionStatus {
     pub autoscale: Option<AutoscaleStatus>,
 }
 
-/// One user's state in a LicenseAssignment.
+/// One entry per user: its state and, when Pending or Blocked, why and what to do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserStatus {
@@ -409,7 +409,7 @@ pub struct LicenseAssignmentStatus {
     /// Users that cannot be licensed until something outside the spec changes.
     #[serde(default)]
     pub blocked: i64,
-    /// Each user's state.
+    /// The listed users, in spec order, each with its state.
     #[serde(default)]
     pub users: Vec<UserStatus>,
     /// Licences this resource removed, with the date their mailbox data is deleted.

@@ -267,6 +267,10 @@ fn r14_conflicting_services_are_refused_naming_both() {
         msg.contains("EXCHANGE_S_STANDARD") && msg.contains("EXCHANGE_S_ENTERPRISE"),
         "{msg}"
     );
+    assert!(
+        msg.contains("SHAREPOINTSTANDARD") && msg.contains("SHAREPOINTENTERPRISE"),
+        "both conflicting pairs are named at once: {msg}"
+    );
     let r = t.apply(&lasg(
         "a",
         &["u0@contoso.com"],

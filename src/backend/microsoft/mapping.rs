@@ -167,6 +167,7 @@ impl Directory {
                 other_product: of(&b),
                 plan: a,
                 other_plan: b,
+                more: vec![],
             }
         } else if m.contains("depends on") {
             Refusal::MissingDependency {
