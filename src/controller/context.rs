@@ -289,17 +289,7 @@ impl<B: Backend> Ctx<B> {
                     .remove(&key);
                 continue;
             }
-            let status = at.value(desired);
-            let why = status
-                .get("conditions")
-                .and_then(serde_json::Value::as_array)
-                .and_then(|c| {
-                    c.iter()
-                        .find(|c| c["type"] == "Blocked" && c["status"] == "True")
-                })
-                .and_then(|c| c["message"].as_str())
-                .map(str::to_string);
-            let Some(why) = why else {
+            let Some(why) = super::status::blocked_message(&at.value(desired)) else {
                 continue; // still in progress (removals, a cancellation): not waiting
             };
             let attempt = {

@@ -115,7 +115,7 @@ impl<B: Backend> Ledger for KubeLedger<'_, B> {
                 // JSON again, only while it is written.
                 let status = at.value(desired);
                 let result = write(ctx, &key, &status).await;
-                let message = blocked_message(&status);
+                let message = blocked_message(&status).unwrap_or_default();
                 (key, meta, now, message, result)
             })
             .buffer_unordered(CONCURRENT_WRITES)
@@ -143,15 +143,17 @@ impl<B: Backend> Ledger for KubeLedger<'_, B> {
     }
 }
 
-/// The Blocked condition's message, if any.
-fn blocked_message(status: &Value) -> String {
+/// The Blocked condition's message while it is True.
+pub(super) fn blocked_message(status: &Value) -> Option<String> {
     status
         .get("conditions")
         .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c["type"] == "Blocked"))
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["type"] == "Blocked" && c["status"] == "True")
+        })
         .and_then(|c| c["message"].as_str())
-        .unwrap_or_default()
-        .to_string()
+        .map(str::to_string)
 }
 
 impl<B> KubeLedger<'_, B> {
