@@ -580,7 +580,10 @@ async fn run(args: &Args, mode: Mode, interrupt: &Interrupt) -> Result<i32, CliE
     };
     let report = run.execute(&mut desired, &options).await?;
 
-    let shown = output::objects(&desired, &state.objects, &state.targets);
+    let mut shown = output::objects(&desired, &state.objects, &state.targets);
+    if mode == Mode::Plan {
+        output::mark_undecided(&mut shown, &report);
+    }
     let deleted: Vec<Key> = report
         .plan
         .deleted

@@ -38,6 +38,37 @@ pub fn objects(
         .collect()
 }
 
+/// `plan` only: a resource whose planned change only the service can accept or refuse (R03 on
+/// Partner Center) is not promised Ready: its Ready condition reads `Unknown`,
+/// `DecidedByService`, with why.
+pub fn mark_undecided(shown: &mut [Shown], report: &Report) {
+    for e in report.executed.iter().filter(|e| e.refused.is_none()) {
+        let Some(why) = &e.action.decided_by_service else {
+            continue;
+        };
+        let key = (
+            e.action.kind,
+            e.action.namespace.clone(),
+            e.action.name.clone(),
+        );
+        let Some(s) = shown.iter_mut().find(|s| s.key == key) else {
+            continue;
+        };
+        let Some(mut ready) = s.conditions.get("Ready").cloned() else {
+            continue;
+        };
+        if ready.status != "True" {
+            continue;
+        }
+        ready.status = "Unknown".into();
+        ready.reason = "DecidedByService".into();
+        ready.message = why.clone();
+        s.conditions.set(ready);
+        s.object["status"]["conditions"] =
+            serde_json::to_value(&s.conditions).expect("conditions serialize");
+    }
+}
+
 pub fn render(
     format: Format,
     with_actions: bool,
@@ -159,6 +190,10 @@ fn actions_section(planning: bool, report: &Report, waiting: usize) -> String {
         let what = e.action.op.describe();
         let who = format!("{} {}/{}", e.action.kind, e.action.namespace, e.action.name);
         let _ = match &e.refused {
+            None if planning && e.action.decided_by_service.is_some() => writeln!(
+                out,
+                "  {who}: {what} (Partner Center decides on arrival: a credit check may hold it)"
+            ),
             None => writeln!(out, "  {who}: {what}"),
             Some(b) => writeln!(
                 out,

@@ -325,6 +325,16 @@ pub fn check_admin_may_change(sub: &Subscription, now: Instant) -> Result<(), Re
     Ok(())
 }
 
+/// R03 where it cannot be read: on a service that decides credit checks when the order or the
+/// seat increase arrives (Partner Center), a change that spends money is the service's to
+/// accept; `None` where the outcome is known beforehand (the simulator, or a change that
+/// spends nothing).
+pub fn decided_by_service(org: &Organization, spends: bool) -> Option<String> {
+    (org.credit_check_by_service && spends).then(|| {
+        "Partner Center decides when the change arrives: it may hold an order or a seat increase for a credit check, and nothing it shows beforehand tells (apply reports CreditCheckPending if it does)".to_string()
+    })
+}
+
 /// R05, R09: subscriptions bought through a reseller or by a user (self-service) are not the
 /// admin's to change, convert or cancel.
 pub fn check_channel(sub: &Subscription) -> Result<(), Refusal> {

@@ -62,6 +62,10 @@ pub struct Organization {
     /// later); 0 is at once.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub seat_change_delay_minutes: u32,
+    /// The service may hold a purchase or a seat increase for a credit check and nothing it
+    /// shows beforehand tells (Partner Center): a plan cannot promise such a change (R03).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub credit_check_by_service: bool,
     #[serde(default)]
     pub users: Vec<User>,
     #[serde(default)]

@@ -46,9 +46,12 @@ fn failure(e: &BackendError) -> Response {
 fn refused(r: &Refusal) -> Response {
     let bad = |code: u32, d: String| pc_error(StatusCode::BAD_REQUEST, code, &d);
     match r {
-        Refusal::CreditCheckPending { .. } => {
-            bad(800023, "The customer's credit check is pending.".into())
-        }
+        // Partner Center answers a held credit check with 403 Forbidden and its own code.
+        Refusal::CreditCheckPending { .. } => pc_error(
+            StatusCode::FORBIDDEN,
+            800023,
+            "The customer's credit check is pending.",
+        ),
         Refusal::Trial { .. } => bad(
             800027,
             "The quantity of a trial subscription cannot change.".into(),

@@ -18,7 +18,7 @@ pub use auto_assign::{MAX_SKIPPED_LISTED, note_skipped, skipped};
 
 use crate::domain::billing::CostPreview;
 use crate::domain::{
-    BillingFrequency, BlockReason, Catalog, Instant, Licence, Organization, Refusal, counted,
+    BillingFrequency, BlockReason, Catalog, Instant, Licence, Organization, Refusal, counted, rules,
 };
 use resources::{
     AddOnStatus, AddOnType, LicenseAssignmentStatus, ORGANIZATION_LABEL, SubscriptionStatus,
@@ -364,6 +364,10 @@ pub struct Action {
     /// When in a pass it runs; the plan lists actions in this order.
     #[serde(skip)]
     pub phase: Phase,
+    /// Why only the service can say whether this change will be accepted (R03 on Partner
+    /// Center: a credit check it decides on arrival); `plan` shows the outcome as undecided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by_service: Option<String>,
 }
 
 /// The order of a pass: bought seats are there at once (R02), so licence changes follow
@@ -400,6 +404,7 @@ impl Action {
             organization: self.organization.clone(),
             op,
             phase: self.phase,
+            decided_by_service: self.decided_by_service.clone(),
         }
     }
 
@@ -809,6 +814,16 @@ impl<'a> Planner<'a> {
             (Op::AssignLicenses { .. }, _) => Phase::Licences,
             _ => Phase::Buy,
         };
+        let spends = match &op {
+            Op::Buy { .. } | Op::BuyAddOn { .. } | Op::ConvertTrial { .. } => true,
+            Op::SetSeats { cost, .. } | Op::SetAddOnQuantity { cost, .. } => cost.to > cost.from,
+            _ => false,
+        };
+        let decided_by_service = self
+            .observed
+            .organizations
+            .get(organization)
+            .and_then(|org| rules::decided_by_service(org, spends));
         self.actions.push(Action {
             kind,
             namespace: meta.namespace.clone(),
@@ -816,6 +831,7 @@ impl<'a> Planner<'a> {
             organization: organization.to_string(),
             op,
             phase,
+            decided_by_service,
         });
     }
 

@@ -303,6 +303,42 @@ fn refusals_met_earlier_in_a_run_keep_the_resource_blocked_and_changing_nothing(
 }
 
 #[test]
+fn r03_where_the_service_decides_credit_checks_a_plan_promises_no_spending() {
+    // Partner Center runs its credit check when the increase arrives: the plan marks it.
+    let mut o = observed(&[("s", "SPB", 5), ("t", "O365_BUSINESS_PREMIUM", 9)], &[]);
+    o.organizations
+        .get_mut("contoso.com")
+        .unwrap()
+        .credit_check_by_service = true;
+    let d = Desired {
+        subscriptions: vec![
+            subscription("up", "s", "SPB", 7),
+            subscription("down", "t", "O365_BUSINESS_PREMIUM", 8),
+        ],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    let undecided: Vec<(&str, bool)> = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a.op, Op::SetSeats { .. }))
+        .map(|a| (a.name.as_str(), a.decided_by_service.is_some()))
+        .collect();
+    assert_eq!(
+        undecided,
+        [("up", true), ("down", false)],
+        "only spending waits on the service"
+    );
+    // The simulator knows its credit checks: nothing is undecided there.
+    o.organizations
+        .get_mut("contoso.com")
+        .unwrap()
+        .credit_check_by_service = false;
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(p.actions.iter().all(|a| a.decided_by_service.is_none()));
+}
+
+#[test]
 fn purchase_keys_keep_their_wire_format() {
     // Keys written by earlier versions must still be recognised: never change this format.
     let m = meta("new", 0);

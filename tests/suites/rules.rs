@@ -56,6 +56,64 @@ fn r03_credit_check_pending_blocks_until_it_clears() {
 }
 
 #[test]
+fn r03_plan_predicts_a_pending_credit_check_or_says_the_service_decides() {
+    let t = Tenant::new(&tenant(
+        &users(1, ""),
+        &(s("sub-1", "SPB", 5, ", creditCheck: Pending")
+            + &s("sub-2", "O365_BUSINESS_PREMIUM", 10, "")),
+    ));
+    let m =
+        sub("spb", "sub-1", "SPB", 8, "") + &sub("bp", "sub-2", "O365_BUSINESS_PREMIUM", 12, "");
+    let r = t.run("plan", &m, NOW);
+    let ready = |name: &str| {
+        r.item(name)["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .cloned()
+            .unwrap()
+    };
+    let increase = r.out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "bp")
+        .cloned()
+        .expect("the increase is planned");
+    if MICROSOFT {
+        // Partner Center shows no credit check before it runs one: the plan cannot promise
+        // either increase, and says so instead of Ready.
+        for name in ["spb", "bp"] {
+            assert_eq!(ready(name)["status"], "Unknown", "{name}: {}", ready(name));
+            assert_eq!(ready(name)["reason"], "DecidedByService");
+            assert!(
+                ready(name)["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("credit check")
+            );
+        }
+        assert!(
+            increase["decidedByService"]
+                .as_str()
+                .unwrap()
+                .contains("Partner Center")
+        );
+        // Apply: the service holds one (403, 800023) and accepts the other.
+        let r = t.apply(&m);
+        assert_eq!(r.blocked("spb"), "CreditCheckPending");
+        assert!(r.ready("bp"));
+    } else {
+        // The simulator knows its credit checks: the plan predicts the block exactly.
+        assert_eq!(r.blocked("spb"), "CreditCheckPending");
+        assert_eq!(ready("bp")["status"], "True");
+        assert!(increase.get("decidedByService").is_none());
+    }
+    assert_eq!(r.code, 3);
+}
+
+#[test]
 fn r04_prepaid_seats_cannot_be_removed_and_need_payment_or_key_to_add() {
     let prepaid = s("sub-1", "SPB", 5, ", channel: Prepaid");
     let t = Tenant::new(
@@ -1179,7 +1237,8 @@ fn plan_detailed_exitcode_tells_changes_pending_from_nothing_to_do() {
     );
     assert_eq!(
         t.run("plan", &m, NOW).code,
-        0,
+        // Partner Center decides a seat increase on arrival (R03): not promised Ready.
+        if MICROSOFT { 3 } else { 0 },
         "without the flag: the old codes"
     );
     t.apply(&m);

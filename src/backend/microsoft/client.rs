@@ -353,6 +353,14 @@ impl Client {
 /// A non-success answer as a refusal (or an outage).
 fn refused(scope: Scope, status: StatusCode, bytes: &[u8]) -> BackendError {
     let body: Option<Value> = serde_json::from_slice(bytes).ok();
+    // Partner Center sends some business refusals (a pending credit check) as 403 with its own
+    // code: the code decides, not the status.
+    if scope == Scope::PartnerCenter
+        && let refused @ BackendError::Refused(_) =
+            mapping::pc_refusal(body.as_ref(), status.as_u16())
+    {
+        return refused;
+    }
     if status == StatusCode::FORBIDDEN {
         let (_, message) = mapping::graph_error(body.as_ref());
         return Refusal::PermissionDenied {
@@ -447,5 +455,26 @@ mod tests {
         assert!(check_endpoint("http://[::1]:9").is_ok());
         assert!(check_endpoint("http://graph.example.com").is_err());
         assert!(check_endpoint("http://10.0.0.1").is_err());
+    }
+
+    #[test]
+    fn r03_partner_center_credit_check_sent_as_403_is_credit_check_pending_not_permission() {
+        let body = br#"{"code": 800023, "description": "The customer's credit check is pending.", "errorName": "CreditCheckPending"}"#;
+        let e = refused(Scope::PartnerCenter, StatusCode::FORBIDDEN, body);
+        assert!(
+            matches!(e, BackendError::Refused(Refusal::CreditCheckPending { .. })),
+            "{e:?}"
+        );
+        // A 403 without a known Partner Center code is still a missing permission.
+        let e = refused(Scope::PartnerCenter, StatusCode::FORBIDDEN, b"{}");
+        assert!(matches!(
+            e,
+            BackendError::Refused(Refusal::PermissionDenied { .. })
+        ));
+        let e = refused(Scope::Graph, StatusCode::FORBIDDEN, body);
+        assert!(matches!(
+            e,
+            BackendError::Refused(Refusal::PermissionDenied { .. })
+        ));
     }
 }

@@ -57,6 +57,9 @@ impl Directory {
             .iter()
             .map(|u| user(u, &sku_name, &plan_name))
             .collect();
+        // Partner Center runs its credit checks when an order or a seat increase arrives, and
+        // nothing it shows beforehand tells (R03).
+        organization.credit_check_by_service = pc.is_some();
         organization.subscriptions = subscriptions(&subs, pc.as_deref());
         Directory {
             catalog,
