@@ -42,6 +42,17 @@ fn free_port() -> std::net::SocketAddr {
 }
 
 fn start(server: &ApiServer, state: &Path, identity: &str, resync: Duration) -> Replica {
+    start_reading_secrets_in(server, state, identity, resync, None)
+}
+
+/// `start`, reading Secrets only in `secret_namespaces` (`run --secret-namespaces`).
+fn start_reading_secrets_in(
+    server: &ApiServer,
+    state: &Path,
+    identity: &str,
+    resync: Duration,
+    secret_namespaces: Option<&[&str]>,
+) -> Replica {
     if std::env::var("E2E_LOG").is_ok() {
         let _ = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
@@ -59,6 +70,9 @@ fn start(server: &ApiServer, state: &Path, identity: &str, resync: Duration) -> 
         metrics_addr: metrics,
         lock_timeout: Some(Duration::from_secs(5)),
         shutdown_timeout: Duration::from_secs(5),
+        secret_namespaces: seatkeeper::controller::watches::SecretNamespaces(
+            secret_namespaces.map(|l| l.iter().map(|n| n.to_string()).collect()),
+        ),
         election: Some(Election {
             namespace: "seatkeeper".into(),
             name: "seatkeeper".into(),
@@ -747,6 +761,102 @@ async fn e2e_r04_a_product_key_secret_is_watched_and_unblocks_a_prepaid_subscrip
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_least_privilege_secrets_are_read_only_where_allowed_and_elsewhere_a_status_says_so() {
+    let w = world(
+        "  - {id: sub-prepaid, product: SPB, seats: 5, channel: Prepaid}\n  - {id: sub-team-b, product: O365_BUSINESS_PREMIUM, seats: 5, channel: Prepaid}\n",
+    )
+    .await;
+    let text = std::fs::read_to_string(&w.state)
+        .unwrap()
+        .replace("paymentMethodOnFile: true", "paymentMethodOnFile: false");
+    std::fs::write(&w.state, text).unwrap();
+    // RBAC as the chart renders it by default: Secrets in the release namespace and NS only.
+    w.server.allow_secrets_only_in(&["seatkeeper", NS]);
+    let nss: Api<Namespace> = Api::all(w.server.client());
+    let team_b: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": "team-b", "labels": {"seatkeeper.dev/organization": ORG}}}),
+    )
+    .unwrap();
+    nss.create(&PostParams::default(), &team_b).await.unwrap();
+    let key = json!({"metadata": {"name": "spb-key"},
+        "stringData": {"key": "ABCDE-FGHIJ-KLMNO-PQRST-UVWXY"}});
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api(NS);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(key).unwrap(),
+        )
+        .await
+        .unwrap();
+    // A credentials Secret outside the namespaces allowed.
+    let orgs: Api<seatkeeper::api::Organization> = Api::all(w.server.client());
+    let org = serde_json::from_value(json!({
+        "apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Organization",
+        "metadata": {"name": "fabrikam"},
+        "spec": {"domain": "fabrikam.com", "backend": {"microsoft": {
+            "tenantId": "fabrikam.com",
+            "credentials": {"clientId": "app",
+                "clientSecretRef": {"namespace": "kube-system", "name": "app", "key": "secret"}}}}}
+    }))
+    .unwrap();
+    orgs.create(&PostParams::default(), &org).await.unwrap();
+    let r = start_reading_secrets_in(
+        &w.server,
+        &w.state,
+        "a",
+        Duration::from_secs(600),
+        Some(&["seatkeeper", NS]),
+    );
+    let with_key = |id: &str| {
+        json!({"organization": ORG, "product": "SPB", "subscriptionId": id, "seats": 7,
+        "productKey": {"secretRef": {"name": "spb-key", "key": "key"}}})
+    };
+    w.create(NS, sub("prepaid", with_key("sub-prepaid"))).await;
+    let mut other = with_key("sub-team-b");
+    other["product"] = json!("O365_BUSINESS_PREMIUM");
+    w.create("team-b", sub("other", other)).await;
+    eventually("seats added with the key the controller may read", || {
+        w.subscription("sub-prepaid")["seats"] == 7
+    })
+    .await;
+    eventually("the key it may not read is named in status", || {
+        w.object("subscriptions", "team-b", "other")
+            .is_some_and(|o| {
+                let (status, reason) = condition(&o, "Blocked");
+                let message = o["status"]["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Blocked"))
+                    .map(|c| c["message"].to_string())
+                    .unwrap_or_default();
+                status == "True"
+                    && reason == "Prepaid"
+                    && message.contains("team-b/spb-key")
+                    && message.contains("secrets.namespaces")
+            })
+    })
+    .await;
+    eventually("the Organization names its credentials field", || {
+        w.object("organizations", "", "fabrikam").is_some_and(|o| {
+            condition(&o, "Blocked") == ("True".into(), "CredentialsInvalid".into())
+                && o.to_string().contains("clientSecretRef")
+                && o.to_string().contains("kube-system/app")
+        })
+    })
+    .await;
+    assert_eq!(
+        w.subscription("sub-team-b")["seats"],
+        5,
+        "nothing bought without the key"
+    );
+    assert_eq!(
+        w.server.secret_requests_forbidden(),
+        0,
+        "no Secret request outside the namespaces allowed"
+    );
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_more_blocked_reasons_surface_in_conditions_and_events() {
     let w = world(concat!(
         "  - {id: sub-bs, product: O365_BUSINESS_PREMIUM, seats: 5}\n",
@@ -913,6 +1023,7 @@ async fn e2e_the_controller_runs_with_any_backend() {
         metrics_addr: free_port(),
         lock_timeout: None,
         shutdown_timeout: Duration::from_secs(5),
+        secret_namespaces: Default::default(),
         election: None,
     };
     let client = w.server.client();

@@ -123,6 +123,10 @@ struct RunArgs {
     /// second signal exits at once.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     shutdown_timeout: std::time::Duration,
+    /// Read Secrets (Organization credentials, product keys) only in these namespaces
+    /// (comma-separated), as the chart's least-privilege RBAC allows; without it, anywhere.
+    #[arg(long, value_delimiter = ',')]
+    secret_namespaces: Option<Vec<String>>,
 }
 
 /// `10m`, `30s`, `1h`, `500ms` or plain seconds.
@@ -163,6 +167,9 @@ impl RunArgs {
             metrics_addr: self.metrics_addr,
             lock_timeout: Some(self.lock_timeout),
             shutdown_timeout: self.shutdown_timeout,
+            secret_namespaces: crate::controller::watches::SecretNamespaces(
+                self.secret_namespaces.clone(),
+            ),
             election: self
                 .leader_election
                 .then(|| crate::controller::leader::Election {

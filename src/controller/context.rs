@@ -240,7 +240,12 @@ impl<B: Backend> Ctx<B> {
         let organization = tenants::organization_of(&self.organizations, org);
         let tenant = self
             .tenants
-            .backend(&self.client, &self.metrics, organization.as_deref())
+            .backend(
+                &self.client,
+                &self.metrics,
+                &self.cfg.secret_namespaces,
+                organization.as_deref(),
+            )
             .await?;
         let report = self.converge(&mut desired, &mut rvs, tenant).await?;
         self.report_organization(org, Some(&report.observed), None)
@@ -415,6 +420,16 @@ impl<B: Backend> Ctx<B> {
                 continue;
             };
             let ns = s.namespace().unwrap_or_default();
+            if !self.cfg.secret_namespaces.allows(&ns) {
+                let why = self
+                    .cfg
+                    .secret_namespaces
+                    .refusal("spec.productKey", &ns, name);
+                desired
+                    .secrets_out_of_reach
+                    .insert((ns, name.to_string()), why);
+                continue;
+            }
             let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
             if let Some(value) = secrets
                 .get_opt(name)

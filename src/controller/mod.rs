@@ -62,6 +62,8 @@ pub struct RunConfig {
     /// After the stop signal, the work in flight has this long to finish its batch; then
     /// whatever is left is dropped and the process ends.
     pub shutdown_timeout: Duration,
+    /// Where Secrets (credentials, product keys) may be read.
+    pub secret_namespaces: watches::SecretNamespaces,
 }
 
 #[derive(Debug, thiserror::Error)]

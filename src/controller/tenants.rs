@@ -50,6 +50,7 @@ impl Tenants {
         &self,
         client: &kube::Client,
         metrics: &Metrics,
+        readable: &super::watches::SecretNamespaces,
         org: Option<&Organization>,
     ) -> Result<Option<Arc<Tenant>>, BackendError> {
         let Some(o) = org.filter(|o| o.spec.backend.microsoft.is_some()) else {
@@ -65,11 +66,20 @@ impl Tenants {
         let secret_ref = credentials
             .client_secret_ref
             .as_ref()
-            .map(|r| (r.namespace.clone(), r.name.clone()))
+            .map(|r| ("clientSecretRef", r.namespace.clone(), r.name.clone()))
             .or_else(|| {
                 let r = credentials.certificate_ref.as_ref()?;
-                Some((r.namespace.clone(), r.name.clone()))
+                Some(("certificateRef", r.namespace.clone(), r.name.clone()))
             });
+        if let Some((field, ns, name)) = &secret_ref
+            && !readable.allows(ns)
+        {
+            let field = format!("spec.backend.microsoft.credentials.{field}");
+            return Err(BackendError::CredentialsInvalid(
+                readable.refusal(&field, ns, name),
+            ));
+        }
+        let secret_ref = secret_ref.map(|(_, ns, name)| (ns, name));
         let mut fingerprint = o.metadata.resource_version.clone().unwrap_or_default();
         let mut data: BTreeMap<String, String> = BTreeMap::new();
         if let Some((ns, name)) = &secret_ref {

@@ -19,6 +19,27 @@ use std::sync::Arc;
 /// Namespace metadata, by name.
 pub type Namespaces = Store<PartialObjectMeta<Namespace>>;
 
+/// Where the controller may read Secrets (`run --secret-namespaces`): anywhere (None), or only
+/// in the namespaces listed, which is what the chart's least-privilege RBAC allows.
+#[derive(Clone, Debug, Default)]
+pub struct SecretNamespaces(pub Option<Vec<String>>);
+
+impl SecretNamespaces {
+    pub fn allows(&self, namespace: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|n| n == namespace))
+    }
+
+    /// Why the Secret `namespace/name`, named by `field`, is not read.
+    pub fn refusal(&self, field: &str, namespace: &str, name: &str) -> String {
+        format!(
+            "{field}: Secret {namespace}/{name} is in a namespace seatkeeper may not read Secrets in (it reads them only in {}): keep the Secret in one of those, or add {namespace} to the chart's secrets.namespaces (seatkeeper run --secret-namespaces)",
+            self.0.as_deref().unwrap_or_default().join(", ")
+        )
+    }
+}
+
 /// Sends reconcile requests to the three kinds' controllers.
 pub struct Triggers {
     subscriptions: UnboundedSender<ObjectRef<Subscription>>,
@@ -101,16 +122,24 @@ pub async fn run<B: Backend + 'static>(
     namespaces: impl Stream<Item = PartialObjectMeta<Namespace>>,
     triggers: Triggers,
 ) {
-    let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .touched_objects()
-    .filter_map(|r| async move {
-        r.map_err(|e| tracing::warn!(error = %e, "watching secrets"))
-            .ok()
-    });
+    // One watch for the cluster, or one per namespace seatkeeper may read Secrets in.
+    let apis = match &ctx.cfg.secret_namespaces.0 {
+        None => vec![Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone())],
+        Some(list) => list
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect(),
+    };
+    let secrets = futures::stream::select_all(apis.into_iter().map(|api| {
+        watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .touched_objects()
+            .filter_map(|r| async move {
+                r.map_err(|e| tracing::warn!(error = %e, "watching secrets"))
+                    .ok()
+            })
+            .boxed()
+    }));
     let namespaces = namespaces.map(|n| Change::Namespace(n.name_any()));
     let secrets = secrets.map(|s| Change::Secret(s.namespace().unwrap_or_default(), s.name_any()));
     let mut changes = std::pin::pin!(futures::stream::select(namespaces, secrets));

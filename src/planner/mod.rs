@@ -256,6 +256,9 @@ pub struct Desired {
     pub namespaces: BTreeMap<String, Option<String>>,
     /// (namespace, secret, key) → value.
     pub secrets: BTreeMap<(String, String, String), String>,
+    /// (namespace, secret) → why it was not read (outside the namespaces seatkeeper may read
+    /// Secrets in).
+    pub secrets_out_of_reach: BTreeMap<(String, String), String>,
 }
 
 impl Desired {

@@ -35,6 +35,8 @@ pub(super) struct PurchaseInput<'a> {
     pub billing_frequency: BillingFrequency,
     pub recurring_billing: bool,
     pub product_key: Option<String>,
+    /// Why the product key's Secret was not read (the namespace is out of seatkeeper's reach).
+    pub product_key_unread: Option<&'a str>,
     pub convert_trial: bool,
     pub deletion: SubscriptionDeletionPolicy,
     /// `spec.autoscale`: `seats` is then the floor.
@@ -109,6 +111,10 @@ impl Planner<'_> {
                     billing_frequency: d.spec.billing_frequency,
                     recurring_billing: d.spec.recurring_billing,
                     product_key,
+                    product_key_unread: d.spec.product_key.as_ref().and_then(|r| {
+                        let k = (d.meta.namespace.clone(), r.secret_ref.name.clone());
+                        desired.secrets_out_of_reach.get(&k).map(String::as_str)
+                    }),
                     convert_trial: d.spec.convert_trial,
                     deletion: d.spec.deletion_policy,
                     autoscale: d.spec.autoscale.as_ref(),
@@ -376,7 +382,13 @@ impl Planner<'_> {
         }
         if p.seats > view.seats {
             let consumed = self.pool(p.organization, p.product).consumed;
-            check_seat_change(org, view, p.seats, consumed, key, self.now)?;
+            check_seat_change(org, view, p.seats, consumed, key, self.now).map_err(|r| {
+                match (&r, p.product_key_unread) {
+                    // The key was not read at all: say why, not that it is missing.
+                    (Refusal::Prepaid { .. }, Some(why)) => Block::new(BlockReason::Prepaid, why),
+                    _ => Block::from(r),
+                }
+            })?;
             self.check_purchase_guard(
                 p.meta,
                 p.organization,
@@ -717,6 +729,7 @@ impl Planner<'_> {
             billing_frequency: d.spec.billing_frequency,
             recurring_billing: true,
             product_key: None,
+            product_key_unread: None,
             convert_trial: false,
             deletion: d.spec.deletion_policy,
             autoscale: d.spec.autoscale.as_ref(),

@@ -14,7 +14,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "seatkeeper"
 
-# Exactly what the controller calls (src/controller): keep in step with the code.
+# Exactly what the controller calls (src/controller), cluster-wide: keep in step with the code.
 CONTROLLER_RULES = {
     ("seatkeeper.dev", "addons", "get"), ("seatkeeper.dev", "addons", "list"),
     ("seatkeeper.dev", "addons", "watch"), ("seatkeeper.dev", "addons", "patch"),
@@ -29,9 +29,11 @@ CONTROLLER_RULES = {
     ("seatkeeper.dev", "organizations", "watch"),
     ("seatkeeper.dev", "organizations/status", "patch"),
     ("", "namespaces", "get"), ("", "namespaces", "list"), ("", "namespaces", "watch"),
-    ("", "secrets", "get"), ("", "secrets", "list"), ("", "secrets", "watch"),
     ("events.k8s.io", "events", "create"), ("events.k8s.io", "events", "patch"),
 }
+# Secrets: in the release namespace and `secrets.namespaces` (Roles), or everywhere
+# (`secrets.clusterWide`, in the controller's ClusterRole).
+SECRET_RULES = {("", "secrets", "get"), ("", "secrets", "list"), ("", "secrets", "watch")}
 LEASE_RULES = {
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),
@@ -94,9 +96,46 @@ def rules_of(role):
             for v in rule["verbs"]}
 
 
+def args_of(objects):
+    return find(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def check_secrets(objects, namespaces, label):
+    """Secrets readable in exactly `namespaces` (None: cluster-wide), the flag to match."""
+    cluster_secrets = [(r["metadata"]["name"], rule) for r in find(objects, "ClusterRole")
+                       for rule in r["rules"] if "secrets" in rule["resources"]]
+    controller = rules_of(find(objects, "ClusterRole", "seatkeeper-controller")[0])
+    roles = find(objects, "Role", "seatkeeper-secrets")
+    bindings = find(objects, "RoleBinding", "seatkeeper-secrets")
+    flags = [a for a in args_of(objects) if a.startswith("--secret-namespaces")]
+    if namespaces is None:
+        check(controller == CONTROLLER_RULES | SECRET_RULES, f"{label}: controller rules {controller}")
+        check([n for n, _ in cluster_secrets] == ["seatkeeper-controller"],
+              f"{label}: only the controller reads secrets cluster-wide: {cluster_secrets}")
+        check(not roles and not bindings, f"{label}: no per-namespace secrets Roles")
+        check(not flags, f"{label}: no --secret-namespaces: {flags}")
+        return
+    check(controller == CONTROLLER_RULES, f"{label}: controller rules differ: extra "
+          f"{controller - CONTROLLER_RULES}, missing {CONTROLLER_RULES - controller}")
+    check(not cluster_secrets, f"{label}: no ClusterRole grants secrets: {cluster_secrets}")
+    role_ns = [r["metadata"]["namespace"] for r in roles]
+    check(sorted(role_ns) == sorted(namespaces), f"{label}: secrets Roles in {role_ns}, want {namespaces}")
+    for r in roles:
+        check(rules_of(r) == SECRET_RULES, f"{label}: secrets Role rules in {r['metadata']['namespace']}: {rules_of(r)}")
+    binding_ns = [b["metadata"]["namespace"] for b in bindings]
+    check(sorted(binding_ns) == sorted(namespaces), f"{label}: secrets RoleBindings in {binding_ns}")
+    for b in bindings:
+        check(b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "seatkeeper-secrets"},
+              f"{label}: RoleBinding roleRef {b['roleRef']}")
+        check(b["subjects"] == [{"kind": "ServiceAccount", "name": "seatkeeper", "namespace": "seatkeeper-system"}],
+              f"{label}: RoleBinding subjects {b['subjects']}")
+    check(flags == ["--secret-namespaces=" + ",".join(namespaces)], f"{label}: {flags}, want {namespaces}")
+
+
 def main():
     # Lint, strict: warnings count as errors.
-    for values in ({}, {"metrics": {"serviceMonitor": {"enabled": True}}, "networkPolicy": {"enabled": True}}):
+    for values in ({}, {"metrics": {"serviceMonitor": {"enabled": True}}, "networkPolicy": {"enabled": True}},
+                   {"secrets": {"namespaces": ["team-a"]}}, {"secrets": {"clusterWide": True}}):
         report = helm.lint(str(CHART), values, strict=True, namespace="seatkeeper-system")
         problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2] + report.get("errors", [])
         check(not problems, f"lint --strict with {values}: {problems}")
@@ -115,6 +154,19 @@ def main():
     check(lease["metadata"]["namespace"] == "seatkeeper-system", "the Lease role is namespaced")
     binding = find(objects, "ClusterRoleBinding")[0]
     check(binding["subjects"][0]["name"] == "seatkeeper", "bound to the service account")
+
+    # Secrets: least privilege by default (the release namespace), the listed namespaces on
+    # request (the release namespace once, first), cluster-wide only when opted in.
+    check_secrets(objects, ["seatkeeper-system"], "default")
+    check_secrets(render({"secrets": {"namespaces": ["team-a", "team-b"]}}),
+                  ["seatkeeper-system", "team-a", "team-b"], "secrets.namespaces")
+    check_secrets(render({"secrets": {"namespaces": ["team-a", "seatkeeper-system"]}}),
+                  ["seatkeeper-system", "team-a"], "release namespace listed")
+    check_secrets(render({"secrets": {"clusterWide": True, "namespaces": ["team-a"]}}), None, "clusterWide")
+    no_rbac = render({"rbac": {"create": False}, "secrets": {"namespaces": ["team-a"]}})
+    check(not find(no_rbac, "Role") and not find(no_rbac, "RoleBinding"), "no Roles when rbac.create=false")
+    check("--secret-namespaces=seatkeeper-system,team-a" in args_of(no_rbac),
+          "--secret-namespaces without rbac.create")
 
     # R30: the user-facing roles and their aggregation.
     billing = find(objects, "ClusterRole", "seatkeeper-billing-admin")[0]
@@ -165,7 +217,9 @@ def main():
     np = find(extra, "NetworkPolicy")
     check(len(np) == 1 and np[0]["spec"]["ingress"][0]["ports"][0]["port"] == 8080, "NetworkPolicy on the metrics port")
     check(not find(render({"metrics": {"service": {"enabled": False}}}), "Service"), "no Service when disabled")
-    check(not find(render({"leaderElection": {"enabled": False}}), "Role"), "no Lease role without election")
+    no_election = render({"leaderElection": {"enabled": False}})
+    check(not find(no_election, "Role", "seatkeeper-leader-election")
+          and not find(no_election, "RoleBinding", "seatkeeper-leader-election"), "no Lease role without election")
     check(not find(render({"rbac": {"create": False}}), "ClusterRole"), "no RBAC when rbac.create=false")
 
     # A sandbox: no PVC, the seed copied into an emptyDir.
@@ -199,6 +253,10 @@ def main():
         ({"resync": "ten minutes"}, "resync is a duration"),
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy enum"),
         ({"surprise": True}, "unknown keys"),
+        ({"secrets": {"surprise": True}}, "unknown keys under secrets"),
+        ({"secrets": {"clusterWide": "yes"}}, "secrets.clusterWide is a boolean"),
+        ({"secrets": {"namespaces": "team-a"}}, "secrets.namespaces is a list"),
+        ({"secrets": {"namespaces": ["Team A"]}}, "secrets.namespaces are namespace names"),
         ({"state": {"persistence": {"enabled": True, "accessModes": ["ReadOnlyMany"]}}}, "accessModes enum"),
         ({"metrics": {"port": 80}}, "privileged metrics port"),
         ({"replicaCount": 2}, "two replicas on ReadWriteOnce"),

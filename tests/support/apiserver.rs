@@ -158,6 +158,10 @@ struct Inner {
     compacted: u64,
     /// Secrets served with their data by a list or watch.
     secret_data_streamed: std::sync::atomic::AtomicUsize,
+    /// RBAC as the chart's least-privilege default: Secrets only in these namespaces (None:
+    /// anywhere); other Secret requests are refused 403 and counted.
+    secrets_only_in: Option<Vec<String>>,
+    secret_requests_forbidden: usize,
 }
 
 struct Shared {
@@ -227,6 +231,18 @@ impl ApiServer {
         inner
             .secret_data_streamed
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// From now on, Secrets may be read only in `namespaces` (as a namespaced Role allows):
+    /// a cluster-wide list or watch, or a request in another namespace, is refused 403.
+    pub fn allow_secrets_only_in(&self, namespaces: &[&str]) {
+        self.shared.inner.lock().unwrap().secrets_only_in =
+            Some(namespaces.iter().map(|n| n.to_string()).collect());
+    }
+
+    /// Secret requests refused by [`Self::allow_secrets_only_in`] so far.
+    pub fn secret_requests_forbidden(&self) -> usize {
+        self.shared.inner.lock().unwrap().secret_requests_forbidden
     }
 
     /// Changing requests so far, on any path containing `needle`.
@@ -531,6 +547,18 @@ async fn handle(
         Some(Err(r)) => return r,
         None => return status(404, "NotFound", format!("no route {path}")),
     };
+    if t.def.plural == "secrets" {
+        let mut inner = shared.inner.lock().unwrap();
+        let allowed = match (&inner.secrets_only_in, &t.namespace) {
+            (None, _) => true,
+            (Some(list), Some(ns)) => list.contains(ns),
+            (Some(_), None) => false,
+        };
+        if !allowed {
+            inner.secret_requests_forbidden += 1;
+            return status(403, "Forbidden", "secrets is forbidden");
+        }
+    }
     if t.def.namespaced && t.namespace.is_none() && !(method == Method::GET && t.name.is_none()) {
         return status(404, "NotFound", "a namespace is required");
     }
