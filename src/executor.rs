@@ -28,6 +28,13 @@ pub trait Ledger: Send {
         desired: &Desired,
         point: SavePoint,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Changes the service has just confirmed or refused, as soon as each is known (not when
+    /// the run ends): the cluster publishes their Events here, so a pass that fails or dies
+    /// later loses none of them.
+    fn confirmed(&mut self, _done: &[Executed]) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
 
 /// Why the executor saves. A ledger must keep every purchase in flight at `BeforeChanges`
@@ -138,7 +145,7 @@ pub async fn converge<B: Backend, L: Ledger>(
             actions: &actions,
             now,
         };
-        if let Err(e) = run.apply(&pass, desired).await {
+        if let Err(e) = run.apply(&pass, desired, ledger).await {
             // What was done is on record before the error is reported.
             ledger.save(desired, SavePoint::Final).await?;
             backend.checkpoint().await?;
@@ -162,6 +169,8 @@ pub async fn converge<B: Backend, L: Ledger>(
 struct Run {
     refusals: Refusals,
     executed: Vec<Executed>,
+    /// How many of `executed` the ledger has been told of.
+    confirmed: usize,
     reads: u64,
     writes: u64,
 }
@@ -200,23 +209,35 @@ impl Run {
     /// One pass, in its phases: purchases and increases (bought seats are there at once,
     /// R02), licence changes (which may use them and free others), then reductions and
     /// cancellations (R07).
-    async fn apply<B: Backend>(
+    async fn apply<B: Backend, L: Ledger>(
         &mut self,
         pass: &Pass<'_, B>,
         desired: &mut Desired,
+        ledger: &mut L,
     ) -> Result<(), BackendError> {
         let mut unfinished = BTreeSet::new();
-        self.purchase_side(pass, desired, Phase::Buy, &mut unfinished)
+        self.purchase_side(pass, desired, Phase::Buy, &mut unfinished, ledger)
             .await?;
         if pass.options.interrupt.was_requested() {
             return Ok(());
         }
-        self.licences(pass, desired, &unfinished).await?;
+        let licences = self.licences(pass, desired, &unfinished).await;
+        // What the batches did is told even when one of them failed.
+        self.confirm(ledger).await;
+        licences?;
         if pass.options.interrupt.was_requested() {
             return Ok(());
         }
-        self.purchase_side(pass, desired, Phase::Reduce, &mut unfinished)
+        self.purchase_side(pass, desired, Phase::Reduce, &mut unfinished, ledger)
             .await
+    }
+
+    /// Tells the ledger of the changes it has not heard of yet.
+    async fn confirm<L: Ledger>(&mut self, ledger: &mut L) {
+        if self.confirmed < self.executed.len() {
+            ledger.confirmed(&self.executed[self.confirmed..]).await;
+            self.confirmed = self.executed.len();
+        }
     }
 
     /// The actions of one purchase-side phase, in plan order; a refusal stops that resource
@@ -227,6 +248,7 @@ impl Run {
         desired: &mut Desired,
         phase: Phase,
         unfinished: &mut BTreeSet<(String, String)>,
+        ledger: &mut impl Ledger,
     ) -> Result<(), BackendError> {
         for action in pass.actions.iter().filter(|a| a.phase == phase) {
             let resource = action.resource();
@@ -259,6 +281,7 @@ impl Run {
                 action: action.clone(),
                 refused,
             });
+            self.confirm(ledger).await;
         }
         Ok(())
     }
@@ -325,16 +348,17 @@ impl Run {
             let before = pass.observed.organizations.get(&action.organization);
             record_licensed(desired, action, changes, before, pass.now);
         }
-        if let Some(e) = failure {
-            return Err(e);
-        }
         for (i, users) in done {
             self.executed.push(Executed {
                 action: pass.actions[i].with_op(Op::AssignLicenses { users }),
                 refused: None,
             });
         }
-        Ok(())
+        // What the other batches did is reported with the failure, not lost with it.
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// The pass's licence changes by organization, in batches of at most [`MAX_BATCH`]; users

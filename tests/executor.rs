@@ -88,6 +88,9 @@ struct Faults {
     throttle_next: AtomicU32,
     crash_on_assign_call: Option<u64>,
     assign_calls: AtomicU64,
+    /// This seat change (1-based) fails before it reaches the service.
+    fail_seat_change: Option<u64>,
+    seat_changes: AtomicU64,
 }
 
 impl Hook for Faults {
@@ -101,6 +104,12 @@ impl Hook for Faults {
             return Err(BackendError::Throttled {
                 retry_after_seconds: 30,
             });
+        }
+        if operation == "setSeats" {
+            let n = self.seat_changes.fetch_add(1, Ordering::SeqCst) + 1;
+            if Some(n) == self.fail_seat_change {
+                return Err(BackendError::Unavailable("connection refused".into()));
+            }
         }
         Ok(())
     }
@@ -417,4 +426,80 @@ async fn r07_the_simulator_refuses_to_cancel_a_subscription_whose_licences_are_i
         backend.tenant().organizations[0].subscriptions[0].status,
         seatkeeper::domain::SubscriptionState::Active
     );
+}
+
+/// A ledger that keeps what it is told as it is told: the controller publishes an Event for
+/// each of these.
+#[derive(Default)]
+struct Told(Vec<String>);
+
+impl seatkeeper::executor::Ledger for Told {
+    async fn save(&mut self, _: &Desired, _: seatkeeper::executor::SavePoint) -> Result<()> {
+        Ok(())
+    }
+    async fn confirmed(&mut self, done: &[seatkeeper::executor::Executed]) {
+        for e in done {
+            let users = match &e.action.op {
+                seatkeeper::planner::Op::AssignLicenses { users } => format!(" {}", users.len()),
+                _ => String::new(),
+            };
+            self.0.push(format!("{}{users}", e.action.name));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_pass_that_fails_half_way_still_tells_every_change_the_service_confirmed() {
+    // Seat changes: the second fails; the first was made and is told, the third never ran.
+    let clock = Arc::new(FixedClock::new(now()));
+    let file = TenantFile::parse(
+        "organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  subscriptions:\n  - {id: s1, product: ENTERPRISEPACK, seats: 5}\n  - {id: s2, product: SPB, seats: 5}\n  - {id: s3, product: O365_BUSINESS_PREMIUM, seats: 5}\n",
+        "tenant.yaml",
+    )
+    .unwrap();
+    let mut backend = faulty(Embedded::new(file, None, clock.clone()));
+    backend.hook.fail_seat_change = Some(2);
+    let mut desired = Desired {
+        subscriptions: vec![
+            subscription("e3", "s1", "ENTERPRISEPACK", 6),
+            subscription("bp", "s2", "SPB", 6),
+            subscription("prem", "s3", "O365_BUSINESS_PREMIUM", 6),
+        ],
+        ..Default::default()
+    };
+    let mut told = Told::default();
+    let options = Options::default();
+    let err = converge(&backend, &mut told, &mut desired, &*clock, &options, 8).await;
+    assert!(err.is_err());
+    assert_eq!(
+        told.0,
+        ["e3"],
+        "told as it was confirmed, before the failure"
+    );
+
+    // Licences: three batches (20, 20, 5); the second's reply is lost. The two that answered
+    // are told (25 users), with the failure.
+    let mut backend = faulty(Embedded::new(tenant(45, 45, ""), None, clock.clone()));
+    backend.hook.crash_on_assign_call = Some(2);
+    let mut desired = Desired {
+        assignments: vec![assignment("staff", &upns(45), "ENTERPRISEPACK")],
+        ..Default::default()
+    };
+    let mut told = Told::default();
+    let one_at_a_time = Options {
+        concurrency: 1,
+        ..Options::default()
+    };
+    let err = converge(
+        &backend,
+        &mut told,
+        &mut desired,
+        &*clock,
+        &one_at_a_time,
+        8,
+    )
+    .await;
+    assert!(err.is_err());
+    assert_eq!(told.0, ["staff 25"]);
+    backend.hook.crash_on_assign_call = None;
 }

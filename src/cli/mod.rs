@@ -208,12 +208,35 @@ fn run_controller(args: &RunArgs) -> i32 {
     // Colour only on a terminal (not in `kubectl logs`), and never with NO_COLOR.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
+    // kube's client logs every failed request at ERROR, and a broken watch at WARN with a Rust
+    // debug dump, once per request per object: seatkeeper reports those failures itself, one
+    // line per outage (controller::apihealth), so kube's own lines are left out.
+    // SEATKEEPER_LOG (e.g. `debug`, or `info,seatkeeper::controller=debug`) replaces this.
+    let filter = std::env::var("SEATKEEPER_LOG")
+        .ok()
+        .and_then(|f| f.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::Level::INFO)
+                .with_target("kube_client", tracing_subscriber::filter::LevelFilter::OFF)
+                .with_target("kube_runtime", tracing::Level::ERROR)
+        });
     let logs = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(tracing::Level::TRACE)
         .with_writer(std::io::stderr);
     let _ = match args.log_format {
-        LogFormat::Text => logs.with_ansi(colour).try_init(),
-        LogFormat::Json => logs.json().with_ansi(false).try_init(),
+        LogFormat::Text => {
+            let logs = logs.with_ansi(colour).finish();
+            tracing::subscriber::set_global_default(tracing_subscriber::layer::SubscriberExt::with(
+                logs, filter,
+            ))
+        }
+        LogFormat::Json => {
+            let logs = logs.json().with_ansi(false).finish();
+            tracing::subscriber::set_global_default(tracing_subscriber::layer::SubscriberExt::with(
+                logs, filter,
+            ))
+        }
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "seatkeeper starting");
     tune_allocator();

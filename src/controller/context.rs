@@ -59,11 +59,24 @@ pub struct Ctx<B> {
     pub backoff: std::sync::Mutex<HashMap<Key, u32>>,
     /// Deleted objects whose deletion policy could not be carried out: attempts so far.
     pub deletion_backoff: std::sync::Mutex<HashMap<Key, u32>>,
+    /// Whether the API server answers: an outage is logged once, not per request.
+    pub api: Arc<super::apihealth::ApiHealth>,
 }
 
 impl<B: Backend> Ctx<B> {
     pub fn leading(&self) -> bool {
         *self.leading.borrow()
+    }
+
+    /// A failed reconcile, in the log: a Kubernetes failure through the outage gate (one
+    /// WARN when the API server goes, expected races at debug); anything else as one WARN,
+    /// unless the API server is known to be down (then it is the cause).
+    pub fn report_failure(&self, what: &str, err: &super::ReconcileError) {
+        match err {
+            super::ReconcileError::Kube(e) => self.api.failed(what, e),
+            _ if self.api.is_down() => tracing::debug!(error = %err, "{what}"),
+            _ => tracing::warn!(error = %err, "{what}"),
+        }
     }
 
     /// SIGTERM or SIGINT: the run in flight finishes its batch, nothing new starts.
@@ -447,7 +460,7 @@ impl<B: Backend> Ctx<B> {
     }
 
     /// The executor's run, with statuses written through the one status writer and an Event
-    /// for every change made or refused.
+    /// for every change made or refused, published as each is confirmed.
     async fn converge(
         &self,
         desired: &mut Desired,
@@ -500,17 +513,7 @@ impl<B: Backend> Ctx<B> {
             DEFAULT_MAX_PASSES,
         )
         .await?;
-        for e in &report.executed {
-            let r = e.action.resource();
-            let uid = ledger
-                .uids
-                .get(&(r.kind, r.namespace.clone(), r.name.clone()));
-            let event = match &e.refused {
-                None => events::changed(&e.action.op),
-                Some(b) => events::warning(b.reason.as_str(), &b.message),
-            };
-            events::publish(&self.recorder, &event, &events::reference(&r, uid)).await;
-        }
+        // Each change's Event went out as the service confirmed it (KubeLedger::confirmed).
         Ok(report)
     }
 

@@ -39,7 +39,13 @@ pub fn warning(reason: &str, message: &str) -> Event {
 
 pub async fn publish(recorder: &Recorder, event: &Event, reference: &ObjectReference) {
     if let Err(e) = recorder.publish(event, reference).await {
-        tracing::warn!(error = %e, "cannot record an event");
+        let error = super::apihealth::describe(&e);
+        // An outage is told once elsewhere; a namespace going away takes its Events along.
+        if super::apihealth::unreachable(&e) || super::apihealth::expected_race(&e) {
+            tracing::debug!(%error, "cannot record an event");
+        } else {
+            tracing::warn!(%error, "cannot record an event");
+        }
     }
 }
 

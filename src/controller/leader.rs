@@ -31,6 +31,8 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
     mut drained: watch::Receiver<bool>,
     state: Option<std::path::PathBuf>,
+    // Shared with the controllers: an outage is told once, and once when it ends.
+    health: std::sync::Arc<super::apihealth::ApiHealth>,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &election.namespace);
     let mut file = FileLock::default();
@@ -41,9 +43,12 @@ pub async fn run(
         }
         let now = jiff::Timestamp::now();
         let lead = match try_acquire(&api, &election, now).await {
-            Ok(lead) => lead,
+            Ok(lead) => {
+                health.reached();
+                lead
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "leader election: cannot reach the Lease");
+                health.failed("leader election: cannot reach the Lease", &e);
                 // Without a renewal we must assume another replica may take over.
                 false
             }

@@ -10,6 +10,7 @@
 //! - [`watches`]: Namespaces and Secrets, watched once, as metadata only;
 //! - [`finalizers`], [`events`], [`metrics`], [`leader`] (Lease election), [`http`].
 
+pub mod apihealth;
 pub mod context;
 pub mod events;
 pub mod finalizers;
@@ -78,7 +79,7 @@ pub enum RunError {
 pub enum ReconcileError {
     #[error("licensing backend: {0}")]
     Backend(#[from] BackendError),
-    #[error("kubernetes API: {0}")]
+    #[error("kubernetes API: {}", apihealth::describe(.0))]
     Kube(#[from] kube::Error),
 }
 
@@ -157,10 +158,6 @@ async fn run_inner<B: Backend + 'static>(
     let (leading_tx, leading) = watch::channel(cfg.election.is_none());
     // The leader keeps its Lease (and renews it) until the work in flight is drained.
     let (drained_tx, drained) = watch::channel(false);
-    let election = cfg.election.clone().map(|e| {
-        let run = leader::run(client.clone(), e, leading_tx, stop.clone(), drained, state);
-        tokio::spawn(run)
-    });
     // The stop signal reaches the run in flight: it finishes the call it is making, saves,
     // and starts nothing else; queued reconciles return at once.
     let interrupt = cfg.options.interrupt.clone();
@@ -194,7 +191,21 @@ async fn run_inner<B: Backend + 'static>(
         namespaces,
         orgs.store(),
     );
-    let ctx = context(client, cfg, backend, clock, stores, leading, metrics);
+    let election = cfg.election.clone();
+    let ctx = context(
+        client.clone(),
+        cfg,
+        backend,
+        clock,
+        stores,
+        leading,
+        metrics,
+    );
+    let election = election.map(|e| {
+        let health = ctx.api.clone();
+        let run = leader::run(client, e, leading_tx, stop.clone(), drained, state, health);
+        tokio::spawn(run)
+    });
     let related = {
         let mut stop = stop.clone();
         let watching = watches::run(ctx.clone(), namespace_changes, triggers);
@@ -304,6 +315,7 @@ fn context<B: Backend>(
         metrics,
         backoff: Default::default(),
         deletion_backoff: Default::default(),
+        api: Default::default(),
         cfg,
     })
 }
@@ -326,15 +338,17 @@ async fn reconcile_organization<B: Backend + 'static>(
     let _ = ctx.namespaces.wait_until_ready().await;
     ctx.force(&obj.spec.domain);
     let next = ctx.reconcile_org(&obj.spec.domain).await?;
+    ctx.api.reached();
     Ok(Action::requeue(next))
 }
 
 fn organization_error<B: Backend>(
     obj: Arc<Organization>,
     err: &ReconcileError,
-    _: Arc<Ctx<B>>,
+    ctx: Arc<Ctx<B>>,
 ) -> Action {
-    tracing::warn!(error = %err, organization = %obj.spec.domain, "reconcile failed");
+    let what = format!("reconcile of organization {} failed", obj.spec.domain);
+    ctx.report_failure(&what, err);
     Action::requeue(Duration::from_secs(30))
 }
 
@@ -342,7 +356,9 @@ fn organization_error<B: Backend>(
 /// reads them, and at thousands of objects they are megabytes.
 fn slim<K: Managed>(api: Api<K>, wc: watcher::Config) -> Controller<K> {
     let (reader, writer) = kube::runtime::reflector::store();
+    // Backed off when the API server fails: an outage is retried calmly, not in a tight loop.
     let objects = kube::runtime::watcher(api, wc)
+        .default_backoff()
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects();
@@ -355,12 +371,20 @@ fn control<K: Managed, B: Backend + 'static>(
     ctx: &Arc<Ctx<B>>,
     mut stop: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> {
+    let health = ctx.clone();
     controller
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .run(reconcile::<K, B>, error_policy::<K, B>, ctx.clone())
-        .for_each(|_| async {})
+        .for_each(move |r| {
+            if let Err(kube::runtime::controller::Error::QueueError(e)) = r {
+                health
+                    .api
+                    .watch_failed(&format!("watching {}s", K::KIND), &e);
+            }
+            async {}
+        })
 }
 
 async fn reconcile<K: Managed, B: Backend + 'static>(
@@ -371,6 +395,7 @@ async fn reconcile<K: Managed, B: Backend + 'static>(
     let _ = ctx.namespaces.wait_until_ready().await;
     let org = obj.organization().to_string();
     let next = ctx.reconcile_org(&org).await?;
+    ctx.api.reached();
     ctx.backoff
         .lock()
         .expect("backoff lock")
@@ -388,6 +413,14 @@ fn error_policy<K: Managed, B: Backend>(
     let n = backoff.entry(key_of(K::KIND, obj.meta())).or_insert(0);
     *n = (*n + 1).min(16);
     let wait = Duration::from_secs((1u64 << (*n - 1)).min(300));
-    tracing::warn!(error = %err, object = %obj.name_any(), retry_in = ?wait, "reconcile failed");
+    drop(backoff);
+    let what = format!(
+        "reconcile of {} {}/{} failed (retried in {}s)",
+        K::KIND,
+        obj.namespace().unwrap_or_default(),
+        obj.name_any(),
+        wait.as_secs()
+    );
+    ctx.report_failure(&what, err);
     Action::requeue(wait)
 }

@@ -84,6 +84,26 @@ pub struct KubeLedger<'a, B> {
 }
 
 impl<B: Backend> Ledger for KubeLedger<'_, B> {
+    /// One Event per change, published as soon as the service confirmed or refused it.
+    async fn confirmed(&mut self, done: &[crate::executor::Executed]) {
+        for e in done {
+            let r = e.action.resource();
+            let uid = self
+                .uids
+                .get(&(r.kind, r.namespace.clone(), r.name.clone()));
+            let event = match &e.refused {
+                None => super::events::changed(&e.action.op),
+                Some(b) => super::events::warning(b.reason.as_str(), &b.message),
+            };
+            super::events::publish(
+                &self.ctx.recorder,
+                &event,
+                &super::events::reference(&r, uid),
+            )
+            .await;
+        }
+    }
+
     async fn save(&mut self, desired: &Desired, point: SavePoint) -> Result<(), BackendError> {
         let unavailable = |e: String| BackendError::Unavailable(format!("kubernetes: {e}"));
         if !self.ctx.leading() {
@@ -125,10 +145,16 @@ impl<B: Backend> Ledger for KubeLedger<'_, B> {
         for (key, meta, now, message, result) in results {
             let after = match result {
                 Ok(m) => m,
-                // Deleted meanwhile: nothing left to report on.
-                Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                // Deleted meanwhile, or its namespace is going: nothing left to report on.
+                Err(e) if super::apihealth::expected_race(&e) && !is_conflict(&e) => {
+                    tracing::debug!(object = %key.2, error = %super::apihealth::describe(&e), "status not written");
+                    continue;
+                }
                 Err(e) => {
-                    failure.get_or_insert(unavailable(e.to_string()));
+                    if super::apihealth::unreachable(&e) {
+                        self.ctx.api.failed("writing status", &e);
+                    }
+                    failure.get_or_insert(unavailable(super::apihealth::describe(&e)));
                     continue;
                 }
             };
@@ -141,6 +167,11 @@ impl<B: Backend> Ledger for KubeLedger<'_, B> {
         }
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// A newer write won: the status is written again from a fresh read, not skipped.
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 /// The Blocked condition's message while it is True.

@@ -84,10 +84,10 @@ impl Tenants {
         let mut data: BTreeMap<String, String> = BTreeMap::new();
         if let Some((ns, name)) = &secret_ref {
             let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-            let found = api
-                .get_opt(name)
-                .await
-                .map_err(|e| BackendError::Unavailable(format!("kubernetes: {e}")))?;
+            let found = api.get_opt(name).await.map_err(|e| {
+                let e = super::apihealth::describe(&e);
+                BackendError::Unavailable(format!("kubernetes: {e}"))
+            })?;
             if let Some(s) = found {
                 fingerprint += &format!(
                     "/{}",

@@ -80,7 +80,10 @@ pub fn triggers() -> (Triggers, Receivers) {
 /// The namespace index and the stream that keeps it (poll it to keep it current).
 pub fn namespaces(
     client: kube::Client,
-) -> (Namespaces, impl Stream<Item = PartialObjectMeta<Namespace>>) {
+) -> (
+    Namespaces,
+    impl Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>>,
+) {
     let (store, writer) = reflector::store();
     let stream = reflector(
         writer,
@@ -90,11 +93,7 @@ pub fn namespaces(
         ),
     )
     .default_backoff()
-    .touched_objects()
-    .filter_map(|r| async move {
-        r.map_err(|e| tracing::warn!(error = %e, "watching namespaces"))
-            .ok()
-    });
+    .touched_objects();
     (store, stream)
 }
 
@@ -119,9 +118,16 @@ pub fn binding(namespaces: &Namespaces, namespace: &str) -> Option<String> {
 /// Runs until the streams end: every namespace or Secret change re-plans what depends on it.
 pub async fn run<B: Backend + 'static>(
     ctx: Arc<Ctx<B>>,
-    namespaces: impl Stream<Item = PartialObjectMeta<Namespace>>,
+    namespaces: impl Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>>,
     triggers: Triggers,
 ) {
+    let health = ctx.api.clone();
+    let namespaces = namespaces.filter_map(move |r| {
+        let r = r
+            .map_err(|e| health.watch_failed("watching namespaces", &e))
+            .ok();
+        async move { r }
+    });
     // One watch for the cluster, or one per namespace seatkeeper may read Secrets in.
     let apis = match &ctx.cfg.secret_namespaces.0 {
         None => vec![Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone())],
@@ -131,12 +137,15 @@ pub async fn run<B: Backend + 'static>(
             .collect(),
     };
     let secrets = futures::stream::select_all(apis.into_iter().map(|api| {
+        let health = ctx.api.clone();
         watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .touched_objects()
-            .filter_map(|r| async move {
-                r.map_err(|e| tracing::warn!(error = %e, "watching secrets"))
-                    .ok()
+            .filter_map(move |r| {
+                let r = r
+                    .map_err(|e| health.watch_failed("watching secrets", &e))
+                    .ok();
+                async move { r }
             })
             .boxed()
     }));

@@ -492,6 +492,54 @@ impl Inner {
         self.rv
     }
 
+    fn namespace_terminating(&self, ns: &str) -> bool {
+        self.objects
+            .get(&("v1/namespaces".to_string(), String::new(), ns.to_string()))
+            .is_some_and(|n| !n["metadata"]["deletionTimestamp"].is_null())
+    }
+
+    /// The namespace controller's part: a terminating namespace goes once it holds nothing.
+    fn finish_namespace(&mut self, tx: &broadcast::Sender<Change>, ns: &str) {
+        if ns.is_empty() || !self.namespace_terminating(ns) {
+            return;
+        }
+        if self.objects.keys().any(|k| k.1 == ns) {
+            return;
+        }
+        let key = ("v1/namespaces".to_string(), String::new(), ns.to_string());
+        if let Some(mut n) = self.objects.remove(&key) {
+            let rv = self.next_rv();
+            n["metadata"]["resourceVersion"] = json!(rv.to_string());
+            self.record(tx, &key, "DELETED", n);
+        }
+    }
+
+    /// `kubectl delete namespace`: it turns Terminating, everything in it is deleted (objects
+    /// with finalizers wait for them), and it goes when empty.
+    fn delete_namespace(&mut self, tx: &broadcast::Sender<Change>, ns: &str) -> Value {
+        let key = ("v1/namespaces".to_string(), String::new(), ns.to_string());
+        let mut n = self.objects[&key].clone();
+        if n["metadata"]["deletionTimestamp"].is_null() {
+            // Kept by its own finalizer (`kubernetes`) until empty, as a real namespace is.
+            n["metadata"]["deletionTimestamp"] = json!(now());
+            n["status"] = json!({"phase": "Terminating"});
+            let rv = self.next_rv();
+            n["metadata"]["resourceVersion"] = json!(rv.to_string());
+            self.objects.insert(key.clone(), n.clone());
+            self.record(tx, &key, "MODIFIED", n.clone());
+        }
+        let inside: Vec<Key> = self.objects.keys().filter(|k| k.1 == ns).cloned().collect();
+        for k in inside {
+            let mut obj = self.objects[&k].clone();
+            if obj["metadata"]["deletionTimestamp"].is_null() {
+                obj["metadata"]["deletionTimestamp"] = json!(now());
+                self.store(tx, k, obj, "MODIFIED");
+            }
+        }
+        self.finish_namespace(tx, ns);
+        n
+    }
+
     /// Stores an object (or removes it when it is being deleted and has no finalizers left).
     fn store(
         &mut self,
@@ -508,6 +556,7 @@ impl Inner {
         if !obj["metadata"]["deletionTimestamp"].is_null() && !finalizers_left {
             self.objects.remove(&key);
             self.record(tx, &key, "DELETED", obj.clone());
+            self.finish_namespace(tx, &key.1);
             return obj;
         }
         self.objects.insert(key.clone(), obj.clone());
@@ -795,6 +844,15 @@ fn create(shared: &Shared, t: &Target, body: &[u8], path: &str) -> Response {
             .contains_key(&("v1/namespaces".to_string(), String::new(), ns.clone()))
     {
         return status(404, "NotFound", format!("namespaces \"{ns}\" not found"));
+    }
+    if t.def.namespaced && inner.namespace_terminating(&ns) {
+        return status(
+            403,
+            "Forbidden",
+            format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ),
+        );
     }
     let name = match obj["metadata"]["name"].as_str() {
         Some(n) if !n.is_empty() => n.to_string(),
@@ -1096,6 +1154,10 @@ fn delete(shared: &Shared, t: &Target, name: &str, path: &str) -> Response {
         );
     };
     inner.writes.push(("DELETE".into(), path.into()));
+    if t.def.plural == "namespaces" {
+        let stored = inner.delete_namespace(&shared.tx, name);
+        return (StatusCode::ACCEPTED, axum::Json(stored)).into_response();
+    }
     let finalizers = obj["metadata"]["finalizers"]
         .as_array()
         .is_some_and(|f| !f.is_empty());
@@ -1111,4 +1173,44 @@ fn delete(shared: &Shared, t: &Target, name: &str, path: &str) -> Response {
     obj["metadata"]["deletionTimestamp"] = json!(now());
     let stored = inner.store(&shared.tx, key, obj, "DELETED");
     ok(stored)
+}
+
+/// A TCP path to the test API server that can be cut: an outage as a client sees it (open
+/// connections and watches break, new ones are closed at once), and its end.
+pub struct Outage {
+    pub url: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Outage {
+    pub async fn start(server: &ApiServer) -> Outage {
+        let target = server.url.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (cut, watching) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *watching.borrow() {
+                    continue; // dropped: closed at once
+                }
+                let target = target.clone();
+                let mut cut = watching.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Outage { url, cut }
+    }
+
+    /// Cuts every connection and refuses new ones (true), or lets them through again (false).
+    pub fn set(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
 }
