@@ -701,6 +701,44 @@ async fn e2e_crash_between_purchase_and_status_write_buys_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_pass_that_fails_after_its_changes_has_published_their_events() {
+    let w = world("").await;
+    // Every status write of the pass fails: the pass errors after the licences were assigned,
+    // and the next pass finds nothing to do. Their Events must already be out.
+    w.server.fail_status_writes("\"assigned\"", 3);
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(60));
+    for g in 0..3 {
+        w.create(
+            NS,
+            lasg(&format!("team-{g}"), g..g + 1, "ENTERPRISEPACK", json!({})),
+        )
+        .await;
+    }
+    eventually("Ready after the retry", || {
+        (0..3).all(|g| {
+            w.object("licenseassignments", NS, &format!("team-{g}"))
+                .is_some_and(|o| condition(&o, "Ready").0 == "True")
+        })
+    })
+    .await;
+    assert_eq!(w.holders("ENTERPRISEPACK"), 3);
+    for g in 0..3 {
+        let reasons = w.event_reasons(&format!("team-{g}"));
+        assert_eq!(
+            reasons.iter().filter(|r| *r == "LicensesChanged").count(),
+            1,
+            "team-{g}: {reasons:?}"
+        );
+    }
+    let (_, m) = http_get(r.metrics, "/metrics").await;
+    assert!(
+        metric(&m, "seatkeeper_reconcile_failures_total") >= 1.0,
+        "the pass did fail: {m}"
+    );
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_r03_credit_check_is_looked_at_again_when_it_clears_not_at_resync() {
     let clears = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3))
         .round(jiff::Unit::Second)
@@ -1655,6 +1693,20 @@ async fn e2e_deleting_a_namespace_with_blocked_and_licensed_resources_finishes_q
                 })
     })
     .await;
+    // Each new Blocked reason was told in one WARN line (beside its Event), once per object.
+    let blocked = || {
+        let told = std::fs::read_to_string(&log_path).unwrap();
+        let n = told
+            .lines()
+            .filter(|l| l.contains(" WARN ") && l.contains("reason=ProductUnknown"))
+            .count();
+        (n, told)
+    };
+    eventually("one WARN line per new Blocked reason", || blocked().0 >= 3).await;
+    let (n, told) = blocked();
+    assert_eq!(n, 3, "{told}");
+    // What the log says from here on.
+    let before = told.len();
     nss.delete("doomed", &DeleteParams::default())
         .await
         .unwrap();
@@ -1682,7 +1734,7 @@ async fn e2e_deleting_a_namespace_with_blocked_and_licensed_resources_finishes_q
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap()[before..].to_string();
     // Events and statuses that race the namespace's end are expected: debug, not WARN. (The
     // stop itself may take its --shutdown-timeout: see the README's known limits.)
     let warnings: Vec<&str> = log

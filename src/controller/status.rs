@@ -201,6 +201,8 @@ impl<B> KubeLedger<'_, B> {
             return;
         }
         let r = ObjectRef::of(key.0, meta);
+        // One log line beside the Event, once per new reason.
+        tracing::warn!(object = %r, reason = %new, "{message}");
         let reference = events::reference(&r, self.uids.get(key));
         events::publish(
             &self.ctx.recorder,
