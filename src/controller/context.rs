@@ -61,6 +61,24 @@ pub struct Ctx<B> {
     pub deletion_backoff: std::sync::Mutex<HashMap<Key, u32>>,
     /// Whether the API server answers: an outage is logged once, not per request.
     pub api: Arc<super::apihealth::ApiHealth>,
+    /// Reconciles of an organization in progress: what a stop waits for.
+    pub busy: watch::Sender<usize>,
+}
+
+/// One reconcile in progress, counted in [`Ctx::busy`] until dropped.
+struct Busy<'a>(&'a watch::Sender<usize>);
+
+impl<'a> Busy<'a> {
+    fn enter(busy: &'a watch::Sender<usize>) -> Busy<'a> {
+        busy.send_modify(|n| *n += 1);
+        Busy(busy)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 impl<B: Backend> Ctx<B> {
@@ -112,6 +130,8 @@ impl<B: Backend> Ctx<B> {
     /// Plans and applies one organization, unless a run already covered this state. Returns
     /// when to look again.
     pub async fn reconcile_org(&self, org: &str) -> Result<Duration, ReconcileError> {
+        // Counted before the stop is looked at: a stop never misses a reconcile starting.
+        let _busy = Busy::enter(&self.busy);
         if !self.leading() || self.stopping() {
             // Followers observe only; the leader does the work. Stopping: no new work.
             return Ok(Duration::from_secs(5));

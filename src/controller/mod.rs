@@ -250,9 +250,21 @@ async fn run_inner<B: Backend + 'static>(
     let controllers = async {
         tokio::join!(subs, las, add_ons, orgs, related, readiness);
     };
+    // Stopping, the drain is over when seatkeeper's own reconciles are: the kube-runtime
+    // controllers around them are then let go, finished or not (one of them sometimes never
+    // completes its own graceful shutdown).
+    let ours_drained = {
+        let mut stop = stop.clone();
+        let mut busy = ctx.busy.subscribe();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+            let _ = busy.wait_for(|n| *n == 0).await;
+        }
+    };
     let metrics_server = tokio::spawn(http);
     tokio::select! {
         _ = controllers => {}
+        _ = ours_drained => {}
         _ = stopped => {
             // Past the bound: what is still running is dropped (its tasks are aborted).
             tracing::warn!(
@@ -316,6 +328,7 @@ fn context<B: Backend>(
         backoff: Default::default(),
         deletion_backoff: Default::default(),
         api: Default::default(),
+        busy: watch::channel(0).0,
         cfg,
     })
 }
