@@ -1545,6 +1545,14 @@ async fn e2e_sigterm_while_converging_exits_within_the_bound_releases_the_lease_
     );
 }
 
+/// SIGTERM to a `seatkeeper run` process, and wait for it to exit.
+fn terminate(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
 /// `seatkeeper run` as a process against the test API server; its log goes to the file named.
 fn run_binary(w: &World) -> (std::process::Child, PathBuf) {
     run_binary_at(w, &w.server.url)
@@ -1628,10 +1636,7 @@ async fn e2e_an_api_server_outage_is_one_warn_and_one_info_not_a_storm() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    terminate(&mut child);
     let log = std::fs::read_to_string(&log_path).unwrap();
     let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
     assert_eq!(
@@ -1730,10 +1735,7 @@ async fn e2e_deleting_a_namespace_with_blocked_and_licensed_resources_finishes_q
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    terminate(&mut child);
     let log = std::fs::read_to_string(&log_path).unwrap()[before..].to_string();
     // Events and statuses that race the namespace's end are expected: debug, not WARN; and
     // the stop finishes with the work in flight, not at --shutdown-timeout.
