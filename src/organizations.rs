@@ -70,28 +70,40 @@ pub fn limits(organizations: &[Organization]) -> BTreeMap<String, Limits> {
 
 /// The endpoints of a national cloud.
 pub fn cloud_endpoints(cloud: Cloud) -> Endpoints {
-    let (login, graph) = match cloud {
+    // (login, graph, Graph's application ID URI, Partner Center): the national clouds' own
+    // (Graph's "National cloud deployments", Partner Center's "REST URLs" pages).
+    let (login, graph, graph_id, partner_center) = match cloud {
         Cloud::Global => (
             "https://login.microsoftonline.com",
             "https://graph.microsoft.com",
+            "https://graph.microsoft.com",
+            "https://api.partnercenter.microsoft.com",
         ),
         Cloud::USGovernment => (
             "https://login.microsoftonline.us",
             "https://graph.microsoft.us",
+            "https://graph.microsoft.us",
+            "https://api.partnercenter.microsoft.com",
         ),
         Cloud::USGovernmentDoD => (
             "https://login.microsoftonline.us",
             "https://dod-graph.microsoft.us",
+            "https://dod-graph.microsoft.us",
+            "https://api.partnercenter.microsoft.com",
         ),
         Cloud::China => (
             "https://login.chinacloudapi.cn",
             "https://microsoftgraph.chinacloudapi.cn",
+            "https://microsoftgraph.chinacloudapi.cn",
+            "https://partner.partnercenterapi.microsoftonline.cn",
         ),
     };
     Endpoints {
         login: login.into(),
         graph: graph.into(),
-        partner_center: "https://api.partnercenter.microsoft.com".into(),
+        partner_center: partner_center.into(),
+        graph_scope: format!("{graph_id}/.default"),
+        partner_center_scope: microsoft::PARTNER_CENTER_SCOPE.into(),
     }
 }
 
@@ -196,6 +208,45 @@ pub fn microsoft_config(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn token_scopes_follow_the_cloud_not_the_endpoint_overrides() {
+        let org: Organization = serde_json::from_value(json!({
+            "metadata": {"name": "gov"},
+            "spec": {"domain": "gov.example", "backend": {"microsoft": {
+                "tenantId": "gov.example", "cloud": "USGovernment",
+                "endpoints": {"graph": "http://127.0.0.1:9/", "partnerCenter": "http://127.0.0.1:9/"},
+                "partnerCenter": {"enabled": true},
+                "credentials": {"clientId": "app",
+                    "clientSecretRef": {"namespace": "s", "name": "app", "key": "k"}}}}}
+        }))
+        .unwrap();
+        let cfg = microsoft_config(&org, &|_, _, _| Some("x".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(cfg.endpoints.graph, "http://127.0.0.1:9");
+        assert_eq!(
+            cfg.endpoints.graph_scope,
+            "https://graph.microsoft.us/.default"
+        );
+        assert_eq!(
+            cfg.endpoints.partner_center_scope,
+            "https://api.partnercenter.microsoft.com/.default"
+        );
+        let china = cloud_endpoints(Cloud::China);
+        assert_eq!(
+            china.graph_scope,
+            "https://microsoftgraph.chinacloudapi.cn/.default"
+        );
+        assert_eq!(
+            china.partner_center,
+            "https://partner.partnercenterapi.microsoftonline.cn"
+        );
+        assert_eq!(
+            cloud_endpoints(Cloud::USGovernmentDoD).graph_scope,
+            "https://dod-graph.microsoft.us/.default"
+        );
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -428,6 +428,63 @@ async fn wrong_credentials_are_one_clear_error_without_the_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_scope_is_the_clouds_whatever_the_endpoints_say() {
+    let t = tenant(&[("a@contoso.com", LOC)], "");
+    let served = emulate(&t, Faults::default()).await;
+    // Pointed at the emulator's root, the client still asks for Graph's own scope: the
+    // emulator (as the identity platform) issues no token for a scope made of its address.
+    let backend = microsoft(&served.root, true, "s3cret");
+    backend.snapshot("contoso.com").await.unwrap();
+    // A scope derived from the endpoint, as an earlier version sent, is AADSTS70011.
+    let mut wrong = Endpoints::at(&served.root);
+    wrong.graph_scope = format!("{}/.default", served.root);
+    let backend = Microsoft::new(Config {
+        organization: "contoso.com".into(),
+        tenant_id: "contoso.com".into(),
+        endpoints: wrong,
+        client_id: "app".into(),
+        credential: seatkeeper::backend::microsoft::credential::Credential::Secret("s3cret".into()),
+        partner_center_customer: None,
+        timeout: Duration::from_secs(10),
+        write_budget: None,
+    })
+    .unwrap();
+    let err = backend
+        .snapshot("contoso.com")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("AADSTS70011"), "{err}");
+    // A Graph token is no Partner Center token: the audience is checked.
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{}/contoso.com/oauth2/v2.0/token", served.root))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "app"),
+            ("client_secret", "s3cret"),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = token["access_token"].as_str().unwrap();
+    let pc = http
+        .get(format!(
+            "{}/v1/customers/contoso.com/subscriptions",
+            served.root
+        ))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pc.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_read_past_graphs_999_per_page() {
     let users: Vec<String> = (0..1205).map(|i| format!("u{i}@contoso.com")).collect();
     let list: Vec<(&str, &str)> = users.iter().map(|u| (u.as_str(), LOC)).collect();

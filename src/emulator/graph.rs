@@ -49,7 +49,7 @@ async fn organization(
     em: &Emulator,
     headers: &HeaderMap,
 ) -> Result<(Arc<Catalog>, Organization), Response> {
-    let tenant = em.tenant_of(headers)?;
+    let tenant = em.tenant_of(headers, super::Service::Graph)?;
     let snap = em
         .backend
         .snapshot(&tenant)
@@ -254,7 +254,7 @@ pub async fn users(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let tenant = match em.tenant_of(&headers) {
+    let tenant = match em.tenant_of(&headers, super::Service::Graph) {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -420,7 +420,7 @@ async fn assign(
     headers: &HeaderMap,
     items: Vec<(String, wire::AssignLicense)>,
 ) -> Result<Vec<(u16, Value, Option<u64>)>, Response> {
-    let tenant = em.tenant_of(headers)?;
+    let tenant = em.tenant_of(headers, super::Service::Graph)?;
     let mut answers: Vec<Option<(u16, Value, Option<u64>)>> = vec![None; items.len()];
     let denied = em.faults.current().deny_licence_writes;
     let changes = with_users(em, &tenant, |org, catalog| {

@@ -40,12 +40,31 @@ pub struct Options {
     pub faults: Faults,
 }
 
+/// Which service a token is for: the identity platform issues it for one scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Graph,
+    PartnerCenter,
+}
+
+impl Service {
+    /// The service a scope names (`{application ID URI}/.default`), for the global cloud the
+    /// emulator stands for; any other scope is refused as the identity platform does.
+    pub fn of_scope(scope: &str) -> Option<Service> {
+        match scope {
+            "https://graph.microsoft.com/.default" => Some(Service::Graph),
+            "https://api.partnercenter.microsoft.com/.default" => Some(Service::PartnerCenter),
+            _ => None,
+        }
+    }
+}
+
 /// The emulator's state: the simulated tenant, tokens it handed out, carts and orders.
 pub struct Emulator {
     backend: Embedded,
     options: Options,
-    /// token → (tenant domain, valid until).
-    tokens: Mutex<HashMap<String, (String, std::time::Instant)>>,
+    /// token → (tenant domain, valid until, the service it is for).
+    tokens: Mutex<HashMap<String, (String, std::time::Instant, Service)>>,
     faults: faults::State,
     /// cart id → (customer, cart).
     carts: Mutex<HashMap<String, (String, crate::backend::microsoft::wire::Cart)>>,
@@ -117,7 +136,8 @@ impl Emulator {
     }
 
     /// The organization a bearer token was issued for.
-    fn tenant_of(&self, headers: &HeaderMap) -> Result<String, Response> {
+    /// The tenant a request's token was issued for, when it is for `service` and alive.
+    fn tenant_of(&self, headers: &HeaderMap, service: Service) -> Result<String, Response> {
         let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -125,7 +145,13 @@ impl Emulator {
             .unwrap_or_default();
         let tokens = self.tokens.lock().expect("token lock");
         match tokens.get(token) {
-            Some((tenant, until)) if std::time::Instant::now() < *until => Ok(tenant.clone()),
+            // A token for the other service: its audience is wrong here.
+            Some((_, _, s)) if *s != service => Err(graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid audience.",
+            )),
+            Some((tenant, until, _)) if std::time::Instant::now() < *until => Ok(tenant.clone()),
             Some(_) => Err(graph_error(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationToken",

@@ -20,7 +20,7 @@ async fn customer(
     headers: &HeaderMap,
     customer: &str,
 ) -> Result<Organization, Response> {
-    em.tenant_of(headers)?;
+    em.tenant_of(headers, super::Service::PartnerCenter)?;
     let snap = em
         .backend
         .snapshot(customer)

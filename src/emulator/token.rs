@@ -29,6 +29,17 @@ pub async fn issue(
             "The app requested an unsupported grant type.",
         );
     }
+    let Some(service) = super::Service::of_scope(get("scope")) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            70011,
+            &format!(
+                "The provided value for the input parameter 'scope' is not valid. The scope {} is not valid.",
+                get("scope")
+            ),
+        );
+    };
     if !em.knows(&tenant) {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -108,7 +119,11 @@ pub async fn issue(
     );
     em.tokens.lock().expect("token lock").insert(
         token.clone(),
-        (tenant.to_lowercase(), std::time::Instant::now() + dies),
+        (
+            tenant.to_lowercase(),
+            std::time::Instant::now() + dies,
+            service,
+        ),
     );
     axum::Json(
         json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,

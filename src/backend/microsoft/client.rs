@@ -23,17 +23,13 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The scope a token is asked for: the cloud's, never derived from an endpoint override.
     fn name(self, cfg: &Config) -> String {
         match self {
-            Scope::Graph => format!("{}/.default", audience(&cfg.endpoints.graph)),
-            Scope::PartnerCenter => "https://api.partnercenter.microsoft.com/.default".into(),
+            Scope::Graph => cfg.endpoints.graph_scope.clone(),
+            Scope::PartnerCenter => cfg.endpoints.partner_center_scope.clone(),
         }
     }
-}
-
-/// Graph's token audience is its root (national clouds have their own).
-fn audience(root: &str) -> String {
-    root.trim_end_matches('/').to_string()
 }
 
 /// Tries of a request that failed for a passing reason (5xx, timeout, replication lag).

@@ -32,7 +32,18 @@ pub struct Endpoints {
     pub graph: String,
     /// `+ /v1/...`
     pub partner_center: String,
+    /// The token scope for Graph: its application ID URI in the organization's cloud plus
+    /// `/.default`, whatever `graph` points at (a proxy or the emulator does not change who
+    /// the token is for).
+    pub graph_scope: String,
+    /// The token scope for Partner Center.
+    pub partner_center_scope: String,
 }
+
+/// Graph's scope in the global cloud.
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// Partner Center's scope (its authentication page names this one for every version).
+pub const PARTNER_CENTER_SCOPE: &str = "https://api.partnercenter.microsoft.com/.default";
 
 impl Endpoints {
     /// The global cloud.
@@ -41,16 +52,19 @@ impl Endpoints {
             login: "https://login.microsoftonline.com".into(),
             graph: "https://graph.microsoft.com".into(),
             partner_center: "https://api.partnercenter.microsoft.com".into(),
+            graph_scope: GRAPH_SCOPE.into(),
+            partner_center_scope: PARTNER_CENTER_SCOPE.into(),
         }
     }
 
-    /// All three on one root (the emulator).
+    /// All three on one root (the emulator), for the global cloud's scopes.
     pub fn at(root: &str) -> Endpoints {
         let root = root.trim_end_matches('/').to_string();
         Endpoints {
             login: root.clone(),
             graph: root.clone(),
             partner_center: root,
+            ..Endpoints::global()
         }
     }
 }
