@@ -580,6 +580,91 @@ async fn a_lost_purchase_reply_never_buys_a_second_subscription() {
     let _ = served.stop.send(true);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_partner_center_call_has_its_own_request_id_and_an_operation_its_correlation_id() {
+    let t = tenant(
+        &[("a@contoso.com", LOC)],
+        "  - {id: sub-1, product: SPB, seats: 1}\n",
+    );
+    let served = emulate(&t, Faults::default()).await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let mut desired = Desired {
+        subscriptions: vec![
+            Declared {
+                meta: meta("new"),
+                spec: serde_json::from_value(
+                    json!({"organization": "contoso.com", "product": "SPE_E3", "seats": 3}),
+                )
+                .unwrap(),
+                status: Default::default(),
+            },
+            subscription("spb", &ids::subscription_id("sub-1"), "SPB", 2),
+        ],
+        ..Default::default()
+    };
+    let report = converge_now(&backend, &mut desired).await.unwrap();
+    assert!(report.converged);
+    let calls = served.emulator.partner_center_calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.request_id.is_some() && c.correlation_id.is_some()),
+        "every call carries both ids: {calls:#?}"
+    );
+    let cart = calls.iter().find(|c| c.path.ends_with("/carts")).unwrap();
+    let checkout = calls
+        .iter()
+        .find(|c| c.path.ends_with("/checkout"))
+        .unwrap();
+    assert_ne!(
+        cart.request_id, checkout.request_id,
+        "two calls, two request ids"
+    );
+    assert_eq!(
+        cart.correlation_id, checkout.correlation_id,
+        "one purchase, one correlation id"
+    );
+    let patch = calls.iter().find(|c| c.method == "PATCH").unwrap();
+    assert_ne!(patch.correlation_id, cart.correlation_id);
+    // Distinct calls never share a request id (retries of one call would).
+    let mut ids: Vec<_> = calls
+        .iter()
+        .map(|c| (c.request_id.clone(), format!("{} {}", c.method, c.path)))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let mut only_ids: Vec<_> = ids.iter().map(|(id, _)| id.clone()).collect();
+    only_ids.dedup();
+    assert_eq!(only_ids.len(), ids.len(), "{ids:#?}");
+    // The emulator catches a request id reused for another call, as a test of the client.
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{}/contoso.com/oauth2/v2.0/token", served.root))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "app"),
+            ("client_secret", "s3cret"),
+            ("scope", "https://api.partnercenter.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reused = http
+        .post(format!("{}/v1/customers/contoso.com/carts", served.root))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .header("MS-RequestId", checkout.request_id.clone().unwrap())
+        .json(&json!({"lineItems": [{"id": 0, "catalogItemId": "SPB", "quantity": 1, "billingCycle": "monthly"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), 400);
+    assert!(reused.text().await.unwrap().contains("names one call"));
+    let _ = served.stop.send(true);
+}
+
 /// Throttling, latency, server errors and lost replies all at once, on a larger tenant:
 /// repeated reconciles converge, nothing is bought twice, and no licence is removed that the
 /// declared state does not ask to remove.

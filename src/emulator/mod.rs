@@ -75,6 +75,19 @@ pub struct Emulator {
     /// User id → UPN, built from the tenant when an id is not in it (ids are hashes of UPNs,
     /// so finding one otherwise means hashing every user's UPN).
     user_ids: Mutex<HashMap<String, String>>,
+    /// Partner Center calls as they arrived, with their ids (the last 10,000).
+    pc_calls: Mutex<std::collections::VecDeque<PcCall>>,
+    /// MS-RequestId → the call it named ("METHOD path").
+    request_ids: Mutex<HashMap<String, String>>,
+}
+
+/// One Partner Center call as the emulator received it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PcCall {
+    pub method: String,
+    pub path: String,
+    pub request_id: Option<String>,
+    pub correlation_id: Option<String>,
 }
 
 impl Emulator {
@@ -87,6 +100,8 @@ impl Emulator {
             carts: Mutex::new(HashMap::new()),
             orders: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
+            pc_calls: Mutex::new(std::collections::VecDeque::new()),
+            request_ids: Mutex::new(HashMap::new()),
             user_ids: Mutex::new(HashMap::new()),
         }
     }
@@ -170,6 +185,16 @@ impl Emulator {
         self.backend.tenant()
     }
 
+    /// The Partner Center calls received so far (the last 10,000), in order.
+    pub fn partner_center_calls(&self) -> Vec<PcCall> {
+        self.pc_calls
+            .lock()
+            .expect("calls lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Switches faults on or off while serving.
     pub fn set_faults(&self, faults: Faults) {
         self.faults.set(faults);
@@ -246,6 +271,10 @@ pub fn router(emulator: Arc<Emulator>) -> axum::Router {
                 &format!("no route {} {}", req.method(), req.uri().path()),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            emulator.clone(),
+            partner::request_ids,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             emulator.clone(),
             faults::layer,

@@ -15,6 +15,71 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::Arc;
 
+/// Partner Center's headers, as its "REST headers" page describes them: `MS-RequestId` names
+/// one call, and the service answers a repeat of it (a retry) as it answered the first; the
+/// same id on another call is a client's mistake, refused here so a test sees it.
+/// `MS-CorrelationId` ties the calls of one operation together; both are recorded.
+pub async fn request_ids(
+    axum::extract::State(em): axum::extract::State<Arc<Emulator>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    if !path.starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let call = recorded(&em, &req, &path);
+    if let Some(first) = reused(&em, &call) {
+        return pc_error(
+            StatusCode::BAD_REQUEST,
+            400,
+            &format!(
+                "MS-RequestId {} was sent before with another request ({first}): a request id names one call",
+                call.request_id.unwrap_or_default()
+            ),
+        );
+    }
+    next.run(req).await
+}
+
+/// The call, recorded with its ids.
+fn recorded(em: &Emulator, req: &axum::extract::Request, path: &str) -> super::PcCall {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let call = super::PcCall {
+        method: req.method().to_string(),
+        path: path.to_string(),
+        request_id: header("MS-RequestId"),
+        correlation_id: header("MS-CorrelationId"),
+    };
+    let mut calls = em.pc_calls.lock().expect("calls lock");
+    if calls.len() == 10_000 {
+        calls.pop_front();
+    }
+    calls.push_back(call.clone());
+    call
+}
+
+/// The other call this call's request id named first, if any.
+fn reused(em: &Emulator, call: &super::PcCall) -> Option<String> {
+    let id = call.request_id.as_ref()?;
+    let this = format!("{} {}", call.method, call.path);
+    let mut seen = em.request_ids.lock().expect("request ids lock");
+    match seen.get(id) {
+        Some(first) if *first != this => Some(first.clone()),
+        Some(_) => None,
+        None => {
+            seen.insert(id.clone(), this);
+            None
+        }
+    }
+}
+
 async fn customer(
     em: &Emulator,
     headers: &HeaderMap,

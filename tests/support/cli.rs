@@ -342,7 +342,7 @@ pub fn purchase_key_in_tenant(key: &str) -> String {
     if MICROSOFT {
         format!(
             "{}/0",
-            seatkeeper::backend::microsoft::ids::guid("purchase", key)
+            seatkeeper::backend::microsoft::ids::guid("checkout", key)
         )
     } else {
         key.to_string()

@@ -48,6 +48,28 @@ pub struct Client {
     tickets: std::sync::atomic::AtomicU64,
 }
 
+/// The ids a call carries. Partner Center's headers page: `MS-RequestId` names one call (a
+/// retry of that call sends it again, the next call gets a new one), `MS-CorrelationId` one
+/// operation (every call of one purchase shares it). A call without a request id gets a fresh
+/// one and is not repeated after a failure unless it is a read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallIds<'a> {
+    /// Given: the call may be repeated (the service recognises the id).
+    pub request: Option<&'a str>,
+    pub correlation: Option<&'a str>,
+}
+
+/// A new id for one call or operation: unique, not secret.
+pub fn fresh_id(kind: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    super::ids::guid(kind, &format!("{}-{now}-{n}", std::process::id()))
+}
+
 /// One `$batch` item that failed: its status and the service's words.
 #[derive(Clone, Debug)]
 pub struct ItemError {
@@ -138,9 +160,18 @@ impl Client {
         method: Method,
         url: &str,
         body: Option<&Value>,
-        request_id: Option<&str>,
+        ids: CallIds<'_>,
     ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>)> {
-        let repeatable = method == Method::GET || request_id.is_some();
+        let repeatable = method == Method::GET || ids.request.is_some();
+        // One id for this call, kept through its retries; the operation's, or one of its own.
+        let request_id = ids
+            .request
+            .map(str::to_string)
+            .unwrap_or_else(|| fresh_id("request"));
+        let correlation_id = ids
+            .correlation
+            .map(str::to_string)
+            .unwrap_or_else(|| fresh_id("operation"));
         let mut tries = 0;
         loop {
             tries += 1;
@@ -150,8 +181,11 @@ impl Client {
                 .request(method.clone(), url)
                 .bearer_auth(token)
                 .header("Accept", "application/json");
-            if let Some(id) = request_id {
-                req = req.header("MS-RequestId", id);
+            if scope == Scope::PartnerCenter || ids.request.is_some() {
+                req = req.header("MS-RequestId", &request_id);
+            }
+            if scope == Scope::PartnerCenter {
+                req = req.header("MS-CorrelationId", &correlation_id);
             }
             if let Some(b) = body {
                 req = req.json(b);
@@ -195,7 +229,21 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, scope: Scope, url: &str) -> Result<T> {
-        let (status, _, bytes) = self.send(scope, Method::GET, url, None, None).await?;
+        self.get_in(scope, url, None).await
+    }
+
+    /// A read that belongs to an operation (its `MS-CorrelationId`).
+    pub async fn get_in<T: DeserializeOwned>(
+        &self,
+        scope: Scope,
+        url: &str,
+        correlation: Option<&str>,
+    ) -> Result<T> {
+        let ids = CallIds {
+            request: None,
+            correlation,
+        };
+        let (status, _, bytes) = self.send(scope, Method::GET, url, None, ids).await?;
         if !status.is_success() {
             return Err(refused(scope, status, &bytes));
         }
@@ -219,22 +267,31 @@ impl Client {
         scope: Scope,
         url: &str,
         body: &Value,
-        request_id: Option<&str>,
+        ids: CallIds<'_>,
     ) -> Result<T> {
-        let (status, _, bytes) = self
-            .send(scope, Method::POST, url, Some(body), request_id)
-            .await?;
+        let (status, _, bytes) = self.send(scope, Method::POST, url, Some(body), ids).await?;
         if !status.is_success() {
             return Err(refused(scope, status, &bytes));
         }
         Self::decode(url, if bytes.is_empty() { b"{}" } else { &bytes })
     }
 
-    /// A PATCH of a resource to a state: repeating it leaves the same state.
-    pub async fn patch(&self, scope: Scope, url: &str, body: &Value) -> Result<u16> {
-        let id = super::ids::guid("patch", &format!("{url}{body}"));
+    /// A PATCH of a resource to a state: repeating it leaves the same state, so it may be
+    /// retried; its request id is its own (a later PATCH to the same state is another call).
+    pub async fn patch(
+        &self,
+        scope: Scope,
+        url: &str,
+        body: &Value,
+        correlation: Option<&str>,
+    ) -> Result<u16> {
+        let id = fresh_id("patch");
+        let ids = CallIds {
+            request: Some(&id),
+            correlation,
+        };
         let (status, _, bytes) = self
-            .send(scope, Method::PATCH, url, Some(body), Some(&id))
+            .send(scope, Method::PATCH, url, Some(body), ids)
             .await?;
         if !status.is_success() {
             return Err(refused(scope, status, &bytes));
@@ -300,8 +357,11 @@ impl Client {
             .expect("batches serialize");
             // Each item is one user's atomic change: sending an item again leaves the same state.
             let id = super::ids::guid("batch", &body.to_string());
-            let reply: Result<wire::BatchResponse> =
-                self.post(Scope::Graph, url, &body, Some(&id)).await;
+            let ids = CallIds {
+                request: Some(&id),
+                correlation: None,
+            };
+            let reply: Result<wire::BatchResponse> = self.post(Scope::Graph, url, &body, ids).await;
             self.settle(ticket).await;
             let reply = reply?;
             let mut wait = 0;

@@ -207,13 +207,21 @@ impl Microsoft {
 
     /// Partner Center's copy of a subscription this partner sold; without Partner Center (or
     /// for one the vendor bills directly) seats cannot change here.
-    async fn pc_subscription(&self, id: &str) -> Result<(String, wire::PcSubscription)> {
+    async fn pc_subscription(
+        &self,
+        id: &str,
+        correlation: Option<&str>,
+    ) -> Result<(String, wire::PcSubscription)> {
         let not_supported = || Refusal::SeatChangeNotSupported { id: id.into() }.into();
         let Some(customer) = self.customer() else {
             return Err(not_supported());
         };
         let url = format!("{customer}/subscriptions/{id}");
-        match self.client.get(Scope::PartnerCenter, &url).await {
+        match self
+            .client
+            .get_in(Scope::PartnerCenter, &url, correlation)
+            .await
+        {
             Ok(s) => Ok((url, s)),
             Err(BackendError::Refused(Refusal::NotFound { .. })) => Err(not_supported()),
             Err(e) => Err(e),
@@ -225,13 +233,17 @@ impl Microsoft {
         id: &str,
         change: impl FnOnce(&mut wire::PcSubscription),
     ) -> Result<u16> {
-        let (url, mut sub) = self.pc_subscription(id).await?;
+        // The read and the PATCH are one operation.
+        let operation = client::fresh_id("operation");
+        let (url, mut sub) = self.pc_subscription(id, Some(&operation)).await?;
         change(&mut sub);
         let body = serde_json::to_value(&sub).expect("subscriptions serialize");
         // A subscription's seats, billing or state change none of the ids a licence batch
         // maps (users, products, plans): the directory stays (snapshots read afresh anyway),
         // so the batches after a seat increase do not read every user again first.
-        self.client.patch(Scope::PartnerCenter, &url, &body).await
+        self.client
+            .patch(Scope::PartnerCenter, &url, &body, Some(&operation))
+            .await
     }
 
     /// Changes made: the next read must see them.
@@ -255,7 +267,11 @@ impl Microsoft {
             }
             .into());
         };
-        let request_id = ids::guid("purchase", key);
+        // Each call its own request id, stable for this purchase (a retry after a crash or a
+        // lost reply sends the same ones); one correlation id for the whole purchase.
+        let operation = ids::guid("purchase", key);
+        let cart_request = ids::guid("cart", key);
+        let checkout_request = ids::guid("checkout", key);
         let mut line = json!({"id": 0, "catalogItemId": product, "quantity": quantity,
             "billingCycle": billing, "termDuration": "P1M"});
         if let Some(p) = parent {
@@ -265,13 +281,29 @@ impl Microsoft {
         let url = format!("{customer}/carts");
         let created: wire::Cart = self
             .client
-            .post(Scope::PartnerCenter, &url, &cart, Some(&request_id))
+            .post(
+                Scope::PartnerCenter,
+                &url,
+                &cart,
+                client::CallIds {
+                    request: Some(&cart_request),
+                    correlation: Some(&operation),
+                },
+            )
             .await?;
         let cart_id = created.id.unwrap_or_default();
         let url = format!("{customer}/carts/{cart_id}/checkout");
         let result: wire::CartCheckoutResult = self
             .client
-            .post(Scope::PartnerCenter, &url, &json!({}), Some(&request_id))
+            .post(
+                Scope::PartnerCenter,
+                &url,
+                &json!({}),
+                client::CallIds {
+                    request: Some(&checkout_request),
+                    correlation: Some(&operation),
+                },
+            )
             .await?;
         self.forget();
         result
@@ -342,11 +374,19 @@ impl Backend for Microsoft {
 
     async fn convert_trial(&self, organization: &str, id: &str) -> Result<()> {
         self.check_organization(organization)?;
-        let (url, _) = self.pc_subscription(id).await?;
+        // One trial converts once: its request id is a function of the trial, so a retry
+        // after a lost reply is recognised rather than converting again.
+        let operation = ids::guid("conversion-operation", id);
+        let request = ids::guid("conversion", id);
+        let (url, _) = self.pc_subscription(id, Some(&operation)).await?;
         let url = format!("{url}/conversions");
+        let ids = client::CallIds {
+            request: Some(&request),
+            correlation: Some(&operation),
+        };
         let _: serde_json::Value = self
             .client
-            .post(Scope::PartnerCenter, &url, &json!({}), None)
+            .post(Scope::PartnerCenter, &url, &json!({}), ids)
             .await?;
         self.forget();
         Ok(())
