@@ -7,7 +7,7 @@
 // The kube derive takes repeated `printcolumn(type_ = …)` arguments; they are not duplicates.
 #![allow(clippy::duplicated_attributes)]
 
-use crate::domain::BillingFrequency;
+use crate::domain::{BillingFrequency, Term};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -95,6 +95,15 @@ pub struct SubscriptionSpec {
     /// How a newly bought subscription is billed. Used only when buying.
     #[serde(default)]
     pub billing_frequency: BillingFrequency,
+    /// The commitment bought: `P1M` (a month, the default), `P1Y` or `P3Y`. Used only when
+    /// buying; on Partner Center the offer must be sold with this term.
+    #[serde(default)]
+    pub term: Term,
+    /// The exact Partner Center catalog item to buy (`productId:skuId:availabilityId`), for
+    /// when the catalog holds more than one offer for the product (Blocked `OfferAmbiguous`
+    /// lists them). Used only when buying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
     /// Whether the subscription renews at the end of its term. Turning it off lets the
     /// subscription end at the end of its term.
     #[serde(default = "default_true")]
@@ -247,6 +256,12 @@ pub struct AddOnSpec {
     /// How a newly bought standalone add-on is billed.
     #[serde(default)]
     pub billing_frequency: BillingFrequency,
+    /// The commitment bought (`P1M`, `P1Y`, `P3Y`), as a Subscription's.
+    #[serde(default)]
+    pub term: Term,
+    /// The exact Partner Center catalog item to buy, as a Subscription's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
     /// When seatkeeper buys the add-on, assign it once to everyone in the organization who
     /// holds no licence yet, as far as the rules and the free quantity allow (R25). Users who
     /// appear later are not touched; an adopted add-on (addOnId) is never auto-assigned.
@@ -272,6 +287,8 @@ impl From<&SubscriptionSpec> for SubscriptionIntent {
             seats: s.seats,
             subscription_id: s.subscription_id.clone(),
             billing_frequency: s.billing_frequency,
+            term: s.term,
+            offer: s.offer.clone(),
             recurring_billing: s.recurring_billing,
             product_key: s.product_key.clone(),
             convert_trial: s.convert_trial,
@@ -303,6 +320,8 @@ impl From<&AddOnSpec> for AddOnIntent {
             add_on_id: s.add_on_id.clone(),
             quantity: s.quantity,
             billing_frequency: s.billing_frequency,
+            term: s.term,
+            offer: s.offer.clone(),
             auto_assign: s.auto_assign,
             deletion_policy: s.deletion_policy,
             autoscale: s.autoscale.clone(),

@@ -615,6 +615,8 @@ async fn apply_one<B: Backend>(
             product,
             seats,
             billing_frequency,
+            term,
+            offer,
             recurring_billing,
             key,
         } => {
@@ -622,6 +624,8 @@ async fn apply_one<B: Backend>(
                 product: product.clone(),
                 seats: *seats,
                 billing_frequency: *billing_frequency,
+                term: *term,
+                offer: offer.clone(),
                 recurring_billing: *recurring_billing,
                 idempotency_key: key.clone(),
             };
@@ -665,11 +669,22 @@ async fn apply_one<B: Backend>(
             base_subscription_id,
             product,
             quantity,
+            term,
+            offer,
             key,
             ..
         } => {
+            let request = PurchaseRequest {
+                product: product.clone(),
+                seats: *quantity,
+                billing_frequency: crate::domain::BillingFrequency::Monthly,
+                term: *term,
+                offer: offer.clone(),
+                recurring_billing: true,
+                idempotency_key: key.clone(),
+            };
             let a = retrying(clock, || {
-                backend.buy_add_on(org, base_subscription_id, product, *quantity, key)
+                backend.buy_add_on(org, base_subscription_id, &request)
             })
             .await?;
             Effect::Bought {

@@ -665,6 +665,146 @@ async fn each_partner_center_call_has_its_own_request_id_and_an_operation_its_co
     let _ = served.stop.send(true);
 }
 
+fn to_buy(
+    name: &str,
+    spec: serde_json::Value,
+) -> Declared<SubscriptionIntent, seatkeeper::api::SubscriptionStatus> {
+    let mut spec = spec;
+    spec["organization"] = json!("contoso.com");
+    Declared {
+        meta: meta(name),
+        spec: serde_json::from_value(spec).unwrap(),
+        status: Default::default(),
+    }
+}
+
+fn blocked(desired: &Desired, i: usize) -> (String, String) {
+    let s = &desired.subscriptions[i].status;
+    let message = s
+        .conditions
+        .get("Blocked")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    (s.blocked_reason.clone().unwrap_or_default(), message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_buys_the_one_catalog_offer_for_its_term_or_says_why_not() {
+    use seatkeeper::emulator::catalog;
+    let t = TenantFile::parse(
+        "catalog:\n  products:\n  - {sku: SPE_E3_TWIN, name: Microsoft 365 E3, kind: Base, plans: [EXCHANGE_S_ENTERPRISE], monthlyPrice: 30}\norganizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  users: []\n  subscriptions: []\n",
+        "tenant.yaml",
+    )
+    .unwrap();
+    let served = emulate(&t, Faults::default()).await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let mut desired = Desired {
+        subscriptions: vec![
+            // Found by its name, for a three-year term billed annually: the `T` availability.
+            to_buy(
+                "basic",
+                json!({"product": "O365_BUSINESS_ESSENTIALS", "seats": 2,
+                "term": "P3Y", "billingFrequency": "Annual"}),
+            ),
+            // No availability sells P3Y billed monthly.
+            to_buy(
+                "standard",
+                json!({"product": "O365_BUSINESS_PREMIUM", "seats": 2,
+                "term": "P3Y"}),
+            ),
+            // Two catalog products carry the name "Microsoft 365 E3".
+            to_buy("e3", json!({"product": "SPE_E3", "seats": 2})),
+        ],
+        ..Default::default()
+    };
+    let _ = converge_now(&backend, &mut desired).await;
+    let bought = |part: &str| {
+        served.emulator.tenant().organizations[0]
+            .subscriptions
+            .iter()
+            .filter(|s| s.product == part)
+            .count()
+    };
+    assert_eq!(bought("O365_BUSINESS_ESSENTIALS"), 1);
+    let (reason, message) = blocked(&desired, 1);
+    assert_eq!(reason, "OfferNotFound", "{message}");
+    assert!(
+        message.contains("P3Y") && message.contains("P1M"),
+        "{message}"
+    );
+    assert_eq!(bought("O365_BUSINESS_PREMIUM"), 0);
+    let (reason, message) = blocked(&desired, 2);
+    assert_eq!(reason, "OfferAmbiguous", "{message}");
+    for part in ["SPE_E3", "SPE_E3_TWIN"] {
+        assert!(message.contains(&catalog::product_id(part)), "{message}");
+    }
+    assert!(message.contains("spec.offer"), "{message}");
+    assert_eq!(bought("SPE_E3") + bought("SPE_E3_TWIN"), 0, "never a guess");
+    // spec.offer chooses; the one-year term is what it buys.
+    desired.subscriptions[2].spec.offer = Some(catalog::item("SPE_E3", "M"));
+    desired.subscriptions[2].spec.term = seatkeeper::domain::Term::P1Y;
+    desired.subscriptions.truncate(3);
+    desired.subscriptions.remove(1);
+    let report = converge_now(&backend, &mut desired).await.unwrap();
+    assert!(report.converged, "{:?}", blocked(&desired, 1));
+    assert_eq!(bought("SPE_E3"), 1);
+    assert_eq!(bought("SPE_E3_TWIN"), 0);
+    let _ = served.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_checkout_reply_is_found_in_the_orders_and_never_checked_out_again() {
+    let t = tenant(&[("a@contoso.com", LOC)], "");
+    let served = emulate(
+        &t,
+        Faults {
+            lose_checkout_replies: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let mut desired = Desired {
+        subscriptions: vec![to_buy("new", json!({"product": "SPE_E3", "seats": 3}))],
+        ..Default::default()
+    };
+    // The checkout goes through and its reply is lost: the order, named after the purchase,
+    // tells which subscription it made, in the same run.
+    let report = converge_now(&backend, &mut desired).await.unwrap();
+    assert!(report.converged);
+    let calls = served.emulator.partner_center_calls();
+    let checkouts = calls
+        .iter()
+        .filter(|c| c.path.ends_with("/checkout"))
+        .count();
+    assert_eq!(checkouts, 1, "{calls:#?}");
+    assert!(calls.iter().any(|c| c.path.ends_with("/orders")));
+    // A second run (another process) with the same purchase key finds it too.
+    served.emulator.set_faults(Faults::default());
+    let again = microsoft(&served.root, true, "s3cret");
+    let mut fresh = Desired {
+        subscriptions: vec![to_buy("new", json!({"product": "SPE_E3", "seats": 3}))],
+        ..Default::default()
+    };
+    fresh.subscriptions[0].status.purchase = desired.subscriptions[0].status.purchase.clone();
+    converge_now(&again, &mut fresh).await.unwrap();
+    let bought: Vec<_> = served.emulator.tenant().organizations[0]
+        .subscriptions
+        .iter()
+        .filter(|s| s.product == "SPE_E3")
+        .cloned()
+        .collect();
+    assert_eq!(bought.len(), 1, "bought once: {bought:?}");
+    let checkouts = served
+        .emulator
+        .partner_center_calls()
+        .iter()
+        .filter(|c| c.path.ends_with("/checkout"))
+        .count();
+    assert_eq!(checkouts, 1, "never checked out twice");
+    let _ = served.stop.send(true);
+}
+
 /// Throttling, latency, server errors and lost replies all at once, on a larger tenant:
 /// repeated reconciles converge, nothing is bought twice, and no licence is removed that the
 /// declared state does not ask to remove.

@@ -258,11 +258,9 @@ impl Backend for SeatsTakenMeanwhile {
         &self,
         o: &str,
         base: &str,
-        product: &str,
-        quantity: u32,
-        key: &str,
+        r: &seatkeeper::backend::PurchaseRequest,
     ) -> Result<seatkeeper::domain::TraditionalAddOn> {
-        self.inner.buy_add_on(o, base, product, quantity, key).await
+        self.inner.buy_add_on(o, base, r).await
     }
     async fn set_add_on_quantity(&self, o: &str, base: &str, id: &str, q: u32) -> Result<()> {
         self.inner.set_add_on_quantity(o, base, id, q).await

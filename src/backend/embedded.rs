@@ -773,10 +773,9 @@ impl Backend for Embedded {
         &self,
         organization: &str,
         base_subscription_id: &str,
-        product: &str,
-        quantity: u32,
-        key: &str,
+        r: &PurchaseRequest,
     ) -> Result<TraditionalAddOn> {
+        let (product, quantity, key) = (r.product.as_str(), r.seats, r.idempotency_key.as_str());
         self.update(organization, &[], |org, catalog, now, ids| {
             if let Some(a) = org
                 .subscriptions
@@ -897,6 +896,8 @@ mod tests {
                                 product: "SPB".into(),
                                 seats: 1,
                                 billing_frequency: BillingFrequency::Monthly,
+                                term: Default::default(),
+                                offer: None,
                                 recurring_billing: true,
                                 idempotency_key: format!("key-{t}-{i}"),
                             };

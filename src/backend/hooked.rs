@@ -96,11 +96,9 @@ impl<B: Backend, H: Hook> Backend for Hooked<B, H> {
         &self,
         o: &str,
         base: &str,
-        product: &str,
-        quantity: u32,
-        key: &str,
+        r: &PurchaseRequest,
     ) -> Result<TraditionalAddOn> {
-        let call = self.inner.buy_add_on(o, base, product, quantity, key);
+        let call = self.inner.buy_add_on(o, base, r);
         self.around("buyAddOn", call).await
     }
     async fn set_add_on_quantity(&self, o: &str, base: &str, id: &str, q: u32) -> Result<()> {

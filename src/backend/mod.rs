@@ -56,8 +56,13 @@ pub struct Snapshot {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PurchaseRequest {
     pub product: String,
+    /// Seats, or an add-on's quantity.
     pub seats: u32,
     pub billing_frequency: BillingFrequency,
+    /// The commitment bought.
+    pub term: crate::domain::Term,
+    /// The catalog item chosen explicitly (`spec.offer`), when the product alone is ambiguous.
+    pub offer: Option<String>,
     pub recurring_billing: bool,
     /// A retried purchase with the same key returns the first result instead of buying again.
     pub idempotency_key: String,
@@ -111,13 +116,13 @@ pub trait Backend: Send + Sync {
     ) -> impl Future<Output = Result<Cancellation>> + Send;
     /// Buy a traditional add-on. R25's auto-assignment is not the service's job here: the
     /// planner plans it as ordinary licence changes, so `plan` shows it.
+    /// Buys a traditional add-on on a base subscription: the request's product, `seats` as
+    /// its quantity, term and offer; billing follows the base.
     fn buy_add_on(
         &self,
         organization: &str,
         base_subscription_id: &str,
-        product: &str,
-        quantity: u32,
-        idempotency_key: &str,
+        request: &PurchaseRequest,
     ) -> impl Future<Output = Result<TraditionalAddOn>> + Send;
     fn set_add_on_quantity(
         &self,

@@ -67,11 +67,9 @@ impl<D: Backend, M: Backend> Backend for Routed<D, M> {
         &self,
         o: &str,
         base: &str,
-        product: &str,
-        quantity: u32,
-        key: &str,
+        r: &PurchaseRequest,
     ) -> Result<TraditionalAddOn> {
-        route!(self, o, buy_add_on(base, product, quantity, key))
+        route!(self, o, buy_add_on(base, r))
     }
     async fn set_add_on_quantity(&self, o: &str, base: &str, id: &str, q: u32) -> Result<()> {
         route!(self, o, set_add_on_quantity(base, id, q))

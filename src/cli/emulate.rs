@@ -57,6 +57,9 @@ pub struct EmulateArgs {
     /// Fault: licence writes are refused 403 (the application lacks LicenseAssignment.ReadWrite.All).
     #[arg(long)]
     deny_licence_writes: bool,
+    /// Fault: every checkout goes through and its reply is lost.
+    #[arg(long)]
+    lose_checkout_replies: bool,
     /// Fault: Partner Center answers seat changes 202 Accepted and finishes them this much
     /// later (every organization's seatChangeDelayMinutes), e.g. 30m.
     #[arg(long, value_parser = super::parse_duration)]
@@ -120,6 +123,7 @@ pub fn run(args: &EmulateArgs) -> i32 {
             tokens_die_after: args.tokens_die_after,
             replication_lag: args.replication_lag,
             deny_licence_writes: args.deny_licence_writes,
+            lose_checkout_replies: args.lose_checkout_replies,
         },
     };
     let emulator = Arc::new(Emulator::new(backend, options));

@@ -89,6 +89,10 @@ reasons! {
     PermissionDenied,
     /// A licence inherited from a group is never removed from the user directly.
     LicenseAssignedByGroup,
+    /// The catalog sells no offer for the product with the term and billing asked.
+    OfferNotFound,
+    /// The catalog sells several offers for the product: `spec.offer` chooses one.
+    OfferAmbiguous,
 }
 
 impl fmt::Display for BlockReason {

@@ -15,6 +15,13 @@ use serde::{Deserialize, Serialize};
 pub enum Refusal {
     #[error("a credit check is pending")]
     CreditCheckPending { clears_at: Option<Instant> },
+    #[error("no offer in the catalog")]
+    OfferNotFound { product: String, detail: String },
+    #[error("several offers in the catalog")]
+    OfferAmbiguous {
+        product: String,
+        candidates: Vec<String>,
+    },
     #[error("the subscription is prepaid with a product key")]
     Prepaid { removing: bool },
     #[error("the subscription is managed by a reseller")]
@@ -133,6 +140,8 @@ impl Refusal {
                 BlockReason::DowngradeNotAcknowledged
             }
             Refusal::NotAvailable { .. } => BlockReason::NotAvailable,
+            Refusal::OfferNotFound { .. } => BlockReason::OfferNotFound,
+            Refusal::OfferAmbiguous { .. } => BlockReason::OfferAmbiguous,
             Refusal::RemovalRequiresSupport => BlockReason::RemovalRequiresSupport,
             Refusal::CancellationWindowClosed { .. } => BlockReason::CancellationWindowClosed,
             Refusal::ProductUnknown { .. } => BlockReason::ProductUnknown,
@@ -222,6 +231,13 @@ impl Refusal {
             ),
             Refusal::SelfServiceOnly { product } => format!(
                 "{product} is only held through self-service purchases, which admins cannot assign from: take the subscription over or buy one"
+            ),
+            Refusal::OfferNotFound { product, detail } => format!(
+                "Partner Center's catalog sells no offer for {product}: {detail}; check spec.term and billingFrequency, or name the catalog item in spec.offer (productId:skuId:availabilityId)"
+            ),
+            Refusal::OfferAmbiguous { product, candidates } => format!(
+                "Partner Center's catalog sells several offers for {product}: {}; set spec.offer to the one to buy",
+                candidates.join(", ")
             ),
             Refusal::NotAvailable { product, r#for } => format!(
                 "add-on {product} is not available for this organization: it fits only {}",

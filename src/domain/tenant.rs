@@ -31,6 +31,26 @@ pub enum BillingFrequency {
     Annual,
 }
 
+/// The commitment a subscription is bought for: a month, a year or three years (new
+/// commerce's term durations, as ISO 8601 periods).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Term {
+    #[default]
+    P1M,
+    P1Y,
+    P3Y,
+}
+
+impl Term {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Term::P1M => "P1M",
+            Term::P1Y => "P1Y",
+            Term::P3Y => "P3Y",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CreditCheck {
     #[default]

@@ -33,6 +33,8 @@ pub struct Faults {
     pub replication_lag: Duration,
     /// Licence writes are refused 403, as when the application lacks the permission.
     pub deny_licence_writes: bool,
+    /// Every checkout goes through and its reply is lost (500).
+    pub lose_checkout_replies: bool,
 }
 
 impl Default for Faults {
@@ -47,6 +49,7 @@ impl Default for Faults {
             tokens_die_after: None,
             replication_lag: Duration::ZERO,
             deny_licence_writes: false,
+            lose_checkout_replies: false,
         }
     }
 }
@@ -143,7 +146,12 @@ pub async fn layer(AxState(em): AxState<Arc<Emulator>>, req: Request, next: Next
         return r;
     }
     let write = req.method() != axum::http::Method::GET;
+    let checkout = req.uri().path().ends_with("/checkout");
     let response = next.run(req).await;
+    if checkout && faults.lose_checkout_replies && response.status().is_success() {
+        f.dropped.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::INTERNAL_SERVER_ERROR, "connection reset").into_response();
+    }
     if write
         && response.status().is_success()
         && faults.drop_rate > 0.0

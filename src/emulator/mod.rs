@@ -12,6 +12,7 @@
 // Handlers answer errors as ready HTTP responses; boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod catalog;
 mod faults;
 mod graph;
 mod partner;
@@ -259,6 +260,16 @@ pub fn router(emulator: Arc<Emulator>) -> axum::Router {
             get(partner::add_ons),
         )
         .route("/v1/customers/{customer}/carts", post(partner::create_cart))
+        .route("/v1/customers/{customer}/carts/{cart}", get(partner::cart))
+        .route("/v1/customers/{customer}/products", get(catalog::products))
+        .route(
+            "/v1/customers/{customer}/products/{product}/skus",
+            get(catalog::skus),
+        )
+        .route(
+            "/v1/customers/{customer}/products/{product}/skus/{sku}/availabilities",
+            get(catalog::availabilities),
+        )
         .route("/v1/customers/{customer}/orders", get(partner::orders))
         .route(
             "/v1/customers/{customer}/carts/{cart}/checkout",

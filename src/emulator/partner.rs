@@ -193,7 +193,8 @@ fn listed(em: &Emulator, org: &Organization) -> Vec<wire::PcSubscription> {
         };
         let base = wire::PcSubscription {
             id: ids::subscription_id(&s.id),
-            offer_id: s.product.clone(),
+            // New commerce: the catalog item the subscription was bought as.
+            offer_id: super::catalog::item(&s.product, "M"),
             offer_name: s.product.clone(),
             quantity: s.seats,
             status: status.into(),
@@ -227,7 +228,7 @@ fn listed(em: &Emulator, org: &Organization) -> Vec<wire::PcSubscription> {
         for a in &s.add_ons {
             out.push(wire::PcSubscription {
                 id: ids::subscription_id(&a.id),
-                offer_id: a.product.clone(),
+                offer_id: super::catalog::item(&a.product, "M"),
                 offer_name: a.product.clone(),
                 quantity: a.quantity,
                 parent_subscription_id: Some(base.id.clone()),
@@ -396,12 +397,34 @@ pub async fn create_cart(
             serde_json::to_string(&cart).unwrap_or_default()
         ),
     );
+    let mut carts = em.carts.lock().expect("carts lock");
+    // The same call again (its MS-RequestId): the cart it made, as it stands now.
+    if let Some((_, made)) = carts.get(&id) {
+        return (StatusCode::CREATED, Json(made.clone())).into_response();
+    }
     cart.id = Some(id.clone());
-    em.carts
-        .lock()
-        .expect("carts lock")
-        .insert(id, (c.to_lowercase(), cart.clone()));
+    cart.status = Some("Active".into());
+    carts.insert(id, (c.to_lowercase(), cart.clone()));
     (StatusCode::CREATED, Json(cart)).into_response()
+}
+
+/// `GET /customers/{customer}/carts/{cart}`: `Active` until checked out, then `Ordered`.
+pub async fn cart(
+    State(em): State<Arc<Emulator>>,
+    headers: HeaderMap,
+    Path((c, cart_id)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = customer(&em, &headers, &c).await {
+        return r;
+    }
+    match em.carts.lock().expect("carts lock").get(&cart_id) {
+        Some((_, cart)) => Json(cart.clone()).into_response(),
+        None => pc_error(
+            StatusCode::NOT_FOUND,
+            800002,
+            &format!("Cart {cart_id} was not found."),
+        ),
+    }
 }
 
 /// Checkout: the same MS-RequestId returns the first order, never a second purchase.
@@ -429,6 +452,18 @@ pub async fn checkout(
             &format!("Cart {cart_id} was not found."),
         );
     };
+    if cart.status.as_deref() == Some("Ordered") {
+        // Checked out already, by another call: Partner Center refuses a second checkout.
+        return pc_error(
+            StatusCode::BAD_REQUEST,
+            800065,
+            "The cart has already been submitted.",
+        );
+    }
+    let catalog = match em.backend.snapshot(&org.domain).await {
+        Ok(s) => s.catalog,
+        Err(e) => return failure(&e),
+    };
     let key = if request_id.is_empty() {
         cart_id.clone()
     } else {
@@ -437,33 +472,50 @@ pub async fn checkout(
     let mut line_items = vec![];
     for (n, l) in cart.line_items.iter().enumerate() {
         let key = format!("{key}/{n}");
+        let term = match l.term_duration.as_deref() {
+            Some("P1Y") => crate::domain::Term::P1Y,
+            Some("P3Y") => crate::domain::Term::P3Y,
+            _ => crate::domain::Term::P1M,
+        };
+        let term_text = l.term_duration.clone().unwrap_or_else(|| "P1M".into());
+        let billing = if l.billing_cycle.is_empty() {
+            "monthly".to_string()
+        } else {
+            l.billing_cycle.clone()
+        };
+        let part = match super::catalog::resolve(&catalog, &l.catalog_item_id, &term_text, &billing)
+        {
+            Ok(p) => p,
+            Err(why) => return pc_error(StatusCode::BAD_REQUEST, 800004, &why),
+        };
+        let request = PurchaseRequest {
+            product: part,
+            seats: l.quantity,
+            billing_frequency: if l.billing_cycle.eq_ignore_ascii_case("annual") {
+                BillingFrequency::Annual
+            } else {
+                BillingFrequency::Monthly
+            },
+            term,
+            offer: None,
+            recurring_billing: true,
+            idempotency_key: key,
+        };
         let id = match l.provisioning_context.get("ParentSubscriptionId") {
             Some(parent) => {
                 let Some((base, None)) = locate(&org, parent) else {
                     return r_missing(parent);
                 };
                 em.backend
-                    .buy_add_on(&org.domain, &base, &l.catalog_item_id, l.quantity, &key)
+                    .buy_add_on(&org.domain, &base, &request)
                     .await
                     .map(|a| a.id)
             }
-            None => {
-                let request = PurchaseRequest {
-                    product: l.catalog_item_id.clone(),
-                    seats: l.quantity,
-                    billing_frequency: if l.billing_cycle == "annual" {
-                        BillingFrequency::Annual
-                    } else {
-                        BillingFrequency::Monthly
-                    },
-                    recurring_billing: true,
-                    idempotency_key: key,
-                };
-                em.backend
-                    .buy_subscription(&org.domain, &request)
-                    .await
-                    .map(|s| s.id)
-            }
+            None => em
+                .backend
+                .buy_subscription(&org.domain, &request)
+                .await
+                .map(|s| s.id),
         };
         if let Ok(id) = &id {
             em.fresh
@@ -477,6 +529,7 @@ pub async fn checkout(
                 offer_id: l.catalog_item_id.clone(),
                 subscription_id: Some(ids::subscription_id(&id)),
                 quantity: l.quantity,
+                friendly_name: l.friendly_name.clone(),
             }),
             Err(e) => return failure(&e),
         }
@@ -494,6 +547,9 @@ pub async fn checkout(
         .lock()
         .expect("orders lock")
         .insert(request_id, value.clone());
+    if let Some((_, c)) = em.carts.lock().expect("carts lock").get_mut(&cart_id) {
+        c.status = Some("Ordered".into());
+    }
     Json(value).into_response()
 }
 

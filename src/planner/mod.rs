@@ -106,10 +106,12 @@ impl Op {
                 product,
                 seats,
                 billing_frequency,
+                term,
                 ..
             } => format!(
-                "buy {product} with {}, billed {billing_frequency:?}",
-                counted(*seats, "seat", "seats")
+                "buy {product} with {}, billed {billing_frequency:?}, term {}",
+                counted(*seats, "seat", "seats"),
+                term.as_str()
             ),
             Op::ConvertTrial { subscription_id } => format!("buy trial {subscription_id}"),
             Op::SetSeats {
@@ -135,8 +137,12 @@ impl Op {
                 base_subscription_id,
                 product,
                 quantity,
+                term,
                 ..
-            } => format!("buy {quantity} × {product} on {base_subscription_id}"),
+            } => format!(
+                "buy {quantity} × {product} on {base_subscription_id}, term {}",
+                term.as_str()
+            ),
             Op::SetAddOnQuantity {
                 add_on_id, cost, ..
             } => format!(
@@ -429,6 +435,9 @@ pub enum Op {
         product: String,
         seats: u32,
         billing_frequency: BillingFrequency,
+        term: crate::domain::Term,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offer: Option<String>,
         recurring_billing: bool,
         key: String,
     },
@@ -455,6 +464,9 @@ pub enum Op {
         base_subscription_id: String,
         product: String,
         quantity: u32,
+        term: crate::domain::Term,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offer: Option<String>,
         auto_assign: bool,
         key: String,
     },

@@ -4,7 +4,7 @@
 //! doc comments here are also `kubectl explain` text.
 
 use crate::domain::billing::CostPreview;
-use crate::domain::{BillingFrequency, Channel, Instant};
+use crate::domain::{BillingFrequency, Channel, Instant, Term};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,10 @@ pub struct SubscriptionIntent {
     pub subscription_id: Option<String>,
     #[serde(default)]
     pub billing_frequency: BillingFrequency,
+    #[serde(default)]
+    pub term: Term,
+    #[serde(default)]
+    pub offer: Option<String>,
     #[serde(default = "default_true")]
     pub recurring_billing: bool,
     #[serde(default)]
@@ -77,6 +81,10 @@ pub struct AddOnIntent {
     pub quantity: i32,
     #[serde(default)]
     pub billing_frequency: BillingFrequency,
+    #[serde(default)]
+    pub term: Term,
+    #[serde(default)]
+    pub offer: Option<String>,
     #[serde(default)]
     pub auto_assign: bool,
     #[serde(default)]

@@ -33,6 +33,8 @@ pub(super) struct PurchaseInput<'a> {
     pub recorded_id: Option<&'a str>,
     pub pending: Option<&'a PendingPurchase>,
     pub billing_frequency: BillingFrequency,
+    pub term: crate::domain::Term,
+    pub offer: Option<&'a str>,
     pub recurring_billing: bool,
     pub product_key: Option<String>,
     /// Why the product key's Secret was not read (the namespace is out of seatkeeper's reach).
@@ -109,6 +111,8 @@ impl Planner<'_> {
                     recorded_id: d.status.subscription_id.as_deref(),
                     pending: d.status.purchase.as_ref(),
                     billing_frequency: d.spec.billing_frequency,
+                    term: d.spec.term,
+                    offer: d.spec.offer.as_deref(),
                     recurring_billing: d.spec.recurring_billing,
                     product_key,
                     product_key_unread: d.spec.product_key.as_ref().and_then(|r| {
@@ -299,6 +303,8 @@ impl Planner<'_> {
                 product: p.product.into(),
                 seats: p.seats,
                 billing_frequency: p.billing_frequency,
+                term: p.term,
+                offer: p.offer.map(str::to_string),
                 recurring_billing: p.recurring_billing,
                 key: pending.key.clone(),
             };
@@ -727,6 +733,8 @@ impl Planner<'_> {
             recorded_id: d.status.add_on_id.as_deref(),
             pending: d.status.purchase.as_ref(),
             billing_frequency: d.spec.billing_frequency,
+            term: d.spec.term,
+            offer: d.spec.offer.as_deref(),
             recurring_billing: true,
             product_key: None,
             product_key_unread: None,
@@ -980,6 +988,8 @@ impl Planner<'_> {
                 base_subscription_id: base.id.clone(),
                 product: d.spec.product.clone(),
                 quantity,
+                term: d.spec.term,
+                offer: d.spec.offer.clone(),
                 auto_assign: d.spec.auto_assign,
                 key: pending.key.clone(),
             };

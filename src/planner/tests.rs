@@ -62,6 +62,8 @@ fn subscription(
             seats,
             subscription_id: Some(id.into()),
             billing_frequency: Default::default(),
+            term: Default::default(),
+            offer: None,
             recurring_billing: true,
             product_key: None,
             convert_trial: false,

@@ -57,6 +57,9 @@ pub struct CallIds<'a> {
     /// Given: the call may be repeated (the service recognises the id).
     pub request: Option<&'a str>,
     pub correlation: Option<&'a str>,
+    /// Never repeated after a failure, even with a request id: what happened is read back
+    /// instead (a checkout).
+    pub once: bool,
 }
 
 /// A new id for one call or operation: unique, not secret.
@@ -162,7 +165,7 @@ impl Client {
         body: Option<&Value>,
         ids: CallIds<'_>,
     ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>)> {
-        let repeatable = method == Method::GET || ids.request.is_some();
+        let repeatable = method == Method::GET || (ids.request.is_some() && !ids.once);
         // One id for this call, kept through its retries; the operation's, or one of its own.
         let request_id = ids
             .request
@@ -242,6 +245,7 @@ impl Client {
         let ids = CallIds {
             request: None,
             correlation,
+            once: false,
         };
         let (status, _, bytes) = self.send(scope, Method::GET, url, None, ids).await?;
         if !status.is_success() {
@@ -289,6 +293,7 @@ impl Client {
         let ids = CallIds {
             request: Some(&id),
             correlation,
+            once: false,
         };
         let (status, _, bytes) = self
             .send(scope, Method::PATCH, url, Some(body), ids)
@@ -360,6 +365,7 @@ impl Client {
             let ids = CallIds {
                 request: Some(&id),
                 correlation: None,
+                once: false,
             };
             let reply: Result<wire::BatchResponse> = self.post(Scope::Graph, url, &body, ids).await;
             self.settle(ticket).await;

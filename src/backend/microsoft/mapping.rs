@@ -23,6 +23,9 @@ pub struct Directory {
     skus: HashMap<String, String>,
     /// (product, plan name) → servicePlanId.
     plans: HashMap<(String, String), String>,
+    /// product → the Partner Center offer ids (`productId:skuId[:availabilityId]`) of the
+    /// customer's subscriptions of it, joined through Graph's `commerceSubscriptionId`.
+    pub owned_offers: HashMap<String, Vec<String>>,
 }
 
 impl Directory {
@@ -61,7 +64,21 @@ impl Directory {
         // nothing it shows beforehand tells (R03).
         organization.credit_check_by_service = pc.is_some();
         organization.subscriptions = subscriptions(&subs, pc.as_deref());
+        let mut owned_offers: HashMap<String, Vec<String>> = HashMap::new();
+        for s in &subs {
+            let sold = pc.as_deref().and_then(|pc| {
+                pc.iter()
+                    .find(|p| p.id.eq_ignore_ascii_case(&s.commerce_subscription_id))
+            });
+            if let Some(p) = sold.filter(|p| p.offer_id.contains(':')) {
+                let offers = owned_offers.entry(s.sku_part_number.clone()).or_default();
+                if !offers.contains(&p.offer_id) {
+                    offers.push(p.offer_id.clone());
+                }
+            }
+        }
         Directory {
+            owned_offers,
             catalog,
             organization,
             users: users
@@ -423,6 +440,11 @@ pub fn pc_refusal(body: Option<&Value>, status: u16) -> BackendError {
         900117 => Refusal::CancellationWindowClosed { term_ends_at: None },
         800027 => Refusal::Trial {
             payment_method_missing: false,
+        },
+        // "Invalid offer ID": the catalog item is not sold (here, or for this term).
+        800004 => Refusal::OfferNotFound {
+            product: String::new(),
+            detail: description.clone(),
         },
         800029 | 800017 => Refusal::NotAvailable {
             product: description.clone(),

@@ -11,6 +11,7 @@ pub mod client;
 pub mod credential;
 pub mod ids;
 mod mapping;
+pub mod offers;
 pub mod wire;
 
 use super::{
@@ -115,6 +116,30 @@ pub struct Microsoft {
     /// seats asked for. Partner Center's reads do not show them, so they are remembered here
     /// (for the life of the process) and not asked for again.
     accepted: Mutex<std::collections::HashMap<String, u32>>,
+    /// Partner Center's catalog products, read at most once a day.
+    catalog_products: Mutex<Option<(std::time::Instant, Arc<Vec<wire::CatalogProduct>>)>>,
+    /// Offers found, for a day: (product, term, billing, spec.offer) → catalog item.
+    offers_found: Mutex<OffersFound>,
+}
+
+type OffersFound = std::collections::HashMap<
+    (String, crate::domain::Term, String, Option<String>),
+    (std::time::Instant, String),
+>;
+
+/// How long Partner Center's catalog is trusted before it is read again.
+const CATALOG_FRESH: Duration = Duration::from_secs(24 * 3600);
+
+/// What a purchase asks Partner Center for.
+struct Order<'a> {
+    product: &'a str,
+    quantity: u32,
+    billing: &'a str,
+    term: crate::domain::Term,
+    offer: Option<&'a str>,
+    /// A traditional add-on's base subscription.
+    parent: Option<&'a str>,
+    key: &'a str,
 }
 
 /// How long after a 202 seatkeeper looks again (Partner Center gives no time).
@@ -127,6 +152,8 @@ impl Microsoft {
             catalog: Arc::new(Catalog::builtin()),
             directory: Mutex::new(None),
             accepted: Mutex::new(std::collections::HashMap::new()),
+            catalog_products: Mutex::new(None),
+            offers_found: Mutex::new(std::collections::HashMap::new()),
             cfg,
         })
     }
@@ -251,30 +278,163 @@ impl Microsoft {
         *self.directory.lock().expect("directory lock") = None;
     }
 
-    /// Buys through a cart, exactly once: the checkout carries an id derived from the
-    /// purchase key, so a retry (after a lost reply) returns the first order.
-    async fn checkout(
+    /// The catalog item to buy (see [`offers`] for the route), found at most once a day.
+    async fn offer(&self, customer: &str, o: &Order<'_>, operation: &str) -> Result<String> {
+        let cache_key = (
+            o.product.to_string(),
+            o.term,
+            o.billing.to_string(),
+            o.offer.map(str::to_string),
+        );
+        if let Some((at, item)) = self
+            .offers_found
+            .lock()
+            .expect("offers lock")
+            .get(&cache_key)
+            && at.elapsed() < CATALOG_FRESH
+        {
+            return Ok(item.clone());
+        }
+        let directory = self.directory().await?;
+        let name = directory
+            .catalog
+            .product(o.product)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let w = offers::Wanted {
+            part: o.product,
+            name: &name,
+            term: o.term,
+            billing: o.billing,
+            offer: o.offer,
+        };
+        let owned = directory
+            .owned_offers
+            .get(o.product)
+            .and_then(|v| v.first().cloned());
+        let (product, sku) = if let Some(offer) = o.offer.or(owned.as_deref()) {
+            let (p, s) = offers::product_and_sku(offer).ok_or_else(|| {
+                offers::not_found(
+                    &w,
+                    &format!("{offer} is not a catalog item id (productId:skuId:availabilityId)"),
+                )
+            })?;
+            (p.to_string(), s.to_string())
+        } else {
+            if name.is_empty() {
+                return Err(offers::not_found(
+                    &w,
+                    "its product name is not known here, so no catalog title can be matched; set spec.offer",
+                )
+                .into());
+            }
+            let products = self.catalog_products(customer, operation).await?;
+            let found = offers::products_named(&products, &name);
+            let product = match found.as_slice() {
+                [one] => one.id.clone(),
+                [] => {
+                    return Err(offers::not_found(
+                        &w,
+                        &format!("no catalog product is titled \"{name}\""),
+                    )
+                    .into());
+                }
+                many => {
+                    let ids = many
+                        .iter()
+                        .map(|p| format!("{} ({})", p.id, p.title))
+                        .collect();
+                    return Err(offers::ambiguous(&w, ids).into());
+                }
+            };
+            let url = format!("{customer}/products/{product}/skus");
+            let skus: wire::Items<wire::CatalogSku> = self
+                .client
+                .get_in(Scope::PartnerCenter, &url, Some(operation))
+                .await?;
+            let sku = offers::sku_named(&w, &product, &skus.items)?.id.clone();
+            (product, sku)
+        };
+        let url = format!("{customer}/products/{product}/skus/{sku}/availabilities");
+        let all: wire::Items<wire::Availability> = self
+            .client
+            .get_in(Scope::PartnerCenter, &url, Some(operation))
+            .await?;
+        let item = offers::availability(&w, &all.items)?;
+        self.offers_found
+            .lock()
+            .expect("offers lock")
+            .insert(cache_key, (std::time::Instant::now(), item.clone()));
+        Ok(item)
+    }
+
+    /// The customer's catalog products (new commerce's online services), read once a day.
+    async fn catalog_products(
         &self,
-        product: &str,
-        quantity: u32,
-        billing: &str,
-        parent: Option<&str>,
-        key: &str,
-    ) -> Result<String> {
+        customer: &str,
+        operation: &str,
+    ) -> Result<Arc<Vec<wire::CatalogProduct>>> {
+        if let Some((at, p)) = self.catalog_products.lock().expect("catalog lock").as_ref()
+            && at.elapsed() < CATALOG_FRESH
+        {
+            return Ok(p.clone());
+        }
+        let url = format!("{customer}/products?targetView=OnlineServices");
+        let items: wire::Items<wire::CatalogProduct> = self
+            .client
+            .get_in(Scope::PartnerCenter, &url, Some(operation))
+            .await?;
+        let products = Arc::new(items.items);
+        *self.catalog_products.lock().expect("catalog lock") =
+            Some((std::time::Instant::now(), products.clone()));
+        Ok(products)
+    }
+
+    /// The subscription an order of this purchase made, when the customer's orders list it:
+    /// its line item carries the purchase's name (`friendlyName`).
+    async fn ordered(&self, customer: &str, name: &str, operation: &str) -> Result<Option<String>> {
+        let url = format!("{customer}/orders");
+        let orders: wire::Items<wire::Order> = self
+            .client
+            .get_in(Scope::PartnerCenter, &url, Some(operation))
+            .await?;
+        Ok(orders
+            .items
+            .iter()
+            .flat_map(|o| &o.line_items)
+            .filter(|l| l.friendly_name.as_deref() == Some(name))
+            .find_map(|l| l.subscription_id.clone()))
+    }
+
+    /// Buys through a cart, exactly once, whatever is lost on the way: the catalog item comes
+    /// from the catalog ([`Self::offer`]); the cart's line item carries a name made from the
+    /// purchase key, which the order's line item repeats; each call's MS-RequestId is stable
+    /// for the purchase. Before anything, the customer's orders are searched for that name (a
+    /// purchase whose reply was lost); a cart that shows `Ordered` is never checked out again
+    /// (its order may take up to 15 minutes to be listed: the purchase waits and looks again);
+    /// a checkout whose reply is lost is looked for in the orders, never repeated blindly.
+    async fn checkout(&self, o: &Order<'_>) -> Result<String> {
         let Some(customer) = self.customer() else {
             return Err(Refusal::SeatChangeNotSupported {
-                id: format!("a new {product}"),
+                id: format!("a new {}", o.product),
             }
             .into());
         };
+        let key = o.key;
         // Each call its own request id, stable for this purchase (a retry after a crash or a
         // lost reply sends the same ones); one correlation id for the whole purchase.
         let operation = ids::guid("purchase", key);
         let cart_request = ids::guid("cart", key);
         let checkout_request = ids::guid("checkout", key);
-        let mut line = json!({"id": 0, "catalogItemId": product, "quantity": quantity,
-            "billingCycle": billing, "termDuration": "P1M"});
-        if let Some(p) = parent {
+        let name = format!("seatkeeper {}", ids::guid("purchase-name", key));
+        if let Some(id) = self.ordered(&customer, &name, &operation).await? {
+            self.forget();
+            return Ok(id);
+        }
+        let item = self.offer(&customer, o, &operation).await?;
+        let mut line = json!({"id": 0, "catalogItemId": item, "quantity": o.quantity,
+            "billingCycle": o.billing, "termDuration": o.term.as_str(), "friendlyName": name});
+        if let Some(p) = o.parent {
             line["provisioningContext"] = json!({"ParentSubscriptionId": p});
         }
         let cart = json!({"lineItems": [line]});
@@ -288,12 +448,26 @@ impl Microsoft {
                 client::CallIds {
                     request: Some(&cart_request),
                     correlation: Some(&operation),
+                    once: false,
                 },
             )
             .await?;
+        let waiting = || {
+            BackendError::Unavailable(format!(
+                "the purchase of {} was checked out but its order is not listed yet (Partner Center lists orders up to 15 minutes late); seatkeeper looks again and never checks out twice",
+                o.product
+            ))
+        };
+        if created
+            .status
+            .as_deref()
+            .is_some_and(|s| !s.eq_ignore_ascii_case("active"))
+        {
+            return Err(waiting());
+        }
         let cart_id = created.id.unwrap_or_default();
         let url = format!("{customer}/carts/{cart_id}/checkout");
-        let result: wire::CartCheckoutResult = self
+        let result: Result<wire::CartCheckoutResult> = self
             .client
             .post(
                 Scope::PartnerCenter,
@@ -302,10 +476,26 @@ impl Microsoft {
                 client::CallIds {
                     request: Some(&checkout_request),
                     correlation: Some(&operation),
+                    // A lost reply is looked for in the orders, not sent again.
+                    once: true,
                 },
             )
-            .await?;
+            .await;
         self.forget();
+        let result = match result {
+            Ok(r) => r,
+            // The reply was lost: the order tells whether it went through.
+            Err(BackendError::Unavailable(_)) => {
+                return match self.ordered(&customer, &name, &operation).await {
+                    Ok(Some(id)) => Ok(id),
+                    _ => Err(BackendError::Unavailable(format!(
+                        "the checkout of {} did not answer; if it went through, its order is listed within 15 minutes: seatkeeper looks at the orders and the cart's state again, and never checks out a cart twice",
+                        o.product
+                    ))),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         result
             .orders
             .iter()
@@ -354,7 +544,15 @@ impl Backend for Microsoft {
         self.check_organization(organization)?;
         let billing = mapping::billing_cycle(r.billing_frequency);
         let id = self
-            .checkout(&r.product, r.seats, billing, None, &r.idempotency_key)
+            .checkout(&Order {
+                product: &r.product,
+                quantity: r.seats,
+                billing,
+                term: r.term,
+                offer: r.offer.as_deref(),
+                parent: None,
+                key: &r.idempotency_key,
+            })
             .await?;
         // A fresh subscription may not be readable at once (replication lag): look again.
         for wait in [0, 250, 500, 1000, 2000] {
@@ -383,6 +581,7 @@ impl Backend for Microsoft {
         let ids = client::CallIds {
             request: Some(&request),
             correlation: Some(&operation),
+            once: false,
         };
         let _: serde_json::Value = self
             .client
@@ -439,13 +638,20 @@ impl Backend for Microsoft {
         &self,
         organization: &str,
         base: &str,
-        product: &str,
-        quantity: u32,
-        key: &str,
+        r: &PurchaseRequest,
     ) -> Result<TraditionalAddOn> {
+        let (product, quantity, key) = (r.product.as_str(), r.seats, r.idempotency_key.as_str());
         self.check_organization(organization)?;
         let id = self
-            .checkout(product, quantity, "monthly", Some(base), key)
+            .checkout(&Order {
+                product,
+                quantity,
+                billing: "monthly",
+                term: r.term,
+                offer: r.offer.as_deref(),
+                parent: Some(base),
+                key,
+            })
             .await?;
         Ok(TraditionalAddOn {
             id,

@@ -293,6 +293,9 @@ pub struct Cart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub line_items: Vec<CartLineItem>,
+    /// `Active` until it is checked out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -307,6 +310,9 @@ pub struct CartLineItem {
     pub term_duration: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub provisioning_context: BTreeMap<String, String>,
+    /// The partner's name for the subscription it creates: the order's line item carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friendly_name: Option<String>,
 }
 
 /// `POST /customers/{customer}/carts/{cart}/checkout`.
@@ -338,6 +344,59 @@ pub struct OrderLineItem {
     #[serde(default)]
     pub subscription_id: Option<String>,
     pub quantity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friendly_name: Option<String>,
+}
+
+/// `GET /customers/{customer}/products?targetView=OnlineServices` ("Get a list of products
+/// (by customer)"): a catalog product.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogProduct {
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+}
+
+/// `GET /customers/{customer}/products/{product}/skus`: one SKU of a product.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogSku {
+    pub id: String,
+    pub product_id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub is_trial: bool,
+    #[serde(default)]
+    pub supported_billing_cycles: Vec<String>,
+}
+
+/// `GET /customers/{customer}/products/{product}/skus/{sku}/availabilities`: what can be
+/// bought, and for which terms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Availability {
+    pub id: String,
+    pub product_id: String,
+    pub sku_id: String,
+    pub catalog_item_id: String,
+    #[serde(default)]
+    pub is_purchasable: bool,
+    #[serde(default)]
+    pub terms: Vec<AvailabilityTerm>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AvailabilityTerm {
+    /// `P1M`, `P1Y`, `P3Y`.
+    pub duration: String,
+    #[serde(default)]
+    pub description: String,
+    /// Present on some terms (`Monthly`, `Annual`); absent means any the SKU supports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_cycle: Option<String>,
 }
 
 #[cfg(test)]
@@ -363,6 +422,42 @@ mod tests {
         assert_eq!(e5.consumed_units, 14);
         assert_eq!(e5.service_plans[0].service_plan_name, "ADALLOM_S_O365");
         assert_eq!(page.value[1].capability_status, "Suspended");
+    }
+
+    #[test]
+    fn partner_center_catalog_documented_examples_parse() {
+        let products: Items<CatalogProduct> =
+            serde_json::from_str(&fixture("pcProducts.json")).unwrap();
+        assert_eq!(products.items[0].title, "Microsoft 365 Business Basic");
+        let skus: Items<CatalogSku> = serde_json::from_str(&fixture("pcSkus.json")).unwrap();
+        assert_eq!(skus.items[0].product_id, "CFQ7TTC0LH18");
+        assert_eq!(
+            skus.items[0].supported_billing_cycles,
+            ["annual", "monthly"]
+        );
+        let a: Availability = serde_json::from_str(&fixture("pcAvailabilities.json")).unwrap();
+        assert_eq!(a.catalog_item_id, "CFQ7TTC0LH18:0001:CFQ7TTC0K971");
+        assert!(a.is_purchasable);
+        assert_eq!(a.terms[0].duration, "P1Y");
+        assert_eq!(a.terms[0].billing_cycle.as_deref(), Some("Annual"));
+        let all: Items<Availability> =
+            serde_json::from_str(&fixture("pcAvailabilitiesCollection.json")).unwrap();
+        assert_eq!(all.items[0].terms[0].billing_cycle, None);
+    }
+
+    #[test]
+    fn partner_center_cart_checkout_and_orders_documented_examples_parse() {
+        let cart: Cart = serde_json::from_str(&fixture("pcCart.json")).unwrap();
+        assert_eq!(cart.status.as_deref(), Some("Active"));
+        assert_eq!(cart.line_items[0].term_duration.as_deref(), Some("P1M"));
+        let done: CartCheckoutResult =
+            serde_json::from_str(&fixture("pcCheckoutResult.json")).unwrap();
+        let line = &done.orders[0].line_items[0];
+        assert_eq!(line.offer_id, "CFQ7TTC0LH0Z:0001:CFQ7TTC0K18P");
+        assert!(line.subscription_id.is_some());
+        assert!(line.friendly_name.is_some());
+        let orders: Items<Order> = serde_json::from_str(&fixture("pcOrders.json")).unwrap();
+        assert_eq!(orders.items[0].status, "pending");
     }
 
     #[test]

@@ -1,0 +1,266 @@
+//! Which Partner Center catalog item a purchase buys. Partner Center sells availabilities
+//! (`productId:skuId:availabilityId`), not Graph part numbers, and no Partner Center page names
+//! a field holding a part number. The route, in order, never guessing:
+//!
+//! 1. `spec.offer`, when given: that catalog item, if the customer's catalog sells it for the
+//!    term and billing cycle asked;
+//! 2. a product the customer already has: Partner Center's subscription (joined to Graph's by
+//!    `commerceSubscriptionId`) names its `offerId` (`productId:skuId[:availabilityId]`);
+//! 3. otherwise the product's name as the licensing service-plan reference prints it (SPE_E3 →
+//!    "Microsoft 365 E3"), equal to a catalog product's title as a whole, never a substring
+//!    ("Microsoft 365 E3 (no Teams)" is another product), and then to its SKU's title when the
+//!    product has several.
+//!
+//! Then the availabilities of that SKU that are purchasable and offer the term (and the billing
+//! cycle, where a term names one): exactly one is bought; none is `OfferNotFound`, several
+//! `OfferAmbiguous`, each naming the candidates and how to choose.
+
+use super::wire::{Availability, CatalogProduct, CatalogSku};
+use crate::domain::{Refusal, Term};
+
+/// What the declaration asks for.
+pub struct Wanted<'a> {
+    /// The Graph part number, e.g. `SPE_E3`.
+    pub part: &'a str,
+    /// Its product name (the service-plan reference), e.g. `Microsoft 365 E3`.
+    pub name: &'a str,
+    pub term: Term,
+    /// `monthly` or `annual`.
+    pub billing: &'a str,
+    pub offer: Option<&'a str>,
+}
+
+/// `productId:skuId` of a catalog item or offer id (`P:S` or `P:S:A`).
+pub fn product_and_sku(offer: &str) -> Option<(&str, &str)> {
+    let mut parts = offer.split(':');
+    let (p, s) = (parts.next()?, parts.next()?);
+    (!p.is_empty() && !s.is_empty()).then_some((p, s))
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// Step 3: the catalog products titled exactly as the product is named.
+pub fn products_named<'p>(products: &'p [CatalogProduct], name: &str) -> Vec<&'p CatalogProduct> {
+    products.iter().filter(|p| same(&p.title, name)).collect()
+}
+
+/// A product's SKU for `name`: its only non-trial SKU, or the one titled `name`.
+pub fn sku_named<'s>(
+    w: &Wanted,
+    product: &str,
+    skus: &'s [CatalogSku],
+) -> Result<&'s CatalogSku, Refusal> {
+    let paid: Vec<&CatalogSku> = skus.iter().filter(|s| !s.is_trial).collect();
+    if let [only] = paid.as_slice() {
+        return Ok(only);
+    }
+    let titled: Vec<&CatalogSku> = paid
+        .iter()
+        .copied()
+        .filter(|s| same(&s.title, w.name))
+        .collect();
+    match titled.as_slice() {
+        [one] => Ok(one),
+        [] => Err(not_found(
+            w,
+            &format!("catalog product {product} has no SKU titled \"{}\"", w.name),
+        )),
+        many => Err(ambiguous(
+            w,
+            many.iter()
+                .map(|s| format!("{}:{} ({})", s.product_id, s.id, s.title))
+                .collect(),
+        )),
+    }
+}
+
+/// The one availability to buy.
+pub fn availability(w: &Wanted, all: &[Availability]) -> Result<String, Refusal> {
+    let sells = |a: &&Availability| {
+        a.is_purchasable
+            && a.terms.iter().any(|t| {
+                t.duration == w.term.as_str()
+                    && t.billing_cycle
+                        .as_deref()
+                        .is_none_or(|b| same(b, w.billing))
+            })
+    };
+    if let Some(offer) = w.offer {
+        return match all
+            .iter()
+            .filter(sells)
+            .find(|a| same(&a.catalog_item_id, offer))
+        {
+            Some(a) => Ok(a.catalog_item_id.clone()),
+            None => Err(not_found(
+                w,
+                &format!(
+                    "spec.offer {offer} is not sold to this customer for term {} billed {}",
+                    w.term.as_str(),
+                    w.billing
+                ),
+            )),
+        };
+    }
+    let matching: Vec<&Availability> = all.iter().filter(sells).collect();
+    match matching.as_slice() {
+        [one] => Ok(one.catalog_item_id.clone()),
+        [] => {
+            let offered: Vec<String> = all
+                .iter()
+                .filter(|a| a.is_purchasable)
+                .flat_map(|a| a.terms.iter().map(|t| t.duration.clone()))
+                .collect();
+            Err(not_found(
+                w,
+                &format!(
+                    "nothing is sold for term {} billed {} (terms offered: {})",
+                    w.term.as_str(),
+                    w.billing,
+                    if offered.is_empty() {
+                        "none".to_string()
+                    } else {
+                        offered.join(", ")
+                    }
+                ),
+            ))
+        }
+        many => Err(ambiguous(
+            w,
+            many.iter()
+                .map(|a| {
+                    let terms: Vec<&str> = a.terms.iter().map(|t| t.description.as_str()).collect();
+                    format!("{} ({})", a.catalog_item_id, terms.join("; "))
+                })
+                .collect(),
+        )),
+    }
+}
+
+pub fn not_found(w: &Wanted, why: &str) -> Refusal {
+    Refusal::OfferNotFound {
+        product: w.part.to_string(),
+        detail: why.to_string(),
+    }
+}
+
+pub fn ambiguous(w: &Wanted, candidates: Vec<String>) -> Refusal {
+    Refusal::OfferAmbiguous {
+        product: w.part.to_string(),
+        candidates,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::microsoft::wire::AvailabilityTerm;
+
+    fn wanted(term: Term, offer: Option<&'static str>) -> Wanted<'static> {
+        Wanted {
+            part: "SPE_E3",
+            name: "Microsoft 365 E3",
+            term,
+            billing: "monthly",
+            offer,
+        }
+    }
+
+    fn product(id: &str, title: &str) -> CatalogProduct {
+        CatalogProduct {
+            id: id.into(),
+            title: title.into(),
+        }
+    }
+
+    fn avail(item: &str, terms: &[(&str, Option<&str>)]) -> Availability {
+        let (p, s) = product_and_sku(item).unwrap();
+        Availability {
+            id: item.rsplit(':').next().unwrap().into(),
+            product_id: p.into(),
+            sku_id: s.into(),
+            catalog_item_id: item.into(),
+            is_purchasable: true,
+            terms: terms
+                .iter()
+                .map(|(d, b)| AvailabilityTerm {
+                    duration: d.to_string(),
+                    description: format!("{d} commitment"),
+                    billing_cycle: b.map(str::to_string),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_product_name_matches_a_catalog_title_as_a_whole_never_a_substring() {
+        let catalog = [
+            product("CFQ7TTC0LFLZ", "Microsoft 365 E3"),
+            product("CFQ7TTC0MKD5", "Microsoft 365 E3 (no Teams)"),
+            product("CFQ7TTC0LH18", "Microsoft 365 Business Basic"),
+        ];
+        let found = products_named(&catalog, " microsoft 365 e3 ");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, "CFQ7TTC0LFLZ");
+        assert!(products_named(&catalog, "Microsoft 365").is_empty());
+    }
+
+    #[test]
+    fn exactly_one_availability_for_the_term_is_bought() {
+        let all = [
+            avail("CFQ7TTC0LFLZ:0002:AAA", &[("P1M", Some("Monthly"))]),
+            avail(
+                "CFQ7TTC0LFLZ:0002:BBB",
+                &[("P1Y", Some("Annual")), ("P1Y", Some("Monthly"))],
+            ),
+        ];
+        assert_eq!(
+            availability(&wanted(Term::P1M, None), &all).unwrap(),
+            "CFQ7TTC0LFLZ:0002:AAA"
+        );
+        assert_eq!(
+            availability(&wanted(Term::P1Y, None), &all).unwrap(),
+            "CFQ7TTC0LFLZ:0002:BBB"
+        );
+    }
+
+    #[test]
+    fn no_availability_is_offer_not_found_naming_the_terms_offered() {
+        let all = [avail("CFQ7TTC0LFLZ:0002:AAA", &[("P1M", Some("Monthly"))])];
+        let r = availability(&wanted(Term::P3Y, None), &all).unwrap_err();
+        assert_eq!(r.reason().as_str(), "OfferNotFound");
+        assert!(
+            r.message().contains("P3Y") && r.message().contains("P1M"),
+            "{}",
+            r.message()
+        );
+    }
+
+    #[test]
+    fn several_availabilities_are_offer_ambiguous_and_spec_offer_chooses() {
+        let all = [
+            avail("CFQ7TTC0LFLZ:0002:AAA", &[("P1M", None)]),
+            avail("CFQ7TTC0LFLZ:0002:CCC", &[("P1M", None)]),
+        ];
+        let r = availability(&wanted(Term::P1M, None), &all).unwrap_err();
+        assert_eq!(r.reason().as_str(), "OfferAmbiguous");
+        let m = r.message();
+        assert!(
+            m.contains("CFQ7TTC0LFLZ:0002:AAA") && m.contains("CFQ7TTC0LFLZ:0002:CCC"),
+            "{m}"
+        );
+        assert!(m.contains("spec.offer"), "{m}");
+        let chosen = wanted(Term::P1M, Some("CFQ7TTC0LFLZ:0002:CCC"));
+        assert_eq!(
+            availability(&chosen, &all).unwrap(),
+            "CFQ7TTC0LFLZ:0002:CCC"
+        );
+        let unknown = wanted(Term::P1M, Some("CFQ7TTC0LFLZ:0002:ZZZ"));
+        assert_eq!(
+            availability(&unknown, &all).unwrap_err().reason().as_str(),
+            "OfferNotFound"
+        );
+    }
+}
