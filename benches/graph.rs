@@ -4,6 +4,13 @@
 //!
 //! Figures: `graph_budget_ratio`, wall time against the floor (`writes / 3,000 × window`), and
 //! `graph_throttled_pct`, the share of licence writes the emulator answered 429.
+//!
+//! Then the same with a hidden budget: the emulator grants only 25 % or 50 % of the documented
+//! budget and the client is not told (it is configured with the documented 3,000): a second
+//! deployment on the same app registration, as it were. `graph_budget_ratio_hidden` is wall
+//! time against the floor of the budget actually granted (`writes / granted × window`), and
+//! `graph_throttled_pct_hidden` the share of writes answered 429; rows are labelled
+//! `{size}@25%` and `{size}@50%`.
 
 mod common;
 
@@ -64,9 +71,12 @@ fn desired(n: usize) -> Desired {
     d
 }
 
-async fn run_size(size: &str, n: usize) {
+async fn run_size(size: &str, n: usize, granted_pct: u32) {
     let (budget, window) = GRAPH_WRITE_BUDGET;
     let window = window / compression();
+    // What the service grants: the documented budget, or a share of it nobody tells the client.
+    let granted = budget * granted_pct / 100;
+    let hidden = granted_pct < 100;
     let clock = Arc::new(FixedClock::new(now()));
     let emulator = Arc::new(Emulator::new(
         Embedded::new(tenant(n), None, clock.clone()),
@@ -75,7 +85,7 @@ async fn run_size(size: &str, n: usize) {
             client_secret: Some("s3cret".into()),
             token_lifetime: 3600,
             faults: Faults {
-                write_budget: Some(budget),
+                write_budget: Some(granted),
                 window,
                 ..Faults::default()
             },
@@ -119,7 +129,13 @@ async fn run_size(size: &str, n: usize) {
     assert_eq!(licensed as usize, n, "not every user was licensed");
     let (requests, _, _, throttled) = emulator.fault_counts();
     let writes = n as f64;
-    let floor = writes / budget as f64 * window.as_secs_f64();
+    let floor = writes / granted as f64 * window.as_secs_f64();
+    let (size, suffix) = if hidden {
+        (format!("{size}@{granted_pct}%"), "_hidden")
+    } else {
+        (size.to_string(), "")
+    };
+    let size = size.as_str();
     figure(size, "graph_writes", format!("{writes}"), "writes");
     figure(size, "graph_requests", requests.to_string(), "requests");
     figure(
@@ -136,13 +152,13 @@ async fn run_size(size: &str, n: usize) {
     );
     figure(
         size,
-        "graph_budget_ratio",
+        &format!("graph_budget_ratio{suffix}"),
         format!("{:.3}", wall.as_secs_f64() / floor),
         "x",
     );
     figure(
         size,
-        "graph_throttled_pct",
+        &format!("graph_throttled_pct{suffix}"),
         format!(
             "{:.2}",
             throttled as f64 / (writes + throttled as f64) * 100.0
@@ -159,6 +175,12 @@ fn main() {
         .build()
         .unwrap();
     for (size, users) in sizes("10k,30k") {
-        rt.block_on(run_size(&size, users));
+        rt.block_on(run_size(&size, users, 100));
+    }
+    let hidden_sizes = std::env::var("BENCH_HIDDEN_SIZES").unwrap_or_else(|_| "10k".into());
+    for (size, users) in sizes(&hidden_sizes) {
+        for pct in [25, 50] {
+            rt.block_on(run_size(&size, users, pct));
+        }
     }
 }

@@ -97,6 +97,20 @@ impl State {
         *self.faults.lock().expect("faults lock") = faults;
     }
 
+    /// The share of the write budget used in the current window, as Graph reports it in
+    /// `x-ms-throttle-limit-percentage` (only from 0.8 on); None without a budget.
+    pub fn usage(&self) -> Option<f64> {
+        let faults = self.current();
+        let budget = faults.write_budget?;
+        let now = Instant::now();
+        let writes = self.writes.lock().expect("writes lock");
+        let used = writes
+            .iter()
+            .filter(|t| now.duration_since(**t) < faults.window)
+            .count();
+        Some(used as f64 / budget.max(1) as f64)
+    }
+
     /// One write against the budget: Err(seconds to wait) when it is spent.
     pub fn take_write(&self) -> Result<(), u64> {
         let faults = self.current();

@@ -565,5 +565,14 @@ pub async fn batch(
                 body: Some(body),
             }),
     );
-    Json(wire::BatchResponse { responses }).into_response()
+    let mut reply = Json(wire::BatchResponse { responses }).into_response();
+    // Graph's warning before it throttles: the share of the limit used, from 0.8 on.
+    if let Some(share) = em.faults.usage().filter(|s| *s >= 0.8)
+        && let Ok(v) = format!("{share:.2}").parse()
+    {
+        reply
+            .headers_mut()
+            .insert("x-ms-throttle-limit-percentage", v);
+    }
+    reply
 }

@@ -46,7 +46,27 @@ pub struct Client {
     /// network delay never squeezes two windows' writes into one of the service's.
     writes: tokio::sync::Mutex<std::collections::VecDeque<(Instant, u32, u64)>>,
     tickets: std::sync::atomic::AtomicU64,
+    /// The budget the service seems to grant now (see [`Pacing`]).
+    pacing: Mutex<Pacing>,
 }
+
+/// Adaptive pacing. The documented budget is a ceiling, not a promise: another deployment or
+/// script on the same app registration, or Graph's own accounting, leaves less. So the budget
+/// paced to is lowered at once when Graph says it is nearly spent
+/// (`x-ms-throttle-limit-percentage` ≥ 0.8 on a response: the limit is about what was used
+/// divided by that share) or spent (a 429 on an item or on the whole `$batch`: the limit is
+/// about what was accepted), to 95 % of that estimate; and raised by 2 % after each window
+/// with neither, never above the documented budget.
+#[derive(Debug)]
+struct Pacing {
+    budget: f64,
+    slowed_at: Option<Instant>,
+    raised_at: Option<Instant>,
+}
+
+/// The share of an estimated limit paced to, and the step back up per calm window.
+const PACING_MARGIN: f64 = 0.95;
+const PACING_CLIMB: f64 = 1.02;
 
 /// The ids a call carries. Partner Center's headers page: `MS-RequestId` names one call (a
 /// retry of that call sends it again, the next call gets a new one), `MS-CorrelationId` one
@@ -99,6 +119,11 @@ impl Client {
             http,
             cfg: cfg.clone(),
             tokens: Mutex::new(HashMap::new()),
+            pacing: Mutex::new(Pacing {
+                budget: cfg.write_budget.map_or(f64::MAX, |(b, _)| b as f64),
+                slowed_at: None,
+                raised_at: None,
+            }),
             writes: tokio::sync::Mutex::new(std::collections::VecDeque::new()),
             tickets: std::sync::atomic::AtomicU64::new(0),
         })
@@ -313,14 +338,15 @@ impl Client {
         let Some((budget, window)) = self.cfg.write_budget else {
             return ticket;
         };
-        let n = n.min(budget);
         loop {
             let wait = {
                 let mut sent = self.writes.lock().await;
                 let now = Instant::now();
                 sent.retain(|(t, _, _)| now.duration_since(*t) < window);
                 let used: u32 = sent.iter().map(|(_, k, _)| k).sum();
-                if used + n <= budget {
+                let budget = self.paced_budget(budget, window, now);
+                // A batch larger than the whole budget still goes, alone in its window.
+                if used + n <= budget || used == 0 {
                     sent.push_back((now, n, ticket));
                     return ticket;
                 }
@@ -330,6 +356,44 @@ impl Client {
             // Not holding the lock: answers arriving meanwhile settle their writes.
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// The budget to pace to now: the adaptive one, raised a step after a calm window.
+    fn paced_budget(&self, ceiling: u32, window: Duration, now: Instant) -> u32 {
+        let mut p = self.pacing.lock().expect("pacing lock");
+        let calm = |at: Option<Instant>| at.is_none_or(|t| now.duration_since(t) >= window);
+        if p.budget < ceiling as f64 && calm(p.slowed_at) && calm(p.raised_at) {
+            p.budget = (p.budget * PACING_CLIMB).min(ceiling as f64);
+            p.raised_at = Some(now);
+        }
+        (p.budget.min(ceiling as f64) as u32).max(1)
+    }
+
+    /// Graph said the budget is (nearly) spent: pace to 95 % of the limit it implies. `used`
+    /// is what this client counts in the window; `share` the limit's share used (a 429 is 1,
+    /// with `throttled` of the batch's items refused).
+    async fn slow_down(&self, ticket: u64, share: f64, throttled: u32) {
+        let Some((_, window)) = self.cfg.write_budget else {
+            return;
+        };
+        let mut sent = self.writes.lock().await;
+        // Refused writes did not count against the service's budget.
+        if let Some(entry) = sent.iter_mut().find(|(_, _, k)| *k == ticket) {
+            entry.1 = entry.1.saturating_sub(throttled);
+        }
+        let now = Instant::now();
+        let used: u32 = sent
+            .iter()
+            .filter(|(t, _, _)| now.duration_since(*t) < window)
+            .map(|(_, k, _)| k)
+            .sum();
+        let limit = used as f64 / share.max(0.01);
+        let mut p = self.pacing.lock().expect("pacing lock");
+        let target = (limit * PACING_MARGIN).max(1.0);
+        if target < p.budget {
+            p.budget = target;
+        }
+        p.slowed_at = Some(now);
     }
 
     /// The answer to the writes of `ticket` arrived: they count from now.
@@ -367,9 +431,33 @@ impl Client {
                 correlation: None,
                 once: false,
             };
-            let reply: Result<wire::BatchResponse> = self.post(Scope::Graph, url, &body, ids).await;
+            let sent = self
+                .send(Scope::Graph, Method::POST, url, Some(&body), ids)
+                .await;
             self.settle(ticket).await;
-            let reply = reply?;
+            let (status, headers, bytes) = match sent {
+                Ok(r) => r,
+                Err(e @ BackendError::Throttled { .. }) => {
+                    // The whole $batch refused: every item of it.
+                    self.slow_down(ticket, 1.0, items.len() as u32).await;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            if !status.is_success() {
+                return Err(refused(Scope::Graph, status, &bytes));
+            }
+            let reply: wire::BatchResponse = Self::decode(url, &bytes)?;
+            let share = headers
+                .get("x-ms-throttle-limit-percentage")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            let refused_items = reply.responses.iter().filter(|r| r.status == 429).count() as u32;
+            if refused_items > 0 {
+                self.slow_down(ticket, 1.0, refused_items).await;
+            } else if let Some(share) = share.filter(|s| *s >= 0.8) {
+                self.slow_down(ticket, share, 0).await;
+            }
             let mut wait = 0;
             let mut again = vec![];
             for r in reply.responses {

@@ -176,7 +176,11 @@ impl Directory {
                 available: 0,
             }
         } else if m.contains("mutually exclusive") {
-            let plans = plans_named(&e.message, "service plans ", " are mutually exclusive");
+            let plans: Vec<String> =
+                plans_named(&e.message, "service plans ", " are mutually exclusive")
+                    .iter()
+                    .map(|p| self.plan_name(p))
+                    .collect();
             let of = |plan: &str| self.product_with_plan(plan);
             let (a, b) = (
                 plans.first().cloned().unwrap_or_default(),
@@ -190,16 +194,24 @@ impl Directory {
                 more: vec![],
             }
         } else if m.contains("depends on") {
+            let names = |before: &str, after: &str| -> Vec<String> {
+                plans_named(&e.message, before, after)
+                    .iter()
+                    .map(|p| self.plan_name(p))
+                    .collect()
+            };
             Refusal::MissingDependency {
-                plan: plans_named(&e.message, "service plan ", " depends").join(", "),
+                plan: names("service plan ", " depends").join(", "),
                 product,
-                needs: plans_named(&e.message, "service plan(s) ", ".").to_vec(),
+                needs: names("service plan(s) ", "."),
             }
         } else if m.contains("inherited from a group") {
             Refusal::LicenseAssignedByGroup {
                 user: change.user.clone(),
                 product: change.remove.join(", "),
             }
+        } else if m.contains("valid company license") || m.contains("invalid license") {
+            Refusal::ProductUnknown { product }
         } else if e.status == 403 {
             Refusal::PermissionDenied {
                 permission: permission_in(&e.message),
@@ -212,6 +224,17 @@ impl Directory {
                 ),
             }
         }
+    }
+
+    /// A service plan's name from its id (Graph's messages name plans by id), or the text as
+    /// it is when it is a name already.
+    fn plan_name(&self, plan: &str) -> String {
+        let plan = plan.trim().trim_matches(|c| c == '\'' || c == '"');
+        self.plans
+            .iter()
+            .find(|(_, id)| id.eq_ignore_ascii_case(plan))
+            .map(|((_, name), _)| name.clone())
+            .unwrap_or_else(|| plan.to_string())
     }
 
     fn product_with_plan(&self, plan: &str) -> String {
@@ -532,6 +555,104 @@ mod tests {
             body.remove_licenses,
             vec!["c7df2760-2c81-4ef7-b578-5b5392b571df"]
         );
+    }
+
+    /// The directory of the documented subscribedSkus example, and a change of one user.
+    fn documented() -> (Directory, UserChange) {
+        let skus: wire::Page<wire::SubscribedSku> = serde_json::from_str(
+            &std::fs::read_to_string(format!(
+                "{}/tests/fixtures/microsoft/subscribedSkus.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let d = Directory::new(
+            "contoso.com",
+            &Catalog::builtin(),
+            skus.value,
+            vec![],
+            vec![],
+            None,
+        );
+        let change = UserChange {
+            user: "alice@contoso.com".into(),
+            add: vec![Licence::new("ENTERPRISEPREMIUM", &[])],
+            remove: vec![],
+            plans_only: vec![],
+        };
+        (d, change)
+    }
+
+    fn refusal_of(status: u16, message: &str) -> Refusal {
+        let (d, change) = documented();
+        let e = ItemError {
+            status,
+            code: "Request_BadRequest".into(),
+            message: message.into(),
+        };
+        d.refusal(&change, &e)
+    }
+
+    #[test]
+    fn graph_licence_refusals_are_read_from_graphs_own_messages() {
+        // The messages Graph's assignLicense answers with (its error texts, widely reported).
+        let cases = [
+            (
+                400,
+                "License assignment cannot be done for user with invalid usage location.",
+                "UsageLocationMissing",
+            ),
+            (
+                400,
+                "Subscription with SKU c7df2760-2c81-4ef7-b578-5b5392b571df does not have any available licenses.",
+                "InsufficientSeats",
+            ),
+            (
+                400,
+                "User license is inherited from a group membership and it cannot be removed directly from the user.",
+                "LicenseAssignedByGroup",
+            ),
+            (
+                400,
+                "License 11111111-2222-3333-4444-555555555555 does not correspond to a valid company License.",
+                "ProductUnknown",
+            ),
+            (
+                404,
+                "Resource 'u1' does not exist or one of its queried reference-property objects are not present.",
+                "UserNotFound",
+            ),
+            (
+                403,
+                "Insufficient privileges to complete the operation.",
+                "PermissionDenied",
+            ),
+        ];
+        for (status, message, reason) in cases {
+            assert_eq!(
+                refusal_of(status, message).reason().as_str(),
+                reason,
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn graph_names_plans_by_id_and_the_refusal_names_them_by_name() {
+        // ADALLOM_S_O365 is 8c098270-… in the documented example; ids in Graph's messages.
+        let r = refusal_of(
+            400,
+            "License assignment failed because service plans 8c098270-9dd4-4350-9b30-ba4703f3b36b,8c098270-9dd4-4350-9b30-ba4703f3b36b are mutually exclusive.",
+        );
+        assert_eq!(r.reason().as_str(), "ConflictingServices");
+        assert!(r.message().contains("ADALLOM_S_O365"), "{}", r.message());
+        let r = refusal_of(
+            400,
+            "License assignment failed because service plan 8c098270-9dd4-4350-9b30-ba4703f3b36b depends on the service plan(s) 8c098270-9dd4-4350-9b30-ba4703f3b36b.",
+        );
+        assert_eq!(r.reason().as_str(), "MissingDependency");
+        assert!(r.message().contains("ADALLOM_S_O365"), "{}", r.message());
     }
 
     #[test]
