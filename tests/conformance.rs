@@ -926,11 +926,10 @@ async fn faults_together_converge_without_buying_twice_or_removing_unasked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_signs_in_with_a_client_assertion() {
     use seatkeeper::backend::microsoft::credential::Credential;
-    let t = tenant(
+    let mut t = tenant(
         &[("a@contoso.com", LOC)],
         "  - {id: sub-1, product: SPB, seats: 1}\n",
     );
-    let served = emulate(&t, Faults::default()).await;
     let read = |name: &str| {
         std::fs::read_to_string(format!(
             "{}/tests/fixtures/microsoft/{name}",
@@ -938,6 +937,13 @@ async fn a_certificate_signs_in_with_a_client_assertion() {
         ))
         .unwrap()
     };
+    // The app registration's certificate, as uploaded under Certificates & secrets.
+    t.applications
+        .push(seatkeeper::backend::embedded::Application {
+            client_id: "app".into(),
+            certificates: vec![read("test-only.crt")],
+        });
+    let served = emulate(&t, Faults::default()).await;
     let credential =
         Credential::certificate(&read("test-only.crt"), &read("test-only.key")).unwrap();
     let config = |client_id: &str| Config {
@@ -959,6 +965,36 @@ async fn a_certificate_signs_in_with_a_client_assertion() {
     assert!(
         err.contains("AADSTS700016") || err.contains("AADSTS700027"),
         "{err}"
+    );
+    // Signed with another key than the registered certificate's: refused, as the identity
+    // platform refuses it (the signature is verified, not only the claims).
+    let forged = Credential::certificate(&read("test-only.crt"), &read("test-only-other.key"));
+    // The client may refuse a key that does not match the certificate before sending it.
+    if let Ok(forged) = forged {
+        let mut cfg = config("app");
+        cfg.credential = forged;
+        let err = Microsoft::new(cfg)
+            .unwrap()
+            .snapshot("contoso.com")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AADSTS700027"), "{err}");
+    }
+    let unregistered =
+        Credential::certificate(&read("test-only-other.crt"), &read("test-only-other.key"))
+            .unwrap();
+    let mut cfg = config("app");
+    cfg.credential = unregistered;
+    let err = Microsoft::new(cfg)
+        .unwrap()
+        .snapshot("contoso.com")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("AADSTS700027"),
+        "a certificate not registered: {err}"
     );
     let _ = served.stop.send(true);
 }

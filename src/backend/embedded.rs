@@ -65,6 +65,19 @@ pub struct TenantFile {
     /// the tenant's clock never runs back past it (`--now`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change: Option<RecordedChange>,
+    /// The emulator's app registrations: the certificates (PEM) each client id may sign its
+    /// client assertions with, as registered under *Certificates & secrets*.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applications: Vec<Application>,
+}
+
+/// An app registration the emulator knows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Application {
+    pub client_id: String,
+    #[serde(default)]
+    pub certificates: Vec<String>,
 }
 
 /// When a change was made and what it was, in words.

@@ -12,6 +12,7 @@
 // Handlers answer errors as ready HTTP responses; boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
+mod assertion;
 pub mod catalog;
 mod faults;
 mod graph;

@@ -71,29 +71,41 @@ pub async fn issue(
         );
     }
     if !assertion.is_empty() {
-        // The assertion's claims are checked (its signature is not: the emulator trusts any key).
-        let claims = crate::backend::microsoft::credential::claims_of(assertion);
-        // A federated (workload identity) token: any issuer is trusted here.
-        let federated = claims
-            .as_ref()
+        // A federated (workload identity) token names its own issuer and audience; the
+        // emulator trusts any issuer (no federated credential is registered here).
+        let federated = assertion
+            .split('.')
+            .nth(1)
+            .and_then(|p| {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .is_some_and(|c| c["aud"] == "api://AzureADTokenExchange");
-        let issuer_ok = federated
-            || claims
-                .as_ref()
-                .is_some_and(|c| c["iss"] == get("client_id") && c["sub"] == get("client_id"));
-        let audience_ok = federated
-            || claims.as_ref().is_some_and(|c| {
-                c["aud"]
-                    .as_str()
-                    .is_some_and(|a| a.ends_with(&format!("/{tenant}/oauth2/v2.0/token")))
-            });
-        if !issuer_ok || !audience_ok {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                700027,
-                "Client assertion failed signature validation, or its iss, sub or aud claims are wrong.",
-            );
+        if !federated {
+            let certificates: Vec<String> = em
+                .backend
+                .tenant()
+                .applications
+                .iter()
+                .filter(|a| a.client_id == get("client_id"))
+                .flat_map(|a| a.certificates.clone())
+                .collect();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if let Err(r) =
+                super::assertion::verify(assertion, get("client_id"), &tenant, &certificates, now)
+            {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    r.code,
+                    &r.description,
+                );
+            }
         }
     }
     if let Some(expected) = &em.options.client_secret
