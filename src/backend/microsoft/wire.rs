@@ -321,7 +321,8 @@ pub struct CartLineItem {
 pub struct CartCheckoutResult {
     #[serde(default)]
     pub orders: Vec<Order>,
-    #[serde(default)]
+    /// Absent from the page's example when nothing failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub order_errors: Vec<Value>,
 }
 
