@@ -180,8 +180,9 @@ async fn emulate(tenant: &TenantFile, faults: Faults) -> Served {
     }
 }
 
-fn microsoft(root: &str, partner_center: bool, secret: &str) -> Microsoft {
-    Microsoft::new(Config {
+/// The Microsoft backend's configuration for the emulator at `root`.
+fn config(root: &str, partner_center: bool, secret: &str) -> Config {
+    Config {
         organization: "contoso.com".into(),
         tenant_id: "contoso.com".into(),
         endpoints: Endpoints::at(root),
@@ -190,8 +191,11 @@ fn microsoft(root: &str, partner_center: bool, secret: &str) -> Microsoft {
         partner_center_customer: partner_center.then(|| "contoso.com".to_string()),
         timeout: Duration::from_secs(10),
         write_budget: None,
-    })
-    .unwrap()
+    }
+}
+
+fn microsoft(root: &str, partner_center: bool, secret: &str) -> Microsoft {
+    Microsoft::new(config(root, partner_center, secret)).unwrap()
 }
 
 async fn run_microsoft(
@@ -1074,25 +1078,11 @@ async fn client_side_pacing_keeps_within_graphs_write_budget() {
     )
     .await;
     let backend = Microsoft::new(Config {
-        organization: "contoso.com".into(),
-        tenant_id: "contoso.com".into(),
-        endpoints: Endpoints::at(&served.root),
-        client_id: "app".into(),
-        credential: seatkeeper::backend::microsoft::credential::Credential::Secret("s3cret".into()),
-        partner_center_customer: None,
-        timeout: Duration::from_secs(10),
         write_budget: Some(budget),
+        ..config(&served.root, false, "s3cret")
     })
     .unwrap();
-    let users_ref: Vec<&str> = users.iter().map(String::as_str).collect();
-    let mut desired = Desired {
-        assignments: vec![assignment("all", &users_ref, "SPB", "Add")],
-        ..Default::default()
-    };
-    let started = std::time::Instant::now();
-    let report = converge_now(&backend, &mut desired).await.unwrap();
-    let took = started.elapsed();
-    assert!(report.converged);
+    let (desired, took) = assign_everyone(&backend, &users).await;
     assert_eq!(desired.assignments[0].status.assigned, 60);
     assert_eq!(
         served.emulator.throttled(),
@@ -1121,25 +1111,11 @@ async fn pacing_adapts_to_a_budget_smaller_than_documented_without_being_told() 
     )
     .await;
     let backend = Microsoft::new(Config {
-        organization: "contoso.com".into(),
-        tenant_id: "contoso.com".into(),
-        endpoints: Endpoints::at(&served.root),
-        client_id: "app".into(),
-        credential: seatkeeper::backend::microsoft::credential::Credential::Secret("s3cret".into()),
-        partner_center_customer: None,
-        timeout: Duration::from_secs(10),
         write_budget: Some((1600, window)),
+        ..config(&served.root, false, "s3cret")
     })
     .unwrap();
-    let users_ref: Vec<&str> = users.iter().map(String::as_str).collect();
-    let mut desired = Desired {
-        assignments: vec![assignment("all", &users_ref, "SPB", "Add")],
-        ..Default::default()
-    };
-    let started = std::time::Instant::now();
-    let report = converge_now(&backend, &mut desired).await.unwrap();
-    let took = started.elapsed();
-    assert!(report.converged);
+    let (desired, took) = assign_everyone(&backend, &users).await;
     assert_eq!(desired.assignments[0].status.assigned, 1200);
     let throttled = served.emulator.throttled();
     // Graph's warning (x-ms-throttle-limit-percentage from 0.8 on) slows it before a 429.
@@ -1471,6 +1447,19 @@ async fn the_emulator_answers_in_the_shapes_of_the_vendors_examples() {
     check("orders", &orders, documented);
     assert!(problems.is_empty(), "{problems:#?}");
     let _ = served.stop.send(true);
+}
+
+/// SPB for every one of `users`, converged: the assignment's status and how long it took.
+async fn assign_everyone(backend: &Microsoft, users: &[String]) -> (Desired, Duration) {
+    let users_ref: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut desired = Desired {
+        assignments: vec![assignment("all", &users_ref, "SPB", "Add")],
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let report = converge_now(backend, &mut desired).await.unwrap();
+    assert!(report.converged);
+    (desired, started.elapsed())
 }
 
 /// An HTTP client for talking to the emulator directly (rustls needs its provider first).
