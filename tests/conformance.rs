@@ -1467,3 +1467,99 @@ fn plain_http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// Another admin, in the portal, takes the last free seat just before seatkeeper's first
+/// licence call (after seatkeeper read the tenant).
+struct SeatTakenMeanwhile {
+    emulator: Arc<Emulator>,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl seatkeeper::backend::hooked::Hook for SeatTakenMeanwhile {
+    async fn before(&self, operation: &'static str) -> seatkeeper::backend::Result<()> {
+        if operation == "assignLicenses"
+            && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let change = seatkeeper::domain::UserChange {
+                user: "x@contoso.com".into(),
+                add: vec![seatkeeper::domain::Licence::new("SPB", &[])],
+                remove: vec![],
+                plans_only: vec![],
+            };
+            let results = self
+                .emulator
+                .backend()
+                .assign_licences("contoso.com", &[change])
+                .await?;
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r16_a_seat_taken_between_read_and_write_on_the_microsoft_backend_refuses_that_user_only() {
+    let t = tenant(
+        &[
+            ("a@contoso.com", LOC),
+            ("b@contoso.com", LOC),
+            ("c@contoso.com", LOC),
+            ("x@contoso.com", LOC),
+        ],
+        "  - {id: sub-1, product: SPB, seats: 3}\n",
+    );
+    let served = emulate(&t, Faults::default()).await;
+    let backend = seatkeeper::backend::hooked::Hooked {
+        inner: microsoft(&served.root, false, "s3cret"),
+        hook: SeatTakenMeanwhile {
+            emulator: served.emulator.clone(),
+            done: Default::default(),
+        },
+    };
+    let mut desired = Desired {
+        assignments: vec![assignment(
+            "team",
+            &["a@contoso.com", "b@contoso.com", "c@contoso.com"],
+            "SPB",
+            "Add",
+        )],
+        ..Default::default()
+    };
+    // The planner saw three free seats; Graph refuses the one no longer there.
+    let report = converge_now(&backend, &mut desired).await.unwrap();
+    let holders = |org: &seatkeeper::domain::Organization| {
+        org.users
+            .iter()
+            .filter(|u| u.licence("SPB").is_some())
+            .map(|u| u.upn.clone())
+            .collect::<Vec<_>>()
+    };
+    let tenant = served.emulator.tenant();
+    let held = holders(&tenant.organizations[0]);
+    assert_eq!(
+        held.len(),
+        3,
+        "the seats are all used, none twice: {held:?}"
+    );
+    assert!(
+        held.contains(&"x@contoso.com".to_string()),
+        "the other admin's licence stays"
+    );
+    let status = &desired.assignments[0].status;
+    assert_eq!(status.assigned, 2);
+    let waiting: Vec<_> = status
+        .users
+        .iter()
+        .filter(|u| u.reason.as_deref() == Some("InsufficientSeats"))
+        .collect();
+    assert_eq!(waiting.len(), 1, "{:?}", status.users);
+    // The refusal was Graph's: the licence call answered it for that user.
+    assert!(
+        report.executed.iter().any(|e| e
+            .refused
+            .as_ref()
+            .is_some_and(|b| b.reason.as_str() == "InsufficientSeats")),
+        "refused by the service"
+    );
+    let _ = served.stop.send(true);
+}

@@ -182,6 +182,12 @@ impl Emulator {
         }
     }
 
+    /// The simulated tenant behind the services: a test acts on it as another admin would,
+    /// in the vendor's portal, between seatkeeper's calls.
+    pub fn backend(&self) -> &Embedded {
+        &self.backend
+    }
+
     /// The tenant as the emulated services hold it.
     pub fn tenant(&self) -> crate::backend::embedded::TenantFile {
         self.backend.tenant()
