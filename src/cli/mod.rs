@@ -224,19 +224,16 @@ fn run_controller(args: &RunArgs) -> i32 {
     let logs = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_writer(std::io::stderr);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let _ = match args.log_format {
-        LogFormat::Text => {
-            let logs = logs.with_ansi(colour).finish();
-            tracing::subscriber::set_global_default(tracing_subscriber::layer::SubscriberExt::with(
-                logs, filter,
-            ))
-        }
-        LogFormat::Json => {
-            let logs = logs.json().with_ansi(false).finish();
-            tracing::subscriber::set_global_default(tracing_subscriber::layer::SubscriberExt::with(
-                logs, filter,
-            ))
-        }
+        LogFormat::Text => logs.with_ansi(colour).finish().with(filter).try_init(),
+        LogFormat::Json => logs
+            .json()
+            .with_ansi(false)
+            .finish()
+            .with(filter)
+            .try_init(),
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "seatkeeper starting");
     tune_allocator();

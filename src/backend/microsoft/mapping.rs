@@ -510,9 +510,9 @@ fn plans_named(message: &str, before: &str, after: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn graph_users_map_to_domain_users_by_the_tenants_own_ids() {
-        let skus: wire::Page<wire::SubscribedSku> = serde_json::from_str(
+    /// The products of Graph's documented subscribedSkus example.
+    fn documented_skus() -> Vec<wire::SubscribedSku> {
+        let page: wire::Page<wire::SubscribedSku> = serde_json::from_str(
             &std::fs::read_to_string(format!(
                 "{}/tests/fixtures/microsoft/subscribedSkus.json",
                 env!("CARGO_MANIFEST_DIR")
@@ -520,6 +520,12 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
+        page.value
+    }
+
+    #[test]
+    fn graph_users_map_to_domain_users_by_the_tenants_own_ids() {
+        let skus = documented_skus();
         let user: wire::User = serde_json::from_value(serde_json::json!({
             "id": "u1", "userPrincipalName": "Alice@contoso.com", "userType": "Guest",
             "usageLocation": "NL",
@@ -530,7 +536,7 @@ mod tests {
         let d = Directory::new(
             "contoso.com",
             &Catalog::builtin(),
-            skus.value,
+            skus,
             vec![],
             vec![user],
             None,
@@ -559,18 +565,11 @@ mod tests {
 
     /// The directory of the documented subscribedSkus example, and a change of one user.
     fn documented() -> (Directory, UserChange) {
-        let skus: wire::Page<wire::SubscribedSku> = serde_json::from_str(
-            &std::fs::read_to_string(format!(
-                "{}/tests/fixtures/microsoft/subscribedSkus.json",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .unwrap(),
-        )
-        .unwrap();
+        let skus = documented_skus();
         let d = Directory::new(
             "contoso.com",
             &Catalog::builtin(),
-            skus.value,
+            skus,
             vec![],
             vec![],
             None,

@@ -131,7 +131,7 @@ type OffersFound = std::collections::HashMap<
 const CATALOG_FRESH: Duration = Duration::from_secs(24 * 3600);
 
 /// What a purchase asks Partner Center for.
-struct Order<'a> {
+struct Checkout<'a> {
     product: &'a str,
     quantity: u32,
     billing: &'a str,
@@ -279,7 +279,7 @@ impl Microsoft {
     }
 
     /// The catalog item to buy (see [`offers`] for the route), found at most once a day.
-    async fn offer(&self, customer: &str, o: &Order<'_>, operation: &str) -> Result<String> {
+    async fn offer(&self, customer: &str, o: &Checkout<'_>, operation: &str) -> Result<String> {
         let cache_key = (
             o.product.to_string(),
             o.term,
@@ -311,15 +311,10 @@ impl Microsoft {
         let owned = directory
             .owned_offers
             .get(o.product)
-            .and_then(|v| v.first().cloned());
-        let (product, sku) = if let Some(offer) = o.offer.or(owned.as_deref()) {
-            let (p, s) = offers::product_and_sku(offer).ok_or_else(|| {
-                offers::not_found(
-                    &w,
-                    &format!("{offer} is not a catalog item id (productId:skuId:availabilityId)"),
-                )
-            })?;
-            (p.to_string(), s.to_string())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let (product, sku) = if let Some(named) = offers::named_product_and_sku(&w, owned)? {
+            named
         } else {
             if name.is_empty() {
                 return Err(offers::not_found(
@@ -413,7 +408,7 @@ impl Microsoft {
     /// purchase whose reply was lost); a cart that shows `Ordered` is never checked out again
     /// (its order may take up to 15 minutes to be listed: the purchase waits and looks again);
     /// a checkout whose reply is lost is looked for in the orders, never repeated blindly.
-    async fn checkout(&self, o: &Order<'_>) -> Result<String> {
+    async fn checkout(&self, o: &Checkout<'_>) -> Result<String> {
         let Some(customer) = self.customer() else {
             return Err(Refusal::SeatChangeNotSupported {
                 id: format!("a new {}", o.product),
@@ -544,7 +539,7 @@ impl Backend for Microsoft {
         self.check_organization(organization)?;
         let billing = mapping::billing_cycle(r.billing_frequency);
         let id = self
-            .checkout(&Order {
+            .checkout(&Checkout {
                 product: &r.product,
                 quantity: r.seats,
                 billing,
@@ -643,7 +638,7 @@ impl Backend for Microsoft {
         let (product, quantity, key) = (r.product.as_str(), r.seats, r.idempotency_key.as_str());
         self.check_organization(organization)?;
         let id = self
-            .checkout(&Order {
+            .checkout(&Checkout {
                 product,
                 quantity,
                 billing: "monthly",

@@ -37,6 +37,41 @@ pub fn product_and_sku(offer: &str) -> Option<(&str, &str)> {
     (!p.is_empty() && !s.is_empty()).then_some((p, s))
 }
 
+/// Steps 1 and 2: the product and SKU named by `spec.offer`, else by the offers of the
+/// customer's own subscriptions of the product (when they name one product and SKU; several
+/// are `OfferAmbiguous`); None: go by the product's name.
+pub fn named_product_and_sku(
+    w: &Wanted,
+    owned: &[String],
+) -> Result<Option<(String, String)>, Refusal> {
+    let split = |offer: &str| {
+        product_and_sku(offer)
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .ok_or_else(|| {
+                not_found(
+                    w,
+                    &format!("{offer} is not a catalog item id (productId:skuId:availabilityId)"),
+                )
+            })
+    };
+    if let Some(offer) = w.offer {
+        return split(offer).map(Some);
+    }
+    let mut pairs: Vec<(String, String)> = owned.iter().filter_map(|o| split(o).ok()).collect();
+    pairs.sort();
+    pairs.dedup();
+    match pairs.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        many => Err(ambiguous(
+            w,
+            many.iter()
+                .map(|(p, s)| format!("{p}:{s} (a subscription the customer has)"))
+                .collect(),
+        )),
+    }
+}
+
 fn same(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
 }
@@ -205,6 +240,41 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].id, "CFQ7TTC0LFLZ");
         assert!(products_named(&catalog, "Microsoft 365").is_empty());
+    }
+
+    #[test]
+    fn spec_offer_wins_then_the_customers_own_subscription_never_a_pick_among_several() {
+        let owned = [
+            "CFQ7TTC0LFLZ:0002:AAA".to_string(),
+            "CFQ7TTC0LFLZ:0002:BBB".to_string(),
+        ];
+        let w = wanted(Term::P1M, None);
+        assert_eq!(
+            named_product_and_sku(&w, &owned).unwrap(),
+            Some(("CFQ7TTC0LFLZ".into(), "0002".into())),
+            "two availabilities of one product and SKU name that SKU"
+        );
+        let two = [
+            "CFQ7TTC0LFLZ:0002:AAA".to_string(),
+            "CFQ7TTC0MKD5:0001:CCC".to_string(),
+        ];
+        let r = named_product_and_sku(&w, &two).unwrap_err();
+        assert_eq!(r.reason().as_str(), "OfferAmbiguous");
+        assert!(r.message().contains("CFQ7TTC0MKD5:0001"), "{}", r.message());
+        let chosen = wanted(Term::P1M, Some("CFQ7TTC0MKD5:0001:CCC"));
+        assert_eq!(
+            named_product_and_sku(&chosen, &two).unwrap(),
+            Some(("CFQ7TTC0MKD5".into(), "0001".into()))
+        );
+        assert_eq!(named_product_and_sku(&w, &[]).unwrap(), None);
+        let bad = wanted(Term::P1M, Some("SPE_E3"));
+        assert_eq!(
+            named_product_and_sku(&bad, &[])
+                .unwrap_err()
+                .reason()
+                .as_str(),
+            "OfferNotFound"
+        );
     }
 
     #[test]
