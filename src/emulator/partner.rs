@@ -74,6 +74,11 @@ fn reused(em: &Emulator, call: &super::PcCall) -> Option<String> {
         Some(first) if *first != this => Some(first.clone()),
         Some(_) => None,
         None => {
+            // A long-running sandbox forgets old ids (as the service's window does) rather
+            // than growing without bound.
+            if seen.len() >= 100_000 {
+                seen.clear();
+            }
             seen.insert(id.clone(), this);
             None
         }
