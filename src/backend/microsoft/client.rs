@@ -48,6 +48,9 @@ pub struct Client {
     tickets: std::sync::atomic::AtomicU64,
     /// The budget the service seems to grant now (see [`Pacing`]).
     pacing: Mutex<Pacing>,
+    /// Licence writes sent and not answered yet: the service has not counted them, so a
+    /// share it reports is of the others.
+    in_flight: std::sync::atomic::AtomicU32,
 }
 
 /// Adaptive pacing. The documented budget is a ceiling, not a promise: another deployment or
@@ -55,13 +58,17 @@ pub struct Client {
 /// paced to is lowered at once when Graph says it is nearly spent
 /// (`x-ms-throttle-limit-percentage` ≥ 0.8 on a response: the limit is about what was used
 /// divided by that share) or spent (a 429 on an item or on the whole `$batch`: the limit is
-/// about what was accepted), to 95 % of that estimate; and raised by 2 % after each window
-/// with neither, never above the documented budget.
+/// about what was accepted), to 95 % of that estimate; and raised by 2 % after a window with
+/// neither in which an answer came with the pace at its budget (a pause in writing is no sign
+/// of room), never above the documented budget.
 #[derive(Debug)]
 struct Pacing {
     budget: f64,
     slowed_at: Option<Instant>,
     raised_at: Option<Instant>,
+    /// Since the last step up, an answer arrived with the pace at its budget and no warning:
+    /// evidence the service grants more. A quiet spell (writes pausing) is no evidence.
+    room: bool,
 }
 
 /// The share of an estimated limit paced to, and the step back up per calm window.
@@ -119,10 +126,12 @@ impl Client {
             http,
             cfg: cfg.clone(),
             tokens: Mutex::new(HashMap::new()),
+            in_flight: std::sync::atomic::AtomicU32::new(0),
             pacing: Mutex::new(Pacing {
                 budget: cfg.write_budget.map_or(f64::MAX, |(b, _)| b as f64),
                 slowed_at: None,
                 raised_at: None,
+                room: false,
             }),
             writes: tokio::sync::Mutex::new(std::collections::VecDeque::new()),
             tickets: std::sync::atomic::AtomicU64::new(0),
@@ -348,6 +357,8 @@ impl Client {
                 // A batch larger than the whole budget still goes, alone in its window.
                 if used + n <= budget || used == 0 {
                     sent.push_back((now, n, ticket));
+                    self.in_flight
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                     return ticket;
                 }
                 let oldest = sent.iter().map(|(t, _, _)| *t).min().unwrap_or(now);
@@ -362,9 +373,10 @@ impl Client {
     fn paced_budget(&self, ceiling: u32, window: Duration, now: Instant) -> u32 {
         let mut p = self.pacing.lock().expect("pacing lock");
         let calm = |at: Option<Instant>| at.is_none_or(|t| now.duration_since(t) >= window);
-        if p.budget < ceiling as f64 && calm(p.slowed_at) && calm(p.raised_at) {
+        if p.budget < ceiling as f64 && p.room && calm(p.slowed_at) && calm(p.raised_at) {
             p.budget = (p.budget * PACING_CLIMB).min(ceiling as f64);
             p.raised_at = Some(now);
+            p.room = false;
         }
         (p.budget.min(ceiling as f64) as u32).max(1)
     }
@@ -387,13 +399,34 @@ impl Client {
             .filter(|(t, _, _)| now.duration_since(*t) < window)
             .map(|(_, k, _)| k)
             .sum();
-        let limit = used as f64 / share.max(0.01);
+        // What the service had counted when it answered: not the writes still in flight.
+        let counted =
+            used.saturating_sub(self.in_flight.load(std::sync::atomic::Ordering::Relaxed));
+        let limit = counted as f64 / share.max(0.01);
         let mut p = self.pacing.lock().expect("pacing lock");
         let target = (limit * PACING_MARGIN).max(1.0);
         if target < p.budget {
             p.budget = target;
         }
         p.slowed_at = Some(now);
+    }
+
+    /// An answer without a warning: if the pace was at its budget, the service grants more.
+    async fn note_room(&self) {
+        let Some((_, window)) = self.cfg.write_budget else {
+            return;
+        };
+        let sent = self.writes.lock().await;
+        let now = Instant::now();
+        let used: u32 = sent
+            .iter()
+            .filter(|(t, _, _)| now.duration_since(*t) < window)
+            .map(|(_, k, _)| k)
+            .sum();
+        let mut p = self.pacing.lock().expect("pacing lock");
+        if used as f64 >= 0.8 * p.budget {
+            p.room = true;
+        }
     }
 
     /// The answer to the writes of `ticket` arrived: they count from now.
@@ -404,6 +437,8 @@ impl Client {
         let mut sent = self.writes.lock().await;
         if let Some(entry) = sent.iter_mut().find(|(_, _, k)| *k == ticket) {
             entry.0 = Instant::now();
+            self.in_flight
+                .fetch_sub(entry.1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -457,6 +492,8 @@ impl Client {
                 self.slow_down(ticket, 1.0, refused_items).await;
             } else if let Some(share) = share.filter(|s| *s >= 0.8) {
                 self.slow_down(ticket, share, 0).await;
+            } else {
+                self.note_room().await;
             }
             let mut wait = 0;
             let mut again = vec![];
