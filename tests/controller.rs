@@ -54,9 +54,16 @@ fn start_reading_secrets_in(
     secret_namespaces: Option<&[&str]>,
 ) -> Replica {
     if std::env::var("E2E_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .try_init();
+        use tracing_subscriber::layer::SubscriberExt;
+        let filter: tracing_subscriber::filter::Targets = std::env::var("E2E_LOG")
+            .unwrap()
+            .parse()
+            .unwrap_or_default();
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::registry()
+                .with(tracing_subscriber::fmt::layer())
+                .with(filter),
+        );
     }
     let (stop, rx) = watch::channel(false);
     let metrics = free_port();

@@ -46,6 +46,8 @@ pub struct Ctx<B> {
     pub assignments: Store<LicenseAssignment>,
     pub add_ons: Store<AddOn>,
     pub namespaces: Namespaces,
+    /// Raised once the namespace index has listed every namespace (see [`super::listed`]).
+    pub namespaces_listed: super::listed::Listed,
     pub organizations: Store<Organization>,
     /// The Microsoft tenants, built from Organizations.
     pub tenants: Tenants,

@@ -17,6 +17,7 @@ pub mod finalizers;
 pub mod http;
 pub mod kinds;
 pub mod leader;
+pub mod listed;
 pub mod metrics;
 pub mod status;
 pub mod tenants;
@@ -31,7 +32,7 @@ use crate::backend::{Backend, BackendError};
 use crate::clock::{Clock, SystemClock};
 use crate::planner::Options;
 use context::Ctx;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kinds::{Managed, key_of};
 use kube::ResourceExt;
 use kube::api::Api;
@@ -175,20 +176,28 @@ async fn run_inner<B: Backend + 'static>(
 
     let wc = watcher::Config::default().any_semantic();
     let (triggers, receivers) = watches::triggers();
-    let subs = slim(Api::<Subscription>::all(client.clone()), wc.clone())
+    // Each watch's first complete list; the namespaces' one is what reconciles wait for.
+    let (flags, all_listed): (Vec<_>, Vec<_>) = (0..5).map(|_| listed::flag()).unzip();
+    let [subs_l, las_l, add_ons_l, orgs_l, namespaces_l]: [listed::Lister; 5] =
+        flags.try_into().ok().expect("five flags");
+    let subs = slim(Api::<Subscription>::all(client.clone()), wc.clone(), subs_l)
         .reconcile_on(receivers.subscriptions);
-    let las = slim(Api::<LicenseAssignment>::all(client.clone()), wc.clone())
-        .reconcile_on(receivers.assignments);
-    let add_ons =
-        slim(Api::<AddOn>::all(client.clone()), wc.clone()).reconcile_on(receivers.add_ons);
-    let orgs = Controller::new(Api::<Organization>::all(client.clone()), wc)
+    let las = slim(
+        Api::<LicenseAssignment>::all(client.clone()),
+        wc.clone(),
+        las_l,
+    )
+    .reconcile_on(receivers.assignments);
+    let add_ons = slim(Api::<AddOn>::all(client.clone()), wc.clone(), add_ons_l)
+        .reconcile_on(receivers.add_ons);
+    let orgs = slim(Api::<Organization>::all(client.clone()), wc, orgs_l)
         .reconcile_on(receivers.organizations);
-    let (namespaces, namespace_changes) = watches::namespaces(client.clone());
+    let (namespaces, namespace_changes) = watches::namespaces(client.clone(), namespaces_l);
     let stores = (
         subs.store(),
         las.store(),
         add_ons.store(),
-        namespaces,
+        (namespaces, all_listed[4].clone()),
         orgs.store(),
     );
     let election = cfg.election.clone();
@@ -228,15 +237,12 @@ async fn run_inner<B: Backend + 'static>(
         .for_each(|_| async {})
     };
     let readiness = {
-        let ctx = ctx.clone();
         let ready = ready.clone();
         let mut stop = stop.clone();
         let synced = async move {
-            let _ = ctx.subscriptions.wait_until_ready().await;
-            let _ = ctx.assignments.wait_until_ready().await;
-            let _ = ctx.add_ons.wait_until_ready().await;
-            let _ = ctx.namespaces.wait_until_ready().await;
-            let _ = ctx.organizations.wait_until_ready().await;
+            for l in &all_listed {
+                l.wait().await;
+            }
             ready.store(true, Ordering::SeqCst);
             tracing::info!("caches synced; ready");
         };
@@ -295,7 +301,7 @@ fn context<B: Backend>(
     cfg: RunConfig,
     backend: B,
     clock: Arc<dyn Clock>,
-    (subscriptions, assignments, add_ons, namespaces, organizations): Stores,
+    (subscriptions, assignments, add_ons, (namespaces, namespaces_listed), organizations): Stores,
     leading: watch::Receiver<bool>,
     metrics: Metrics,
 ) -> Arc<Ctx<B>> {
@@ -319,6 +325,7 @@ fn context<B: Backend>(
         assignments,
         add_ons,
         namespaces,
+        namespaces_listed,
         organizations,
         tenants: Default::default(),
         orgs: Default::default(),
@@ -338,7 +345,7 @@ type Stores = (
     Store<Subscription>,
     Store<LicenseAssignment>,
     Store<AddOn>,
-    watches::Namespaces,
+    (watches::Namespaces, listed::Listed),
     Store<Organization>,
 );
 
@@ -348,7 +355,7 @@ async fn reconcile_organization<B: Backend + 'static>(
     obj: Arc<Organization>,
     ctx: Arc<Ctx<B>>,
 ) -> Result<Action, ReconcileError> {
-    let _ = ctx.namespaces.wait_until_ready().await;
+    ctx.namespaces_listed.wait().await;
     ctx.force(&obj.spec.domain);
     let next = ctx.reconcile_org(&obj.spec.domain).await?;
     ctx.api.reached();
@@ -366,14 +373,25 @@ fn organization_error<B: Backend>(
 }
 
 /// A controller whose cache keeps objects without their `managedFields`: seatkeeper never
-/// reads them, and at thousands of objects they are megabytes.
-fn slim<K: Managed>(api: Api<K>, wc: watcher::Config) -> Controller<K> {
+/// reads them, and at thousands of objects they are megabytes. `lister` is raised at the
+/// watch's first complete list.
+fn slim<K>(api: Api<K>, wc: watcher::Config, lister: listed::Lister) -> Controller<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (reader, writer) = kube::runtime::reflector::store();
     // Backed off when the API server fails: an outage is retried calmly, not in a tight loop.
     let objects = kube::runtime::watcher(api, wc)
         .default_backoff()
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
+        .inspect_ok(move |e| lister.note(e))
         .applied_objects();
     Controller::for_stream(objects, reader)
 }
@@ -405,7 +423,7 @@ async fn reconcile<K: Managed, B: Backend + 'static>(
     ctx: Arc<Ctx<B>>,
 ) -> Result<Action, ReconcileError> {
     // Planning reads the namespace index: wait for it once, at start.
-    let _ = ctx.namespaces.wait_until_ready().await;
+    ctx.namespaces_listed.wait().await;
     let org = obj.organization().to_string();
     let next = ctx.reconcile_org(&org).await?;
     ctx.api.reached();

@@ -8,7 +8,7 @@ use super::kinds::Managed;
 use crate::api::{AddOn, LicenseAssignment, Organization, Subscription};
 use crate::backend::Backend;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, PartialObjectMeta};
@@ -80,6 +80,7 @@ pub fn triggers() -> (Triggers, Receivers) {
 /// The namespace index and the stream that keeps it (poll it to keep it current).
 pub fn namespaces(
     client: kube::Client,
+    lister: super::listed::Lister,
 ) -> (
     Namespaces,
     impl Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>>,
@@ -93,6 +94,7 @@ pub fn namespaces(
         ),
     )
     .default_backoff()
+    .inspect_ok(move |e| lister.note(e))
     .touched_objects();
     (store, stream)
 }
