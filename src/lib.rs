@@ -17,6 +17,7 @@ pub mod crdgen;
 pub mod domain;
 pub mod emulator;
 pub mod executor;
+pub mod guid;
 pub mod intents;
 pub mod organizations;
 pub mod planner;

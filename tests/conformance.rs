@@ -6,7 +6,7 @@
 
 use seatkeeper::backend::Backend;
 use seatkeeper::backend::embedded::{Embedded, TenantFile};
-use seatkeeper::backend::microsoft::{Config, Endpoints, Microsoft, ids};
+use seatkeeper::backend::microsoft::{Config, Endpoints, Microsoft};
 use seatkeeper::clock::FixedClock;
 use seatkeeper::domain::Instant;
 use seatkeeper::emulator::{Emulator, Faults, Options as EmulatorOptions};
@@ -206,7 +206,7 @@ async fn run_microsoft(
 ) -> Seen {
     let served = emulate(tenant, faults).await;
     let backend = microsoft(&served.root, partner_center, "s3cret");
-    let mut desired = scenario(&|id| ids::subscription_id(id));
+    let mut desired = scenario(&|id| seatkeeper::emulator::subscription_id(id));
     let report = converge_now(&backend, &mut desired).await.unwrap();
     let out = seen(&report, &desired, &served.emulator_tenant());
     let _ = served.stop.send(true);
@@ -216,6 +216,15 @@ async fn run_microsoft(
 impl Served {
     fn emulator_tenant(&self) -> TenantFile {
         self.emulator.tenant()
+    }
+
+    /// How many checkouts Partner Center received.
+    fn checkouts(&self) -> usize {
+        self.emulator
+            .partner_center_calls()
+            .iter()
+            .filter(|c| c.path.ends_with("/checkout"))
+            .count()
     }
 }
 
@@ -579,7 +588,7 @@ async fn a_lost_purchase_reply_never_buys_a_second_subscription() {
     assert_eq!(bought.len(), 1, "bought once: {bought:?}");
     assert_eq!(
         desired.subscriptions[0].status.subscription_id.as_deref(),
-        Some(ids::subscription_id(&bought[0].id).as_str())
+        Some(seatkeeper::emulator::subscription_id(&bought[0].id).as_str())
     );
     let _ = served.stop.send(true);
 }
@@ -602,7 +611,12 @@ async fn each_partner_center_call_has_its_own_request_id_and_an_operation_its_co
                 .unwrap(),
                 status: Default::default(),
             },
-            subscription("spb", &ids::subscription_id("sub-1"), "SPB", 2),
+            subscription(
+                "spb",
+                &seatkeeper::emulator::subscription_id("sub-1"),
+                "SPB",
+                2,
+            ),
         ],
         ..Default::default()
     };
@@ -799,12 +813,7 @@ async fn a_lost_checkout_reply_is_found_in_the_orders_and_never_checked_out_agai
         .cloned()
         .collect();
     assert_eq!(bought.len(), 1, "bought once: {bought:?}");
-    let checkouts = served
-        .emulator
-        .partner_center_calls()
-        .iter()
-        .filter(|c| c.path.ends_with("/checkout"))
-        .count();
+    let checkouts = served.checkouts();
     assert_eq!(checkouts, 1, "never checked out twice");
     let _ = served.stop.send(true);
 }
@@ -848,7 +857,7 @@ async fn faults_together_converge_without_buying_twice_or_removing_unasked() {
     let mut desired = Desired {
         subscriptions: vec![subscription(
             "spb",
-            &ids::subscription_id("sub-1"),
+            &seatkeeper::emulator::subscription_id("sub-1"),
             "SPB",
             USERS as i32,
         )],
@@ -946,6 +955,7 @@ async fn a_certificate_signs_in_with_a_client_assertion() {
         .push(seatkeeper::backend::embedded::Application {
             client_id: "app".into(),
             certificates: vec![read("test-only.crt")],
+            ..Default::default()
         });
     let served = emulate(&t, Faults::default()).await;
     let credential =
@@ -1007,34 +1017,54 @@ async fn a_certificate_signs_in_with_a_client_assertion() {
 async fn workload_identity_signs_in_with_the_projected_token() {
     use base64::Engine;
     use seatkeeper::backend::microsoft::credential::Credential;
-    let t = tenant(&[("a@contoso.com", LOC)], "");
+    let mut t = tenant(&[("a@contoso.com", LOC)], "");
+    // The app's federated identity credential: this cluster's issuer and service account.
+    t.applications
+        .push(seatkeeper::backend::embedded::Application {
+            client_id: "app".into(),
+            federated_credentials: vec![seatkeeper::backend::embedded::FederatedCredential {
+                issuer: "https://oidc.example/cluster".into(),
+                subject: "system:serviceaccount:seatkeeper-system:seatkeeper".into(),
+                audiences: vec!["api://AzureADTokenExchange".into()],
+            }],
+            ..Default::default()
+        });
     let served = emulate(&t, Faults::default()).await;
     let b64 = |v: serde_json::Value| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     };
-    let token = format!(
-        "{}.{}.c2lnbmF0dXJl",
-        b64(json!({"alg": "RS256"})),
-        b64(
-            json!({"aud": "api://AzureADTokenExchange", "iss": "https://oidc.example/cluster",
-            "sub": "system:serviceaccount:seatkeeper-system:seatkeeper"})
-        )
-    );
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token");
-    std::fs::write(&file, token).unwrap();
-    let backend = Microsoft::new(Config {
-        organization: "contoso.com".into(),
-        tenant_id: "contoso.com".into(),
-        endpoints: Endpoints::at(&served.root),
-        client_id: "app".into(),
-        credential: Credential::Federated { token_file: file },
-        partner_center_customer: None,
-        timeout: Duration::from_secs(10),
-        write_budget: None,
-    })
-    .unwrap();
-    assert!(backend.snapshot("contoso.com").await.is_ok());
+    let backend_for = |subject: &str, name: &str| {
+        let token = format!(
+            "{}.{}.c2lnbmF0dXJl",
+            b64(json!({"alg": "RS256"})),
+            b64(json!({"aud": "api://AzureADTokenExchange",
+                "iss": "https://oidc.example/cluster", "sub": subject}))
+        );
+        let file = dir.path().join(name);
+        std::fs::write(&file, token).unwrap();
+        Microsoft::new(Config {
+            organization: "contoso.com".into(),
+            tenant_id: "contoso.com".into(),
+            endpoints: Endpoints::at(&served.root),
+            client_id: "app".into(),
+            credential: Credential::Federated { token_file: file },
+            partner_center_customer: None,
+            timeout: Duration::from_secs(10),
+            write_budget: None,
+        })
+        .unwrap()
+    };
+    let ok = backend_for("system:serviceaccount:seatkeeper-system:seatkeeper", "ok");
+    assert!(ok.snapshot("contoso.com").await.is_ok());
+    // Another service account of the same cluster is not the registered subject.
+    let other = backend_for("system:serviceaccount:default:default", "other");
+    let refused = other.snapshot("contoso.com").await.unwrap_err().to_string();
+    assert!(
+        refused.contains("AADSTS70021")
+            && refused.contains("system:serviceaccount:default:default"),
+        "{refused}"
+    );
     let _ = served.stop.send(true);
 }
 
@@ -1270,7 +1300,7 @@ async fn requests_for_200_users(seats: u32, partner_center: bool) -> (u64, u64) 
         ..Default::default()
     };
     if partner_center {
-        let id = ids::subscription_id("sub-1");
+        let id = seatkeeper::emulator::subscription_id("sub-1");
         desired.subscriptions = vec![subscription("spb", &id, "SPB", 200)];
     }
     let report = converge_now(&backend, &mut desired).await.unwrap();
@@ -1332,8 +1362,8 @@ fn shape_problems(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_emulator_answers_in_the_shapes_of_the_vendors_examples() {
     let t = tenant(
-        &[("a@contoso.com", LOC)],
-        "  - {id: sub-1, product: SPB, seats: 2}\n",
+        &[("a@contoso.com", LOC), ("b@contoso.com", LOC)],
+        "  - {id: sub-1, product: SPB, seats: 2}\n  - {id: sub-t, product: ENTERPRISEPACK, seats: 25, trial: true}\n",
     );
     let served = emulate(&t, Faults::default()).await;
     let http = plain_http();
@@ -1445,6 +1475,104 @@ async fn the_emulator_answers_in_the_shapes_of_the_vendors_examples() {
     let mut documented = fixture("pcOrders.json");
     documented["items"] = serde_json::json!([fixture("pcOrderNce.json")]);
     check("orders", &orders, documented);
+    // Graph: a page with its next link, a $batch, an error body.
+    let users = get(&graph, "/v1.0/users?$top=1".into()).await;
+    check(
+        "users (next link)",
+        &serde_json::json!({"@odata.nextLink": users["@odata.nextLink"]}),
+        fixture("usersPage.json"),
+    );
+    assert!(users["@odata.nextLink"].is_string(), "{users}");
+    let spb_sku = skus["value"][0]["skuId"].clone();
+    let batch: serde_json::Value = http
+        .post(format!("{}/v1.0/$batch", served.root))
+        .bearer_auth(&graph)
+        .json(&serde_json::json!({"requests": [
+            {"id": "1", "method": "POST", "url": "/users/a@contoso.com/assignLicense",
+             "headers": {"Content-Type": "application/json"},
+             "body": {"addLicenses": [{"skuId": spb_sku, "disabledPlans": []}], "removeLicenses": []}},
+            {"id": "2", "method": "POST", "url": "users/nobody@contoso.com/assignLicense",
+             "headers": {"Content-Type": "application/json"},
+             "body": {"addLicenses": [{"skuId": spb_sku, "disabledPlans": []}], "removeLicenses": []}}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The envelope: the page's example items answer other requests than assignLicense.
+    let mut envelope = batch.clone();
+    for r in envelope["responses"].as_array_mut().unwrap() {
+        r["body"] = serde_json::Value::Null;
+    }
+    check("$batch", &envelope, fixture("batchResponse.json"));
+    let refused = batch["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == 404)
+        .cloned()
+        .unwrap_or_else(|| panic!("the unknown user is a 404 item: {batch}"));
+    check(
+        "$batch item error",
+        &refused["body"],
+        fixture("graphError.json"),
+    );
+    let error: serde_json::Value = http
+        .get(format!("{}/v1.0/users?$top=0", served.root))
+        .bearer_auth(&graph)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    check("Graph error", &error, fixture("graphError.json"));
+    // The identity platform: a token, and a refusal.
+    let token_request = |secret: &'static str| {
+        http.post(format!("{}/contoso.com/oauth2/v2.0/token", served.root))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "app"),
+                ("client_secret", secret),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+    };
+    let reply: serde_json::Value = token_request("s3cret").await.unwrap().json().await.unwrap();
+    check("token", &reply, fixture("tokenReply.json"));
+    let refusal: serde_json::Value = token_request("wrong").await.unwrap().json().await.unwrap();
+    check("token error", &refusal, fixture("tokenError.json"));
+    // Partner Center: a trial's transition, from its eligibilities.
+    let trial = seatkeeper::emulator::subscription_id("sub-t");
+    let eligible = get(
+        &pc,
+        format!("{c}/subscriptions/{trial}/transitionEligibilities?eligibilityType=immediate"),
+    )
+    .await;
+    check(
+        "transitionEligibilities",
+        &eligible,
+        fixture("pcTransitionEligibilities.json"),
+    );
+    let transition: serde_json::Value = http
+        .post(format!(
+            "{}{c}/subscriptions/{trial}/transitions",
+            served.root
+        ))
+        .bearer_auth(&pc)
+        .header("MS-RequestId", "2be38dfd-a2c5-4a14-ac06-12d30f0ec54e")
+        .json(
+            &serde_json::json!({"toCatalogItemId": eligible["items"][0]["catalogItemId"],
+            "quantity": 25, "transitionType": "transition_only"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    check("transition", &transition, fixture("pcTransition.json"));
     assert!(problems.is_empty(), "{problems:#?}");
     let _ = served.stop.send(true);
 }
@@ -1561,5 +1689,238 @@ async fn r16_a_seat_taken_between_read_and_write_on_the_microsoft_backend_refuse
             .is_some_and(|b| b.reason.as_str() == "InsufficientSeats")),
         "refused by the service"
     );
+    let _ = served.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r06_a_new_commerce_trial_is_bought_through_a_transition_on_both_backends() {
+    let t = tenant(
+        &[("a@contoso.com", LOC)],
+        "  - {id: sub-1, product: SPB, seats: 25, trial: true}\n",
+    );
+    fn scenario(id: &dyn Fn(&str) -> String) -> Desired {
+        let mut s = subscription("spb", &id("sub-1"), "SPB", 25);
+        s.spec.convert_trial = true;
+        Desired {
+            subscriptions: vec![s],
+            ..Default::default()
+        }
+    }
+    let s = same(&t, scenario).await;
+    assert!(s.converged, "{s:?}");
+    // On the emulator: through "Transition a new commerce subscription", never the legacy
+    // conversions call, and the trial is paid afterwards.
+    let served = emulate(&t, Faults::default()).await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let mut desired = scenario(&|id| seatkeeper::emulator::subscription_id(id));
+    let report = converge_now(&backend, &mut desired).await.unwrap();
+    assert!(report.converged);
+    assert!(!served.emulator_tenant().organizations[0].subscriptions[0].trial);
+    let calls: Vec<String> = served
+        .emulator
+        .partner_center_calls()
+        .iter()
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    let id = seatkeeper::emulator::subscription_id("sub-1");
+    let at = |tail: &str| format!("/v1/customers/contoso.com/subscriptions/{id}/{tail}");
+    assert!(
+        calls.contains(&format!("GET {}", at("transitionEligibilities"))),
+        "{calls:#?}"
+    );
+    assert!(
+        calls.contains(&format!("POST {}", at("transitions"))),
+        "{calls:#?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.contains("conversions")),
+        "{calls:#?}"
+    );
+    let _ = served.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_listed_late_is_waited_for_and_never_checked_out_again() {
+    let t = tenant(&[("a@contoso.com", LOC)], "");
+    // The checkout's reply is lost and its order is listed only a while later (Partner
+    // Center: up to 15 minutes; a second here).
+    let served = emulate(
+        &t,
+        Faults {
+            lose_checkout_replies: true,
+            orders_lag: Duration::from_secs(1),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let mut desired = Desired {
+        subscriptions: vec![to_buy("new", json!({"product": "SPE_E3", "seats": 3}))],
+        ..Default::default()
+    };
+    let first = converge_now(&backend, &mut desired).await;
+    assert!(
+        !first.as_ref().is_ok_and(|r| r.converged),
+        "not done while the order is not listed"
+    );
+    let said = format!(
+        "{:?} {:?}",
+        first.as_ref().err(),
+        desired.subscriptions[0].status.conditions
+    );
+    assert!(said.contains("15 minutes"), "the wait is explained: {said}");
+    // Meanwhile every pass looks again, and none checks out a second time.
+    let again = converge_now(&backend, &mut desired).await;
+    assert!(!again.is_ok_and(|r| r.converged));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let last = converge_now(&backend, &mut desired).await.unwrap();
+    assert!(last.converged, "{:?}", desired.subscriptions[0].status);
+    let checkouts = served.checkouts();
+    assert_eq!(checkouts, 1, "never checked out twice");
+    let bought = served.emulator.tenant().organizations[0]
+        .subscriptions
+        .iter()
+        .filter(|s| s.product == "SPE_E3")
+        .count();
+    assert_eq!(bought, 1);
+    let _ = served.stop.send(true);
+}
+
+/// Another admin clears a user's usage location just before seatkeeper's first licence call
+/// (after seatkeeper read the tenant).
+struct UsageLocationClearedMeanwhile {
+    emulator: Arc<Emulator>,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl seatkeeper::backend::hooked::Hook for UsageLocationClearedMeanwhile {
+    async fn before(&self, operation: &'static str) -> seatkeeper::backend::Result<()> {
+        if operation == "assignLicenses"
+            && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let found = self
+                .emulator
+                .backend()
+                .edit_user("contoso.com", "b@contoso.com", |u| u.usage_location = None)?;
+            assert!(found);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r14_a_usage_location_cleared_between_read_and_write_on_the_microsoft_backend_refuses_that_user_only()
+ {
+    let t = tenant(
+        &[
+            ("a@contoso.com", LOC),
+            ("b@contoso.com", LOC),
+            ("c@contoso.com", LOC),
+        ],
+        "  - {id: sub-1, product: SPB, seats: 3}\n",
+    );
+    let served = emulate(&t, Faults::default()).await;
+    let backend = seatkeeper::backend::hooked::Hooked {
+        inner: microsoft(&served.root, false, "s3cret"),
+        hook: UsageLocationClearedMeanwhile {
+            emulator: served.emulator.clone(),
+            done: Default::default(),
+        },
+    };
+    let team = ["a@contoso.com", "b@contoso.com", "c@contoso.com"];
+    let mut desired = Desired {
+        assignments: vec![assignment("team", &team, "SPB", "Add")],
+        ..Default::default()
+    };
+    // The planner saw b's usage location; Graph refuses b's licence without one.
+    let report = converge_now(&backend, &mut desired).await.unwrap();
+    assert!(
+        report.executed.iter().any(|e| e
+            .refused
+            .as_ref()
+            .is_some_and(|b| b.reason.as_str() == "UsageLocationMissing")),
+        "refused by the service: {:?}",
+        report.executed
+    );
+    let reason_of = |desired: &Desired, upn: &str| {
+        desired.assignments[0]
+            .status
+            .users
+            .iter()
+            .find(|u| u.user == upn)
+            .and_then(|u| u.reason.clone())
+    };
+    assert_eq!(
+        reason_of(&desired, "b@contoso.com").as_deref(),
+        Some("UsageLocationMissing")
+    );
+    let held: Vec<String> = served.emulator.tenant().organizations[0]
+        .users
+        .iter()
+        .filter(|u| u.licence("SPB").is_some())
+        .map(|u| u.upn.clone())
+        .collect();
+    assert_eq!(
+        held,
+        ["a@contoso.com", "c@contoso.com"],
+        "nothing else changed"
+    );
+    assert_eq!(desired.assignments[0].status.assigned, 2);
+    // The next pass reads the cleared location and says the same, now from the planner,
+    // without asking Graph for b again.
+    let next = converge_now(&backend, &mut desired).await.unwrap();
+    assert!(
+        next.executed.iter().all(|e| e.refused.is_none()),
+        "{:?}",
+        next.executed
+    );
+    assert_eq!(
+        reason_of(&desired, "b@contoso.com").as_deref(),
+        Some("UsageLocationMissing")
+    );
+    let _ = served.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r08_a_real_tenants_price_is_unknown_never_made_up() {
+    let t = tenant(
+        &[("a@contoso.com", LOC)],
+        "  - {id: sub-1, product: SPB, seats: 2, purchasedAt: '2026-11-01T00:00:00Z'}\n",
+    );
+    fn scenario(id: &dyn Fn(&str) -> String) -> Desired {
+        Desired {
+            subscriptions: vec![subscription("spb", &id("sub-1"), "SPB", 3)],
+            ..Default::default()
+        }
+    }
+    let said = |report: &Report| -> String {
+        report
+            .executed
+            .iter()
+            .map(|e| e.action.op.describe())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // The simulator knows its list prices; the Microsoft backend does not read Partner
+    // Center's, so it shows none.
+    let mut embedded = scenario(&|id| id.to_string());
+    let backend = Embedded::new(t.clone(), None, Arc::new(FixedClock::new(now())));
+    let report = converge_now(&backend, &mut embedded).await.unwrap();
+    assert!(said(&report).contains("EUR"), "{}", said(&report));
+    let served = emulate(&t, Faults::default()).await;
+    let ms = microsoft(&served.root, true, "s3cret");
+    let mut desired = scenario(&|id| seatkeeper::emulator::subscription_id(id));
+    let report = converge_now(&ms, &mut desired).await.unwrap();
+    let words = said(&report);
+    assert!(
+        words.contains("seats 2 → 3") && words.contains("price unknown") && !words.contains("EUR"),
+        "{words}"
+    );
+    let cost = desired.subscriptions[0]
+        .status
+        .last_seat_change
+        .clone()
+        .expect("the change is on record");
+    assert_eq!((cost.charged_now, cost.new_monthly_amount), (None, None));
     let _ = served.stop.send(true);
 }

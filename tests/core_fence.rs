@@ -36,6 +36,23 @@ fn sources(path: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// `file:line: text` of every line of code (not a comment) in `files` holding one of `bad`.
+fn code_containing(files: &[PathBuf], bad: &[&str]) -> Vec<String> {
+    let mut found = vec![];
+    for f in files {
+        for (n, line) in std::fs::read_to_string(f).unwrap().lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            for b in bad.iter().filter(|b| code.contains(*b)) {
+                found.push(format!("{}:{}: {b}", f.display(), n + 1));
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn the_core_imports_no_kubernetes_no_json_and_no_shell() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -44,23 +61,26 @@ fn the_core_imports_no_kubernetes_no_json_and_no_shell() {
         sources(&root.join(c), &mut files);
     }
     assert!(files.len() >= 10, "the core's files were found: {files:?}");
-    let mut found = vec![];
-    for f in &files {
-        for (n, line) in std::fs::read_to_string(f).unwrap().lines().enumerate() {
-            let code = line.trim_start();
-            if code.starts_with("//") {
-                continue;
-            }
-            for bad in FORBIDDEN {
-                if code.contains(bad) {
-                    found.push(format!("{}:{}: {bad}", f.display(), n + 1));
-                }
-            }
-        }
-    }
+    let found = code_containing(&files, FORBIDDEN);
     assert!(
         found.is_empty(),
         "the core reaches outside itself:\n{}",
         found.join("\n")
     );
+}
+
+/// The emulator reads the vendors' pages on its own: it never uses the Microsoft client's
+/// types (`wire`), its credentials, its offers logic or its mapping, so a misreading in the
+/// client cannot be confirmed by an emulator sharing it.
+#[test]
+fn the_emulator_has_its_own_reading_and_never_uses_the_microsoft_client() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![];
+    sources(&root.join("src/emulator"), &mut files);
+    assert!(
+        files.len() >= 5,
+        "the emulator's files were found: {files:?}"
+    );
+    let found = code_containing(&files, &["microsoft::", "use super::super"]);
+    assert!(found.is_empty(), "the emulator uses the client: {found:#?}");
 }

@@ -78,6 +78,25 @@ pub struct Application {
     pub client_id: String,
     #[serde(default)]
     pub certificates: Vec<String>,
+    /// Federated identity credentials (workload identity): whose tokens the app accepts in
+    /// place of a secret, as Entra's federatedIdentityCredential has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federated_credentials: Vec<FederatedCredential>,
+}
+
+/// One federated identity credential of an app registration: a token whose `iss` is
+/// `issuer`, whose `sub` is `subject` and whose `aud` is one of `audiences`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FederatedCredential {
+    pub issuer: String,
+    pub subject: String,
+    #[serde(default = "default_audiences")]
+    pub audiences: Vec<String>,
+}
+
+fn default_audiences() -> Vec<String> {
+    vec!["api://AzureADTokenExchange".into()]
 }
 
 /// When a change was made and what it was, in words.
@@ -408,6 +427,30 @@ impl Embedded {
                 .or_default() += 1;
         }
         persist(&mut st)
+    }
+
+    /// A change to a user made outside seatkeeper (another admin, in the portal): `f` on the
+    /// user, saved. False: no such user.
+    pub fn edit_user(
+        &self,
+        organization: &str,
+        upn: &str,
+        f: impl FnOnce(&mut crate::domain::User),
+    ) -> Result<bool> {
+        let mut st = self.state.lock().expect("tenant lock");
+        st.refresh()?;
+        let Some(user) = st
+            .tenant
+            .organizations
+            .iter_mut()
+            .find(|o| o.domain.eq_ignore_ascii_case(organization))
+            .and_then(|o| o.users.iter_mut().find(|u| u.upn.eq_ignore_ascii_case(upn)))
+        else {
+            return Ok(false);
+        };
+        f(user);
+        persist(&mut st)?;
+        Ok(true)
     }
 
     /// Fold the journal into the tenant file (at the end of a run, or when idle).

@@ -60,6 +60,10 @@ pub struct EmulateArgs {
     /// Fault: every checkout goes through and its reply is lost.
     #[arg(long)]
     lose_checkout_replies: bool,
+    /// Fault: an order is listed only this long after it was placed (Partner Center: up to
+    /// 15 minutes), e.g. 15m.
+    #[arg(long, default_value = "0ms", value_parser = super::parse_duration)]
+    orders_lag: Duration,
     /// Fault: Partner Center answers seat changes 202 Accepted and finishes them this much
     /// later (every organization's seatChangeDelayMinutes), e.g. 30m.
     #[arg(long, value_parser = super::parse_duration)]
@@ -124,6 +128,7 @@ pub fn run(args: &EmulateArgs) -> i32 {
             replication_lag: args.replication_lag,
             deny_licence_writes: args.deny_licence_writes,
             lose_checkout_replies: args.lose_checkout_replies,
+            orders_lag: args.orders_lag,
         },
     };
     let emulator = Arc::new(Emulator::new(backend, options));

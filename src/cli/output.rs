@@ -140,11 +140,16 @@ fn verdict(planning: bool, shown: &[Shown], report: &Report) -> String {
         .count();
     let ready = shown.iter().filter(|s| s.ready()).count();
     let pending = shown.len() - ready - blocked;
-    let (mut now, mut monthly) = (0.0, 0.0);
+    let (mut now, mut monthly, mut unpriced) = (0.0, 0.0, 0);
     for e in report.executed.iter().filter(|e| e.refused.is_none()) {
         if let Op::SetSeats { cost, .. } | Op::SetAddOnQuantity { cost, .. } = &e.action.op {
-            now += cost.charged_now;
-            monthly += cost.monthly_change();
+            match (cost.charged_now, cost.monthly_change()) {
+                (Some(n), Some(m)) => {
+                    now += n;
+                    monthly += m;
+                }
+                _ => unpriced += 1,
+            }
         }
     }
     let mut line = format!(
@@ -162,6 +167,12 @@ fn verdict(planning: bool, shown: &[Shown], report: &Report) -> String {
         line += &format!(
             "; seat changes: {c} {now:.2} {now_word} now, {c} {monthly:+.2} a month{}",
             if planning { " (if applied)" } else { "" }
+        );
+    }
+    if unpriced > 0 {
+        line += &format!(
+            "; {} at a price not known here (the service decides)",
+            crate::domain::counted(unpriced, "seat change", "seat changes")
         );
     }
     line + ".\n"

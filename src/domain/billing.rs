@@ -17,12 +17,16 @@ pub struct CostPreview {
     pub from: u32,
     /// Seats after the change.
     pub to: u32,
-    /// List price of one seat for one month.
-    pub monthly_price_per_seat: f64,
+    /// List price of one seat for one month; absent when the price is not known (a real
+    /// tenant: the service charges what it charges), and so are the two amounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_price_per_seat: Option<f64>,
     /// Charged (or, when negative, credited) now, pro rata for the rest of the billing period.
-    pub charged_now: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged_now: Option<f64>,
     /// What the subscription costs per month after the change.
-    pub new_monthly_amount: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_monthly_amount: Option<f64>,
     /// When the current billing period ends (the next invoice).
     #[schemars(with = "Option<String>")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,9 +34,9 @@ pub struct CostPreview {
 }
 
 impl CostPreview {
-    /// How much the monthly amount goes up (or, negative, down).
-    pub fn monthly_change(&self) -> f64 {
-        self.new_monthly_amount - self.monthly_price_per_seat * self.from as f64
+    /// How much the monthly amount goes up (or, negative, down), when the price is known.
+    pub fn monthly_change(&self) -> Option<f64> {
+        Some(self.new_monthly_amount? - self.monthly_price_per_seat? * self.from as f64)
     }
 }
 
@@ -43,7 +47,12 @@ fn cents(x: f64) -> f64 {
 /// R08: seats added mid-period are charged pro rata for the rest of the period; the previous
 /// charge is credited and the old count charged for the part already used, so the net charge
 /// is the difference times the remaining fraction of the period.
-pub fn cost_preview(sub: &Subscription, monthly_price: f64, to: u32, now: Instant) -> CostPreview {
+pub fn cost_preview(
+    sub: &Subscription,
+    monthly_price: Option<f64>,
+    to: u32,
+    now: Instant,
+) -> CostPreview {
     let months = match sub.billing_frequency {
         BillingFrequency::Monthly => 1.0,
         BillingFrequency::Annual => 12.0,
@@ -65,8 +74,8 @@ pub fn cost_preview(sub: &Subscription, monthly_price: f64, to: u32, now: Instan
         from: sub.seats,
         to,
         monthly_price_per_seat: monthly_price,
-        charged_now: cents(delta * monthly_price * months * remaining),
-        new_monthly_amount: cents(to as f64 * monthly_price),
+        charged_now: monthly_price.map(|p| cents(delta * p * months * remaining)),
+        new_monthly_amount: monthly_price.map(|p| cents(to as f64 * p)),
         period_ends_at,
     }
 }
@@ -122,12 +131,12 @@ mod tests {
         // Half of a 30-day period is left: 2 more seats at 10.00 cost 10.00 now.
         let c = cost_preview(
             &sub("2026-11-01T00:00:00Z"),
-            10.0,
+            Some(10.0),
             12,
             at("2026-11-16T00:00:00Z"),
         );
-        assert_eq!(c.charged_now, 10.0);
-        assert_eq!(c.new_monthly_amount, 120.0);
+        assert_eq!(c.charged_now, Some(10.0));
+        assert_eq!(c.new_monthly_amount, Some(120.0));
         assert_eq!(c.period_ends_at, Some(at("2026-12-01T00:00:00Z")));
     }
 
@@ -135,21 +144,35 @@ mod tests {
     fn r08_a_clock_before_the_purchase_never_charges_more_than_a_full_period() {
         let c = cost_preview(
             &sub("2026-11-01T00:00:00Z"),
-            10.0,
+            Some(10.0),
             12,
             at("2026-01-01T00:00:00Z"),
         );
-        assert_eq!(c.charged_now, 20.0);
+        assert_eq!(c.charged_now, Some(20.0));
     }
 
     #[test]
     fn extreme_dates_do_not_panic() {
         let late = at("9999-12-20T00:00:00Z");
-        let c = cost_preview(&sub("9999-12-01T00:00:00Z"), 10.0, 12, late);
+        let c = cost_preview(&sub("9999-12-01T00:00:00Z"), Some(10.0), 12, late);
         assert_eq!(
-            c.charged_now, 20.0,
+            c.charged_now,
+            Some(20.0),
             "no period end in the calendar: a full period"
         );
         assert_eq!(period_after(late, BillingFrequency::Monthly), None);
+    }
+
+    #[test]
+    fn r08_an_unknown_price_gives_no_amounts_never_a_made_up_one() {
+        let c = cost_preview(
+            &sub("2026-11-01T00:00:00Z"),
+            None,
+            12,
+            at("2026-11-16T00:00:00Z"),
+        );
+        assert_eq!((c.charged_now, c.new_monthly_amount), (None, None));
+        assert_eq!(c.monthly_change(), None);
+        assert_eq!((c.from, c.to), (10, 12), "the seats are still shown");
     }
 }

@@ -32,8 +32,11 @@ pub struct Product {
     /// AddOn only: the base SKUs it can be bought for (R21).
     #[serde(default)]
     pub add_on_for: Vec<String>,
-    #[serde(default)]
-    pub monthly_price: f64,
+    /// The list price of one seat for one month, when known (the vendor's Dutch price list
+    /// for the built-in products; a tenant file's own). Unknown on a real tenant: what
+    /// Partner Center charges the partner is not read, so no number is shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_price: Option<f64>,
 }
 
 impl Product {
@@ -97,16 +100,31 @@ impl Catalog {
     }
 
     /// The built-in catalog, extended or overridden by the tenant file's section.
+    /// The same catalog with no prices: for a real tenant, whose prices seatkeeper does not
+    /// know (it never shows a made-up number).
+    pub fn without_prices(mut self) -> Catalog {
+        for p in self.products.values_mut() {
+            p.monthly_price = None;
+        }
+        self
+    }
+
     pub fn with_overrides(overrides: Option<&CatalogOverrides>) -> Catalog {
-        let mut catalog = Catalog::builtin();
-        if let Some(o) = overrides {
-            for p in &o.products {
-                catalog.products.insert(p.sku.clone(), p.clone());
-            }
-            for c in &o.conflicts {
-                if !catalog.conflicts.contains(c) {
-                    catalog.conflicts.push(c.clone());
-                }
+        match overrides {
+            Some(o) => Catalog::builtin().extended(o),
+            None => Catalog::builtin(),
+        }
+    }
+
+    /// This catalog with `o`'s products (replacing those of the same SKU) and conflicts.
+    pub fn extended(&self, o: &CatalogOverrides) -> Catalog {
+        let mut catalog = self.clone();
+        for p in &o.products {
+            catalog.products.insert(p.sku.clone(), p.clone());
+        }
+        for c in &o.conflicts {
+            if !catalog.conflicts.contains(c) {
+                catalog.conflicts.push(c.clone());
             }
         }
         catalog
@@ -131,7 +149,7 @@ impl Catalog {
             data_plans: s(data),
             requires: BTreeMap::new(),
             add_on_for: vec![],
-            monthly_price: price,
+            monthly_price: Some(price),
         };
         let add_on = |sku: &str,
                       name: &str,
@@ -148,7 +166,7 @@ impl Catalog {
             data_plans: s(data),
             requires: BTreeMap::from([(plan.to_string(), s(needs))]),
             add_on_for: s(r#for),
-            monthly_price: price,
+            monthly_price: Some(price),
         };
         let mut spb = base(
             "SPB",

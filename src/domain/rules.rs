@@ -97,7 +97,8 @@ pub enum Refusal {
         from: u32,
         to: u32,
         limit: u32,
-        monthly_cost: f64,
+        /// None: the price is not known here.
+        monthly_cost: Option<f64>,
     },
     /// Seats can be removed only within a window after they were added.
     #[error("the reduction window has closed")]
@@ -254,8 +255,12 @@ impl Refusal {
             Refusal::NotFound { what } => format!("{what} was not found"),
             Refusal::BatchTooLarge { size } => format!("a batch of {size} users is over the limit of 20"),
             Refusal::PurchaseLimitExceeded { product, from, to, limit, monthly_cost } => format!(
-                "raising {product} from {from} to {to} adds {} seats, over the limit of {limit} per reconcile (--max-seat-increase), and would add {monthly_cost:.2} a month at list price: nothing was bought; if that is intended, annotate {ALLOW_LARGE_PURCHASE}=\"true\"",
-                to - from
+                "raising {product} from {from} to {to} adds {} seats, over the limit of {limit} per reconcile (--max-seat-increase), and would add {}: nothing was bought; if that is intended, annotate {ALLOW_LARGE_PURCHASE}=\"true\"",
+                to - from,
+                monthly_cost.map_or_else(
+                    || "an amount the service decides (its price is not known here) each month".to_string(),
+                    |c| format!("{c:.2} a month at list price")
+                )
             ),
             Refusal::ReductionWindowClosed { closed_at } => format!(
                 "seats could be removed only {} (the reduction window has closed): set seats back to the purchased count; seats can be lowered again at the next renewal",
@@ -297,7 +302,7 @@ pub fn check_purchase_limit(
     to: u32,
     limit: u32,
     allowed: bool,
-    monthly_price: f64,
+    monthly_price: Option<f64>,
 ) -> Result<(), Refusal> {
     let increase = to.saturating_sub(from);
     if increase <= limit || allowed {
@@ -308,7 +313,7 @@ pub fn check_purchase_limit(
         from,
         to,
         limit,
-        monthly_cost: ((increase as f64) * monthly_price * 100.0).round() / 100.0,
+        monthly_cost: monthly_price.map(|p| ((increase as f64) * p * 100.0).round() / 100.0),
     })
 }
 
@@ -1038,8 +1043,8 @@ mod tests {
 
     #[test]
     fn purchase_guard_counts_the_increase_and_names_the_monthly_cost() {
-        assert!(check_purchase_limit("SPB", 5, 105, 100, false, 22.0).is_ok());
-        let r = check_purchase_limit("SPB", 5, 106, 100, false, 22.0);
+        assert!(check_purchase_limit("SPB", 5, 105, 100, false, Some(22.0)).is_ok());
+        let r = check_purchase_limit("SPB", 5, 106, 100, false, Some(22.0));
         assert!(
             r.as_ref()
                 .unwrap_err()
@@ -1047,7 +1052,14 @@ mod tests {
                 .contains("2222.00 a month")
         );
         assert_eq!(reason(r), BlockReason::PurchaseLimitExceeded);
-        assert!(check_purchase_limit("SPB", 5, 106, 100, true, 22.0).is_ok());
+        assert!(check_purchase_limit("SPB", 5, 106, 100, true, Some(22.0)).is_ok());
+        // A real tenant's price is not known: the guard holds all the same, without a number.
+        let unknown = check_purchase_limit("SPB", 5, 106, 100, false, None).unwrap_err();
+        assert!(
+            unknown.message().contains("price is not known"),
+            "{}",
+            unknown.message()
+        );
     }
 }
 

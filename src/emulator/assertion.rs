@@ -97,6 +97,57 @@ pub fn verify(
     Ok(())
 }
 
+/// Checks a federated token (workload identity: a Kubernetes service account token) against
+/// the app's federated identity credentials, as the identity platform matches them: `iss`,
+/// `sub` and one of `aud` exactly, and `exp`. The issuer's signature is not checked here (that
+/// would need its OIDC discovery document, which a loopback sandbox cannot reach).
+pub fn verify_federated(
+    token: &str,
+    credentials: &[crate::backend::embedded::FederatedCredential],
+    now: u64,
+) -> Result<(), Refused> {
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .ok_or_else(|| invalid("The assertion is not a JWT."))?;
+    let claim = |k: &str| claims[k].as_str().unwrap_or_default().to_string();
+    let audiences: Vec<String> = match &claims["aud"] {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        Value::String(a) => vec![a.clone()],
+        _ => vec![],
+    };
+    let matches = |c: &&crate::backend::embedded::FederatedCredential| {
+        c.issuer == claim("iss")
+            && c.subject == claim("sub")
+            && audiences.iter().any(|a| c.audiences.contains(a))
+    };
+    if !credentials.iter().any(|c| matches(&c)) {
+        return Err(Refused {
+            code: 70021,
+            description: format!(
+                "No matching federated identity record found for presented assertion. Assertion Issuer: '{}'. Assertion Subject: '{}'. Assertion Audience: '{}'.",
+                claim("iss"),
+                claim("sub"),
+                audiences.join(",")
+            ),
+        });
+    }
+    if let Some(exp) = claims["exp"].as_u64()
+        && exp + SKEW <= now
+    {
+        return Err(Refused {
+            code: 700024,
+            description: "Client assertion is not within its valid time range.".into(),
+        });
+    }
+    Ok(())
+}
+
 /// The DER of the first CERTIFICATE block of a PEM text.
 fn pem(text: &str) -> Option<Vec<u8>> {
     let start = text.find("-----BEGIN CERTIFICATE-----")? + 27;

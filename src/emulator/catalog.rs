@@ -18,6 +18,10 @@ use std::sync::Arc;
 
 pub const SKU: &str = "0001";
 
+/// The availability a new commerce trial is bought as (not for sale here: trials are made in
+/// the tenant file); its paid version is availability `M` of the same SKU.
+pub const TRIAL: &str = "TRL";
+
 /// A catalog product id for a part number: 12 characters as Partner Center's (`CFQ7TTC0…`),
 /// stable, derived here (not the client's ids).
 pub fn product_id(part: &str) -> String {

@@ -35,6 +35,9 @@ pub struct Faults {
     pub deny_licence_writes: bool,
     /// Every checkout goes through and its reply is lost (500).
     pub lose_checkout_replies: bool,
+    /// An order is listed (`GET …/orders`) only this long after it was placed (Partner
+    /// Center: up to 15 minutes).
+    pub orders_lag: Duration,
 }
 
 impl Default for Faults {
@@ -50,6 +53,7 @@ impl Default for Faults {
             replication_lag: Duration::ZERO,
             deny_licence_writes: false,
             lose_checkout_replies: false,
+            orders_lag: Duration::ZERO,
         }
     }
 }

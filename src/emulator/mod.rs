@@ -6,8 +6,14 @@
 //! checks it with the rule functions and saves the file.
 //!
 //! An organization's tenant id is its domain, and so is its Partner Center customer id. Ids of
-//! products, plans, users and subscriptions are stable GUIDs derived from the tenant file
-//! (`backend::microsoft::ids`), so a client must map ids to names as against the real services.
+//! products, plans, users and subscriptions are stable GUIDs derived from the tenant file's
+//! names (`crate::guid`), so a client must map ids to names as against the real services.
+//!
+//! The emulator has its own reading of the vendors' pages: it never uses the Microsoft
+//! client's types (`backend::microsoft::wire`, `credential`). Requests are read and answers
+//! written as JSON, field by field, after the pages' examples (kept as fixtures in
+//! `tests/fixtures/microsoft/`, which a conformance test holds the answers to), so a client
+//! that misreads a page is caught here rather than confirmed.
 
 // Handlers answer errors as ready HTTP responses; boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
@@ -69,9 +75,11 @@ pub struct Emulator {
     tokens: Mutex<HashMap<String, (String, std::time::Instant, Service)>>,
     faults: faults::State,
     /// cart id → (customer, cart).
-    carts: Mutex<HashMap<String, (String, crate::backend::microsoft::wire::Cart)>>,
+    carts: Mutex<HashMap<String, (String, Value)>>,
     /// MS-RequestId of a checkout → its result: a repeated checkout buys nothing new.
-    orders: Mutex<HashMap<String, Value>>,
+    orders: Mutex<HashMap<String, (std::time::Instant, Value)>>,
+    /// MS-RequestId of a transition → its answer: a repeated one converts nothing new.
+    transitions: Mutex<HashMap<String, Value>>,
     /// Subscription (tenant-file id) → when it was bought here: reads lag behind.
     fresh: Mutex<HashMap<String, std::time::Instant>>,
     /// User id → UPN, built from the tenant when an id is not in it (ids are hashes of UPNs,
@@ -101,6 +109,7 @@ impl Emulator {
             tokens: Mutex::new(HashMap::new()),
             carts: Mutex::new(HashMap::new()),
             orders: Mutex::new(HashMap::new()),
+            transitions: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashMap::new()),
             pc_calls: Mutex::new(std::collections::VecDeque::new()),
             request_ids: Mutex::new(HashMap::new()),
@@ -114,7 +123,7 @@ impl Emulator {
         org: &'o crate::domain::Organization,
         id: &str,
     ) -> Option<&'o crate::domain::User> {
-        if !crate::backend::microsoft::ids::is_guid(id) {
+        if !crate::guid::is_guid(id) {
             return org.user(id);
         }
         let id = id.to_lowercase();
@@ -133,11 +142,11 @@ impl Emulator {
 
     /// Ids handed out by a read of users: the licence writes that follow name users by them,
     /// and finding them here spares building the whole index on the first write.
-    fn remember_user_ids<'u>(&self, users: impl Iterator<Item = (&'u String, &'u String)>) {
+    fn remember_user_ids<'u>(&self, users: impl Iterator<Item = (&'u str, &'u str)>) {
         let mut ids = self.user_ids.lock().expect("user ids lock");
         for (id, upn) in users {
             if !ids.contains_key(id) {
-                ids.insert(id.to_lowercase(), upn.clone());
+                ids.insert(id.to_lowercase(), upn.to_string());
             }
         }
     }
@@ -259,8 +268,12 @@ pub fn router(emulator: Arc<Emulator>) -> axum::Router {
             get(partner::subscription).patch(partner::update),
         )
         .route(
-            "/v1/customers/{customer}/subscriptions/{id}/conversions",
-            post(partner::convert),
+            "/v1/customers/{customer}/subscriptions/{id}/transitionEligibilities",
+            get(partner::transition_eligibilities),
+        )
+        .route(
+            "/v1/customers/{customer}/subscriptions/{id}/transitions",
+            post(partner::transition),
         )
         .route(
             "/v1/customers/{customer}/subscriptions/{id}/addons",
@@ -335,10 +348,20 @@ pub async fn serve(
     served
 }
 
+/// A subscription's id in Partner Center and Graph's `commerceSubscriptionId`: the tenant
+/// file's id when it is a GUID, else one derived from it.
+pub fn subscription_id(id: &str) -> String {
+    if crate::guid::is_guid(id) {
+        id.to_lowercase()
+    } else {
+        crate::guid::guid("subscription", id)
+    }
+}
+
 /// Graph's error envelope.
 pub fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({"error": {"code": code, "message": message,
-        "innerError": {"date": "2026-01-01T00:00:00", "request-id": crate::backend::microsoft::ids::guid("request", message)}}});
+        "innerError": {"date": "2026-01-01T00:00:00", "request-id": crate::guid::guid("request", message)}}});
     (status, axum::Json(body)).into_response()
 }
 

@@ -4,7 +4,6 @@
 //! simulator's rules and is refused with Partner Center's codes.
 
 use super::{Emulator, pc_error};
-use crate::backend::microsoft::{ids, wire};
 use crate::backend::{Backend, BackendError, PurchaseRequest, SeatChange};
 use crate::domain::rules::{cancellation_window_open, check_reduction_window};
 use crate::domain::{BillingFrequency, Channel, Organization, Refusal, SubscriptionState};
@@ -12,7 +11,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// Partner Center's headers, as its "REST headers" page describes them: `MS-RequestId` names
@@ -83,6 +82,15 @@ fn reused(em: &Emulator, call: &super::PcCall) -> Option<String> {
             None
         }
     }
+}
+
+/// The call's `MS-RequestId` ("" without one).
+fn request_id_of(headers: &HeaderMap) -> String {
+    headers
+        .get("MS-RequestId")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn customer(
@@ -171,13 +179,13 @@ fn locate(org: &Organization, pc_id: &str) -> Option<(String, Option<String>)> {
         .iter()
         .filter(|s| s.channel == Channel::Direct)
     {
-        if ids::subscription_id(&s.id) == pc_id {
+        if super::subscription_id(&s.id) == pc_id {
             return Some((s.id.clone(), None));
         }
         if let Some(a) = s
             .add_ons
             .iter()
-            .find(|a| ids::subscription_id(&a.id) == pc_id)
+            .find(|a| super::subscription_id(&a.id) == pc_id)
         {
             return Some((s.id.clone(), Some(a.id.clone())));
         }
@@ -185,10 +193,25 @@ fn locate(org: &Organization, pc_id: &str) -> Option<(String, Option<String>)> {
     None
 }
 
-fn listed(em: &Emulator, org: &Organization) -> Vec<wire::PcSubscription> {
+/// A member of a Partner Center JSON object by name, whatever the case of its first letters
+/// (the service reads JSON case-insensitively, and its own examples mix `lineItems` and
+/// `LineItems`).
+pub(super) fn member<'v>(v: &'v Value, name: &str) -> Option<&'v Value> {
+    v.as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, x)| x)
+        .filter(|x| !x.is_null())
+}
+
+/// The customer's subscriptions this partner sold, as "Get a subscription by ID" shows a new
+/// commerce subscription (its example, `pcNceSubscription.json`), add-ons with their
+/// `parentSubscriptionId`.
+fn listed(em: &Emulator, org: &Organization) -> Vec<Value> {
     let mut out = vec![];
     let visible =
         |s: &&crate::domain::Subscription| s.channel == Channel::Direct && !em.lagging(&s.id);
+    let partner = super::graph::partner_tenant(true);
     for s in org.subscriptions.iter().filter(visible) {
         let status = match s.status {
             SubscriptionState::Pending => "pending",
@@ -196,50 +219,53 @@ fn listed(em: &Emulator, org: &Organization) -> Vec<wire::PcSubscription> {
             SubscriptionState::Canceled => "deleted",
             _ => "active",
         };
-        let base = wire::PcSubscription {
-            id: ids::subscription_id(&s.id),
-            // New commerce: the catalog item the subscription was bought as.
-            offer_id: super::catalog::item(&s.product, "M"),
-            offer_name: s.product.clone(),
-            quantity: s.seats,
-            status: status.into(),
-            auto_renew_enabled: s.recurring_billing,
-            billing_cycle: match s.billing_frequency {
-                BillingFrequency::Monthly => "monthly",
-                BillingFrequency::Annual => "annual",
-            }
-            .into(),
-            term_duration: Some("P1M".into()),
-            creation_date: s.purchased_at.map(|t| t.to_string()),
-            commitment_end_date: s.term_ends_at.map(|t| t.to_string()),
-            cancellation_allowed_until_date: s.cancellation_window_ends_at.map(|t| t.to_string()),
-            refundable_quantity: s
-                .reduction_window_ends_at
-                .map(|t| wire::RefundableQuantity {
-                    total_quantity: if check_reduction_window(s, em.backend.now()).is_ok() {
-                        s.seats
-                    } else {
-                        0
-                    },
-                    details: vec![wire::RefundableDetail {
-                        quantity: s.seats,
-                        allowed_until_date_time: t.to_string(),
-                    }],
-                }),
-            is_trial: s.trial,
-            parent_subscription_id: None,
-            order_id: None,
-        };
-        for a in &s.add_ons {
-            out.push(wire::PcSubscription {
-                id: ids::subscription_id(&a.id),
-                offer_id: super::catalog::item(&a.product, "M"),
-                offer_name: a.product.clone(),
-                quantity: a.quantity,
-                parent_subscription_id: Some(base.id.clone()),
-                is_trial: false,
-                ..base.clone()
+        let one = |id: &str, product: &str, quantity: u32, trial: bool| {
+            let mut v = json!({
+                "id": super::subscription_id(id),
+                // New commerce: the catalog item the subscription was bought as.
+                "offerId": super::catalog::item(product, if trial { super::catalog::TRIAL } else { "M" }),
+                "offerName": product,
+                "friendlyName": product,
+                "productType": {"id": "OnlineServicesNCE", "displayName": "OnlineServicesNCE"},
+                "quantity": quantity,
+                "unitType": "Licenses",
+                "hasPurchasableAddons": false,
+                "creationDate": s.purchased_at.map(|t| t.to_string()),
+                "effectiveStartDate": s.purchased_at.map(|t| t.to_string()),
+                "commitmentEndDate": s.term_ends_at.map(|t| t.to_string()),
+                "status": status,
+                "autoRenewEnabled": s.recurring_billing,
+                "isTrial": trial,
+                "billingType": "license",
+                "billingCycle": match s.billing_frequency {
+                    BillingFrequency::Monthly => "monthly",
+                    BillingFrequency::Annual => "annual",
+                },
+                "termDuration": "P1M",
+                "isMicrosoftProduct": true,
+                "partnerId": partner,
+                "publisherName": "Microsoft Corporation",
+                "attributes": {"objectType": "Subscription"},
             });
+            if let Some(t) = s.cancellation_window_ends_at {
+                v["cancellationAllowedUntilDate"] = json!(t.to_string());
+            }
+            if let Some(t) = s.reduction_window_ends_at {
+                // The .NET SDK's RefundableQuantity: seats that may still be removed, and
+                // until when.
+                let open = check_reduction_window(s, em.backend.now()).is_ok();
+                v["refundableQuantity"] = json!({
+                    "totalQuantity": if open { quantity } else { 0 },
+                    "details": [{"quantity": quantity, "allowedUntilDateTime": t.to_string()}],
+                });
+            }
+            v
+        };
+        let base = one(&s.id, &s.product, s.seats, s.trial);
+        for a in &s.add_ons {
+            let mut v = one(&a.id, &a.product, a.quantity, false);
+            v["parentSubscriptionId"] = base["id"].clone();
+            out.push(v);
         }
         out.push(base);
     }
@@ -255,18 +281,20 @@ pub async fn subscriptions(
         Ok(o) => o,
         Err(r) => return r,
     };
-    let items = listed(&em, &org);
-    Json(wire::Items {
-        total_count: items.len(),
-        items,
-    })
+    collection(listed(&em, &org))
+}
+
+/// A Partner Center collection: `totalCount`, `items`, `attributes`.
+fn collection(items: Vec<Value>) -> Response {
+    Json(json!({"totalCount": items.len(), "items": items,
+        "attributes": {"objectType": "Collection"}}))
     .into_response()
 }
 
-fn one(em: &Emulator, org: &Organization, id: &str) -> Result<wire::PcSubscription, Response> {
+fn one(em: &Emulator, org: &Organization, id: &str) -> Result<Value, Response> {
     listed(em, org)
         .into_iter()
-        .find(|s| s.id.eq_ignore_ascii_case(id))
+        .find(|s| s["id"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(id)))
         .ok_or_else(|| {
             pc_error(
                 StatusCode::NOT_FOUND,
@@ -290,12 +318,15 @@ pub async fn subscription(
     }
 }
 
-/// PATCH: the subscription as the client wants it; what differs is changed, by the rules.
+/// PATCH: the subscription as the client wants it ("Change the quantity of licenses": the
+/// whole subscription, as read, with the fields to change); what differs from the current
+/// `quantity`, `status` and `autoRenewEnabled` is changed, by the rules. A field left out is
+/// left as it is.
 pub async fn update(
     State(em): State<Arc<Emulator>>,
     headers: HeaderMap,
     Path((c, id)): Path<(String, String)>,
-    Json(want): Json<wire::PcSubscription>,
+    Json(want): Json<Value>,
 ) -> Response {
     let org = match customer(&em, &headers, &c).await {
         Ok(o) => o,
@@ -311,7 +342,21 @@ pub async fn update(
     let tenant = org.domain.clone();
     let b = &em.backend;
     let mut accepted = false;
-    if want.status == "deleted" && current.status != "deleted" {
+    let wanted = |name: &str| member(&want, name).or_else(|| member(&current, name));
+    let (Some(status), Some(renew), Some(quantity)) = (
+        wanted("status").and_then(Value::as_str),
+        wanted("autoRenewEnabled").and_then(Value::as_bool),
+        wanted("quantity").and_then(Value::as_u64),
+    ) else {
+        return pc_error(
+            StatusCode::BAD_REQUEST,
+            400,
+            "The subscription's status, autoRenewEnabled or quantity is not of its type.",
+        );
+    };
+    let quantity = quantity as u32;
+    let was = |name: &str| current[name].clone();
+    if status == "deleted" && was("status") != "deleted" {
         let sub = org.subscription(&base).expect("located");
         if !cancellation_window_open(sub, em.backend.now()) {
             return refused(&Refusal::CancellationWindowClosed { term_ends_at: None });
@@ -320,20 +365,18 @@ pub async fn update(
             return failure(&e);
         }
     }
-    if want.auto_renew_enabled != current.auto_renew_enabled
-        && let Err(e) = b
-            .set_recurring_billing(&tenant, &base, want.auto_renew_enabled)
-            .await
+    if was("autoRenewEnabled") != renew
+        && let Err(e) = b.set_recurring_billing(&tenant, &base, renew).await
     {
         return failure(&e);
     }
-    if want.quantity != current.quantity {
+    if was("quantity") != quantity {
         let result = match &add_on {
             Some(a) => b
-                .set_add_on_quantity(&tenant, &base, a, want.quantity)
+                .set_add_on_quantity(&tenant, &base, a, quantity)
                 .await
                 .map(|()| SeatChange::Applied),
-            None => b.set_seats(&tenant, &base, want.quantity, None).await,
+            None => b.set_seats(&tenant, &base, quantity, None).await,
         };
         match result {
             Ok(SeatChange::Accepted) => accepted = true,
@@ -364,7 +407,9 @@ fn r_missing(id: &str) -> Response {
     )
 }
 
-pub async fn convert(
+/// `GET …/transitionEligibilities`: a new commerce trial may become its paid availability
+/// (`M`) now, as `transition_only`; nothing else is offered (upgrades are not emulated).
+pub async fn transition_eligibilities(
     State(em): State<Arc<Emulator>>,
     headers: HeaderMap,
     Path((c, id)): Path<(String, String)>,
@@ -376,26 +421,118 @@ pub async fn convert(
     let Some((base, None)) = locate(&org, &id) else {
         return r_missing(&id);
     };
-    match em.backend.convert_trial(&org.domain, &base).await {
-        Ok(()) => Json(json!({"subscriptionId": id, "status": "success"})).into_response(),
-        Err(e) => failure(&e),
+    let sub = org.subscription(&base).expect("located");
+    let items: Vec<Value> = if sub.trial && sub.status != SubscriptionState::Canceled {
+        vec![json!({
+            "operationId": crate::guid::guid("transition-operation", &id),
+            "catalogItemId": super::catalog::item(&sub.product, "M"),
+            "title": sub.product,
+            "description": sub.product,
+            "quantity": sub.seats,
+            "eligibilities": [{"isEligible": true, "transitionType": "transition_only", "errors": []}],
+            "attributes": {"objectType": "TransitionEligibility"},
+        })]
+    } else {
+        vec![]
+    };
+    collection(items)
+}
+
+/// `POST …/transitions`: a trial to its paid availability, for at least the trial's seats.
+/// The same MS-RequestId again answers as the first time and converts nothing new.
+pub async fn transition(
+    State(em): State<Arc<Emulator>>,
+    headers: HeaderMap,
+    Path((c, id)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    let org = match customer(&em, &headers, &c).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let request_id = request_id_of(&headers);
+    if let Some(done) = em
+        .transitions
+        .lock()
+        .expect("transitions lock")
+        .get(&request_id)
+    {
+        return Json(done.clone()).into_response();
     }
+    let Some((base, None)) = locate(&org, &id) else {
+        return r_missing(&id);
+    };
+    let sub = org.subscription(&base).expect("located").clone();
+    let text = |name: &str| member(&body, name).and_then(Value::as_str);
+    let (Some(to), Some(quantity), Some(kind)) = (
+        text("toCatalogItemId"),
+        member(&body, "quantity").and_then(Value::as_u64),
+        text("transitionType"),
+    ) else {
+        return pc_error(
+            StatusCode::BAD_REQUEST,
+            400,
+            "toCatalogItemId, quantity and transitionType are required.",
+        );
+    };
+    let paid = super::catalog::item(&sub.product, "M");
+    if !sub.trial || !to.eq_ignore_ascii_case(&paid) || kind != "transition_only" {
+        return pc_error(
+            StatusCode::BAD_REQUEST,
+            400,
+            &format!("Subscription {id} is not eligible for a {kind} transition to {to}."),
+        );
+    }
+    if (quantity as u32) < sub.seats {
+        return pc_error(
+            StatusCode::BAD_REQUEST,
+            400,
+            &format!(
+                "A trial converts with at least its {} licenses, not {quantity}.",
+                sub.seats
+            ),
+        );
+    }
+    if let Err(e) = em.backend.convert_trial(&org.domain, &base).await {
+        return failure(&e);
+    }
+    let answer = json!({
+        "fromCatalogItemId": super::catalog::item(&sub.product, super::catalog::TRIAL),
+        "fromSubscriptionId": id,
+        "toCatalogItemId": paid,
+        "toSubscriptionId": id,
+        "quantity": quantity,
+        "transitionType": kind,
+        "Events": [{"name": "Conversion", "status": "Completed",
+            "timestamp": em.backend.now().to_string(),
+            "attributes": {"objectType": "TransitionEvent"}}],
+        "attributes": {"objectType": "Transition"},
+    });
+    em.transitions
+        .lock()
+        .expect("transitions lock")
+        .insert(request_id, answer.clone());
+    Json(answer).into_response()
 }
 
 pub async fn create_cart(
     State(em): State<Arc<Emulator>>,
     headers: HeaderMap,
     Path(c): Path<String>,
-    Json(mut cart): Json<wire::Cart>,
+    Json(mut cart): Json<Value>,
 ) -> Response {
     if let Err(r) = customer(&em, &headers, &c).await {
         return r;
     }
-    let request_id = headers
-        .get("MS-RequestId")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let id = ids::guid(
+    let request_id = request_id_of(&headers);
+    if !member(&cart, "lineItems").is_some_and(Value::is_array) {
+        return pc_error(
+            StatusCode::BAD_REQUEST,
+            400,
+            "A cart needs lineItems: catalogItemId, quantity, billingCycle, termDuration.",
+        );
+    }
+    let id = crate::guid::guid(
         "cart",
         &format!(
             "{c}/{request_id}/{}",
@@ -407,8 +544,13 @@ pub async fn create_cart(
     if let Some((_, made)) = carts.get(&id) {
         return (StatusCode::CREATED, Json(made.clone())).into_response();
     }
-    cart.id = Some(id.clone());
-    cart.status = Some("Active".into());
+    // "Create a cart": the cart as sent, with its id, its status and its timestamps.
+    let now = em.backend.now().to_string();
+    cart["id"] = json!(id);
+    cart["status"] = json!("Active");
+    cart["creationTimestamp"] = json!(now);
+    cart["lastModifiedTimestamp"] = json!(now);
+    cart["attributes"] = json!({"objectType": "Cart"});
     carts.insert(id, (c.to_lowercase(), cart.clone()));
     (StatusCode::CREATED, Json(cart)).into_response()
 }
@@ -442,12 +584,8 @@ pub async fn checkout(
         Ok(o) => o,
         Err(r) => return r,
     };
-    let request_id = headers
-        .get("MS-RequestId")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    if let Some(done) = em.orders.lock().expect("orders lock").get(&request_id) {
+    let request_id = request_id_of(&headers);
+    if let Some((_, done)) = em.orders.lock().expect("orders lock").get(&request_id) {
         return Json(done.clone()).into_response();
     }
     let Some((_, cart)) = em.carts.lock().expect("carts lock").get(&cart_id).cloned() else {
@@ -457,7 +595,7 @@ pub async fn checkout(
             &format!("Cart {cart_id} was not found."),
         );
     };
-    if cart.status.as_deref() == Some("Ordered") {
+    if cart["status"] == "Ordered" {
         // Checked out already, by another call: Partner Center refuses a second checkout.
         return pc_error(
             StatusCode::BAD_REQUEST,
@@ -475,28 +613,42 @@ pub async fn checkout(
         request_id.clone()
     };
     let mut line_items = vec![];
-    for (n, l) in cart.line_items.iter().enumerate() {
+    let items = member(&cart, "lineItems")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (n, l) in items.iter().enumerate() {
         let key = format!("{key}/{n}");
-        let term = match l.term_duration.as_deref() {
-            Some("P1Y") => crate::domain::Term::P1Y,
-            Some("P3Y") => crate::domain::Term::P3Y,
+        let text = |name: &str| member(l, name).and_then(Value::as_str).unwrap_or_default();
+        let Some(quantity) = member(l, "quantity").and_then(Value::as_u64) else {
+            return pc_error(
+                StatusCode::BAD_REQUEST,
+                400,
+                "A line item's quantity is required.",
+            );
+        };
+        let term_text = match text("termDuration") {
+            "" => "P1M",
+            t => t,
+        };
+        let term = match term_text {
+            "P1Y" => crate::domain::Term::P1Y,
+            "P3Y" => crate::domain::Term::P3Y,
             _ => crate::domain::Term::P1M,
         };
-        let term_text = l.term_duration.clone().unwrap_or_else(|| "P1M".into());
-        let billing = if l.billing_cycle.is_empty() {
-            "monthly".to_string()
-        } else {
-            l.billing_cycle.clone()
+        let billing = match text("billingCycle") {
+            "" => "monthly",
+            b => b,
         };
-        let part = match super::catalog::resolve(&catalog, &l.catalog_item_id, &term_text, &billing)
-        {
-            Ok(p) => p,
-            Err(why) => return pc_error(StatusCode::BAD_REQUEST, 800004, &why),
-        };
+        let part =
+            match super::catalog::resolve(&catalog, text("catalogItemId"), term_text, billing) {
+                Ok(p) => p,
+                Err(why) => return pc_error(StatusCode::BAD_REQUEST, 800004, &why),
+            };
         let request = PurchaseRequest {
             product: part,
-            seats: l.quantity,
-            billing_frequency: if l.billing_cycle.eq_ignore_ascii_case("annual") {
+            seats: quantity as u32,
+            billing_frequency: if billing.eq_ignore_ascii_case("annual") {
                 BillingFrequency::Annual
             } else {
                 BillingFrequency::Monthly
@@ -506,7 +658,10 @@ pub async fn checkout(
             recurring_billing: true,
             idempotency_key: key,
         };
-        let id = match l.provisioning_context.get("ParentSubscriptionId") {
+        let parent = member(l, "provisioningContext")
+            .and_then(|p| member(p, "parentSubscriptionId"))
+            .and_then(Value::as_str);
+        let id = match parent {
             Some(parent) => {
                 let Some((base, None)) = locate(&org, parent) else {
                     return r_missing(parent);
@@ -529,31 +684,42 @@ pub async fn checkout(
                 .insert(id.clone(), std::time::Instant::now());
         }
         match id {
-            Ok(id) => line_items.push(wire::OrderLineItem {
-                line_item_number: n as u32,
-                offer_id: l.catalog_item_id.clone(),
-                subscription_id: Some(ids::subscription_id(&id)),
-                quantity: l.quantity,
-                friendly_name: l.friendly_name.clone(),
-            }),
+            // "Update a cart" (checkout): the order's line items as its example shows them.
+            Ok(id) => line_items.push(json!({
+                "lineItemNumber": n,
+                "offerId": text("catalogItemId"),
+                "subscriptionId": super::subscription_id(&id),
+                "termDuration": term_text,
+                "transactionType": "New",
+                "friendlyName": member(l, "friendlyName"),
+                "quantity": quantity,
+            })),
             Err(e) => return failure(&e),
         }
     }
-    let result = wire::CartCheckoutResult {
-        orders: vec![wire::Order {
-            id: ids::guid("order", &key_of(&request_id, &cart_id)),
-            status: "completed".into(),
-            line_items,
+    let order_id = crate::guid::guid("order", &key_of(&request_id, &cart_id));
+    let value = json!({
+        "orders": [{
+            "id": order_id,
+            "alternateId": &order_id[..12],
+            "referenceCustomerId": org.domain,
+            "billingCycle": "monthly",
+            "currencyCode": "USD",
+            "currencySymbol": "$",
+            "lineItems": line_items,
+            "creationDate": em.backend.now().to_string(),
+            "status": "completed",
+            "transactionType": "UserPurchase",
+            "attributes": {"objectType": "Order"},
         }],
-        order_errors: vec![],
-    };
-    let value = serde_json::to_value(&result).expect("orders serialize");
+        "attributes": {"objectType": "CartCheckoutResult"},
+    });
     em.orders
         .lock()
         .expect("orders lock")
-        .insert(request_id, value.clone());
+        .insert(request_id, (std::time::Instant::now(), value.clone()));
     if let Some((_, c)) = em.carts.lock().expect("carts lock").get_mut(&cart_id) {
-        c.status = Some("Ordered".into());
+        c["status"] = json!("Ordered");
     }
     Json(value).into_response()
 }
@@ -562,7 +728,8 @@ fn key_of(request_id: &str, cart: &str) -> String {
     format!("{request_id}/{cart}")
 }
 
-/// `GET /customers/{customer}/orders`: the orders checked out here.
+/// `GET /customers/{customer}/orders`: the orders checked out here, each once it is listed
+/// (Partner Center lists an order up to 15 minutes after it was placed: `orders_lag`).
 pub async fn orders(
     State(em): State<Arc<Emulator>>,
     headers: HeaderMap,
@@ -571,14 +738,16 @@ pub async fn orders(
     if let Err(r) = customer(&em, &headers, &c).await {
         return r;
     }
+    let lag = em.faults.current().orders_lag;
     let items: Vec<serde_json::Value> = em
         .orders
         .lock()
         .expect("orders lock")
         .values()
-        .flat_map(|v| v["orders"].as_array().cloned().unwrap_or_default())
+        .filter(|(placed, _)| placed.elapsed() >= lag)
+        .flat_map(|(_, v)| v["orders"].as_array().cloned().unwrap_or_default())
         .collect();
-    Json(json!({"totalCount": items.len(), "items": items})).into_response()
+    collection(items)
 }
 
 /// `GET /customers/{customer}/subscriptions/{id}/addons`: a base subscription's add-ons.
@@ -591,17 +760,13 @@ pub async fn add_ons(
         Ok(o) => o,
         Err(r) => return r,
     };
-    let items: Vec<wire::PcSubscription> = listed(&em, &org)
+    let items: Vec<Value> = listed(&em, &org)
         .into_iter()
         .filter(|s| {
-            s.parent_subscription_id
-                .as_deref()
+            s["parentSubscriptionId"]
+                .as_str()
                 .is_some_and(|p| p.eq_ignore_ascii_case(&id))
         })
         .collect();
-    Json(wire::Items {
-        total_count: items.len(),
-        items,
-    })
-    .into_response()
+    collection(items)
 }

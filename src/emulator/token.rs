@@ -9,9 +9,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 fn refuse(status: StatusCode, error: &str, code: u64, description: &str) -> Response {
-    let id = crate::backend::microsoft::ids::guid("trace", description);
-    let body = json!({"error": error, "error_description": format!("AADSTS{code}: {description}"),
-        "error_codes": [code], "timestamp": "2026-01-01 00:00:00Z", "trace_id": id, "correlation_id": id});
+    let id = crate::guid::guid("trace", description);
+    // The client credentials page's error response: the description ends with the trace id,
+    // the correlation id and the time, each on its own line.
+    let at = "2026-01-01 00:00:00Z";
+    let body = json!({"error": error,
+        "error_description": format!("AADSTS{code}: {description}\r\nTrace ID: {id}\r\nCorrelation ID: {id}\r\nTimestamp: {at}"),
+        "error_codes": [code], "timestamp": at, "trace_id": id, "correlation_id": id});
     (status, axum::Json(body)).into_response()
 }
 
@@ -71,8 +75,18 @@ pub async fn issue(
         );
     }
     if !assertion.is_empty() {
-        // A federated (workload identity) token names its own issuer and audience; the
-        // emulator trusts any issuer (no federated credential is registered here).
+        let apps: Vec<crate::backend::embedded::Application> = em
+            .backend
+            .tenant()
+            .applications
+            .into_iter()
+            .filter(|a| a.client_id == get("client_id"))
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // A federated (workload identity) token is for Entra's token exchange audience; a
+        // client assertion is for this token URL, signed with a registered certificate.
         let federated = assertion
             .split('.')
             .nth(1)
@@ -83,29 +97,25 @@ pub async fn issue(
                     .ok()
             })
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .is_some_and(|c| c["aud"] == "api://AzureADTokenExchange");
-        if !federated {
-            let certificates: Vec<String> = em
-                .backend
-                .tenant()
-                .applications
+            .is_some_and(|c| !c["aud"].as_str().is_some_and(|a| a.contains("/oauth2/")));
+        let checked = if federated {
+            let credentials: Vec<_> = apps
                 .iter()
-                .filter(|a| a.client_id == get("client_id"))
-                .flat_map(|a| a.certificates.clone())
+                .flat_map(|a| a.federated_credentials.clone())
                 .collect();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if let Err(r) =
-                super::assertion::verify(assertion, get("client_id"), &tenant, &certificates, now)
-            {
-                return refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    r.code,
-                    &r.description,
-                );
-            }
+            super::assertion::verify_federated(assertion, &credentials, now)
+        } else {
+            let certificates: Vec<String> =
+                apps.iter().flat_map(|a| a.certificates.clone()).collect();
+            super::assertion::verify(assertion, get("client_id"), &tenant, &certificates, now)
+        };
+        if let Err(r) = checked {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                r.code,
+                &r.description,
+            );
         }
     }
     if let Some(expected) = &em.options.client_secret
@@ -125,10 +135,7 @@ pub async fn issue(
         .current()
         .tokens_die_after
         .unwrap_or(std::time::Duration::from_secs(lifetime));
-    let token = crate::backend::microsoft::ids::guid(
-        "token",
-        &format!("{tenant}{:?}", std::time::Instant::now()),
-    );
+    let token = crate::guid::guid("token", &format!("{tenant}{:?}", std::time::Instant::now()));
     em.tokens.lock().expect("token lock").insert(
         token.clone(),
         (
@@ -138,8 +145,8 @@ pub async fn issue(
         ),
     );
     axum::Json(
-        json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
-        "access_token": token}),
+        // The client credentials page's successful response, member for member.
+        json!({"token_type": "Bearer", "expires_in": lifetime, "access_token": token}),
     )
     .into_response()
 }

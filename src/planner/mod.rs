@@ -94,13 +94,12 @@ impl Op {
     pub fn describe(&self) -> String {
         let op = self;
         let money = |x: f64| format!("{} {x:.2}", crate::domain::billing::CURRENCY);
-        let charged = |x: f64| {
-            if x < 0.0 {
-                format!("{} credited", money(-x))
-            } else {
-                format!("{} charged", money(x))
-            }
+        let charged = |x: Option<f64>| match x {
+            None => "price unknown".to_string(),
+            Some(x) if x < 0.0 => format!("{} credited", money(-x)),
+            Some(x) => format!("{} charged", money(x)),
         };
+        let monthly = |x: Option<f64>| x.map_or_else(|| "price unknown".to_string(), money);
         match op {
             Op::Buy {
                 product,
@@ -123,7 +122,7 @@ impl Op {
                 cost.from,
                 cost.to,
                 charged(cost.charged_now),
-                money(cost.new_monthly_amount)
+                monthly(cost.new_monthly_amount)
             ),
             Op::SetRecurringBilling {
                 subscription_id,
@@ -150,7 +149,7 @@ impl Op {
                 cost.from,
                 cost.to,
                 charged(cost.charged_now),
-                money(cost.new_monthly_amount)
+                monthly(cost.new_monthly_amount)
             ),
             Op::AssignLicenses { users } => {
                 // Each kind of change, counted per product: how it reads, and its products.

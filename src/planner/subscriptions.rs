@@ -278,7 +278,7 @@ impl Planner<'_> {
         &mut self,
         p: &PurchaseInput,
         org: &Organization,
-        monthly_price: f64,
+        monthly_price: Option<f64>,
         out: &mut PurchaseResult,
     ) -> Result<(), Block> {
         if p.seats == 0 {
@@ -321,7 +321,7 @@ impl Planner<'_> {
         p: &PurchaseInput,
         org: &Organization,
         sub: &Subscription,
-        monthly_price: f64,
+        monthly_price: Option<f64>,
         out: &mut PurchaseResult,
     ) -> Result<(), Block> {
         check_subscription_live(sub, self.now)?;
@@ -370,7 +370,7 @@ impl Planner<'_> {
         p: &PurchaseInput,
         org: &Organization,
         view: &Subscription,
-        monthly_price: f64,
+        monthly_price: Option<f64>,
         out: &mut PurchaseResult,
     ) -> Result<Option<(String, Option<Op>)>, Block> {
         let key = p.product_key.as_deref();
@@ -469,7 +469,7 @@ impl Planner<'_> {
         product: &str,
         from: u32,
         to: u32,
-        monthly_price: f64,
+        monthly_price: Option<f64>,
     ) -> Result<(), Block> {
         let allowed = meta.flags.allow_large_purchase;
         let limit = self.options.max_seat_increase_for(organization);
@@ -611,7 +611,7 @@ impl Planner<'_> {
             .observed
             .catalog
             .product(&d.product)
-            .map_or(0.0, |p| p.monthly_price);
+            .and_then(|p| p.monthly_price);
         let mut billed = d.sub.clone();
         billed.seats = from;
         let cost: CostPreview = cost_preview(&billed, price, d.to, self.now);
@@ -952,7 +952,7 @@ impl Planner<'_> {
         d: &AddOnDecl,
         org: &Organization,
         base: &Subscription,
-        monthly_price: f64,
+        monthly_price: Option<f64>,
         r: &mut AddOnResult,
     ) -> Result<(), Block> {
         let quantity = d.spec.quantity.max(0) as u32;
@@ -1005,7 +1005,7 @@ impl Planner<'_> {
         d: &AddOnDecl,
         base: &Subscription,
         a: &crate::domain::TraditionalAddOn,
-        monthly_price: f64,
+        monthly_price: Option<f64>,
         r: &mut AddOnResult,
     ) -> Result<(), Block> {
         let quantity = d.spec.quantity.max(0) as u32;

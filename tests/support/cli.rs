@@ -253,7 +253,7 @@ pub fn addon(name: &str, product: &str, kind: &str, extra: &str) -> String {
 /// embedded simulator, the emulator's stable GUID through the Microsoft backend.
 pub fn id(tenant_id: &str) -> String {
     if MICROSOFT {
-        seatkeeper::backend::microsoft::ids::subscription_id(tenant_id)
+        seatkeeper::emulator::subscription_id(tenant_id)
     } else {
         tenant_id.to_string()
     }
@@ -340,10 +340,7 @@ fn map_ids(line: &str) -> String {
 /// the simulator; through Partner Center, the checkout's MS-RequestId derived from it.
 pub fn purchase_key_in_tenant(key: &str) -> String {
     if MICROSOFT {
-        format!(
-            "{}/0",
-            seatkeeper::backend::microsoft::ids::guid("checkout", key)
-        )
+        format!("{}/0", seatkeeper::guid::guid("checkout", key))
     } else {
         key.to_string()
     }

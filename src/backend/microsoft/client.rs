@@ -97,7 +97,7 @@ pub fn fresh_id(kind: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    super::ids::guid(kind, &format!("{}-{now}-{n}", std::process::id()))
+    crate::guid::guid(kind, &format!("{}-{now}-{n}", std::process::id()))
 }
 
 /// One `$batch` item that failed: its status and the service's words.
@@ -460,7 +460,7 @@ impl Client {
             })
             .expect("batches serialize");
             // Each item is one user's atomic change: sending an item again leaves the same state.
-            let id = super::ids::guid("batch", &body.to_string());
+            let id = crate::guid::guid("batch", &body.to_string());
             let ids = CallIds {
                 request: Some(&id),
                 correlation: None,

@@ -93,7 +93,7 @@ fn assertion(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let jti = super::ids::guid(
+    let jti = crate::guid::guid(
         "jti",
         &format!("{client_id}{now}{:?}", std::time::Instant::now()),
     );

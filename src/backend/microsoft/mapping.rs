@@ -264,10 +264,10 @@ fn catalog_of(builtin: &Catalog, skus: &[wire::SubscribedSku]) -> Catalog {
             ..Default::default()
         })
         .collect();
-    Catalog::with_overrides(Some(&CatalogOverrides {
+    builtin.extended(&CatalogOverrides {
         products: unknown,
         conflicts: vec![],
-    }))
+    })
 }
 
 fn user(

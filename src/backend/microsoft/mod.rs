@@ -4,12 +4,10 @@
 //! reports (`subscribedSkus`), never from a table.
 //!
 //! - [`wire`]: the services' request and response shapes;
-//! - [`ids`]: the emulator's stable GUIDs;
 //! - [`client`]: tokens, timeouts, throttling and retries.
 
 pub mod client;
 pub mod credential;
-pub mod ids;
 mod mapping;
 pub mod offers;
 pub mod wire;
@@ -149,7 +147,9 @@ impl Microsoft {
     pub fn new(cfg: Config) -> std::result::Result<Microsoft, String> {
         Ok(Microsoft {
             client: Client::new(&cfg)?,
-            catalog: Arc::new(Catalog::builtin()),
+            // The products' rules, not their prices: what the partner pays is Partner
+            // Center's, which is not read, so no made-up number is shown.
+            catalog: Arc::new(Catalog::builtin().without_prices()),
             directory: Mutex::new(None),
             accepted: Mutex::new(std::collections::HashMap::new()),
             catalog_products: Mutex::new(None),
@@ -418,10 +418,10 @@ impl Microsoft {
         let key = o.key;
         // Each call its own request id, stable for this purchase (a retry after a crash or a
         // lost reply sends the same ones); one correlation id for the whole purchase.
-        let operation = ids::guid("purchase", key);
-        let cart_request = ids::guid("cart", key);
-        let checkout_request = ids::guid("checkout", key);
-        let name = format!("seatkeeper {}", ids::guid("purchase-name", key));
+        let operation = crate::guid::guid("purchase", key);
+        let cart_request = crate::guid::guid("cart", key);
+        let checkout_request = crate::guid::guid("checkout", key);
+        let name = format!("seatkeeper {}", crate::guid::guid("purchase-name", key));
         if let Some(id) = self.ordered(&customer, &name, &operation).await? {
             self.forget();
             return Ok(id);
@@ -567,21 +567,40 @@ impl Backend for Microsoft {
 
     async fn convert_trial(&self, organization: &str, id: &str) -> Result<()> {
         self.check_organization(organization)?;
-        // One trial converts once: its request id is a function of the trial, so a retry
-        // after a lost reply is recognised rather than converting again.
-        let operation = ids::guid("conversion-operation", id);
-        let request = ids::guid("conversion", id);
-        let (url, _) = self.pc_subscription(id, Some(&operation)).await?;
-        let url = format!("{url}/conversions");
+        // A new commerce trial becomes paid through a transition ("Transition a new commerce
+        // subscription"; the legacy conversions call does not apply to new commerce and
+        // needs App+User credentials). One trial converts once: the request id is a function
+        // of the trial, so a retry after a lost reply is the same call, not a second one.
+        let operation = crate::guid::guid("conversion-operation", id);
+        let (url, trial) = self.pc_subscription(id, Some(&operation)).await?;
+        let eligible: wire::Items<wire::TransitionEligibility> = self
+            .client
+            .get_in(
+                Scope::PartnerCenter,
+                &format!("{url}/transitionEligibilities?eligibilityType=immediate"),
+                Some(&operation),
+            )
+            .await?;
+        let body = offers::trial_to_paid(&trial, &eligible.items)?;
         let ids = client::CallIds {
-            request: Some(&request),
+            request: Some(&crate::guid::guid("conversion", id)),
             correlation: Some(&operation),
             once: false,
         };
-        let _: serde_json::Value = self
+        let answer: serde_json::Value = self
             .client
-            .post(Scope::PartnerCenter, &url, &json!({}), ids)
+            .post(
+                Scope::PartnerCenter,
+                &format!("{url}/transitions"),
+                &serde_json::to_value(&body).expect("transitions serialize"),
+                ids,
+            )
             .await?;
+        if offers::transition_failed(&answer) {
+            return Err(BackendError::Unavailable(format!(
+                "Partner Center: the conversion of trial {id} to paid failed; it is tried again"
+            )));
+        }
         self.forget();
         Ok(())
     }

@@ -15,7 +15,7 @@
 //! cycle, where a term names one): exactly one is bought; none is `OfferNotFound`, several
 //! `OfferAmbiguous`, each naming the candidates and how to choose.
 
-use super::wire::{Availability, CatalogProduct, CatalogSku};
+use super::wire::{self, Availability, CatalogProduct, CatalogSku};
 use crate::domain::{Refusal, Term};
 
 /// What the declaration asks for.
@@ -188,6 +188,71 @@ pub fn ambiguous(w: &Wanted, candidates: Vec<String>) -> Refusal {
     }
 }
 
+/// The transition that makes a new commerce trial paid: to the same product and SKU (the
+/// trial's `offerId` is `productId:skuId:availabilityId`; the paid availability shares the
+/// first two), eligible now as `transition_only` (the licences stay where they are: Graph
+/// knows trial and paid as one SKU), for the trial's seats. None or several candidates: the
+/// trial is left as it is and the Subscription says why, never a guess.
+pub fn trial_to_paid(
+    trial: &wire::PcSubscription,
+    eligible: &[wire::TransitionEligibility],
+) -> Result<wire::Transition, Refusal> {
+    let same_sku = |item: &str| {
+        let mut a = item.split(':');
+        let mut b = trial.offer_id.split(':');
+        a.next() == b.next() && a.next() == b.next() && !item.eq_ignore_ascii_case(&trial.offer_id)
+    };
+    let candidates: Vec<&wire::TransitionEligibility> = eligible
+        .iter()
+        .filter(|e| same_sku(&e.catalog_item_id))
+        .filter(|e| {
+            e.eligibilities
+                .iter()
+                .any(|d| d.is_eligible && d.transition_type == "transition_only")
+        })
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok(wire::Transition {
+            from_catalog_item_id: Some(trial.offer_id.clone()),
+            from_subscription_id: Some(trial.id.clone()),
+            to_catalog_item_id: one.catalog_item_id.clone(),
+            to_subscription_id: None,
+            quantity: trial.quantity,
+            term_duration: None,
+            billing_cycle: None,
+            transition_type: "transition_only".into(),
+        }),
+        [] => Err(Refusal::OfferNotFound {
+            product: trial.offer_name.clone(),
+            detail: format!(
+                "Partner Center offers no paid version of trial {} ({}) to convert to now",
+                trial.id, trial.offer_id
+            ),
+        }),
+        many => Err(Refusal::OfferAmbiguous {
+            product: trial.offer_name.clone(),
+            candidates: many.iter().map(|e| e.catalog_item_id.clone()).collect(),
+        }),
+    }
+}
+
+/// Whether a transition's answer reports it failed (an event with status `Failed`; the
+/// page's examples pad statuses and spell the member `Events`).
+pub fn transition_failed(answer: &serde_json::Value) -> bool {
+    answer
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("events"))
+        .filter_map(|(_, v)| v.as_array())
+        .flatten()
+        .any(|e| {
+            e["status"]
+                .as_str()
+                .is_some_and(|s| s.trim().eq_ignore_ascii_case("failed"))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +397,66 @@ mod tests {
             availability(&unknown, &all).unwrap_err().reason().as_str(),
             "OfferNotFound"
         );
+    }
+
+    fn documented_eligibilities() -> Vec<wire::TransitionEligibility> {
+        let text = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/microsoft/pcTransitionEligibilities.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        serde_json::from_str::<wire::Items<wire::TransitionEligibility>>(&text)
+            .unwrap()
+            .items
+    }
+
+    fn trial(offer: &str) -> wire::PcSubscription {
+        serde_json::from_value(serde_json::json!({"id": "t-1", "offerId": offer,
+            "offerName": "Microsoft 365 E5", "quantity": 25, "status": "active", "isTrial": true}))
+        .unwrap()
+    }
+
+    #[test]
+    fn r06_a_trial_becomes_the_paid_availability_of_its_own_sku() {
+        let t = offers_trial_to_paid("CFQ7TTC0KZCR:0001:TRIAL").unwrap();
+        assert_eq!(t.to_catalog_item_id, "CFQ7TTC0KZCR:0001:CFQ7TTC0K71H");
+        assert_eq!(t.transition_type, "transition_only");
+        assert_eq!(t.quantity, 25, "every trial seat is bought");
+        assert_eq!(t.from_subscription_id.as_deref(), Some("t-1"));
+    }
+
+    #[test]
+    fn r06_no_paid_version_eligible_now_is_offer_not_found_never_an_upgrade() {
+        // Business Premium's only item is an ineligible licence transfer; another product's
+        // eligible item is an upgrade, not this trial's paid version.
+        let err = offers_trial_to_paid("CFQ7TTC0L4M3:0001:TRIAL").unwrap_err();
+        assert!(matches!(err, Refusal::OfferNotFound { .. }), "{err:?}");
+        assert!(
+            err.message().contains("no paid version"),
+            "{}",
+            err.message()
+        );
+    }
+
+    fn offers_trial_to_paid(offer: &str) -> Result<wire::Transition, Refusal> {
+        trial_to_paid(&trial(offer), &documented_eligibilities())
+    }
+
+    #[test]
+    fn a_transition_reports_failure_only_through_a_failed_event() {
+        let started: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(format!(
+                "{}/tests/fixtures/microsoft/pcTransition.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            !transition_failed(&started),
+            "Started (padded) is not a failure"
+        );
+        let failed = serde_json::json!({"events": [{"name": "Conversion", "status": "Failed"}]});
+        assert!(transition_failed(&failed));
     }
 }

@@ -1,8 +1,8 @@
 //! The request and response shapes of Microsoft Graph v1.0, the identity platform's token
-//! endpoint and Partner Center v1, as their documentation gives them. The Microsoft backend
-//! reads them and the emulator writes them; the fixtures in `tests/fixtures/microsoft/` are the
-//! vendors' own examples, parsed by the tests below, so a shape both sides got wrong together
-//! would still be caught.
+//! endpoint and Partner Center v1, as the Microsoft client reads and writes them. The emulator
+//! does not use them (it has its own reading of the pages). The fixtures in
+//! `tests/fixtures/microsoft/` are the vendors' own examples: the tests below parse each with
+//! these types, and a conformance test holds the emulator's answers to their shapes.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -46,6 +46,7 @@ pub struct Page<T> {
         skip_serializing_if = "Option::is_none"
     )]
     pub next_link: Option<String>,
+    #[serde(default = "Vec::new")]
     pub value: Vec<T>,
 }
 
@@ -400,6 +401,51 @@ pub struct AvailabilityTerm {
     pub billing_cycle: Option<String>,
 }
 
+/// `GET …/subscriptions/{id}/transitionEligibilities?eligibilityType=immediate` ("Transition a
+/// new commerce subscription"): what the subscription may become now. A new commerce trial is
+/// converted to paid this way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionEligibility {
+    pub catalog_item_id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub quantity: u32,
+    #[serde(default)]
+    pub eligibilities: Vec<TransitionEligibilityDetail>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionEligibilityDetail {
+    pub is_eligible: bool,
+    /// `transition_only` or `transition_with_license_transfer`.
+    pub transition_type: String,
+}
+
+/// `POST …/subscriptions/{id}/transitions`: the body (`toCatalogItemId`, `quantity` and
+/// `transitionType` required). The answer is the same object with `Events`, whose status
+/// (`Started`, `Completed`, `Failed`) is read from the JSON as it comes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_catalog_item_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_subscription_id: Option<String>,
+    pub to_catalog_item_id: String,
+    /// Only when the seats go into another, existing subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_subscription_id: Option<String>,
+    pub quantity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_cycle: Option<String>,
+    pub transition_type: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,5 +543,85 @@ mod tests {
             s.parent_subscription_id.as_deref(),
             Some("1C2B75C1-74A5-472A-A729-7F8CEFC477F9")
         );
+    }
+
+    #[test]
+    fn graph_users_page_and_licence_states_documented_examples_parse() {
+        // The paging page prints the link alone; a page without `value` is an empty page.
+        let page: Page<User> = serde_json::from_str(&fixture("usersPage.json")).unwrap();
+        assert!(page.value.is_empty());
+        assert!(
+            page.next_link
+                .as_deref()
+                .is_some_and(|l| l.contains("$skiptoken="))
+        );
+        // The licence-state example (an Azure AD Graph print-out of the same facts): a state
+        // assigned by a group names the group, a direct one has null.
+        let v: Value = serde_json::from_str(&fixture("userLicenseAssignmentStates.json")).unwrap();
+        let states: Vec<LicenseAssignmentState> =
+            serde_json::from_value(v["value"][0]["licenseAssignmentState"].clone()).unwrap();
+        assert_eq!(states[0].assigned_by_group, None);
+        assert!(states[1].assigned_by_group.is_some());
+    }
+
+    #[test]
+    fn graph_batch_documented_request_and_response_parse() {
+        let request: BatchRequest = serde_json::from_str(&fixture("batchRequest.json")).unwrap();
+        assert!(request.requests.iter().all(|r| !r.id.is_empty()));
+        assert!(request.requests.iter().any(|r| r.body.is_some()));
+        let response: BatchResponse = serde_json::from_str(&fixture("batchResponse.json")).unwrap();
+        assert_eq!(response.responses[0].id, "1");
+        assert_eq!(response.responses[0].status, 200);
+        assert!(response.responses[0].headers.contains_key("Content-Type"));
+        assert!(response.responses.iter().any(|r| r.status >= 400));
+    }
+
+    #[test]
+    fn graph_error_documented_bodies_parse() {
+        let e: GraphError = serde_json::from_str(&fixture("graphError.json")).unwrap();
+        assert_eq!(e.error.code, "badRequest");
+        assert!(e.error.inner_error.is_some());
+        let e: GraphError = serde_json::from_str(&fixture("graphThrottled.json")).unwrap();
+        assert_eq!(e.error.code, "TooManyRequests");
+    }
+
+    #[test]
+    fn token_documented_reply_and_errors_parse() {
+        let t: Token = serde_json::from_str(&fixture("tokenReply.json")).unwrap();
+        assert_eq!(t.token_type, "Bearer");
+        assert_eq!(t.expires_in, 3599);
+        for name in ["tokenError.json", "tokenErrorReference.json"] {
+            let e: TokenError = serde_json::from_str(&fixture(name)).unwrap();
+            assert!(e.error_description.starts_with("AADSTS"), "{name}");
+            assert!(!e.error_codes.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn partner_center_patch_request_documented_example_parses() {
+        let s: PcSubscription = serde_json::from_str(&fixture("pcPatchRequest.json")).unwrap();
+        assert_eq!(s.quantity, 1);
+        assert_eq!(s.status, "active");
+        assert_eq!(s.term_duration.as_deref(), Some("P1Y"));
+    }
+
+    #[test]
+    fn partner_center_transition_documented_examples_parse() {
+        let e: Items<TransitionEligibility> =
+            serde_json::from_str(&fixture("pcTransitionEligibilities.json")).unwrap();
+        assert_eq!(e.items[0].catalog_item_id, "CFQ7TTC0KZCR:0001:CFQ7TTC0K71H");
+        assert!(e.items[0].eligibilities[0].is_eligible);
+        assert_eq!(
+            e.items[0].eligibilities[0].transition_type,
+            "transition_only"
+        );
+        let t: Transition = serde_json::from_str(&fixture("pcTransitionRequest.json")).unwrap();
+        assert_eq!(t.quantity, 2);
+        // What the client sends has the example's members, no others.
+        let sent = serde_json::to_value(&t).unwrap();
+        let documented: Value = serde_json::from_str(&fixture("pcTransitionRequest.json")).unwrap();
+        assert_eq!(sent, documented);
+        let answer: Transition = serde_json::from_str(&fixture("pcTransition.json")).unwrap();
+        assert_eq!(answer.to_catalog_item_id, t.to_catalog_item_id);
     }
 }
