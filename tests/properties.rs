@@ -5,6 +5,7 @@
 //! - convergence reaches a fixed point within the pass limit: planning again changes nothing.
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use seatkeeper::api::{AssignmentIntent, AssignmentMode, LicenseAssignmentStatus};
 use seatkeeper::backend::embedded::{Embedded, TenantFile};
 use seatkeeper::clock::FixedClock;
@@ -257,7 +258,7 @@ fn run(c: &Case) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256), failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))), ..ProptestConfig::default() })]
     #[test]
     fn r19_r07_planner_never_removes_unasked_never_overassigns_and_reaches_a_fixed_point(c in case()) {
         run(&c)?;
@@ -398,7 +399,7 @@ fn no_flapping(c: &Claims) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000), failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))), ..ProptestConfig::default() })]
     #[test]
     fn duplicate_subscription_claims_never_flap(c in claims()) {
         no_flapping(&c)?;
@@ -592,7 +593,7 @@ fn autoscale_follows_demand(c: &Demand) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300), failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))), ..ProptestConfig::default() })]
     #[test]
     fn autoscale_follows_demand_within_limits_and_the_window_without_flapping(c in demand_case()) {
         autoscale_follows_demand(&c)?;
@@ -746,7 +747,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48), failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))), ..ProptestConfig::default() })]
     #[test]
     fn interleaved_applies_deletes_and_interrupts_lose_no_record_and_buy_once(steps in prop::collection::vec(step(), 1..6)) {
         session(&steps)?;
