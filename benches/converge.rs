@@ -116,6 +116,19 @@ fn desired(n: usize) -> Desired {
     d
 }
 
+/// The users whose licences a run changed (refused changes left out).
+fn users_changed(report: &seatkeeper::executor::Report) -> usize {
+    report
+        .executed
+        .iter()
+        .filter(|e| e.refused.is_none())
+        .map(|e| match &e.action.op {
+            Op::AssignLicenses { users } => users.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -217,15 +230,7 @@ fn run_size(size: &str, n: usize) {
     figure(size, "passes", report.passes, "passes");
     figure(size, "backend_reads", report.backend_reads, "calls");
     figure(size, "backend_writes", report.backend_writes, "calls");
-    let user_changes: usize = report
-        .executed
-        .iter()
-        .filter(|e| e.refused.is_none())
-        .map(|e| match &e.action.op {
-            Op::AssignLicenses { users } => users.len(),
-            _ => 0,
-        })
-        .sum();
+    let user_changes = users_changed(&report);
     let other_changes = report
         .executed
         .iter()
@@ -292,15 +297,7 @@ fn run_size(size: &str, n: usize) {
     let latency_ms = ms(t.elapsed());
     // The ideal: the users that change, in full batches, CONCURRENCY at a time. (Before
     // 2026-12-02 it counted all N users, changed or not, and flattered the ratio.)
-    let changed: usize = slow_report
-        .executed
-        .iter()
-        .filter(|e| e.refused.is_none())
-        .map(|e| match &e.action.op {
-            Op::AssignLicenses { users } => users.len(),
-            _ => 0,
-        })
-        .sum();
+    let changed = users_changed(&slow_report);
     let ideal = changed.div_ceil(MAX_BATCH) as f64 * LATENCY_MS as f64 / CONCURRENCY as f64;
     figure(
         size,

@@ -218,6 +218,15 @@ impl Served {
         self.emulator.tenant()
     }
 
+    /// How many subscriptions of `product` the emulated tenant holds.
+    fn bought(&self, product: &str) -> usize {
+        self.emulator_tenant().organizations[0]
+            .subscriptions
+            .iter()
+            .filter(|s| s.product == product)
+            .count()
+    }
+
     /// How many checkouts Partner Center received.
     fn checkouts(&self) -> usize {
         self.emulator
@@ -1187,12 +1196,7 @@ async fn a_fresh_subscription_read_with_replication_lag_is_waited_for() {
     };
     let report = converge_now(&backend, &mut desired).await.unwrap();
     assert!(report.converged, "{:?}", desired.subscriptions[0].status);
-    let bought = served.emulator.tenant().organizations[0]
-        .subscriptions
-        .iter()
-        .filter(|s| s.product == "SPE_E3")
-        .count();
-    assert_eq!(bought, 1);
+    assert_eq!(served.bought("SPE_E3"), 1, "bought once");
     let _ = served.stop.send(true);
 }
 
@@ -1777,12 +1781,7 @@ async fn an_order_listed_late_is_waited_for_and_never_checked_out_again() {
     assert!(last.converged, "{:?}", desired.subscriptions[0].status);
     let checkouts = served.checkouts();
     assert_eq!(checkouts, 1, "never checked out twice");
-    let bought = served.emulator.tenant().organizations[0]
-        .subscriptions
-        .iter()
-        .filter(|s| s.product == "SPE_E3")
-        .count();
-    assert_eq!(bought, 1);
+    assert_eq!(served.bought("SPE_E3"), 1, "bought once");
     let _ = served.stop.send(true);
 }
 
