@@ -1743,6 +1743,61 @@ async fn r06_a_new_commerce_trial_is_bought_through_a_transition_on_both_backend
     let _ = served.stop.send(true);
 }
 
+/// Partner Center may accept a transition and report it failed. That is an answer, not an
+/// outage: the Subscription says so (Blocked Trial), and the next attempt is a new call (a new
+/// MS-RequestId), which converts the trial once the cause is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r06_a_failed_trial_transition_is_reported_and_asked_again_as_a_new_call() {
+    let t = tenant(
+        &[("a@contoso.com", LOC)],
+        "  - {id: sub-1, product: SPB, seats: 25, trial: true}\n",
+    );
+    let served = emulate(
+        &t,
+        Faults {
+            fail_transitions: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let backend = microsoft(&served.root, true, "s3cret");
+    let mut s = subscription(
+        "spb",
+        &seatkeeper::emulator::subscription_id("sub-1"),
+        "SPB",
+        25,
+    );
+    s.spec.convert_trial = true;
+    let mut desired = Desired {
+        subscriptions: vec![s],
+        ..Default::default()
+    };
+    converge_now(&backend, &mut desired).await.unwrap();
+    let status = &desired.subscriptions[0].status;
+    assert_eq!(
+        status.blocked_reason.as_deref(),
+        Some("Trial"),
+        "{status:?}"
+    );
+    let said = format!("{:?}", status.conditions);
+    assert!(said.contains("reports the conversion"), "{said}");
+    assert!(served.emulator_tenant().organizations[0].subscriptions[0].trial);
+    served.emulator.set_faults(Faults::default());
+    let last = converge_now(&backend, &mut desired).await.unwrap();
+    assert!(last.converged, "{:?}", desired.subscriptions[0].status);
+    assert!(!served.emulator_tenant().organizations[0].subscriptions[0].trial);
+    let posts: Vec<Option<String>> = served
+        .emulator
+        .partner_center_calls()
+        .into_iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/transitions"))
+        .map(|c| c.request_id)
+        .collect();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert_ne!(posts[0], posts[1], "the second attempt is a new call");
+    let _ = served.stop.send(true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_listed_late_is_waited_for_and_never_checked_out_again() {
     let t = tenant(&[("a@contoso.com", LOC)], "");

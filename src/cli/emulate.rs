@@ -64,6 +64,9 @@ pub struct EmulateArgs {
     /// 15 minutes), e.g. 15m.
     #[arg(long, default_value = "0ms", value_parser = super::parse_duration)]
     orders_lag: Duration,
+    /// Fault: every trial transition is answered with a Failed event and converts nothing.
+    #[arg(long)]
+    fail_transitions: bool,
     /// Fault: Partner Center answers seat changes 202 Accepted and finishes them this much
     /// later (every organization's seatChangeDelayMinutes), e.g. 30m.
     #[arg(long, value_parser = super::parse_duration)]
@@ -129,6 +132,7 @@ pub fn run(args: &EmulateArgs) -> i32 {
             deny_licence_writes: args.deny_licence_writes,
             lose_checkout_replies: args.lose_checkout_replies,
             orders_lag: args.orders_lag,
+            fail_transitions: args.fail_transitions,
         },
     };
     let emulator = Arc::new(Emulator::new(backend, options));

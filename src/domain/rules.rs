@@ -30,6 +30,9 @@ pub enum Refusal {
     ProductKeyInvalid,
     #[error("the subscription is a trial")]
     Trial { payment_method_missing: bool },
+    /// The service accepted a trial's conversion and then reported it failed.
+    #[error("the trial's conversion failed")]
+    TrialConversionFailed { id: String },
     #[error("seats are in use")]
     SeatsInUse { assigned: u32, requested: u32 },
     #[error("the subscription was bought through self-service purchase")]
@@ -125,7 +128,7 @@ impl Refusal {
             Refusal::Prepaid { .. } => BlockReason::Prepaid,
             Refusal::ProductKeyInvalid => BlockReason::Prepaid,
             Refusal::ResellerManaged => BlockReason::ResellerManaged,
-            Refusal::Trial { .. } => BlockReason::Trial,
+            Refusal::Trial { .. } | Refusal::TrialConversionFailed { .. } => BlockReason::Trial,
             Refusal::SeatsInUse { .. } => BlockReason::SeatsInUse,
             Refusal::SelfServicePurchase => BlockReason::SelfServicePurchase,
             Refusal::NotActiveYet { .. } => BlockReason::NotActiveYet,
@@ -184,6 +187,9 @@ impl Refusal {
             Refusal::Trial { payment_method_missing: true } => {
                 "the trial cannot be bought because the billing account has no payment method: add a card, debit card or bank account first".into()
             }
+            Refusal::TrialConversionFailed { id } => format!(
+                "Partner Center reports the conversion of trial {id} to paid as failed (often the billing profile or payment method, or the offer no longer being available): look at the subscription in Partner Center; seatkeeper asks again, as a new request, on its next attempt"
+            ),
             Refusal::SeatsInUse { assigned, requested } => format!(
                 "{} assigned, more than the {} asked for: unassign {} first (seatkeeper never unassigns to make a reduction fit)",
                 super::counted(*assigned, "licence is", "licences are"),

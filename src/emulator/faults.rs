@@ -38,6 +38,9 @@ pub struct Faults {
     /// An order is listed (`GET …/orders`) only this long after it was placed (Partner
     /// Center: up to 15 minutes).
     pub orders_lag: Duration,
+    /// Every trial transition is answered with a `Failed` event and converts nothing (a
+    /// billing or eligibility problem Partner Center finds after accepting the request).
+    pub fail_transitions: bool,
 }
 
 impl Default for Faults {
@@ -54,6 +57,7 @@ impl Default for Faults {
             deny_licence_writes: false,
             lose_checkout_replies: false,
             orders_lag: Duration::ZERO,
+            fail_transitions: false,
         }
     }
 }

@@ -54,16 +54,23 @@ pub struct Client {
 }
 
 /// Adaptive pacing. The documented budget is a ceiling, not a promise: another deployment or
-/// script on the same app registration, or Graph's own accounting, leaves less. So the budget
-/// paced to is lowered at once when Graph says it is nearly spent
-/// (`x-ms-throttle-limit-percentage` ≥ 0.8 on a response: the limit is about what was used
-/// divided by that share) or spent (a 429 on an item or on the whole `$batch`: the limit is
-/// about what was accepted), to 95 % of that estimate; and raised by 2 % after a window with
-/// neither in which an answer came with the pace at its budget (a pause in writing is no sign
-/// of room), never above the documented budget.
+/// script on the same app registration, or Graph's own accounting, leaves less. The client
+/// keeps an estimate of the limit the service applies and paces to 97 % of it:
+/// - a warning (`x-ms-throttle-limit-percentage` ≥ 0.8 on a response) is a measurement: the
+///   limit is about what the service had counted divided by that share. The first one is
+///   taken as it is (the pace drops at once); later ones are averaged in, since each is off by
+///   the writes in flight, and pacing at 97 % of the limit draws a warning on every answer:
+///   keeping the lowest of them would sink the pace with every unlucky reading;
+/// - a 429 (on an item or on the whole `$batch`) is a fact: the limit is at most what was
+///   accepted, and the estimate drops to it;
+/// - after a window with neither, in which an answer came with the pace at its budget (a
+///   pause in writing is no sign of room), the pace climbs 2 %, never above the documented
+///   budget.
 #[derive(Debug)]
 struct Pacing {
     budget: f64,
+    /// The limit the service seems to apply; None until it has said anything.
+    limit: Option<f64>,
     slowed_at: Option<Instant>,
     raised_at: Option<Instant>,
     /// Since the last step up, an answer arrived with the pace at its budget and no warning:
@@ -71,9 +78,26 @@ struct Pacing {
     room: bool,
 }
 
+impl Pacing {
+    /// A reading of the service's limit: from a warning (`hard` false: one noisy sample
+    /// among many), or from a 429 (`hard`: the limit is no more than what was accepted).
+    fn observe(&mut self, reading: f64, hard: bool, ceiling: f64) {
+        let limit = match self.limit {
+            Some(known) if hard => known.min(reading),
+            Some(known) => known + PACING_SMOOTHING * (reading - known),
+            None => reading,
+        };
+        let limit = limit.min(ceiling / PACING_MARGIN);
+        self.limit = Some(limit);
+        self.budget = (limit * PACING_MARGIN).clamp(1.0, ceiling);
+    }
+}
+
 /// The share of an estimated limit paced to, and the step back up per calm window.
-const PACING_MARGIN: f64 = 0.95;
+const PACING_MARGIN: f64 = 0.97;
 const PACING_CLIMB: f64 = 1.02;
+/// The weight of a new warning's reading in the limit's estimate.
+const PACING_SMOOTHING: f64 = 0.2;
 
 /// The ids a call carries. Partner Center's headers page: `MS-RequestId` names one call (a
 /// retry of that call sends it again, the next call gets a new one), `MS-CorrelationId` one
@@ -129,6 +153,7 @@ impl Client {
             in_flight: std::sync::atomic::AtomicU32::new(0),
             pacing: Mutex::new(Pacing {
                 budget: cfg.write_budget.map_or(f64::MAX, |(b, _)| b as f64),
+                limit: None,
                 slowed_at: None,
                 raised_at: None,
                 room: false,
@@ -375,13 +400,14 @@ impl Client {
         let calm = |at: Option<Instant>| at.is_none_or(|t| now.duration_since(t) >= window);
         if p.budget < ceiling as f64 && p.room && calm(p.slowed_at) && calm(p.raised_at) {
             p.budget = (p.budget * PACING_CLIMB).min(ceiling as f64);
+            p.limit = Some(p.budget / PACING_MARGIN);
             p.raised_at = Some(now);
             p.room = false;
         }
         (p.budget.min(ceiling as f64) as u32).max(1)
     }
 
-    /// Graph said the budget is (nearly) spent: pace to 95 % of the limit it implies. `used`
+    /// Graph said the budget is (nearly) spent: pace to 97 % of the limit it implies. `used`
     /// is what this client counts in the window; `share` the limit's share used (a 429 is 1,
     /// with `throttled` of the batch's items refused).
     async fn slow_down(&self, ticket: u64, share: f64, throttled: u32) {
@@ -402,12 +428,10 @@ impl Client {
         // What the service had counted when it answered: not the writes still in flight.
         let counted =
             used.saturating_sub(self.in_flight.load(std::sync::atomic::Ordering::Relaxed));
-        let limit = counted as f64 / share.max(0.01);
+        let reading = counted as f64 / share.max(0.01);
+        let ceiling = self.cfg.write_budget.map_or(f64::MAX, |(b, _)| b as f64);
         let mut p = self.pacing.lock().expect("pacing lock");
-        let target = (limit * PACING_MARGIN).max(1.0);
-        if target < p.budget {
-            p.budget = target;
-        }
+        p.observe(reading, share >= 1.0, ceiling);
         p.slowed_at = Some(now);
     }
 
@@ -633,6 +657,50 @@ fn first_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pacing(budget: f64) -> Pacing {
+        Pacing {
+            budget,
+            limit: None,
+            slowed_at: None,
+            raised_at: None,
+            room: false,
+        }
+    }
+
+    #[test]
+    fn pacing_follows_the_limit_graph_reports_and_does_not_sink_with_noisy_readings() {
+        // Told 3,000; the service grants 750. Paced at 97 % of it, every answer carries a
+        // warning, each reading off by the writes in flight (here ±8 %, as measured).
+        let mut p = pacing(3000.0);
+        p.observe(750.0, false, 3000.0);
+        assert!(
+            (p.budget - 727.5).abs() < 1.0,
+            "drops at once: {}",
+            p.budget
+        );
+        for i in 0..500 {
+            let noise = [0.92, 1.08, 0.97, 1.03, 1.0][i % 5];
+            p.observe(750.0 * noise, false, 3000.0);
+        }
+        // The lowest reading (690) would pace at 669: 11 % slower than the service allows.
+        assert!(
+            (715.0..=740.0).contains(&p.budget),
+            "paces at about 97 % of 750: {}",
+            p.budget
+        );
+    }
+
+    #[test]
+    fn pacing_drops_to_what_was_accepted_on_a_429_and_never_above_the_documented_budget() {
+        let mut p = pacing(3000.0);
+        p.observe(1500.0, false, 3000.0);
+        p.observe(1000.0, true, 3000.0);
+        assert!((p.budget - 970.0).abs() < 1.0, "{}", p.budget);
+        let mut p = pacing(3000.0);
+        p.observe(9000.0, false, 3000.0);
+        assert_eq!(p.budget, 3000.0);
+    }
 
     #[test]
     fn plain_http_only_for_loopback() {

@@ -118,6 +118,9 @@ pub struct Microsoft {
     catalog_products: Mutex<Option<(std::time::Instant, Arc<Vec<wire::CatalogProduct>>)>>,
     /// Offers found, for a day: (product, term, billing, spec.offer) → catalog item.
     offers_found: Mutex<OffersFound>,
+    /// Trial conversions Partner Center reported failed: trial id → how many times. The next
+    /// attempt is a new call (a new request id), as the headers page asks after an answer.
+    failed_conversions: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 type OffersFound = std::collections::HashMap<
@@ -144,6 +147,16 @@ struct Checkout<'a> {
 const ACCEPTED_LOOK_AGAIN: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
 impl Microsoft {
+    /// How many times Partner Center reported trial `id`'s conversion failed.
+    fn conversion_failures(&self, id: &str) -> u32 {
+        self.failed_conversions
+            .lock()
+            .expect("conversions lock")
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn new(cfg: Config) -> std::result::Result<Microsoft, String> {
         Ok(Microsoft {
             client: Client::new(&cfg)?,
@@ -153,6 +166,7 @@ impl Microsoft {
             directory: Mutex::new(None),
             accepted: Mutex::new(std::collections::HashMap::new()),
             catalog_products: Mutex::new(None),
+            failed_conversions: Mutex::new(std::collections::HashMap::new()),
             offers_found: Mutex::new(std::collections::HashMap::new()),
             cfg,
         })
@@ -582,8 +596,12 @@ impl Backend for Microsoft {
             )
             .await?;
         let body = offers::trial_to_paid(&trial, &eligible.items)?;
+        // A retry after a lost reply is the same call (the same id); after an answer that
+        // said the transition failed, the next attempt is a new call.
+        let failures = self.conversion_failures(id);
+        let request = crate::guid::guid("conversion", &format!("{id}#{failures}"));
         let ids = client::CallIds {
-            request: Some(&crate::guid::guid("conversion", id)),
+            request: Some(&request),
             correlation: Some(&operation),
             once: false,
         };
@@ -597,9 +615,13 @@ impl Backend for Microsoft {
             )
             .await?;
         if offers::transition_failed(&answer) {
-            return Err(BackendError::Unavailable(format!(
-                "Partner Center: the conversion of trial {id} to paid failed; it is tried again"
-            )));
+            *self
+                .failed_conversions
+                .lock()
+                .expect("conversions lock")
+                .entry(id.to_string())
+                .or_default() += 1;
+            return Err(Refusal::TrialConversionFailed { id: id.to_string() }.into());
         }
         self.forget();
         Ok(())
