@@ -99,13 +99,7 @@ fn default_audiences() -> Vec<String> {
     vec!["api://AzureADTokenExchange".into()]
 }
 
-/// When a change was made and what it was, in words.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RecordedChange {
-    pub at: Instant,
-    pub what: String,
-}
+pub use super::journal::RecordedChange;
 
 impl RecordedChange {
     /// One change of `org` from `before` (its subscriptions then) and the users it touched.
@@ -128,6 +122,32 @@ impl RecordedChange {
 }
 
 impl TenantFile {
+    /// One journal entry: the values it holds replace the file's.
+    fn apply(&mut self, entry: journal::Entry) -> std::result::Result<(), String> {
+        let org = self
+            .organizations
+            .iter_mut()
+            .find(|o| o.domain.eq_ignore_ascii_case(&entry.organization))
+            .ok_or_else(|| {
+                format!(
+                    "organization {} is not in the tenant file",
+                    entry.organization
+                )
+            })?;
+        if let Some(subscriptions) = entry.subscriptions {
+            org.subscriptions = subscriptions;
+        }
+        for u in entry.users {
+            if !org.set_licences(&u.upn, u.licenses) {
+                return Err(format!("user {} is not in the tenant file", u.upn));
+            }
+        }
+        if entry.change.is_some() {
+            self.last_change = entry.change;
+        }
+        Ok(())
+    }
+
     /// The uid of a resource applied without a cluster and without `metadata.uid`: a function
     /// of its name and how often a resource of that name was deleted, so two runs of one
     /// declaration give its purchase one key (earlier versions took the run's start time).
@@ -189,9 +209,11 @@ impl TenantFile {
         })?;
         let mut tenant = TenantFile::parse(&text, &path.display().to_string())?;
         if journal::path_of(path).exists() {
-            journal::replay(&mut tenant, path).map_err(|message| TenantFileError {
-                path: path.display().to_string(),
-                message,
+            journal::replay(path, |entry| tenant.apply(entry)).map_err(|message| {
+                TenantFileError {
+                    path: path.display().to_string(),
+                    message,
+                }
             })?;
             tenant.validate().map_err(|message| TenantFileError {
                 path: journal::path_of(path).display().to_string(),

@@ -12,8 +12,7 @@
 //! already holds, to the same result. A last line cut short by a crash was never acknowledged
 //! and is ignored (and cut off before the next append).
 
-use crate::backend::embedded::{RecordedChange, TenantFile};
-use crate::domain::{Licence, Subscription};
+use crate::domain::{Instant, Licence, Subscription};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -51,35 +50,20 @@ pub fn path_of(tenant: &Path) -> PathBuf {
     tenant.with_file_name(name)
 }
 
-impl Entry {
-    fn apply(self, tenant: &mut TenantFile) -> Result<(), String> {
-        let org = tenant
-            .organizations
-            .iter_mut()
-            .find(|o| o.domain.eq_ignore_ascii_case(&self.organization))
-            .ok_or_else(|| {
-                format!(
-                    "organization {} is not in the tenant file",
-                    self.organization
-                )
-            })?;
-        if let Some(subscriptions) = self.subscriptions {
-            org.subscriptions = subscriptions;
-        }
-        for u in self.users {
-            if !org.set_licences(&u.upn, u.licenses) {
-                return Err(format!("user {} is not in the tenant file", u.upn));
-            }
-        }
-        if self.change.is_some() {
-            tenant.last_change = self.change;
-        }
-        Ok(())
-    }
+/// When a change was made and what it was, in words (the tenant's `lastChange`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordedChange {
+    pub at: Instant,
+    pub what: String,
 }
 
-/// Apply the journal beside `path`, if there is one, to the tenant just read from `path`.
-pub fn replay(tenant: &mut TenantFile, path: &Path) -> Result<(), String> {
+/// Hands each entry of the journal beside `path`, if there is one, to `apply` (which applies
+/// it to the tenant just read from `path`), in order.
+pub fn replay(
+    path: &Path,
+    mut apply: impl FnMut(Entry) -> Result<(), String>,
+) -> Result<(), String> {
     let journal = path_of(path);
     let text = match std::fs::read_to_string(&journal) {
         Ok(t) => t,
@@ -93,7 +77,7 @@ pub fn replay(tenant: &mut TenantFile, path: &Path) -> Result<(), String> {
                       journal to drop its changes";
         serde_json::from_str::<Entry>(line)
             .map_err(|e| e.to_string())
-            .and_then(|entry| entry.apply(tenant))
+            .and_then(&mut apply)
             .map_err(|e| format!("{} line {}: {e}{edited}", journal.display(), i + 1))?;
     }
     Ok(())

@@ -37,6 +37,11 @@ pub enum BackendError {
     /// The service refused seatkeeper's credentials: nothing works until they are fixed.
     #[error("{0}")]
     CredentialsInvalid(String),
+    /// Not the licensing service: the cluster seatkeeper runs in failed a call it needs (a
+    /// status write, which holds its records, or a Secret read). Counted apart from the
+    /// service's failures.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 impl From<Refusal> for BackendError {
@@ -151,3 +156,115 @@ pub trait Backend: Send + Sync {
         changes: &[UserChange],
     ) -> impl Future<Output = Result<Vec<std::result::Result<(), Refusal>>>> + Send;
 }
+
+/// Every [`Backend`] operation but `checkpoint`, each handed to `$dispatch!(self, organization,
+/// "operationName", items, method(arguments))`: the one list of operations for a backend that
+/// wraps others ([`hooked::Hooked`], [`routed::Routed`], `Arc<B>`). Adding an operation to the
+/// trait means adding it here once, not to each wrapper.
+macro_rules! forward_operations {
+    ($dispatch:ident) => {
+        async fn snapshot(&self, o: &str) -> $crate::backend::Result<$crate::backend::Snapshot> {
+            $dispatch!(self, o, "snapshot", 1, snapshot())
+        }
+        async fn buy_subscription(
+            &self,
+            o: &str,
+            r: &$crate::backend::PurchaseRequest,
+        ) -> $crate::backend::Result<$crate::domain::Subscription> {
+            $dispatch!(self, o, "buySubscription", 1, buy_subscription(r))
+        }
+        async fn convert_trial(&self, o: &str, id: &str) -> $crate::backend::Result<()> {
+            $dispatch!(self, o, "convertTrial", 1, convert_trial(id))
+        }
+        async fn set_seats(
+            &self,
+            o: &str,
+            id: &str,
+            seats: u32,
+            key: Option<&str>,
+        ) -> $crate::backend::Result<$crate::backend::SeatChange> {
+            $dispatch!(self, o, "setSeats", 1, set_seats(id, seats, key))
+        }
+        async fn set_recurring_billing(
+            &self,
+            o: &str,
+            id: &str,
+            on: bool,
+        ) -> $crate::backend::Result<()> {
+            $dispatch!(
+                self,
+                o,
+                "setRecurringBilling",
+                1,
+                set_recurring_billing(id, on)
+            )
+        }
+        async fn cancel(
+            &self,
+            o: &str,
+            id: &str,
+        ) -> $crate::backend::Result<$crate::backend::Cancellation> {
+            $dispatch!(self, o, "cancel", 1, cancel(id))
+        }
+        async fn buy_add_on(
+            &self,
+            o: &str,
+            base: &str,
+            r: &$crate::backend::PurchaseRequest,
+        ) -> $crate::backend::Result<$crate::domain::TraditionalAddOn> {
+            $dispatch!(self, o, "buyAddOn", 1, buy_add_on(base, r))
+        }
+        async fn set_add_on_quantity(
+            &self,
+            o: &str,
+            base: &str,
+            id: &str,
+            q: u32,
+        ) -> $crate::backend::Result<()> {
+            $dispatch!(
+                self,
+                o,
+                "setAddOnQuantity",
+                1,
+                set_add_on_quantity(base, id, q)
+            )
+        }
+        async fn cancel_add_on(
+            &self,
+            o: &str,
+            base: &str,
+            id: &str,
+        ) -> $crate::backend::Result<()> {
+            $dispatch!(self, o, "cancelAddOn", 1, cancel_add_on(base, id))
+        }
+        async fn assign_licences(
+            &self,
+            o: &str,
+            changes: &[$crate::domain::UserChange],
+        ) -> $crate::backend::Result<Vec<std::result::Result<(), $crate::domain::Refusal>>> {
+            $dispatch!(
+                self,
+                o,
+                "assignLicenses",
+                changes.len(),
+                assign_licences(changes)
+            )
+        }
+    };
+}
+pub(crate) use forward_operations;
+
+/// A shared backend is a backend (a test's hook may hold the backend it wraps).
+impl<B: Backend> Backend for Arc<B> {
+    async fn checkpoint(&self) -> Result<()> {
+        (**self).checkpoint().await
+    }
+    forward_operations!(to_shared);
+}
+
+macro_rules! to_shared {
+    ($s:ident, $o:ident, $op:literal, $items:expr, $m:ident($($a:expr),*)) => {
+        (**$s).$m($o $(, $a)*).await
+    };
+}
+use to_shared;

@@ -88,6 +88,17 @@ impl<B: Backend> Ctx<B> {
         *self.leading.borrow()
     }
 
+    /// The parts the status writer needs.
+    pub fn writer(&self) -> super::status::Writer<'_> {
+        super::status::Writer {
+            client: &self.client,
+            recorder: &self.recorder,
+            metrics: &self.metrics,
+            api: &self.api,
+            leading: &self.leading,
+        }
+    }
+
     /// A failed reconcile, in the log: a Kubernetes failure through the outage gate (one
     /// WARN when the API server goes, expected races at debug); anything else as one WARN,
     /// unless the API server is known to be down (then it is the cause).
@@ -508,7 +519,7 @@ impl<B: Backend> Ctx<B> {
         options: &crate::planner::Options,
     ) -> Result<Report, ReconcileError> {
         let mut ledger = KubeLedger {
-            ctx: self,
+            ctx: self.writer(),
             written: crate::intents::each_status(desired)
                 .map(|(m, at)| {
                     let key = (at.kind, m.namespace.clone(), m.name.clone());
@@ -590,6 +601,33 @@ fn pool_gauges(desired: &Desired) -> BTreeMap<String, SeatCounts> {
         g.available = seats.available;
     }
     out
+}
+
+impl<B: Backend> watches::Watched for Ctx<B> {
+    fn client(&self) -> &kube::Client {
+        &self.client
+    }
+    fn api(&self) -> &Arc<super::apihealth::ApiHealth> {
+        &self.api
+    }
+    fn secret_namespaces(&self) -> &watches::SecretNamespaces {
+        &self.cfg.secret_namespaces
+    }
+    fn subscriptions(&self) -> &Store<Subscription> {
+        &self.subscriptions
+    }
+    fn assignments(&self) -> &Store<LicenseAssignment> {
+        &self.assignments
+    }
+    fn add_ons(&self) -> &Store<AddOn> {
+        &self.add_ons
+    }
+    fn organizations(&self) -> &Store<Organization> {
+        &self.organizations
+    }
+    fn force(&self, organization: &str) {
+        Ctx::force(self, organization)
+    }
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ impl Metrics {
         );
         registry.register(
             "reconcile_failures",
-            "Failed reconciles by category (backend, kubernetes, throttled)",
+            "Failed reconciles by category (backend, credentials, kubernetes, throttled)",
             failures.clone(),
         );
         registry.register(

@@ -90,6 +90,8 @@ impl ReconcileError {
         match self {
             ReconcileError::Backend(BackendError::Throttled { .. }) => "throttled",
             ReconcileError::Backend(BackendError::CredentialsInvalid(_)) => "credentials",
+            // A status write or a Secret read: the cluster, not the licensing service.
+            ReconcileError::Backend(BackendError::Cluster(_)) => "kubernetes",
             ReconcileError::Backend(_) => "backend",
             ReconcileError::Kube(_) => "kubernetes",
         }
@@ -454,4 +456,32 @@ fn error_policy<K: Managed, B: Backend>(
     );
     ctx.report_failure(&what, err);
     Action::requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_status_write_or_secret_read_counts_as_kubernetes_not_as_the_backend() {
+        let category = |e: BackendError| ReconcileError::Backend(e).category();
+        assert_eq!(
+            category(BackendError::Cluster("kubernetes: gone".into())),
+            "kubernetes"
+        );
+        assert_eq!(
+            category(BackendError::Unavailable("Graph: 503".into())),
+            "backend"
+        );
+        assert_eq!(
+            category(BackendError::Throttled {
+                retry_after_seconds: 1
+            }),
+            "throttled"
+        );
+        assert_eq!(
+            category(BackendError::CredentialsInvalid("no".into())),
+            "credentials"
+        );
+    }
 }

@@ -4,11 +4,12 @@
 //! on record), concurrently for different objects. A new Blocked reason also becomes a
 //! Warning event.
 
-use super::context::Ctx;
+use super::apihealth::ApiHealth;
 use super::events;
 use super::kinds::{Key, Managed, unchanged_since_read};
+use super::metrics::Metrics;
 use crate::api::{API_VERSION, AddOn, LicenseAssignment, Subscription};
-use crate::backend::{Backend, BackendError};
+use crate::backend::BackendError;
 use crate::executor::{Ledger, SavePoint};
 use crate::planner::{Desired, Kind, Meta, ObjectRef};
 use futures::StreamExt;
@@ -74,8 +75,19 @@ impl Written {
     }
 }
 
-pub struct KubeLedger<'a, B> {
-    pub ctx: &'a Ctx<B>,
+/// What the status writer needs of the controller: the API, the Event recorder, the metrics,
+/// the outage gate and whether this replica leads (only a leader writes).
+#[derive(Clone, Copy)]
+pub struct Writer<'a> {
+    pub client: &'a kube::Client,
+    pub recorder: &'a kube::runtime::events::Recorder,
+    pub metrics: &'a Metrics,
+    pub api: &'a ApiHealth,
+    pub leading: &'a tokio::sync::watch::Receiver<bool>,
+}
+
+pub struct KubeLedger<'a> {
+    pub ctx: Writer<'a>,
     /// What each object's status is known to be.
     pub written: HashMap<Key, Written>,
     pub uids: HashMap<Key, String>,
@@ -83,7 +95,7 @@ pub struct KubeLedger<'a, B> {
     pub rvs: &'a mut HashMap<Key, String>,
 }
 
-impl<B: Backend> Ledger for KubeLedger<'_, B> {
+impl Ledger for KubeLedger<'_> {
     /// One Event per change, published as soon as the service confirmed or refused it.
     async fn confirmed(&mut self, done: &[crate::executor::Executed]) {
         for e in done {
@@ -96,7 +108,7 @@ impl<B: Backend> Ledger for KubeLedger<'_, B> {
                 Some(b) => super::events::warning(b.reason.as_str(), &b.message),
             };
             super::events::publish(
-                &self.ctx.recorder,
+                self.ctx.recorder,
                 &event,
                 &super::events::reference(&r, uid),
             )
@@ -105,8 +117,8 @@ impl<B: Backend> Ledger for KubeLedger<'_, B> {
     }
 
     async fn save(&mut self, desired: &Desired, point: SavePoint) -> Result<(), BackendError> {
-        let unavailable = |e: String| BackendError::Unavailable(format!("kubernetes: {e}"));
-        if !self.ctx.leading() {
+        let unavailable = |e: String| BackendError::Cluster(format!("kubernetes: {e}"));
+        if !*self.ctx.leading.borrow() {
             return Err(unavailable("leadership lost: not writing status".into()));
         }
         if point == SavePoint::AfterPass {
@@ -187,7 +199,7 @@ pub(super) fn blocked_message(status: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-impl<B> KubeLedger<'_, B> {
+impl KubeLedger<'_> {
     async fn warn_new_block(&self, key: &Key, meta: &Meta, now: &Written, message: &str) {
         let Some(new) = &now.blocked_reason else {
             return;
@@ -205,7 +217,7 @@ impl<B> KubeLedger<'_, B> {
         tracing::warn!(object = %r, reason = %new, "{message}");
         let reference = events::reference(&r, self.uids.get(key));
         events::publish(
-            &self.ctx.recorder,
+            self.ctx.recorder,
             &events::warning(new, message),
             &reference,
         )
@@ -214,11 +226,11 @@ impl<B> KubeLedger<'_, B> {
 }
 
 /// Writes one status by server-side apply; returns the object's metadata after the write.
-async fn write<B>(ctx: &Ctx<B>, key: &Key, status: &Value) -> Result<ObjectMeta, kube::Error> {
+async fn write(ctx: Writer<'_>, key: &Key, status: &Value) -> Result<ObjectMeta, kube::Error> {
     let meta = match key.0 {
-        Kind::Subscription => write_of::<Subscription>(&ctx.client, key, status).await?,
-        Kind::LicenseAssignment => write_of::<LicenseAssignment>(&ctx.client, key, status).await?,
-        Kind::AddOn => write_of::<AddOn>(&ctx.client, key, status).await?,
+        Kind::Subscription => write_of::<Subscription>(ctx.client, key, status).await?,
+        Kind::LicenseAssignment => write_of::<LicenseAssignment>(ctx.client, key, status).await?,
+        Kind::AddOn => write_of::<AddOn>(ctx.client, key, status).await?,
     };
     ctx.metrics.status_writes.inc();
     Ok(meta)

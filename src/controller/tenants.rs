@@ -86,7 +86,7 @@ impl Tenants {
             let api: Api<Secret> = Api::namespaced(client.clone(), ns);
             let found = api.get_opt(name).await.map_err(|e| {
                 let e = super::apihealth::describe(&e);
-                BackendError::Unavailable(format!("kubernetes: {e}"))
+                BackendError::Cluster(format!("kubernetes: {e}"))
             })?;
             if let Some(s) = found {
                 fingerprint += &format!(

@@ -3,10 +3,9 @@
 //! Namespace labels (the organization binding) are kept in a small index; a change to a
 //! namespace or to a Secret a Subscription names re-plans the organizations it concerns.
 
-use super::context::Ctx;
+use super::apihealth::ApiHealth;
 use super::kinds::Managed;
 use crate::api::{AddOn, LicenseAssignment, Organization, Subscription};
-use crate::backend::Backend;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -117,13 +116,27 @@ pub fn binding(namespaces: &Namespaces, namespace: &str) -> Option<String> {
         .and_then(|n| n.labels().get(crate::api::ORGANIZATION_LABEL).cloned())
 }
 
+/// What the watches act on: the cluster, the objects cached, and a way to plan an
+/// organization again (the controller's context).
+pub trait Watched: Send + Sync {
+    fn client(&self) -> &kube::Client;
+    fn api(&self) -> &Arc<ApiHealth>;
+    fn secret_namespaces(&self) -> &SecretNamespaces;
+    fn subscriptions(&self) -> &Store<Subscription>;
+    fn assignments(&self) -> &Store<LicenseAssignment>;
+    fn add_ons(&self) -> &Store<AddOn>;
+    fn organizations(&self) -> &Store<Organization>;
+    /// Plan `organization` again even though none of its objects changed.
+    fn force(&self, organization: &str);
+}
+
 /// Runs until the streams end: every namespace or Secret change re-plans what depends on it.
-pub async fn run<B: Backend + 'static>(
-    ctx: Arc<Ctx<B>>,
+pub async fn run(
+    ctx: Arc<impl Watched>,
     namespaces: impl Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>>,
     triggers: Triggers,
 ) {
-    let health = ctx.api.clone();
+    let health = ctx.api().clone();
     let namespaces = namespaces.filter_map(move |r| {
         let r = r
             .map_err(|e| health.watch_failed("watching namespaces", &e))
@@ -131,15 +144,15 @@ pub async fn run<B: Backend + 'static>(
         async move { r }
     });
     // One watch for the cluster, or one per namespace seatkeeper may read Secrets in.
-    let apis = match &ctx.cfg.secret_namespaces.0 {
-        None => vec![Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone())],
+    let apis = match &ctx.secret_namespaces().0 {
+        None => vec![Api::<PartialObjectMeta<Secret>>::all(ctx.client().clone())],
         Some(list) => list
             .iter()
-            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .map(|ns| Api::namespaced(ctx.client().clone(), ns))
             .collect(),
     };
     let secrets = futures::stream::select_all(apis.into_iter().map(|api| {
-        let health = ctx.api.clone();
+        let health = ctx.api().clone();
         watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .touched_objects()
@@ -156,12 +169,12 @@ pub async fn run<B: Backend + 'static>(
     let mut changes = std::pin::pin!(futures::stream::select(namespaces, secrets));
     while let Some(change) = changes.next().await {
         let hit = |o: &dyn HasPlace| change.concerns(o);
-        send(&ctx, &ctx.subscriptions, &triggers.subscriptions, &hit);
-        send(&ctx, &ctx.assignments, &triggers.assignments, &hit);
-        send(&ctx, &ctx.add_ons, &triggers.add_ons, &hit);
+        send(&*ctx, ctx.subscriptions(), &triggers.subscriptions, &hit);
+        send(&*ctx, ctx.assignments(), &triggers.assignments, &hit);
+        send(&*ctx, ctx.add_ons(), &triggers.add_ons, &hit);
         if let Change::Secret(ns, name) = &change {
             // An Organization's credentials: its tenant is rebuilt with them.
-            for o in ctx.organizations.state() {
+            for o in ctx.organizations().state() {
                 let uses = o
                     .spec
                     .backend
@@ -213,8 +226,8 @@ impl Change {
 }
 
 /// Forces the organizations of the objects `hit` selects and asks for one reconcile each.
-fn send<K: Managed, B: Backend>(
-    ctx: &Ctx<B>,
+fn send<K: Managed>(
+    ctx: &impl Watched,
     store: &Store<K>,
     tx: &UnboundedSender<ObjectRef<K>>,
     hit: &dyn Fn(&dyn HasPlace) -> bool,

@@ -124,13 +124,7 @@ pub fn fresh_id(kind: &str) -> String {
     crate::guid::guid(kind, &format!("{}-{now}-{n}", std::process::id()))
 }
 
-/// One `$batch` item that failed: its status and the service's words.
-#[derive(Clone, Debug)]
-pub struct ItemError {
-    pub status: u16,
-    pub code: String,
-    pub message: String,
-}
+pub use super::mapping::ItemError;
 
 impl Client {
     pub fn new(cfg: &Config) -> std::result::Result<Client, String> {

@@ -1,7 +1,6 @@
 //! What the services report, in the domain's words; and the services' refusals as typed
 //! refusals. Ids map to names through what this tenant reports (`subscribedSkus`, users).
 
-use super::client::ItemError;
 use super::wire;
 use crate::backend::BackendError;
 use crate::domain::catalog::CatalogOverrides;
@@ -12,6 +11,14 @@ use crate::domain::{
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// One `$batch` item that failed: its status and the service's words.
+#[derive(Clone, Debug)]
+pub struct ItemError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
 
 /// The tenant as last read, with the ids behind its names.
 pub struct Directory {
