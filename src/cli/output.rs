@@ -217,86 +217,72 @@ fn actions_section(planning: bool, report: &Report, waiting: usize) -> String {
     out
 }
 
-/// A column of a kind's table: its header and where its value is.
-fn columns(kind: Kind) -> (Vec<&'static str>, Cells) {
-    let s = |v: &Value, p: &str| {
-        v.pointer(p)
-            .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
-            .unwrap_or_else(|| "-".into())
+/// A kind's table columns, headers and JSONPaths: the CRD's printer columns, the very ones
+/// `kubectl get` shows, without Age (a local run has no creation time).
+fn columns(kind: Kind) -> Vec<(String, String)> {
+    use kube::CustomResourceExt;
+    let crd = match kind {
+        Kind::Subscription => crate::api::Subscription::crd(),
+        Kind::LicenseAssignment => crate::api::LicenseAssignment::crd(),
+        Kind::AddOn => crate::api::AddOn::crd(),
     };
-    match kind {
-        Kind::Subscription => (
-            vec![
-                "NAMESPACE",
-                "NAME",
-                "PRODUCT",
-                "SEATS",
-                "PURCHASED",
-                "ASSIGNED",
-                "READY",
-                "BLOCKED",
-            ],
-            Box::new(move |r: &Shown| {
-                let o = &r.object;
-                vec![
-                    s(o, "/spec/product"),
-                    // With autoscale, the target it chose rather than the floor.
-                    if o.pointer("/status/autoscale").is_some() {
-                        s(o, "/status/seats/desired")
-                    } else {
-                        s(o, "/spec/seats")
-                    },
-                    s(o, "/status/seats/purchased"),
-                    s(o, "/status/seats/assigned"),
-                    ready(&r.conditions),
-                    s(o, "/status/blockedReason"),
-                ]
-            }),
-        ),
-        Kind::LicenseAssignment => (
-            vec![
-                "NAMESPACE",
-                "NAME",
-                "USERS",
-                "ASSIGNED",
-                "PENDING",
-                "USERS BLOCKED",
-                "READY",
-                "BLOCKED",
-            ],
-            Box::new(move |r: &Shown| {
-                let o = &r.object;
-                vec![
-                    s(o, "/status/desiredUsers"),
-                    s(o, "/status/assigned"),
-                    s(o, "/status/pending"),
-                    s(o, "/status/blocked"),
-                    ready(&r.conditions),
-                    s(o, "/status/blockedReason"),
-                ]
-            }),
-        ),
-        Kind::AddOn => (
-            vec![
-                "NAMESPACE",
-                "NAME",
-                "PRODUCT",
-                "TYPE",
-                "QUANTITY",
-                "READY",
-                "BLOCKED",
-            ],
-            Box::new(move |r: &Shown| {
-                let o = &r.object;
-                vec![
-                    s(o, "/spec/product"),
-                    s(o, "/spec/type"),
-                    s(o, "/spec/quantity"),
-                    ready(&r.conditions),
-                    s(o, "/status/blockedReason"),
-                ]
-            }),
-        ),
+    crd.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .filter(|c| c.type_ != "date")
+        .map(|c| (c.name.to_uppercase(), c.json_path.clone()))
+        .collect()
+}
+
+/// One cell: the value at a printer column's JSONPath (`.a.b`, or a list filtered as
+/// `.a[?(@.type=="Ready")].b`), `-` when there is none. A Subscription that autoscales shows
+/// the seats it aims for, not its floor.
+fn cell(kind: Kind, header: &str, object: &Value, path: &str) -> String {
+    let path = if kind == Kind::Subscription
+        && header == "SEATS"
+        && object.pointer("/status/autoscale").is_some()
+    {
+        ".status.seats.desired"
+    } else {
+        path
+    };
+    // Steps split at dots outside brackets (a filter holds `@.type`).
+    let mut steps = vec![];
+    let (mut depth, mut from) = (0, 0);
+    let path = path.trim_start_matches('.');
+    for (i, c) in path.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            '.' if depth == 0 => {
+                steps.push(&path[from..i]);
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    steps.push(&path[from..]);
+    let mut at = Some(object);
+    for step in steps {
+        let (name, filter) = match step.split_once("[?(@.") {
+            Some((name, rest)) => (name, rest.strip_suffix(")]")),
+            None => (step, None),
+        };
+        at = at.and_then(|v| v.get(name));
+        if let Some((field, wanted)) = filter.and_then(|f| f.split_once("==")) {
+            let wanted = wanted.trim_matches('"');
+            at = at.and_then(Value::as_array).and_then(|items| {
+                items
+                    .iter()
+                    .find(|i| i.get(field).and_then(Value::as_str) == Some(wanted))
+            });
+        }
+    }
+    match at {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
     }
 }
 
@@ -306,11 +292,17 @@ fn kind_table(
     deleted: &[(Kind, String, String)],
     deleting: bool,
 ) -> String {
-    let (header, cells) = columns(kind);
-    let mut grid: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    let columns = columns(kind);
+    let mut header = vec!["NAMESPACE".to_string(), "NAME".to_string()];
+    header.extend(columns.iter().map(|(h, _)| h.clone()));
+    let mut grid: Vec<Vec<String>> = vec![header.clone()];
     for r in rows {
         let mut row = vec![r.key.1.clone(), r.key.2.clone()];
-        row.extend(cells(r));
+        row.extend(
+            columns
+                .iter()
+                .map(|(h, path)| cell(kind, h, &r.object, path)),
+        );
         if deleting && deleted.contains(&r.key) {
             row[header.len() - 1] = "deleted".into();
         }
@@ -349,8 +341,82 @@ fn blocked_section(shown: &[Shown]) -> String {
     format!("Blocked:\n{}\n", problems.join("\n"))
 }
 
-type Cells = Box<dyn Fn(&Shown) -> Vec<String>>;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn ready(c: &Conditions) -> String {
-    c.get("Ready").map_or("-".into(), |r| r.status.clone())
+    #[test]
+    fn tables_show_the_columns_kubectl_get_shows() {
+        let headers = |k| -> Vec<String> { columns(k).into_iter().map(|(h, _)| h).collect() };
+        assert_eq!(
+            headers(Kind::Subscription),
+            [
+                "PRODUCT",
+                "SEATS",
+                "PURCHASED",
+                "ASSIGNED",
+                "READY",
+                "BLOCKED"
+            ]
+        );
+        assert_eq!(
+            headers(Kind::LicenseAssignment),
+            [
+                "USERS",
+                "ASSIGNED",
+                "PENDING",
+                "USERS BLOCKED",
+                "READY",
+                "BLOCKED"
+            ]
+        );
+        assert_eq!(
+            headers(Kind::AddOn),
+            ["PRODUCT", "TYPE", "QUANTITY", "READY", "BLOCKED"]
+        );
+    }
+
+    #[test]
+    fn a_cell_reads_its_printer_columns_path_and_the_autoscaled_target() {
+        let object = json!({
+            "spec": {"product": "SPE_E3", "seats": 10},
+            "status": {
+                "seats": {"purchased": 12, "desired": 14},
+                "conditions": [
+                    {"type": "Blocked", "status": "False"},
+                    {"type": "Ready", "status": "True"},
+                ],
+            },
+        });
+        let ready = ".status.conditions[?(@.type==\"Ready\")].status";
+        assert_eq!(cell(Kind::Subscription, "READY", &object, ready), "True");
+        assert_eq!(
+            cell(
+                Kind::Subscription,
+                "PURCHASED",
+                &object,
+                ".status.seats.purchased"
+            ),
+            "12"
+        );
+        assert_eq!(
+            cell(
+                Kind::Subscription,
+                "BLOCKED",
+                &object,
+                ".status.blockedReason"
+            ),
+            "-"
+        );
+        assert_eq!(
+            cell(Kind::Subscription, "SEATS", &object, ".spec.seats"),
+            "10"
+        );
+        let mut autoscaled = object.clone();
+        autoscaled["status"]["autoscale"] = json!({});
+        assert_eq!(
+            cell(Kind::Subscription, "SEATS", &autoscaled, ".spec.seats"),
+            "14"
+        );
+    }
 }

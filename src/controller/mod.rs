@@ -176,23 +176,28 @@ async fn run_inner<B: Backend + 'static>(
         tokio::time::sleep(shutdown_timeout).await;
     };
 
+    // Whether the API server answers: shared by watches, reconciles, status writes and the
+    // Lease, so an outage is told once and its end once.
+    let health = Arc::new(apihealth::ApiHealth::default());
     let wc = watcher::Config::default().any_semantic();
     let (triggers, receivers) = watches::triggers();
     // Each watch's first complete list; the namespaces' one is what reconciles wait for.
     let (flags, all_listed): (Vec<_>, Vec<_>) = (0..5).map(|_| listed::flag()).unzip();
     let [subs_l, las_l, add_ons_l, orgs_l, namespaces_l]: [listed::Lister; 5] =
         flags.try_into().ok().expect("five flags");
-    let subs = slim(Api::<Subscription>::all(client.clone()), wc.clone(), subs_l)
+    let h = &health;
+    let subs = slim(Api::<Subscription>::all(client.clone()), wc.clone(), subs_l, h)
         .reconcile_on(receivers.subscriptions);
     let las = slim(
         Api::<LicenseAssignment>::all(client.clone()),
         wc.clone(),
         las_l,
+        h,
     )
     .reconcile_on(receivers.assignments);
-    let add_ons = slim(Api::<AddOn>::all(client.clone()), wc.clone(), add_ons_l)
+    let add_ons = slim(Api::<AddOn>::all(client.clone()), wc.clone(), add_ons_l, h)
         .reconcile_on(receivers.add_ons);
-    let orgs = slim(Api::<Organization>::all(client.clone()), wc, orgs_l)
+    let orgs = slim(Api::<Organization>::all(client.clone()), wc, orgs_l, h)
         .reconcile_on(receivers.organizations);
     let (namespaces, namespace_changes) = watches::namespaces(client.clone(), namespaces_l);
     let stores = (
@@ -210,7 +215,7 @@ async fn run_inner<B: Backend + 'static>(
         clock,
         stores,
         leading,
-        metrics,
+        (metrics, health),
     );
     let election = election.map(|e| {
         let health = ctx.api.clone();
@@ -305,7 +310,7 @@ fn context<B: Backend>(
     clock: Arc<dyn Clock>,
     (subscriptions, assignments, add_ons, (namespaces, namespaces_listed), organizations): Stores,
     leading: watch::Receiver<bool>,
-    metrics: Metrics,
+    (metrics, api): (Metrics, Arc<apihealth::ApiHealth>),
 ) -> Arc<Ctx<B>> {
     let identity = cfg
         .election
@@ -336,7 +341,7 @@ fn context<B: Backend>(
         metrics,
         backoff: Default::default(),
         deletion_backoff: Default::default(),
-        api: Default::default(),
+        api,
         busy: watch::channel(0).0,
         cfg,
     })
@@ -360,7 +365,6 @@ async fn reconcile_organization<B: Backend + 'static>(
     ctx.namespaces_listed.wait().await;
     ctx.force(&obj.spec.domain);
     let next = ctx.reconcile_org(&obj.spec.domain).await?;
-    ctx.api.reached();
     Ok(Action::requeue(next))
 }
 
@@ -376,8 +380,13 @@ fn organization_error<B: Backend>(
 
 /// A controller whose cache keeps objects without their `managedFields`: seatkeeper never
 /// reads them, and at thousands of objects they are megabytes. `lister` is raised at the
-/// watch's first complete list.
-fn slim<K>(api: Api<K>, wc: watcher::Config, lister: listed::Lister) -> Controller<K>
+/// watch's first complete list; every event the watch brings is an answer from the API server.
+fn slim<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    lister: listed::Lister,
+    health: &Arc<apihealth::ApiHealth>,
+) -> Controller<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -393,7 +402,13 @@ where
         .default_backoff()
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
-        .inspect_ok(move |e| lister.note(e))
+        .inspect_ok({
+            let health = health.clone();
+            move |e| {
+                lister.note(e);
+                health.reached();
+            }
+        })
         .applied_objects();
     Controller::for_stream(objects, reader)
 }
@@ -427,8 +442,9 @@ async fn reconcile<K: Managed, B: Backend + 'static>(
     // Planning reads the namespace index: wait for it once, at start.
     ctx.namespaces_listed.wait().await;
     let org = obj.organization().to_string();
+    // No `api.reached()` here: a reconcile that wrote nothing made no call, and proves nothing
+    // about the API server (during an outage it said "reachable again" falsely).
     let next = ctx.reconcile_org(&org).await?;
-    ctx.api.reached();
     ctx.backoff
         .lock()
         .expect("backoff lock")

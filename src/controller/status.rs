@@ -156,7 +156,10 @@ impl Ledger for KubeLedger<'_> {
         let mut failure = None;
         for (key, meta, now, message, result) in results {
             let after = match result {
-                Ok(m) => m,
+                Ok(m) => {
+                    self.ctx.api.reached();
+                    m
+                }
                 // Deleted meanwhile, or its namespace is going: nothing left to report on.
                 Err(e) if super::apihealth::expected_race(&e) && !is_conflict(&e) => {
                     tracing::debug!(object = %key.2, error = %super::apihealth::describe(&e), "status not written");
