@@ -7,16 +7,13 @@
 use crate::backend::{Backend, BackendError, MAX_BATCH, PurchaseRequest, SeatChange};
 use crate::clock::Clock;
 use crate::domain::billing::CostPreview;
-use crate::domain::{DATA_RETENTION_DAYS, Instant, Refusal};
-use crate::planner::resources::{
-    AddOnStatus, LicenseAssignmentStatus, Removal, SubscriptionStatus,
-};
+use crate::domain::{Instant, Refusal};
+use crate::planner::records::{self, Event};
 use crate::planner::{
-    self, Action, Block, Declared, Desired, Kind, ObjectRef, Observed, Op, Options, Phase, Plan,
-    Refusals, UserChange, record_owned,
+    self, Action, Block, Desired, Kind, ObjectRef, Observed, Op, Options, Phase, Plan, Refusals,
+    UserChange,
 };
 use futures::StreamExt;
-use jiff::ToSpan;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
@@ -125,7 +122,7 @@ pub async fn converge<B: Backend, L: Ledger>(
         let observed = observe(backend, &organizations).await?;
         run.reads += organizations.len() as u64;
         let mut plan = planner::plan_with(desired, &observed, now, options, &run.refusals);
-        store_statuses(desired, &mut plan);
+        records::take_planned(desired, &mut plan);
         if plan.actions.is_empty() || number == passes {
             ledger.save(desired, SavePoint::Final).await?;
             backend.checkpoint().await?;
@@ -134,7 +131,13 @@ pub async fn converge<B: Backend, L: Ledger>(
         // Purchase keys, statuses and the licences about to be assigned are on record before
         // any change is attempted: an interrupt or a crash never leaves a change made by
         // seatkeeper that its records do not name.
-        claim_intended(desired, &plan.actions, &observed);
+        records::record(
+            desired,
+            Event::Claiming {
+                actions: &plan.actions,
+                observed: &observed,
+            },
+        );
         ledger.save(desired, SavePoint::BeforeChanges).await?;
         let actions = std::mem::take(&mut plan.actions);
         let pass = Pass {
@@ -267,7 +270,24 @@ impl Run {
                         // Accepted, not finished: its seats are not there yet (R02 waits).
                         unfinished.insert((action.organization.clone(), product));
                     }
-                    record(desired, &resource, effect);
+                    match effect {
+                        Effect::Nothing => {}
+                        Effect::Bought { id, base } => {
+                            let bought = Event::Bought {
+                                resource: &resource,
+                                id,
+                                base,
+                            };
+                            records::record(desired, bought);
+                        }
+                        Effect::SeatChange(cost, _) => {
+                            let changed = Event::SeatsChanged {
+                                resource: &resource,
+                                cost,
+                            };
+                            records::record(desired, changed);
+                        }
+                    }
                     None
                 }
                 Err(BackendError::Refused(r)) => {
@@ -319,7 +339,12 @@ impl Run {
                 // Not sent (interrupted): the licences claimed for it are not seatkeeper's.
                 Ok(None) => {
                     for (i, change) in b.actions.into_iter().zip(&b.changes) {
-                        unclaim(desired, &pass.actions[i], change, pass.observed);
+                        let not_sent = Event::NotMade {
+                            action: &pass.actions[i],
+                            change,
+                            observed: pass.observed,
+                        };
+                        records::record(desired, not_sent);
                     }
                 }
                 Ok(Some(results)) => {
@@ -346,7 +371,13 @@ impl Run {
         for (i, changes) in &done {
             let action = &pass.actions[*i];
             let before = pass.observed.organizations.get(&action.organization);
-            record_licensed(desired, action, changes, before, pass.now);
+            let licensed = Event::Licensed {
+                action,
+                changes,
+                before,
+                now: pass.now,
+            };
+            records::record(desired, licensed);
         }
         for (i, users) in done {
             self.executed.push(Executed {
@@ -414,9 +445,19 @@ impl Run {
     ) {
         let resource = action.resource();
         let block = Block::from(&refusal);
-        unclaim(desired, action, &change, observed);
+        let refused = Event::NotMade {
+            action,
+            change: &change,
+            observed,
+        };
+        records::record(desired, refused);
         if resource.kind == Kind::AddOn {
-            record_auto_assigned(desired, &resource, &change.user, Err(&refusal));
+            let passed_over = Event::AutoAssignRefused {
+                resource: &resource,
+                user: &change.user,
+                refusal: &refusal,
+            };
+            records::record(desired, passed_over);
         } else {
             self.refusals
                 .users
@@ -432,131 +473,7 @@ impl Run {
     }
 }
 
-/// Users' changes of one action went through: the LicenseAssignment owns the licences they
-/// newly assigned and records their removals (R19); an add-on counts its auto-assignments.
-fn record_licensed(
-    desired: &mut Desired,
-    action: &Action,
-    changes: &[UserChange],
-    before: Option<&crate::domain::Organization>,
-    now: Instant,
-) {
-    let resource = action.resource();
-    if resource.kind == Kind::AddOn {
-        for change in changes {
-            record_auto_assigned(desired, &resource, &change.user, Ok(()));
-        }
-        return;
-    }
-    let Some(d) = find(&mut desired.assignments, &resource) else {
-        return;
-    };
-    let added: Vec<Vec<String>> = changes.iter().map(|c| newly_added(c, before)).collect();
-    record_owned(&mut d.status.owned, changes.iter().zip(&added));
-    for change in changes {
-        record_removals(&mut d.status, change, now);
-    }
-}
-
-/// The products a change gives its user that the user did not hold when the pass read the
-/// tenant: the licences a LicenseAssignment owns once the change is made.
-fn newly_added(change: &UserChange, before: Option<&crate::domain::Organization>) -> Vec<String> {
-    let user = before.and_then(|o| o.user(&change.user));
-    change
-        .add
-        .iter()
-        .filter(|l| user.is_none_or(|u| u.licence(&l.product).is_none()))
-        .map(|l| l.product.clone())
-        .collect()
-}
-
-/// Before a pass changes anything, each LicenseAssignment's records already own the licences
-/// it is about to assign (as a purchase's key is recorded before the purchase): a run stopped
-/// or killed half-way leaves no licence seatkeeper assigned that its records do not name, so
-/// a later `delete` or a dropped user still finds it. A claim whose change is refused or never
-/// sent is withdrawn ([`unclaim`]); one whose outcome is unknown (a lost reply) stays, and
-/// only ever names a licence the resource asked for.
-fn claim_intended(desired: &mut Desired, actions: &[Action], observed: &Observed) {
-    for action in actions {
-        let (Op::AssignLicenses { users }, Kind::LicenseAssignment) = (&action.op, action.kind)
-        else {
-            continue;
-        };
-        let Some(d) = find(&mut desired.assignments, &action.resource()) else {
-            continue;
-        };
-        let before = observed.organizations.get(&action.organization);
-        let owned = &mut d.status.owned;
-        let len = owned.len();
-        for change in users {
-            owned.extend(newly_added(change, before).into_iter().map(|product| {
-                crate::planner::resources::OwnedLicence {
-                    user: change.user.clone(),
-                    product,
-                }
-            }));
-        }
-        if owned.len() != len {
-            owned.sort();
-            owned.dedup();
-        }
-    }
-}
-
-/// A claimed change was refused or not sent: its new licences are not the resource's.
-fn unclaim(desired: &mut Desired, action: &Action, change: &UserChange, observed: &Observed) {
-    if action.kind != Kind::LicenseAssignment {
-        return;
-    }
-    let added = newly_added(change, observed.organizations.get(&action.organization));
-    if added.is_empty() {
-        return;
-    }
-    if let Some(d) = find(&mut desired.assignments, &action.resource()) {
-        d.status
-            .owned
-            .retain(|o| !(o.user.eq_ignore_ascii_case(&change.user) && added.contains(&o.product)));
-    }
-}
-
-/// One user's result of an add-on's one-time auto-assignment (R25): once any result is in,
-/// the assignment has run and is not planned again.
-fn record_auto_assigned(
-    desired: &mut Desired,
-    r: &ObjectRef,
-    user: &str,
-    result: Result<(), &Refusal>,
-) {
-    let Some(d) = (r.kind == Kind::AddOn)
-        .then(|| find(&mut desired.add_ons, r))
-        .flatten()
-    else {
-        return;
-    };
-    let status = &mut d.status;
-    status.auto_assign_due = false;
-    let assigned = status.auto_assigned.get_or_insert(0);
-    match result {
-        Ok(()) => *assigned += 1,
-        Err(refusal) => planner::note_skipped(
-            &mut status.auto_assign_skipped,
-            planner::skipped(user, refusal),
-        ),
-    }
-}
-
-fn record_removals(status: &mut LicenseAssignmentStatus, change: &UserChange, now: Instant) {
-    for p in &change.remove {
-        status.removals.push(Removal {
-            user: change.user.clone(),
-            product: p.clone(),
-            removed_at: now,
-            data_retained_until: now + (DATA_RETENTION_DAYS * 24).hours(),
-        });
-    }
-}
-
-/// What a purchase-side action changed, to be written into its resource's status.
+/// What a purchase-side action changed, to be recorded in its resource's status.
 enum Effect {
     Nothing,
     Bought { id: String, base: Option<String> },
@@ -707,14 +624,6 @@ async fn apply_one<B: Backend>(
     })
 }
 
-fn find<'a, S, St>(
-    list: &'a mut [Declared<S, St>],
-    r: &ObjectRef,
-) -> Option<&'a mut Declared<S, St>> {
-    list.iter_mut()
-        .find(|d| d.meta.namespace == r.namespace && d.meta.name == r.name)
-}
-
 /// The resource's product, when an action on it changes seats.
 fn product_of(desired: &Desired, r: &ObjectRef) -> Option<String> {
     match r.kind {
@@ -729,81 +638,6 @@ fn product_of(desired: &Desired, r: &ObjectRef) -> Option<String> {
             .find(|d| d.meta.namespace == r.namespace && d.meta.name == r.name)
             .map(|d| d.spec.product.clone()),
         Kind::LicenseAssignment => None,
-    }
-}
-
-/// Writes an action's effect into the status of a Subscription or an AddOn.
-trait PurchaseStatus {
-    fn bought(&mut self, id: String, base: Option<String>);
-    fn changed(&mut self, cost: CostPreview);
-}
-
-impl PurchaseStatus for SubscriptionStatus {
-    fn bought(&mut self, id: String, _: Option<String>) {
-        self.subscription_id = Some(id);
-        self.purchase = None;
-    }
-    fn changed(&mut self, cost: CostPreview) {
-        self.last_seat_change = Some(cost);
-    }
-}
-
-impl PurchaseStatus for AddOnStatus {
-    fn bought(&mut self, id: String, base: Option<String>) {
-        self.add_on_id = Some(id);
-        if base.is_some() {
-            self.base_subscription_id = base;
-        }
-        self.purchase = None;
-    }
-    fn changed(&mut self, cost: CostPreview) {
-        self.last_seat_change = Some(cost);
-    }
-}
-
-fn record(desired: &mut Desired, r: &ObjectRef, effect: Effect) {
-    if let (Effect::Bought { .. }, Some(d)) = (&effect, find(&mut desired.add_ons, r))
-        && r.kind == Kind::AddOn
-        && d.spec.auto_assign
-        && d.spec.add_on_id.is_none()
-    {
-        // R25: assigned once, at the purchase; planned in the next pass like any licence change.
-        d.status.auto_assign_due = true;
-    }
-    let status: &mut dyn PurchaseStatus = match r.kind {
-        Kind::Subscription => match find(&mut desired.subscriptions, r) {
-            Some(d) => &mut d.status,
-            None => return,
-        },
-        Kind::AddOn => match find(&mut desired.add_ons, r) {
-            Some(d) => &mut d.status,
-            None => return,
-        },
-        Kind::LicenseAssignment => return,
-    };
-    match effect {
-        Effect::Nothing => {}
-        Effect::Bought { id, base } => status.bought(id, base),
-        Effect::SeatChange(cost, _) => status.changed(cost),
-    }
-}
-
-/// The plan's statuses become the resources' statuses (ownership and ids are carried through).
-/// The plan's statuses move into the declared state (not copied: at 100k users a copy is tens
-/// of megabytes); the plan keeps empty ones. The statuses reached are `desired`'s.
-fn store_statuses(desired: &mut Desired, plan: &mut Plan) {
-    for (d, s) in desired
-        .subscriptions
-        .iter_mut()
-        .zip(&mut plan.subscriptions)
-    {
-        d.status = std::mem::take(s);
-    }
-    for (d, s) in desired.assignments.iter_mut().zip(&mut plan.assignments) {
-        d.status = std::mem::take(s);
-    }
-    for (d, s) in desired.add_ons.iter_mut().zip(&mut plan.add_ons) {
-        d.status = std::mem::take(s);
     }
 }
 

@@ -84,3 +84,21 @@ fn the_emulator_has_its_own_reading_and_never_uses_the_microsoft_client() {
     let found = code_containing(&files, &["microsoft::", "use super::super"]);
     assert!(found.is_empty(), "the emulator uses the client: {found:#?}");
 }
+
+/// The planner is the only author of status: the executor reports what happened as
+/// `planner::records::Event`s and never names a status type or field itself.
+#[test]
+fn the_executor_writes_no_status_the_planners_records_do() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let found = code_containing(
+        &[root.join("src/executor.rs")],
+        &[
+            "SubscriptionStatus",
+            "LicenseAssignmentStatus",
+            "AddOnStatus",
+            ".status.",
+            ".status =",
+        ],
+    );
+    assert!(found.is_empty(), "the executor touches status: {found:#?}");
+}

@@ -186,8 +186,13 @@ async fn run_inner<B: Backend + 'static>(
     let [subs_l, las_l, add_ons_l, orgs_l, namespaces_l]: [listed::Lister; 5] =
         flags.try_into().ok().expect("five flags");
     let h = &health;
-    let subs = slim(Api::<Subscription>::all(client.clone()), wc.clone(), subs_l, h)
-        .reconcile_on(receivers.subscriptions);
+    let subs = slim(
+        Api::<Subscription>::all(client.clone()),
+        wc.clone(),
+        subs_l,
+        h,
+    )
+    .reconcile_on(receivers.subscriptions);
     let las = slim(
         Api::<LicenseAssignment>::all(client.clone()),
         wc.clone(),

@@ -8,6 +8,7 @@ mod auto_assign;
 mod autoscale;
 pub mod conditions;
 pub mod deletion;
+pub mod records;
 pub mod resources;
 mod subscriptions;
 #[cfg(test)]
