@@ -6,6 +6,7 @@
 //! - [`executor`]: applies a plan through a backend, safely and in batches;
 //! - [`api`]: the resource types and their CRDs; [`intents`]: Kubernetes objects → the
 //!   planner's declared resources (the one intent builder);
+//! - [`wording`]: how actions read for people (the CLI's output and the cluster's Events);
 //! - [`cli`]: the `seatkeeper` command line.
 
 pub mod api;
@@ -21,4 +22,5 @@ pub mod guid;
 pub mod intents;
 pub mod organizations;
 pub mod planner;
+pub mod wording;
 pub mod yaml;

@@ -1957,7 +1957,7 @@ async fn r08_a_real_tenants_price_is_unknown_never_made_up() {
         report
             .executed
             .iter()
-            .map(|e| e.action.op.describe())
+            .map(|e| seatkeeper::wording::describe(&e.action.op))
             .collect::<Vec<_>>()
             .join("\n")
     };

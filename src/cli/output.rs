@@ -198,7 +198,7 @@ fn actions_section(planning: bool, report: &Report, waiting: usize) -> String {
     }
     let _ = writeln!(out, "{verb}:");
     for e in &report.executed {
-        let what = e.action.op.describe();
+        let what = crate::wording::describe(&e.action.op);
         let who = format!("{} {}/{}", e.action.kind, e.action.namespace, e.action.name);
         let _ = match &e.refused {
             None if planning && e.action.decided_by_service.is_some() => writeln!(

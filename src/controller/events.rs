@@ -21,7 +21,7 @@ pub fn changed(op: &Op) -> Event {
     Event {
         type_: EventType::Normal,
         reason: changed_reason(op).into(),
-        note: Some(truncate(&op.describe())),
+        note: Some(truncate(&crate::wording::describe(op))),
         action: "Reconcile".into(),
         secondary: None,
     }
