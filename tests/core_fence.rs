@@ -1,17 +1,17 @@
 //! The core (licensing domain, rules, planner, executor, the backend trait) knows no
-//! Kubernetes: it must build without kube, k8s-openapi and serde_json, and never reach into
-//! the Kubernetes shell, the CLI or a particular backend. This test reads the core's sources
-//! and fails on any such import, so the fence cannot erode unnoticed.
+//! Kubernetes: it is its own crate (`crates/core`), which the compiler builds without kube,
+//! k8s-openapi, serde_json or an HTTP client as long as its Cargo.toml names none of them.
+//! These tests read that Cargo.toml and the core's sources, so the fence cannot erode
+//! unnoticed.
 
 use std::path::{Path, PathBuf};
 
 const CORE: &[&str] = &[
-    "src/domain",
-    "src/planner",
-    "src/executor.rs",
-    "src/backend/mod.rs",
-    "src/backend/hooked.rs",
-    "src/clock.rs",
+    "crates/core/src/domain",
+    "crates/core/src/planner",
+    "crates/core/src/executor.rs",
+    "crates/core/src/backend",
+    "crates/core/src/clock.rs",
 ];
 
 const FORBIDDEN: &[&str] = &[
@@ -91,7 +91,7 @@ fn the_emulator_has_its_own_reading_and_never_uses_the_microsoft_client() {
 fn the_executor_writes_no_status_the_planners_records_do() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let found = code_containing(
-        &[root.join("src/executor.rs")],
+        &[root.join("crates/core/src/executor.rs")],
         &[
             "SubscriptionStatus",
             "LicenseAssignmentStatus",
@@ -101,4 +101,32 @@ fn the_executor_writes_no_status_the_planners_records_do() {
         ],
     );
     assert!(found.is_empty(), "the executor touches status: {found:#?}");
+}
+
+/// The core crate's dependencies: no Kubernetes, no JSON, no HTTP.
+#[test]
+fn the_core_crate_depends_on_no_kubernetes_json_or_http() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("crates/core/Cargo.toml")).unwrap();
+    let deps: Vec<&str> = manifest
+        .lines()
+        .skip_while(|l| !l.starts_with("[dependencies]"))
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name.trim()))
+        .collect();
+    assert!(
+        deps.contains(&"serde"),
+        "the dependencies were read: {deps:?}"
+    );
+    for bad in [
+        "kube",
+        "k8s-openapi",
+        "serde_json",
+        "reqwest",
+        "hyper",
+        "axum",
+    ] {
+        assert!(!deps.contains(&bad), "the core depends on {bad}: {deps:?}");
+    }
 }

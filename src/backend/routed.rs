@@ -28,7 +28,7 @@ impl<D: Backend, M: Backend> Backend for Routed<D, M> {
         }
         Ok(())
     }
-    super::forward_operations!(route);
+    seatkeeper_core::forward_operations!(route);
 }
 
 /// Calls the organization's backend.

@@ -54,7 +54,7 @@ impl<B: Backend, H: Hook> Backend for Hooked<B, H> {
     async fn checkpoint(&self) -> Result<()> {
         self.inner.checkpoint().await
     }
-    super::forward_operations!(around);
+    crate::forward_operations!(around);
 }
 
 /// The inner backend's call, with the hook around it.

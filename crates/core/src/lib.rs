@@ -1,0 +1,14 @@
+//! seatkeeper's core, with no Kubernetes, no JSON and no HTTP in it:
+//!
+//! - [`domain`]: the licensing rules and tenant model;
+//! - [`planner`]: desired state + observed tenant + clock → actions and statuses;
+//! - [`executor`]: applies a plan through a backend, safely and in batches;
+//! - [`backend`]: the licensing service behind one trait (the backends themselves are in the
+//!   `seatkeeper` crate);
+//! - [`clock`]: the time, injected.
+
+pub mod backend;
+pub mod clock;
+pub mod domain;
+pub mod executor;
+pub mod planner;
