@@ -11,16 +11,17 @@
 
 // The core (no Kubernetes, no JSON, no HTTP): its own crate, `crates/core`, so the compiler
 // keeps the fence. Re-exported under the names the rest of the house uses.
-pub use seatkeeper_core::{clock, domain, executor, planner};
+pub use seatkeeper_core::{clock, domain, executor, guid, planner};
+// The emulator and the YAML reading: crates of their own too (`crates/emulator`,
+// `crates/embedded`).
+pub use seatkeeper_embedded::yaml;
+pub use seatkeeper_emulator as emulator;
 
 pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod controller;
 pub mod crdgen;
-pub mod emulator;
-pub mod guid;
 pub mod intents;
 pub mod organizations;
 pub mod wording;
-pub mod yaml;

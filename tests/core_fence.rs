@@ -76,13 +76,36 @@ fn the_core_imports_no_kubernetes_no_json_and_no_shell() {
 fn the_emulator_has_its_own_reading_and_never_uses_the_microsoft_client() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = vec![];
-    sources(&root.join("src/emulator"), &mut files);
+    sources(&root.join("crates/emulator/src"), &mut files);
     assert!(
         files.len() >= 5,
         "the emulator's files were found: {files:?}"
     );
-    let found = code_containing(&files, &["microsoft::", "use super::super"]);
+    let found = code_containing(&files, &["microsoft::", "seatkeeper_microsoft"]);
     assert!(found.is_empty(), "the emulator uses the client: {found:#?}");
+    // The compiler holds the line: the emulator's crate does not depend on the client's.
+    let deps = dependencies("crates/emulator/Cargo.toml");
+    assert!(
+        deps.contains(&"seatkeeper-embedded".to_string()),
+        "{deps:?}"
+    );
+    assert!(
+        !deps.contains(&"seatkeeper-microsoft".to_string()),
+        "{deps:?}"
+    );
+}
+
+/// The names of a crate's `[dependencies]`.
+fn dependencies(manifest: &str) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(root.join(manifest))
+        .unwrap()
+        .lines()
+        .skip_while(|l| !l.starts_with("[dependencies]"))
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name.trim().to_string()))
+        .collect()
 }
 
 /// The planner is the only author of status: the executor reports what happened as
@@ -106,17 +129,9 @@ fn the_executor_writes_no_status_the_planners_records_do() {
 /// The core crate's dependencies: no Kubernetes, no JSON, no HTTP.
 #[test]
 fn the_core_crate_depends_on_no_kubernetes_json_or_http() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let manifest = std::fs::read_to_string(root.join("crates/core/Cargo.toml")).unwrap();
-    let deps: Vec<&str> = manifest
-        .lines()
-        .skip_while(|l| !l.starts_with("[dependencies]"))
-        .skip(1)
-        .take_while(|l| !l.starts_with('['))
-        .filter_map(|l| l.split_once('=').map(|(name, _)| name.trim()))
-        .collect();
+    let deps = dependencies("crates/core/Cargo.toml");
     assert!(
-        deps.contains(&"serde"),
+        deps.contains(&"serde".to_string()),
         "the dependencies were read: {deps:?}"
     );
     for bad in [
@@ -127,6 +142,9 @@ fn the_core_crate_depends_on_no_kubernetes_json_or_http() {
         "hyper",
         "axum",
     ] {
-        assert!(!deps.contains(&bad), "the core depends on {bad}: {deps:?}");
+        assert!(
+            !deps.contains(&bad.to_string()),
+            "the core depends on {bad}: {deps:?}"
+        );
     }
 }

@@ -4,9 +4,8 @@
 //! sends each organization to its own.
 
 pub use seatkeeper_core::backend::*;
+pub use seatkeeper_embedded::{embedded, journal};
+pub use seatkeeper_microsoft as microsoft;
 
-pub mod embedded;
-pub mod journal;
 pub mod lock;
-pub mod microsoft;
 pub mod routed;

@@ -5,10 +5,11 @@
 //! - [`executor`]: applies a plan through a backend, safely and in batches;
 //! - [`backend`]: the licensing service behind one trait (the backends themselves are in the
 //!   `seatkeeper` crate);
-//! - [`clock`]: the time, injected.
+//! - [`clock`]: the time, injected; [`guid`]: stable GUIDs from names.
 
 pub mod backend;
 pub mod clock;
 pub mod domain;
 pub mod executor;
+pub mod guid;
 pub mod planner;

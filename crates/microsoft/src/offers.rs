@@ -256,7 +256,7 @@ pub fn transition_failed(answer: &serde_json::Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::microsoft::wire::AvailabilityTerm;
+    use crate::wire::AvailabilityTerm;
 
     fn wanted(term: Term, offer: Option<&'static str>) -> Wanted<'static> {
         Wanted {
@@ -401,7 +401,7 @@ mod tests {
 
     fn documented_eligibilities() -> Vec<wire::TransitionEligibility> {
         let text = std::fs::read_to_string(format!(
-            "{}/tests/fixtures/microsoft/pcTransitionEligibilities.json",
+            "{}/../../tests/fixtures/microsoft/pcTransitionEligibilities.json",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap();
@@ -446,7 +446,7 @@ mod tests {
     fn a_transition_reports_failure_only_through_a_failed_event() {
         let started: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(format!(
-                "{}/tests/fixtures/microsoft/pcTransition.json",
+                "{}/../../tests/fixtures/microsoft/pcTransition.json",
                 env!("CARGO_MANIFEST_DIR")
             ))
             .unwrap(),

@@ -143,7 +143,7 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(format!(
-            "{}/tests/fixtures/microsoft/{name}",
+            "{}/../../tests/fixtures/microsoft/{name}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()

@@ -18,6 +18,14 @@
 // Handlers answer errors as ready HTTP responses; boxing them would buy nothing.
 #![allow(clippy::result_large_err)]
 
+// The core and the simulator under the names this crate was written with; never the
+// Microsoft client (this crate does not depend on it).
+pub(crate) use seatkeeper_core::{domain, guid};
+pub(crate) mod backend {
+    pub use seatkeeper_core::backend::*;
+    pub use seatkeeper_embedded::embedded;
+}
+
 mod assertion;
 pub mod catalog;
 mod faults;

@@ -12,7 +12,10 @@ mod mapping;
 pub mod offers;
 pub mod wire;
 
-use super::{
+// The core under the names this crate was written with.
+pub(crate) use seatkeeper_core::{backend, domain, guid};
+
+use crate::backend::{
     Backend, BackendError, Cancellation, MAX_BATCH, PurchaseRequest, Result, SeatChange, Snapshot,
 };
 use crate::domain::{Catalog, Refusal, Subscription, TraditionalAddOn, UserChange};

@@ -521,7 +521,7 @@ mod tests {
     fn documented_skus() -> Vec<wire::SubscribedSku> {
         let page: wire::Page<wire::SubscribedSku> = serde_json::from_str(
             &std::fs::read_to_string(format!(
-                "{}/tests/fixtures/microsoft/subscribedSkus.json",
+                "{}/../../tests/fixtures/microsoft/subscribedSkus.json",
                 env!("CARGO_MANIFEST_DIR")
             ))
             .unwrap(),
