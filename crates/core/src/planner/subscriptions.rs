@@ -167,7 +167,11 @@ impl Planner<'_> {
                 }
                 None => Err(Block::new(
                     BlockReason::SubscriptionNotFound,
-                    format!("subscription {id} does not exist in {}", p.organization),
+                    format!(
+                        "subscription {id} does not exist in {}{}",
+                        p.organization,
+                        did_you_mean(org, p.product)
+                    ),
                 )),
             };
         }
@@ -666,5 +670,34 @@ impl Planner<'_> {
             });
         }
         s
+    }
+}
+
+/// The tenant's subscriptions of `product`, with their ids, for a `subscriptionId` that names
+/// none: the ids are GUIDs on a real tenant, and nothing else in seatkeeper shows them.
+fn did_you_mean(org: &Organization, product: &str) -> String {
+    const SHOWN: usize = 5;
+    let same: Vec<String> = org
+        .subscriptions
+        .iter()
+        .filter(|s| s.product.eq_ignore_ascii_case(product))
+        .map(|s| format!("{} ({} seats, {:?})", s.id, s.seats, s.status))
+        .collect();
+    match same.len() {
+        0 => {
+            format!("; it has no subscription of {product}: remove spec.subscriptionId to buy one")
+        }
+        n => {
+            let more = n.saturating_sub(SHOWN);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!(
+                "; its subscriptions of {product}: {}{more}: set spec.subscriptionId to one of them",
+                same[..n.min(SHOWN)].join(", ")
+            )
+        }
     }
 }

@@ -757,3 +757,41 @@ fn deleting_a_license_assignment_retain_or_unassign_of_what_it_owns() {
     assert!(p.deleted.is_empty(), "Unassign removes what it owns first");
     assert_eq!(changes(&p).len(), 1, "{:?}", p.actions);
 }
+
+#[test]
+fn an_unknown_subscription_id_is_answered_with_the_tenants_subscriptions_of_that_product() {
+    let o = observed(
+        &[
+            ("8f1c-spb", "SPB", 5),
+            ("2d7e-spb", "SPB", 3),
+            ("e3", "SPE_E3", 9),
+        ],
+        &[],
+    );
+    let d = Desired {
+        subscriptions: vec![
+            subscription("spb", "sub-premium", "SPB", 5),
+            subscription("exchange", "sub-exchange", "EXCHANGESTANDARD", 1),
+        ],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    let said = |i: usize| {
+        let s = &p.subscriptions[i];
+        assert_eq!(s.blocked_reason.as_deref(), Some("SubscriptionNotFound"));
+        s.conditions.get("Blocked").unwrap().message.clone()
+    };
+    let spb = said(0);
+    assert!(
+        spb.contains("8f1c-spb (5 seats") && spb.contains("2d7e-spb (3 seats"),
+        "{spb}"
+    );
+    assert!(!spb.contains("e3 ("), "only the same product: {spb}");
+    assert!(spb.contains("set spec.subscriptionId"), "{spb}");
+    let exchange = said(1);
+    assert!(
+        exchange.contains("no subscription of EXCHANGESTANDARD"),
+        "{exchange}"
+    );
+    assert!(p.actions.is_empty(), "nothing bought: {:?}", p.actions);
+}
