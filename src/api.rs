@@ -529,6 +529,10 @@ pub struct OrganizationStatus {
     /// Each product the tenant holds: seats, assigned, available.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub products: Vec<ProductCounts>,
+    /// The tenant's subscriptions as last read (at most 100), with the ids a Subscription's
+    /// `spec.subscriptionId` adopts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<TenantSubscription>,
     /// Directory users seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<i64>,
@@ -536,6 +540,28 @@ pub struct OrganizationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub last_read_at: Option<crate::domain::Instant>,
+}
+
+/// One subscription of a tenant, as the licensing service reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSubscription {
+    /// Its id in the licensing service (a GUID on Microsoft's).
+    pub id: String,
+    /// The product (SKU part number).
+    pub product: String,
+    /// Seats bought (licences assigned are counted per product, under `products`).
+    pub seats: i64,
+    /// How it was bought: `Direct`, `Reseller`, `Prepaid` or `SelfService`.
+    pub channel: crate::domain::Channel,
+    /// Whether it is a trial.
+    pub trial: bool,
+    /// `Pending`, `Active`, `Warning`, `Suspended`, `CancelAtTermEnd` or `Canceled`.
+    pub state: crate::planner::resources::PurchaseState,
+    /// When its current term ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub term_ends_at: Option<crate::domain::Instant>,
 }
 
 /// One product's licences in a tenant.

@@ -1210,6 +1210,37 @@ async fn e2e_an_organization_with_the_microsoft_backend_runs_against_the_emulato
             })
     })
     .await;
+    // Its subscriptions, with the ids the emulated Partner Center serves: what a
+    // Subscription's spec.subscriptionId adopts.
+    let o = w
+        .server
+        .get("seatkeeper.dev/v1alpha1/organizations", "", "contoso")
+        .unwrap();
+    let listed: Vec<(String, String)> = o["status"]["subscriptions"]
+        .as_array()
+        .expect("subscriptions listed")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["product"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let served: Vec<(String, String)> = emulator.tenant().organizations[0]
+        .subscriptions
+        .iter()
+        .map(|s| {
+            (
+                seatkeeper::emulator::subscription_id(&s.id),
+                s.product.clone(),
+            )
+        })
+        .collect();
+    assert!(!served.is_empty());
+    for s in &served {
+        assert!(listed.contains(s), "{s:?} not in {listed:?}");
+    }
     // Rotating the Secret to a wrong value acts at once: a condition, not a crash loop.
     secrets
         .patch(

@@ -5,7 +5,9 @@
 
 use super::metrics::Metrics;
 use super::status::FIELD_MANAGER;
-use crate::api::{API_VERSION, Organization, OrganizationStatus, ProductCounts};
+use crate::api::{
+    API_VERSION, Organization, OrganizationStatus, ProductCounts, TenantSubscription,
+};
 use crate::backend::BackendError;
 use crate::backend::hooked::Hooked;
 use crate::backend::microsoft::Microsoft;
@@ -162,6 +164,7 @@ pub fn status_of(
         blocked_reason: outcome.blocked_reason(),
         backend: Some(backend.into()),
         products: prev.products.clone(),
+        subscriptions: prev.subscriptions.clone(),
         users: prev.users,
         last_read_at: prev.last_read_at,
     };
@@ -186,10 +189,34 @@ pub fn status_of(
                 })
             })
             .collect();
+        status.subscriptions = tenant_subscriptions(org);
         status.users = Some(org.users.len() as i64);
         status.last_read_at = Some(now);
     }
     status
+}
+
+/// How many of a tenant's subscriptions its Organization's status lists.
+const SUBSCRIPTIONS_LISTED: usize = 100;
+
+/// The tenant's subscriptions for the Organization's status, by product and id.
+fn tenant_subscriptions(org: &crate::domain::Organization) -> Vec<TenantSubscription> {
+    let mut listed: Vec<TenantSubscription> = org
+        .subscriptions
+        .iter()
+        .map(|s| TenantSubscription {
+            id: s.id.clone(),
+            product: s.product.clone(),
+            seats: s.seats as i64,
+            channel: s.channel,
+            trial: s.trial,
+            state: crate::planner::state_of(s),
+            term_ends_at: s.term_ends_at,
+        })
+        .collect();
+    listed.sort_by(|a, b| (&a.product, &a.id).cmp(&(&b.product, &b.id)));
+    listed.truncate(SUBSCRIPTIONS_LISTED);
+    listed
 }
 
 /// Writes an Organization's status when it changed (the read time alone is refreshed at most
@@ -204,6 +231,7 @@ pub async fn write_status(
     let same = |a: &OrganizationStatus, b: &OrganizationStatus| {
         a.conditions.same_ignoring_time(&b.conditions)
             && a.products == b.products
+            && a.subscriptions == b.subscriptions
             && a.users == b.users
             && a.backend == b.backend
             && a.blocked_reason == b.blocked_reason

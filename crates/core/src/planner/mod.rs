@@ -32,6 +32,7 @@ use std::sync::Arc;
 pub use crate::domain::UserChange;
 pub use conditions::Block;
 pub use resources::{AddOnIntent, AssignmentIntent, SubscriptionIntent};
+pub use subscriptions::state_of;
 
 /// The three kinds of resource. Their wire names are part of persisted purchase keys and
 /// records: never rename one (a renamed kind would make a recorded purchase unrecognisable,

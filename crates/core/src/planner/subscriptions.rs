@@ -74,7 +74,8 @@ pub(super) struct PurchaseResult {
     pub autoscale: Option<AutoscaleStatus>,
 }
 
-pub(super) fn state_of(sub: &Subscription) -> PurchaseState {
+/// The state a subscription reads in status.
+pub fn state_of(sub: &Subscription) -> PurchaseState {
     match sub.status {
         SubscriptionState::Active if !sub.recurring_billing => PurchaseState::CancelAtTermEnd,
         SubscriptionState::Pending => PurchaseState::Pending,
