@@ -682,7 +682,7 @@ fn did_you_mean(org: &Organization, product: &str) -> String {
         .subscriptions
         .iter()
         .filter(|s| s.product.eq_ignore_ascii_case(product))
-        .map(|s| format!("{} ({} seats, {:?})", s.id, s.seats, s.status))
+        .map(|s| format!("{} ({} seats, {:?})", s.id, s.seats, state_of(s)))
         .collect();
     match same.len() {
         0 => {
