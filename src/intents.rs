@@ -4,8 +4,8 @@
 
 use crate::domain::Instant;
 use crate::planner::resources::{
-    ABANDON_ON_DELETE_ANNOTATION, ACKNOWLEDGE_DOWNGRADE_ANNOTATION, ALLOW_BULK_REMOVAL_ANNOTATION,
-    ALLOW_LARGE_PURCHASE_ANNOTATION, PAUSED_ANNOTATION,
+    ABANDON_ON_DELETE_ANNOTATION, ACKNOWLEDGE_DOWNGRADE_ANNOTATION, ADOPT_LICENCES_ANNOTATION,
+    ALLOW_BULK_REMOVAL_ANNOTATION, ALLOW_LARGE_PURCHASE_ANNOTATION, PAUSED_ANNOTATION,
 };
 use crate::planner::{Declared, Desired, Flags, Kind, Meta};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -25,6 +25,7 @@ pub fn flags(annotations: Option<&BTreeMap<String, String>>) -> Flags {
         acknowledge_downgrade: on(ACKNOWLEDGE_DOWNGRADE_ANNOTATION),
         allow_large_purchase: on(ALLOW_LARGE_PURCHASE_ANNOTATION),
         abandon_on_delete: on(ABANDON_ON_DELETE_ANNOTATION),
+        adopt_licences: on(ADOPT_LICENCES_ANNOTATION),
     }
 }
 

@@ -1984,3 +1984,90 @@ async fn r08_a_real_tenants_price_is_unknown_never_made_up() {
     assert_eq!((cost.charged_now, cost.new_monthly_amount), (None, None));
     let _ = served.stop.send(true);
 }
+
+/// The README's emulator sandbox, run as written (issue: the README's emulator path rewrote the
+/// tracked example tenant, and its manifests were Blocked `SubscriptionNotFound` there): the
+/// block is read from the README, `cargo run -q --` becomes the built binary and `/tmp/` a
+/// temporary folder; every other word is the README's.
+#[test]
+fn readme_sandbox_runs_as_written() {
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .find(|b| b.starts_with("# terminal 1"))
+        .expect("the README's sandbox block (```sh, starting with '# terminal 1')");
+    let block = &block[..block.find("```").unwrap()];
+    let tracked = std::fs::read(root.join("examples/tenant.yaml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut emulator = None;
+    let mut ran = vec![];
+    for line in block
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let line = line.replace("/tmp/", &format!("{}/", tmp.path().display()));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words[..] {
+            ["cp", from, to] => {
+                std::fs::copy(root.join(from), to).unwrap();
+            }
+            ["cargo", "run", "-q", "--", ref args @ ..] => {
+                let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_seatkeeper"));
+                command.args(args).current_dir(root);
+                if args[0] == "emulate" {
+                    let mut child = command.stderr(std::process::Stdio::null()).spawn().unwrap();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                    while std::net::TcpStream::connect("127.0.0.1:8443").is_err() {
+                        assert!(
+                            child.try_wait().unwrap().is_none(),
+                            "the emulator stopped (is 127.0.0.1:8443 taken?)"
+                        );
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the emulator did not start"
+                        );
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    emulator = Some(Killed(child));
+                    continue;
+                }
+                let out = command.output().unwrap();
+                let (stdout, stderr) = (
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr),
+                );
+                let expected = if args[0] == "export" { 0 } else { 3 };
+                assert_eq!(
+                    out.status.code(),
+                    Some(expected),
+                    "{line}\n{stdout}\n{stderr}"
+                );
+                assert!(!stdout.contains("SubscriptionNotFound"), "{line}\n{stdout}");
+                if args[0] == "export" {
+                    assert!(stdout.contains("kind: Subscription"), "{stdout}");
+                    assert!(
+                        stdout.contains("5d2c6e1a-0b7f-4c3e-9a51-2f8e4b6d0101"),
+                        "{stdout}"
+                    );
+                }
+                ran.push(args[0].to_string());
+            }
+            _ => panic!("a line of the README's sandbox this test does not know: {line}"),
+        }
+    }
+    assert!(emulator.is_some(), "the sandbox starts the emulator");
+    assert_eq!(ran, ["plan", "apply", "export"]);
+    assert_eq!(
+        std::fs::read(root.join("examples/tenant.yaml")).unwrap(),
+        tracked,
+        "the tracked example tenant is left as it is"
+    );
+}

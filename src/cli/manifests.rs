@@ -210,6 +210,8 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| InputError(format!("{}: cannot read folder: {e}", p.display())))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
+                // A folder kustomize reads: its own file is not a resource.
+                .filter(|f| !is_kustomization(f))
                 .filter(|f| {
                     f.is_file()
                         && matches!(
@@ -232,8 +234,44 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
     Ok(out)
 }
 
-/// Read and check every document; the first problem stops everything.
+/// kustomize's own file in a folder (`kustomization.yaml`, `.yml` or `Kustomization`).
+fn is_kustomization(f: &std::path::Path) -> bool {
+    matches!(
+        f.file_name().and_then(|n| n.to_str()),
+        Some("kustomization.yaml" | "kustomization.yml" | "Kustomization")
+    )
+}
+
+/// Read and check every document; the first problem stops everything. At least one
+/// seatkeeper resource is required.
 pub fn load(
+    paths: &[PathBuf],
+    recorded: &BTreeMap<(String, String, String), Value>,
+) -> Result<Manifests, InputError> {
+    let m = read(paths, recorded)?;
+    if m.objects.is_empty() {
+        let names: Vec<String> = paths
+            .iter()
+            .map(|p| {
+                if p.as_os_str() == STDIN {
+                    "standard input".to_string()
+                } else {
+                    p.display().to_string()
+                }
+            })
+            .collect();
+        return Err(InputError(format!(
+            "no seatkeeper resources in {}: expected Subscription, LicenseAssignment or AddOn documents (apiVersion {})",
+            names.join(", "),
+            crate::api::API_VERSION
+        )));
+    }
+    Ok(m)
+}
+
+/// Every document read and checked, without requiring any resource (Organization and Secret
+/// documents alone, as `export` takes them).
+pub fn read(
     paths: &[PathBuf],
     recorded: &BTreeMap<(String, String, String), Value>,
 ) -> Result<Manifests, InputError> {
@@ -282,23 +320,6 @@ pub fn load(
                 read_document(&mut m, &mut seen, src, item, recorded)?;
             }
         }
-    }
-    if m.objects.is_empty() {
-        let names: Vec<String> = paths
-            .iter()
-            .map(|p| {
-                if p.as_os_str() == STDIN {
-                    "standard input".to_string()
-                } else {
-                    p.display().to_string()
-                }
-            })
-            .collect();
-        return Err(InputError(format!(
-            "no seatkeeper resources in {}: expected Subscription, LicenseAssignment or AddOn documents (apiVersion {})",
-            names.join(", "),
-            crate::api::API_VERSION
-        )));
     }
     Ok(m)
 }

@@ -1,6 +1,7 @@
 //! The `seatkeeper` command line (CONTRACT §3).
 
 mod emulate;
+mod export;
 mod manifests;
 mod output;
 mod progress;
@@ -23,7 +24,7 @@ use crate::planner::{Desired, Kind, Options};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
@@ -45,6 +46,9 @@ enum Command {
     Apply(Args),
     /// Carry out each resource's deletion policy.
     Delete(Args),
+    /// Write manifests that adopt what an organization holds today (its subscriptions,
+    /// add-ons and directly assigned licences); `plan` on them changes nothing.
+    Export(export::ExportArgs),
     /// Print the CustomResourceDefinitions (the same bytes as crds/).
     Crds,
     /// Run the controller against the current kubeconfig or in-cluster config.
@@ -406,6 +410,7 @@ fn run_command(cli: Cli, interrupt: Option<Interrupt>) -> i32 {
         Command::Delete(a) => (a, Mode::Delete),
         Command::Run(a) => return run_controller(&a),
         Command::Emulate(a) => return emulate::run(&a),
+        Command::Export(a) => return export::run(&a),
     };
     if args.detailed_exitcode && mode != Mode::Plan {
         eprintln!("error: --detailed-exitcode is for plan only");
@@ -539,19 +544,25 @@ fn records_of(
         .collect()
 }
 
+/// The tenant file, and whether it is missing: with only Microsoft organizations the records
+/// file may not exist yet (an empty one stands in; an organization of the tenant file then
+/// fails as the missing file's error).
+fn load_state(path: &Path) -> Result<(TenantFile, bool), CliError> {
+    let loaded = TenantFile::load(path);
+    let missing = loaded.is_err() && !path.exists();
+    match loaded {
+        Ok(t) => Ok((t, missing)),
+        Err(_) if missing => Ok((TenantFile::default(), true)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Inputs → declared state → the executor's run (on a copy for `plan`) → output and exit code.
 async fn run(args: &Args, mode: Mode, interrupt: &Interrupt) -> Result<i32, CliError> {
-    let clock = clock_of(args)?;
+    let clock = clock_of(&args.now)?;
     // Held until the run ends: a second run waits, then fails naming this one.
     let _lock = lock_state(args, mode)?;
-    // With only Microsoft organizations the records file may not exist yet.
-    let loaded = TenantFile::load(&args.state);
-    let missing = loaded.is_err() && !args.state.exists();
-    let tenant = match loaded {
-        Ok(t) => t,
-        Err(_) if missing => TenantFile::default(),
-        Err(e) => return Err(e.into()),
-    };
+    let (tenant, missing) = load_state(&args.state)?;
     if args.now.is_some()
         && let Some((then, what)) = latest_recorded(&tenant)
         && clock.now() < then
@@ -657,33 +668,40 @@ async fn run(args: &Args, mode: Mode, interrupt: &Interrupt) -> Result<i32, CliE
     })
 }
 
-/// The tenant file's lock for this run: shared for `plan`, exclusive otherwise. A tenant
-/// file in a folder that does not exist (a run with Microsoft organizations only) needs none.
+/// The tenant file's lock for this run: shared for `plan`, exclusive otherwise.
 fn lock_state(
     args: &Args,
     mode: Mode,
 ) -> Result<Option<crate::backend::lock::StateLock>, CliError> {
-    use crate::backend::lock::{Access, acquire};
-    let dir = args.state.parent().filter(|p| !p.as_os_str().is_empty());
-    if dir.is_some_and(|d| !d.is_dir()) {
-        return Ok(None);
-    }
+    use crate::backend::lock::Access;
     let (access, command) = match mode {
         Mode::Plan => (Access::Read, "seatkeeper plan"),
         Mode::Apply => (Access::Write, "seatkeeper apply"),
         Mode::Delete => (Access::Write, "seatkeeper delete"),
     };
-    Ok(Some(acquire(
-        &args.state,
-        access,
-        args.lock_timeout,
-        command,
+    lock_file(&args.state, access, args.lock_timeout, command)
+}
+
+/// The lock on `state` for `command`. A tenant file in a folder that does not exist (a run
+/// with Microsoft organizations only) needs none.
+fn lock_file(
+    state: &std::path::Path,
+    access: crate::backend::lock::Access,
+    timeout: std::time::Duration,
+    command: &str,
+) -> Result<Option<crate::backend::lock::StateLock>, CliError> {
+    let dir = state.parent().filter(|p| !p.as_os_str().is_empty());
+    if dir.is_some_and(|d| !d.is_dir()) {
+        return Ok(None);
+    }
+    Ok(Some(crate::backend::lock::acquire(
+        state, access, timeout, command,
     )?))
 }
 
 /// `--now` fixes the clock; without it, the real time.
-fn clock_of(args: &Args) -> Result<Arc<dyn Clock>, CliError> {
-    Ok(match &args.now {
+fn clock_of(now: &Option<String>) -> Result<Arc<dyn Clock>, CliError> {
+    Ok(match now {
         Some(s) => {
             let t = s
                 .parse::<Instant>()

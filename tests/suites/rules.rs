@@ -1513,3 +1513,85 @@ fn a_seat_change_accepted_202_finishes_later_and_is_not_asked_again() {
     let later = t.run("apply", &m, "2026-11-21T10:00:00Z");
     assert_eq!(later.item("spb")["status"]["seats"]["purchased"], 3);
 }
+
+/// A tenant seatkeeper has never seen: subscriptions of every kind, licences with and without
+/// disabled plans, one inherited from a group, users in two departments.
+fn adoptable_tenant() -> String {
+    let users = "  - {upn: ann@contoso.com, usageLocation: NL, department: Sales, licenses: [{product: SPB}, {product: MCOMEETADV}]}\n\
+                 \x20 - {upn: bob@contoso.com, usageLocation: NL, department: Sales, licenses: [{product: SPB, disabledPlans: [SWAY]}, {product: MCOMEETADV}]}\n\
+                 \x20 - {upn: cat@contoso.com, usageLocation: NL, department: Finance, licenses: [{product: SPB, disabledPlans: [SWAY]}]}\n\
+                 \x20 - {upn: dan@contoso.com, usageLocation: NL, licenses: [{product: ENTERPRISEPACK}]}\n\
+                 \x20 - {upn: eve@contoso.com, usageLocation: NL, licenses: [{product: SPB, byGroup: true}]}\n\
+                 \x20 - {upn: fay@contoso.com, usageLocation: NL}\n";
+    let subs = s(
+        "sub-spb",
+        "SPB",
+        6,
+        ", addOns: [{id: addon-audio, product: MCOMEETADV, quantity: 2}]",
+    ) + &s("sub-e3-trial", "ENTERPRISEPACK", 25, ", trial: true")
+        + &s("sub-e3-old", "ENTERPRISEPACK", 0, ", status: Canceled")
+        + &s("sub-atp", "ATP_ENTERPRISE", 3, "");
+    tenant(users, &subs)
+}
+
+#[test]
+fn export_adopts_a_tenant_and_plan_on_the_export_changes_nothing() {
+    let t = Tenant::new(&adoptable_tenant());
+    let (code, yaml, stderr) = t.export(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        yaml.starts_with("# Exported by `seatkeeper export` at"),
+        "{yaml}"
+    );
+    // What a real tenant names by GUID is exported with the backend's ids.
+    for id_in_tenant in ["sub-spb", "addon-audio", "sub-e3-trial", "sub-atp"] {
+        assert!(yaml.contains(&id(id_in_tenant)), "{id_in_tenant} in {yaml}");
+    }
+    let adopted = |i: &str| yaml.contains(&format!("Id: {}\n", id(i)));
+    assert!(!adopted("sub-e3-old"), "canceled: left out");
+    assert!(stderr.contains("canceled"), "{stderr}");
+    assert!(
+        stderr.contains("1 licence inherited from groups"),
+        "{stderr}"
+    );
+    assert!(
+        !yaml.contains("eve@contoso.com"),
+        "group licences stay with the group"
+    );
+    assert!(
+        !yaml.contains("fay@contoso.com"),
+        "no licence, nothing to adopt"
+    );
+    assert!(yaml.contains("type: Standalone") && yaml.contains("type: Traditional"));
+
+    // The fixed point: nothing to do, every resource Ready or honestly Blocked, nothing bought.
+    let before = t.run("plan", &yaml, NOW);
+    let plan = t.run_with("plan", &yaml, NOW, &["--detailed-exitcode"]);
+    assert!(matches!(plan.code, 0 | 3), "{}", plan.stderr);
+    assert!(plan.actions().is_empty(), "{:?}", plan.actions());
+    assert_eq!(before.code, 0, "{}", before.stderr);
+    let applied = t.apply(&yaml);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert!(applied.actions().is_empty(), "{:?}", applied.actions());
+    let organizations = |r: &Run| {
+        seatkeeper::backend::embedded::TenantFile::parse(&r.tenant, "tenant.yaml")
+            .unwrap()
+            .organizations
+    };
+    assert_eq!(
+        organizations(&applied),
+        organizations(&before),
+        "nothing changed"
+    );
+
+    // Adopted licences are owned: dropping a user from a list removes exactly that licence
+    // (ann keeps Business Premium; the first list naming her is the audio conferencing one).
+    let edited = yaml.replacen("  - ann@contoso.com\n", "", 1);
+    let r = t.run("plan", &edited, NOW);
+    assert_eq!(r.actions().len(), 1, "{:?}", r.out["actions"]);
+    let removal = r.out["actions"][0].to_string();
+    assert!(
+        removal.contains("ann@contoso.com") && removal.contains("MCOMEETADV"),
+        "{removal}"
+    );
+}

@@ -180,6 +180,39 @@ impl Tenant {
     pub fn apply(&self, manifests: &str) -> Run {
         self.run("apply", manifests, NOW)
     }
+    /// `seatkeeper export --organization contoso.com` of this tenant (through the emulator on
+    /// the Microsoft backend, with the Organization document it needs), more flags in
+    /// `extra`: exit code, standard output and standard error.
+    pub fn export(&self, extra: &[&str]) -> (i32, String, String) {
+        let dir = self.dir.path();
+        let tenant = dir.join("tenant.yaml");
+        let mut args: Vec<String> = vec!["export".into()];
+        let _emulator = if MICROSOFT {
+            let (emulator, root) = Emulator::start(&tenant, NOW, &[]);
+            std::fs::write(dir.join("org.yaml"), on_microsoft("", &root)).unwrap();
+            args.extend(["-f".into(), dir.join("org.yaml").display().to_string()]);
+            args.extend([
+                "--state".into(),
+                dir.join("records.yaml").display().to_string(),
+            ]);
+            Some(emulator)
+        } else {
+            args.extend(["--state".into(), tenant.display().to_string()]);
+            None
+        };
+        args.extend(["--organization", "contoso.com", "--now", NOW].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let out = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
     /// `verb` with the default table output (simulator only): exit code and stdout.
     pub fn table(&self, verb: &str, manifests: &str) -> (i32, String) {
         let dir = self.dir.path();

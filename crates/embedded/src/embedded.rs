@@ -397,6 +397,28 @@ impl Embedded {
         ))
     }
 
+    /// What `snapshot` reads, taking the organization out of the simulator instead of copying
+    /// it: for a reader that needs it once (`seatkeeper export`), which then holds one copy of
+    /// a large tenant, not two.
+    pub fn into_snapshot(self, organization: &str) -> Result<Snapshot> {
+        let now = self.clock.now();
+        let mut st = self.state.into_inner().expect("tenant lock");
+        st.refresh()?;
+        let organizations = &mut st.tenant.organizations;
+        let organization = organizations
+            .iter()
+            .position(|o| o.domain.eq_ignore_ascii_case(organization))
+            .map(|i| {
+                let mut o = organizations.swap_remove(i);
+                advance(&mut o, now);
+                o
+            });
+        Ok(Snapshot {
+            catalog: st.catalog,
+            organization,
+        })
+    }
+
     /// The simulator's clock.
     pub fn now(&self) -> Instant {
         self.clock.now()

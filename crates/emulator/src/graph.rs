@@ -242,7 +242,7 @@ pub async fn subscriptions(State(em): State<Arc<Emulator>>, headers: HeaderMap) 
     page(value, None)
 }
 
-/// A user as `GET /users?$select=id,userPrincipalName,userType,usageLocation,assignedLicenses,licenseAssignmentStates`
+/// A user as `GET /users?$select=id,userPrincipalName,userType,usageLocation,department,assignedLicenses,licenseAssignmentStates`
 /// shows it (the user resource type's `assignedLicense` and `licenseAssignmentState`).
 fn graph_user(u: &User) -> Value {
     let assigned: Vec<Value> = u
@@ -268,6 +268,7 @@ fn graph_user(u: &User) -> Value {
         "userPrincipalName": u.upn,
         "userType": if u.guest { "Guest" } else { "Member" },
         "usageLocation": u.usage_location,
+        "department": u.department,
         "assignedLicenses": assigned,
         "licenseAssignmentStates": states,
     })

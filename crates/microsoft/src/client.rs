@@ -310,13 +310,24 @@ impl Client {
     /// Every page of a Graph collection.
     pub async fn all<T: DeserializeOwned>(&self, scope: Scope, url: &str) -> Result<Vec<T>> {
         let mut out = vec![];
+        self.each_page(scope, url, |page| out.extend(page)).await?;
+        Ok(out)
+    }
+
+    /// Every page of a collection, each handed to `f` as it arrives (`@odata.nextLink`).
+    pub async fn each_page<T: DeserializeOwned>(
+        &self,
+        scope: Scope,
+        url: &str,
+        mut f: impl FnMut(Vec<T>),
+    ) -> Result<()> {
         let mut next = Some(url.to_string());
         while let Some(url) = next {
             let page: wire::Page<T> = self.get(scope, &url).await?;
-            out.extend(page.value);
+            f(page.value);
             next = page.next_link;
         }
-        Ok(out)
+        Ok(())
     }
 
     pub async fn post<T: DeserializeOwned>(

@@ -221,12 +221,11 @@ impl Microsoft {
             .client
             .all::<wire::CompanySubscription>(Scope::Graph, &self.graph("/directory/subscriptions"))
             .await?;
-        let select =
-            "id,userPrincipalName,userType,usageLocation,assignedLicenses,licenseAssignmentStates";
+        let select = "id,userPrincipalName,userType,usageLocation,department,assignedLicenses,licenseAssignmentStates";
         let users_url = self.graph(&format!("/users?$select={select}&$top=999"));
-        let users = self
-            .client
-            .all::<wire::User>(Scope::Graph, &users_url)
+        let mut users = mapping::Users::new(&skus);
+        self.client
+            .each_page::<wire::User>(Scope::Graph, &users_url, |page| users.add(page))
             .await?;
         let pc = match self.customer() {
             Some(c) => {
@@ -237,7 +236,7 @@ impl Microsoft {
             }
             None => None,
         };
-        let directory = Arc::new(Directory::new(
+        let directory = Arc::new(Directory::of(
             &self.cfg.organization,
             &self.catalog,
             skus,

@@ -35,7 +35,54 @@ pub struct Directory {
     pub owned_offers: HashMap<String, Vec<String>>,
 }
 
+/// The service's users in the domain's words, mapped page by page as they arrive: a large
+/// tenant's raw pages (ids, GUIDs, assignment states) are never all held at once.
+pub struct Users {
+    /// lowercase skuId → product.
+    sku_name: HashMap<String, String>,
+    /// lowercase servicePlanId → plan name.
+    plan_name: HashMap<String, String>,
+    users: Vec<User>,
+    /// lowercase UPN → user id.
+    ids: HashMap<String, String>,
+}
+
+impl Users {
+    /// A reader that names licences after this tenant's `subscribedSkus`.
+    pub fn new(skus: &[wire::SubscribedSku]) -> Users {
+        Users {
+            sku_name: skus
+                .iter()
+                .map(|s| (s.sku_id.to_lowercase(), s.sku_part_number.clone()))
+                .collect(),
+            plan_name: skus
+                .iter()
+                .flat_map(|s| &s.service_plans)
+                .map(|p| {
+                    (
+                        p.service_plan_id.to_lowercase(),
+                        p.service_plan_name.clone(),
+                    )
+                })
+                .collect(),
+            users: vec![],
+            ids: HashMap::new(),
+        }
+    }
+
+    /// One page of `GET /users`.
+    pub fn add(&mut self, page: Vec<wire::User>) {
+        self.users.reserve(page.len());
+        for u in page {
+            self.users.push(user(&u, &self.sku_name, &self.plan_name));
+            self.ids.insert(u.user_principal_name.to_lowercase(), u.id);
+        }
+    }
+}
+
 impl Directory {
+    /// The directory of whole answers (the unit tests' way in).
+    #[cfg(test)]
     pub fn new(
         domain: &str,
         builtin: &Catalog,
@@ -44,29 +91,26 @@ impl Directory {
         users: Vec<wire::User>,
         pc: Option<Vec<wire::PcSubscription>>,
     ) -> Directory {
-        let sku_name: HashMap<String, String> = skus
-            .iter()
-            .map(|s| (s.sku_id.to_lowercase(), s.sku_part_number.clone()))
-            .collect();
-        let plan_name: HashMap<String, String> = skus
-            .iter()
-            .flat_map(|s| &s.service_plans)
-            .map(|p| {
-                (
-                    p.service_plan_id.to_lowercase(),
-                    p.service_plan_name.clone(),
-                )
-            })
-            .collect();
+        let mut read = Users::new(&skus);
+        read.add(users);
+        Directory::of(domain, builtin, skus, subs, read, pc)
+    }
+
+    /// The directory of what was read, the users already mapped.
+    pub fn of(
+        domain: &str,
+        builtin: &Catalog,
+        skus: Vec<wire::SubscribedSku>,
+        subs: Vec<wire::CompanySubscription>,
+        users: Users,
+        pc: Option<Vec<wire::PcSubscription>>,
+    ) -> Directory {
         let catalog = Arc::new(catalog_of(builtin, &skus));
         let mut organization = Organization::default();
         organization.domain = domain.to_string();
         // Not reported; the service refuses a change that needs one.
         organization.payment_method_on_file = true;
-        organization.users = users
-            .iter()
-            .map(|u| user(u, &sku_name, &plan_name))
-            .collect();
+        organization.users = users.users;
         // Partner Center runs its credit checks when an order or a seat increase arrives, and
         // nothing it shows beforehand tells (R03).
         organization.credit_check_by_service = pc.is_some();
@@ -88,10 +132,7 @@ impl Directory {
             owned_offers,
             catalog,
             organization,
-            users: users
-                .iter()
-                .map(|u| (u.user_principal_name.to_lowercase(), u.id.clone()))
-                .collect(),
+            users: users.ids,
             skus: skus
                 .iter()
                 .map(|s| (s.sku_part_number.clone(), s.sku_id.clone()))
@@ -294,7 +335,8 @@ fn user(
             .map(|l| (&l.sku_id, &l.disabled_plans, l.assigned_by_group.is_some()))
             .collect()
     };
-    let mut licenses: Vec<Licence> = vec![];
+    // Sized to what the user holds: a growing vector would keep room for four licences.
+    let mut licenses: Vec<Licence> = Vec::with_capacity(states.len());
     for (sku, disabled, by_group) in states {
         let Some(product) = sku_name.get(&sku.to_lowercase()) else {
             continue;
@@ -317,6 +359,7 @@ fn user(
         upn: u.user_principal_name.clone(),
         guest: u.user_type.as_deref() == Some("Guest"),
         usage_location: u.usage_location.clone().filter(|l| !l.is_empty()),
+        department: u.department.clone().filter(|d| !d.is_empty()),
         licenses,
     }
 }

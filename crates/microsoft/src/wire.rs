@@ -116,7 +116,7 @@ pub struct CompanySubscription {
     pub owner_tenant_id: Option<String>,
 }
 
-/// `GET /users?$select=id,userPrincipalName,userType,usageLocation,assignedLicenses,licenseAssignmentStates`
+/// `GET /users?$select=id,userPrincipalName,userType,usageLocation,department,assignedLicenses,licenseAssignmentStates`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
@@ -127,6 +127,9 @@ pub struct User {
     pub user_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_location: Option<String>,
+    /// Returned only when `$select` names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
     #[serde(default)]
     pub assigned_licenses: Vec<AssignedLicense>,
     #[serde(default)]

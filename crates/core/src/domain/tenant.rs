@@ -139,6 +139,10 @@ pub struct User {
     pub guest: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_location: Option<String>,
+    /// The directory's department (Graph's `department`): what `export --split-by
+    /// department` groups by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
     #[serde(default)]
     pub licenses: Vec<Licence>,
 }

@@ -116,9 +116,47 @@ impl<'a> Planner<'a> {
         if outcome.blocked.is_none() {
             outcome.blocked = summary_block(&users, &states);
         }
+        if d.meta.flags.adopt_licences && !d.meta.deleting && !d.meta.flags.paused {
+            let assigned: Vec<&str> = users
+                .iter()
+                .copied()
+                .filter(|u| matches!(states.get(*u), Some((UserState::Assigned, _))))
+                .collect();
+            self.adopt_held(d, &assigned, &mut status.owned);
+        }
         status.conditions = outcome.conditions(&d.status.conditions, d.meta.generation, self.now);
         status.blocked_reason = outcome.blocked_reason();
         status
+    }
+
+    /// `seatkeeper.dev/adopt-licences`: each declared licence a listed user holds directly,
+    /// with the declared plans, is owned from now on (of users it holds as Assigned: never a
+    /// licence another resource claims). Never one inherited from a group.
+    fn adopt_held(&self, d: &Assignment, users: &[&str], owned: &mut Vec<OwnedLicence>) {
+        let Ok(org) = self.gate(&d.meta, &d.spec.organization) else {
+            return;
+        };
+        let before = owned.len();
+        for upn in users {
+            let Some(user) = org.user(upn) else { continue };
+            for l in &d.spec.licenses {
+                let declared = Licence::new(&l.product, &l.disabled_plans);
+                let held = user.licence(&l.product);
+                if held.is_some_and(|h| !h.by_group && h.same_plans(&declared))
+                    && !owned
+                        .iter()
+                        .any(|o| o.user.eq_ignore_ascii_case(upn) && o.product == l.product)
+                {
+                    owned.push(OwnedLicence {
+                        user: upn.to_string(),
+                        product: l.product.clone(),
+                    });
+                }
+            }
+        }
+        if owned.len() != before {
+            owned.sort();
+        }
     }
 
     /// Candidates (listed users, then licences dropped from the spec) → the removal limit →

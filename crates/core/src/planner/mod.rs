@@ -128,6 +128,10 @@ pub struct Flags {
     pub allow_large_purchase: bool,
     /// `seatkeeper.dev/abandon-on-delete`: a deletion lets go without its deletion policy.
     pub abandon_on_delete: bool,
+    /// `seatkeeper.dev/adopt-licences` (LicenseAssignment): the licences its users already
+    /// hold directly, as declared, become its own, as if it had assigned them (what `export`
+    /// writes: dropping a user later removes that licence).
+    pub adopt_licences: bool,
 }
 
 /// A declared resource with the status it last reached (which carries what it owns).

@@ -21,6 +21,9 @@ pub const ALLOW_LARGE_PURCHASE_ANNOTATION: &str = crate::domain::rules::ALLOW_LA
 /// Lets a deleted resource go without carrying out its deletion policy: nothing is cancelled
 /// or unassigned; what it bought or assigned stays, no longer managed.
 pub const ABANDON_ON_DELETE_ANNOTATION: &str = "seatkeeper.dev/abandon-on-delete";
+/// On a LicenseAssignment: the declared licences its users already hold directly become its
+/// own (adopted), so that dropping a user or a product later removes them.
+pub const ADOPT_LICENCES_ANNOTATION: &str = "seatkeeper.dev/adopt-licences";
 
 fn default_true() -> bool {
     true

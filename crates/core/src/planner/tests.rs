@@ -795,3 +795,53 @@ fn an_unknown_subscription_id_is_answered_with_the_tenants_subscriptions_of_that
     );
     assert!(p.actions.is_empty(), "nothing bought: {:?}", p.actions);
 }
+
+#[test]
+fn r19_adopt_licences_owns_what_users_hold_directly_and_nothing_else() {
+    let mut o = observed(
+        &[("s", "SPB", 5)],
+        &[
+            ("a@contoso.com", &["SPB"]),
+            ("b@contoso.com", &["SPB"]),
+            ("c@contoso.com", &[]),
+        ],
+    );
+    // b's licence is inherited from a group: never adopted.
+    let org = o.organizations.get_mut("contoso.com").unwrap();
+    org.users[1].licenses[0].by_group = true;
+    let mut la = assignment(
+        "la",
+        50,
+        &["a@contoso.com", "b@contoso.com", "c@contoso.com"],
+        "SPB",
+        Add,
+    );
+    la.meta.flags.adopt_licences = true;
+    let d = Desired {
+        assignments: vec![la.clone()],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    let owned: Vec<&str> = p.assignments[0]
+        .owned
+        .iter()
+        .map(|o| o.user.as_str())
+        .collect();
+    assert_eq!(owned, ["a@contoso.com"], "held directly: adopted");
+    // c gets the licence assigned as any new one (owned once assigned, by the executor).
+    assert_eq!(
+        changes(&p),
+        vec![("c@contoso.com".into(), vec!["SPB".into()], vec![])]
+    );
+    // Without the annotation nothing is adopted: dropping a would remove nothing.
+    la.meta.flags.adopt_licences = false;
+    let d = Desired {
+        assignments: vec![la],
+        ..Default::default()
+    };
+    assert!(
+        plan(&d, &o, now(), &Options::default()).assignments[0]
+            .owned
+            .is_empty()
+    );
+}
