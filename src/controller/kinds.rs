@@ -1,5 +1,5 @@
-//! The three resource kinds as the controller sees them, and the one intent builder that turns
-//! cached objects into the planner's declared state.
+//! The three resource kinds as the controller sees them: cached objects handed to the one
+//! intent builder (`crate::intents`) to become the planner's declared state.
 
 use crate::api::{AddOn, LicenseAssignment, Subscription};
 use crate::planner::{Declared, Kind, Meta};

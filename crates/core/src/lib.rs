@@ -3,8 +3,8 @@
 //! - [`domain`]: the licensing rules and tenant model;
 //! - [`planner`]: desired state + observed tenant + clock → actions and statuses;
 //! - [`executor`]: applies a plan through a backend, safely and in batches;
-//! - [`backend`]: the licensing service behind one trait (the backends themselves are in the
-//!   `seatkeeper` crate);
+//! - [`backend`]: the licensing service behind one trait (the backends themselves are crates
+//!   of their own: `seatkeeper-embedded`, `seatkeeper-microsoft`);
 //! - [`clock`]: the time, injected; [`guid`]: stable GUIDs from names.
 
 pub mod backend;

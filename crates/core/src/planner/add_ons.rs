@@ -32,7 +32,7 @@ type AddOnDecl = super::Declared<AddOnIntent, AddOnStatus>;
 
 impl Planner<'_> {
     pub(super) fn plan_add_ons(&mut self, subs: &[PurchaseResult]) -> Vec<AddOnResult> {
-        let desired = self.desired;
+        let desired = self.inp.desired;
         desired
             .add_ons
             .iter()
@@ -51,7 +51,7 @@ impl Planner<'_> {
                 // Found through its purchase key: this resource just bought it (R25 is due).
                 r.auto_assign.due |= r.purchase.found_by_key && d.spec.auto_assign;
                 let usable = match (&r.purchase.bound, d.spec.add_on_type) {
-                    (Some(sub), AddOnType::Standalone) => sub.is_usable(self.now),
+                    (Some(sub), AddOnType::Standalone) => sub.is_usable(self.inp.now),
                     (_, AddOnType::Traditional) => r.add_on_id.is_some(),
                     _ => false,
                 };
@@ -94,7 +94,9 @@ impl Planner<'_> {
             ..Default::default()
         };
         if let Some(sub) = &purchase.bound {
-            let pool = self.observed_pool(&d.spec.organization, &d.spec.product);
+            let pool = self
+                .inp
+                .observed_pool(&d.spec.organization, &d.spec.product);
             r.state = Some(state_of(sub));
             let desired = purchase
                 .autoscale
@@ -117,7 +119,7 @@ impl Planner<'_> {
         r.purchase.purchase = d.status.purchase.clone();
         r.purchase.outcome.paused = d.meta.flags.paused;
         if let Err(block) = self.traditional_steps(d, base, &mut r) {
-            self.note_retry(block.retry_at);
+            self.decided.note_retry(block.retry_at);
             r.purchase.outcome.blocked = Some(block);
         }
         r
@@ -174,7 +176,8 @@ impl Planner<'_> {
         }
         // Nothing on record, Orphan, or abandoned: gone at once, whatever else blocks it.
         if deletion::of_add_on(d).is_some() {
-            self.deleted
+            self.decided
+                .deleted
                 .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
             return Ok(());
         }
@@ -190,7 +193,7 @@ impl Planner<'_> {
         r: &mut AddOnResult,
     ) -> Result<(), Block> {
         let quantity = d.spec.quantity.max(0) as u32;
-        let org = self.gate(&d.meta, &d.spec.organization)?;
+        let org = self.inp.gate(&d.meta, &d.spec.organization)?;
         let product = self.product_of_kind(&d.spec.product, ProductKind::AddOn)?;
         if let Some(id) = d.spec.add_on_id.as_ref().or(d.status.add_on_id.as_ref()) {
             let managed = Managed::AddOn(id.clone());
@@ -202,7 +205,9 @@ impl Planner<'_> {
         r.base_id = Some(base.id.clone());
         let record = self.traditional_record(d, base)?;
         if let Some(a) = record {
-            let pool = self.observed_pool(&d.spec.organization, &d.spec.product);
+            let pool = self
+                .inp
+                .observed_pool(&d.spec.organization, &d.spec.product);
             r.purchase.found_by_key = d.spec.add_on_id.is_none() && d.status.add_on_id.is_none();
             r.add_on_id = Some(a.id.clone());
             r.purchase.purchase = None;
@@ -235,7 +240,8 @@ impl Planner<'_> {
             return Ok(base);
         }
         if d.meta.deleting {
-            self.deleted
+            self.decided
+                .deleted
                 .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
             return Ok(None);
         }
@@ -258,7 +264,8 @@ impl Planner<'_> {
     fn base_ready(&mut self, d: &AddOnDecl, base: &Subscription) -> Result<bool, Block> {
         if base.status == SubscriptionState::Canceled {
             if d.meta.deleting {
-                self.deleted
+                self.decided
+                    .deleted
                     .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
                 return Ok(false);
             }
@@ -270,7 +277,7 @@ impl Planner<'_> {
                 ),
             ));
         }
-        if !d.meta.deleting && !base.is_usable(self.now) {
+        if !d.meta.deleting && !base.is_usable(self.inp.now) {
             return Err(Block::new(
                 BlockReason::BaseSubscriptionNotReady,
                 format!("the base subscription {} is not active yet", base.id),
@@ -288,7 +295,8 @@ impl Planner<'_> {
         if d.spec.deletion_policy == SubscriptionDeletionPolicy::Cancel && record.is_some() {
             return Err(Refusal::RemovalRequiresSupport.into());
         }
-        self.deleted
+        self.decided
+            .deleted
             .push(super::ObjectRef::of(Kind::AddOn, &d.meta));
         Ok(())
     }
@@ -313,9 +321,9 @@ impl Planner<'_> {
                 ),
             ));
         }
-        let catalog = self.observed.catalog.clone();
-        check_add_on_available(&catalog, org, &d.spec.product, Some(base), self.now)?;
-        check_admin_may_change(base, self.now)?;
+        let catalog = self.inp.observed.catalog.clone();
+        check_add_on_available(&catalog, org, &d.spec.product, Some(base), self.inp.now)?;
+        check_admin_may_change(base, self.inp.now)?;
         self.check_purchase_guard(
             &d.meta,
             &d.spec.organization,
@@ -326,7 +334,7 @@ impl Planner<'_> {
         )?;
         let pending = d.status.purchase.clone().unwrap_or(PendingPurchase {
             key: purchase_key(Kind::AddOn, &d.meta, &d.spec.organization),
-            started_at: self.now,
+            started_at: self.inp.now,
         });
         r.purchase.outcome.progressing =
             Some(format!("buying {quantity} of add-on {}", d.spec.product));
@@ -356,7 +364,7 @@ impl Planner<'_> {
         r: &mut AddOnResult,
     ) -> Result<(), Block> {
         let quantity = d.spec.quantity.max(0) as u32;
-        check_admin_may_change(base, self.now)?;
+        check_admin_may_change(base, self.inp.now)?;
         r.purchase.outcome.progressing =
             Some(format!("changing quantity {} → {quantity}", a.quantity));
         if quantity < a.quantity {
@@ -381,7 +389,7 @@ impl Planner<'_> {
         )?;
         let mut billed = base.clone();
         billed.seats = a.quantity;
-        let cost = cost_preview(&billed, monthly_price, quantity, self.now);
+        let cost = cost_preview(&billed, monthly_price, quantity, self.inp.now);
         if !r.purchase.outcome.paused {
             self.pool_mut(&d.spec.organization, &d.spec.product).seats += quantity - a.quantity;
             let op = Op::SetAddOnQuantity {
@@ -402,10 +410,11 @@ impl Planner<'_> {
     ) -> AddOnStatus {
         AddOnStatus {
             observed_generation: meta.generation,
-            conditions: r
-                .purchase
-                .outcome
-                .conditions(&prev.conditions, meta.generation, self.now),
+            conditions: r.purchase.outcome.conditions(
+                &prev.conditions,
+                meta.generation,
+                self.inp.now,
+            ),
             blocked_reason: r.purchase.outcome.blocked_reason(),
             add_on_id: r.add_on_id.clone(),
             base_subscription_id: r.base_id.clone(),

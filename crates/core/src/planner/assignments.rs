@@ -35,8 +35,9 @@ struct Candidate {
 }
 
 impl<'a> Planner<'a> {
-    pub(super) fn plan_assignments(&mut self) {
-        let desired = self.desired;
+    /// Step 4: every LicenseAssignment's licences, oldest claim first; their statuses.
+    pub(super) fn plan_assignments(&mut self) -> Vec<LicenseAssignmentStatus> {
+        let desired = self.inp.desired;
         let mut order: Vec<usize> = (0..desired.assignments.len()).collect();
         order.sort_by(|&a, &b| {
             let (a, b) = (&desired.assignments[a].meta, &desired.assignments[b].meta);
@@ -46,7 +47,7 @@ impl<'a> Planner<'a> {
         let mut claims: Claims = HashMap::new();
         for &i in &order {
             let d = &desired.assignments[i];
-            if d.meta.deleting || self.gate(&d.meta, &d.spec.organization).is_err() {
+            if d.meta.deleting || self.inp.gate(&d.meta, &d.spec.organization).is_err() {
                 continue;
             }
             let of_org = claims.entry(d.spec.organization.as_str()).or_default();
@@ -64,10 +65,10 @@ impl<'a> Planner<'a> {
         for &i in &order {
             statuses[i] = Some(self.plan_assignment(i, &desired.assignments[i], &claims));
         }
-        self.assignments = statuses
+        statuses
             .into_iter()
             .map(|s| s.expect("every assignment planned"))
-            .collect();
+            .collect()
     }
 
     fn plan_assignment(
@@ -124,7 +125,8 @@ impl<'a> Planner<'a> {
                 .collect();
             self.adopt_held(d, &assigned, &mut status.owned);
         }
-        status.conditions = outcome.conditions(&d.status.conditions, d.meta.generation, self.now);
+        status.conditions =
+            outcome.conditions(&d.status.conditions, d.meta.generation, self.inp.now);
         status.blocked_reason = outcome.blocked_reason();
         status
     }
@@ -133,7 +135,7 @@ impl<'a> Planner<'a> {
     /// with the declared plans, is owned from now on (of users it holds as Assigned: never a
     /// licence another resource claims). Never one inherited from a group.
     fn adopt_held(&self, d: &Assignment, users: &[&str], owned: &mut Vec<OwnedLicence>) {
-        let Ok(org) = self.gate(&d.meta, &d.spec.organization) else {
+        let Ok(org) = self.inp.gate(&d.meta, &d.spec.organization) else {
             return;
         };
         let before = owned.len();
@@ -173,7 +175,8 @@ impl<'a> Planner<'a> {
         let deleting = d.meta.deleting;
         if deleting && super::deletion::of_assignment(d).is_some() {
             // Nothing it owns to remove, it keeps them, or it is abandoned: no gate, no catalog.
-            self.deleted
+            self.decided
+                .deleted
                 .push(super::ObjectRef::of(Kind::LicenseAssignment, &d.meta));
             return Ok(());
         }
@@ -243,7 +246,8 @@ impl<'a> Planner<'a> {
                 );
             }
         } else if scope.deleting && limit.is_none() && kept.is_none() {
-            self.deleted
+            self.decided
+                .deleted
                 .push(super::ObjectRef::of(Kind::LicenseAssignment, &d.meta));
         }
         match limit.or(kept) {
@@ -261,10 +265,10 @@ impl<'a> Planner<'a> {
         outcome: &mut Outcome,
     ) {
         let me = super::ObjectRef::of(Kind::LicenseAssignment, &d.meta);
-        let Some(block) = self.refusals.resources.get(&me) else {
+        let Some(block) = self.inp.refusals.resources.get(&me) else {
             return;
         };
-        for ((r, user), b) in &self.refusals.users {
+        for ((r, user), b) in &self.inp.refusals.users {
             if *r != me {
                 continue;
             }
@@ -283,8 +287,8 @@ impl<'a> Planner<'a> {
         d: &'s Assignment,
         claims: &'s Claims<'s>,
     ) -> Result<Scope<'a, 's>, Block> {
-        let org = self.gate(&d.meta, &d.spec.organization)?;
-        let catalog = self.observed.catalog.clone();
+        let org = self.inp.gate(&d.meta, &d.spec.organization)?;
+        let catalog = self.inp.observed.catalog.clone();
         // A deletion removes what the status owns, whatever products the spec names now.
         if !d.meta.deleting
             && let Some(l) = d
@@ -338,7 +342,7 @@ impl<'a> Planner<'a> {
                 .filter(|&owner| owner != scope.index && !self.declared_plans(owner, l))
                 .map(|owner| (l, owner))
         }) {
-            let other = &self.desired.assignments[owner].meta;
+            let other = &self.inp.desired.assignments[owner].meta;
             return Err(Block::new(
                 BlockReason::DuplicateAssignment,
                 format!(
@@ -375,7 +379,8 @@ impl<'a> Planner<'a> {
         if add.is_empty() && remove.is_empty() {
             return Ok(None);
         }
-        let checked = check_user_change(scope.org, &scope.catalog, user, &add, &remove, self.now)?;
+        let checked =
+            check_user_change(scope.org, &scope.catalog, user, &add, &remove, self.inp.now)?;
         let acknowledged = d.meta.flags.acknowledge_downgrade;
         check_data_kept(
             &scope.catalog,
@@ -383,7 +388,7 @@ impl<'a> Planner<'a> {
             &checked.after,
             &remove,
             acknowledged,
-            self.now,
+            self.inp.now,
         )?;
         if scope.replace {
             check_downgrade(&scope.catalog, user, &checked.after, &remove, acknowledged)?;
@@ -449,8 +454,14 @@ impl<'a> Planner<'a> {
                 if let Some(u) = found {
                     let u = &*self.planned_user(u);
                     let after = licences_after(u, &[], &remove);
-                    let check =
-                        check_data_kept(&scope.catalog, u, &after, &remove, acknowledged, self.now);
+                    let check = check_data_kept(
+                        &scope.catalog,
+                        u,
+                        &after,
+                        &remove,
+                        acknowledged,
+                        self.inp.now,
+                    );
                     if let Err(refusal) = check {
                         kept.push((u.upn.clone(), Block::from(refusal)));
                         return None;
@@ -485,7 +496,7 @@ impl<'a> Planner<'a> {
             .iter()
             .filter(|c| !c.change.remove.is_empty())
             .count();
-        let max = self.options.max_removals_for(scope.organization);
+        let max = self.inp.options.max_removals_for(scope.organization);
         if removing <= max || d.meta.flags.allow_bulk_removal {
             return None;
         }
@@ -674,14 +685,14 @@ fn user_key(user: &User) -> usize {
 impl<'a> Planner<'a> {
     /// What `user` holds once this plan's changes so far are made.
     pub(super) fn plan_licences(&mut self, user: &'a User, after: Vec<Licence>) {
-        self.planned_licences.insert(user_key(user), after);
+        self.seats.licences.insert(user_key(user), after);
     }
 }
 
 impl Planner<'_> {
     /// Whether LicenseAssignment `owner` declares `l`'s product with the same plans.
     fn declared_plans(&self, owner: usize, l: &Licence) -> bool {
-        self.desired.assignments[owner]
+        self.inp.desired.assignments[owner]
             .spec
             .licenses
             .iter()
@@ -729,7 +740,7 @@ pub fn record_owned<'c>(
 impl<'a> Planner<'a> {
     /// The user as this plan leaves them so far.
     pub(super) fn planned_user(&self, user: &'a User) -> Cow<'a, User> {
-        match self.planned_licences.get(&user_key(user)) {
+        match self.seats.licences.get(&user_key(user)) {
             Some(licences) => Cow::Owned(User {
                 licenses: licences.clone(),
                 ..user.clone()

@@ -57,10 +57,10 @@ impl Planner<'_> {
         state: &mut AutoAssign,
         outcome: &mut Outcome,
     ) {
-        let Ok(org) = self.gate(&d.meta, &d.spec.organization) else {
+        let Ok(org) = self.inp.gate(&d.meta, &d.spec.organization) else {
             return;
         };
-        let catalog = self.observed.catalog.clone();
+        let catalog = self.inp.observed.catalog.clone();
         let (organization, product) = (d.spec.organization.as_str(), d.spec.product.as_str());
         let paused = d.meta.flags.paused;
         let licence = [Licence::new(product, &[])];
@@ -71,7 +71,7 @@ impl Planner<'_> {
             if !user.licenses.is_empty() {
                 continue;
             }
-            let checked = check_user_change(org, &catalog, &user, &licence, &[], self.now)
+            let checked = check_user_change(org, &catalog, &user, &licence, &[], self.inp.now)
                 .and_then(|c| {
                     let free = self.pool(organization, product).available();
                     check_free_seats(product, 1, free).map(|()| c)

@@ -22,8 +22,8 @@ impl Planner<'_> {
     /// those this pass removes, plus those LicenseAssignments want assigned (with a free seat
     /// or waiting for one), as the first plan of the pass found them.
     pub(super) fn demand(&self, organization: &str, product: &str) -> u32 {
-        let assigned = self.observed_pool(organization, product).consumed;
-        let Some(first) = &self.first_demand else {
+        let assigned = self.inp.observed_pool(organization, product).consumed;
+        let Some(first) = &self.inp.first_demand else {
             return assigned;
         };
         assigned.saturating_sub(first.leaving.count(organization, product))
@@ -42,7 +42,7 @@ impl Planner<'_> {
         let (organization, product, floor) = (p.organization, p.product, p.seats);
         let resource = format!("{} {}/{}", p.kind, p.meta.namespace, p.meta.name);
         let demand = self.demand(organization, product);
-        let own = bound.map_or(0, |s| s.pool_seats(self.now));
+        let own = bound.map_or(0, |s| s.pool_seats(self.inp.now));
         let others = self.pool(organization, product).seats.saturating_sub(own);
         let max = a.max_seats.max(0) as u32;
         let wanted = (demand + a.headroom.max(0) as u32).saturating_sub(others);

@@ -413,20 +413,29 @@ pub fn plan_with(
     plan_once(desired, observed, now, options, refusals, Some(demand)).0
 }
 
+/// One pass, in its steps, top to bottom. Each step plans what it owns and leaves the seats
+/// as its actions would; the order matters: purchases come before licences (R02: seats
+/// first), an add-on's auto-assignment before LicenseAssignments claim its seats, and
+/// reductions (R07) after this pass's licence removals.
 fn plan_once(
     desired: &Desired,
     observed: &Observed,
     now: Instant,
     options: &Options,
     refusals: &Refusals,
-    first: Option<autoscale::Demand>,
+    first_demand: Option<autoscale::Demand>,
 ) -> (Plan, autoscale::Demand) {
-    let mut planner = Planner::new(desired, observed, now, options, refusals);
-    planner.first_demand = first;
-    planner.owners = planner.find_owners();
+    let inputs = Inputs::new(desired, observed, now, options, refusals, first_demand);
+    // 1. Owners: one resource manages each subscription and add-on.
+    let owners = inputs.owners();
+    let mut planner = Planner::new(inputs, owners);
+    // 2. Subscriptions (and standalone add-ons): adopt, buy, seats up, cancel.
     let mut subs = planner.plan_subscriptions();
+    // 3. Traditional add-ons on their base, each followed by its auto-assignment (R25).
     let mut add_ons = planner.plan_add_ons(&subs);
-    planner.plan_assignments();
+    // 4. LicenseAssignments: claims, removals, licences within the seats left.
+    let assignments = planner.plan_assignments();
+    // 5. Reductions: seats down, counted after this pass's licence removals (R07).
     for r in subs
         .iter_mut()
         .chain(add_ons.iter_mut().map(|a| &mut a.purchase))
@@ -435,6 +444,7 @@ fn plan_once(
             planner.plan_decrease(&mut r.outcome, &d);
         }
     }
+    // 6. Statuses: what the service refused earlier in the run, then each resource's status.
     let refused = |kind: Kind, meta: &Meta| refusals.resources.get(&ObjectRef::of(kind, meta));
     for (d, r) in desired.subscriptions.iter().zip(subs.iter_mut()) {
         if let Some(b) = refused(Kind::Subscription, &d.meta) {
@@ -446,20 +456,28 @@ fn plan_once(
             r.purchase.outcome.refused(b);
         }
     }
-    let sub_statuses = desired
+    let subscriptions = desired
         .subscriptions
         .iter()
         .zip(&subs)
         .map(|(d, r)| planner.subscription_status(&d.status, &d.meta, d.spec.seats, r))
         .collect();
-    let add_on_statuses = desired
+    let add_ons = desired
         .add_ons
         .iter()
         .zip(&add_ons)
         .map(|(d, r)| planner.add_on_status(&d.status, &d.meta, r))
         .collect();
-    let demand = std::mem::take(&mut planner.demand);
-    (planner.finish(sub_statuses, add_on_statuses), demand)
+    let Planner {
+        inp,
+        decided,
+        demand,
+        ..
+    } = planner;
+    (
+        decided.into_plan(inp.refusals, subscriptions, assignments, add_ons),
+        demand,
+    )
 }
 
 /// Seats of one product in one organization, as this pass will leave them.
@@ -507,41 +525,63 @@ enum Managed {
 /// (lowercase organization, what is managed) → the oldest resource naming it.
 type Owners = HashMap<(String, Managed), ObjectRef>;
 
-struct Planner<'a> {
+/// What a pass plans from; nothing changes it during the pass.
+struct Inputs<'a> {
     desired: &'a Desired,
     observed: &'a Observed,
     now: Instant,
     options: &'a Options,
-    /// (organization, product) → seats and consumption, updated as actions are planned.
-    pools: Pools,
-    /// The pools as observed, for status.
-    observed_pools: Pools,
-    actions: Vec<Action>,
-    assignments: Vec<LicenseAssignmentStatus>,
-    deleted: Vec<ObjectRef>,
-    requeue_at: Option<Instant>,
-    /// The licences a user holds once this plan's earlier licence changes are made, so that
-    /// later changes are checked against them, by observed user (see `user_key`).
-    planned_licences: HashMap<usize, Vec<Licence>>,
-    /// One owner per subscription and per add-on.
-    owners: Owners,
     /// What the service refused earlier in this run.
     refusals: &'a Refusals,
-    /// (organization, product) → why autoscaling stopped short of demand.
-    autoscale_caps: HashMap<(String, String), String>,
-    /// What this pass's licence changes remove and want, recorded as they are planned.
-    demand: autoscale::Demand,
-    /// The same, as a first plan of this pass found it: what autoscaling plans with.
+    /// (organization, product) → seats and consumption as observed, for status.
+    observed_pools: Pools,
+    /// What a first plan of this pass found its licence changes remove and want: what
+    /// autoscaling plans with (none in the first plan).
     first_demand: Option<autoscale::Demand>,
 }
 
-impl<'a> Planner<'a> {
+/// Seats and licences as the pass leaves them: each step plans against them and updates them
+/// with what its actions change.
+struct Seats {
+    /// (organization, product) → seats and consumption.
+    pools: Pools,
+    /// The licences a user holds once this plan's earlier licence changes are made, so that
+    /// later changes are checked against them, by observed user (see `user_key`).
+    licences: HashMap<usize, Vec<Licence>>,
+}
+
+/// What the pass decides, added to by each step.
+#[derive(Default)]
+struct Decided {
+    actions: Vec<Action>,
+    /// Resources being deleted whose deletion policy is fully carried out.
+    deleted: Vec<ObjectRef>,
+    /// The earliest time something blocked may clear by itself.
+    requeue_at: Option<Instant>,
+}
+
+/// The state a pass's steps share (see `plan_once` for the steps themselves).
+struct Planner<'a> {
+    inp: Inputs<'a>,
+    /// Step 1's result: one owner per subscription and per add-on.
+    owners: Owners,
+    seats: Seats,
+    /// (organization, product) → why autoscaling (steps 2 and 3) stopped short of demand,
+    /// for the LicenseAssignments left waiting (step 4).
+    autoscale_caps: HashMap<(String, String), String>,
+    /// What this pass's licence changes remove and want, recorded as step 4 plans them.
+    demand: autoscale::Demand,
+    decided: Decided,
+}
+
+impl<'a> Inputs<'a> {
     fn new(
         desired: &'a Desired,
         observed: &'a Observed,
         now: Instant,
         options: &'a Options,
         refusals: &'a Refusals,
+        first_demand: Option<autoscale::Demand>,
     ) -> Self {
         let mut pools: Pools = HashMap::new();
         for (domain, org) in &observed.organizations {
@@ -561,30 +601,21 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        Planner {
+        Inputs {
             desired,
             observed,
             now,
             options,
-            observed_pools: pools.clone(),
-            pools,
-            actions: vec![],
-            assignments: vec![],
-            deleted: vec![],
-            requeue_at: None,
-            planned_licences: HashMap::new(),
-            owners: HashMap::new(),
             refusals,
-            autoscale_caps: HashMap::new(),
-            demand: autoscale::Demand::default(),
-            first_demand: None,
+            observed_pools: pools,
+            first_demand,
         }
     }
 
     /// One owner per subscription and add-on: of the resources naming it (to adopt, or as
     /// bought before), the oldest by creation time, then namespace/name. Resources their
     /// namespace may not act for do not take part.
-    fn find_owners(&self) -> Owners {
+    fn owners(&self) -> Owners {
         let d = self.desired;
         let mut claims: Vec<(&Meta, Kind, &str, Managed)> = vec![];
         for s in &d.subscriptions {
@@ -625,50 +656,6 @@ impl<'a> Planner<'a> {
         owners
     }
 
-    /// Another, older resource manages this subscription or add-on: this one changes nothing.
-    fn check_owner(
-        &self,
-        kind: Kind,
-        meta: &Meta,
-        organization: &str,
-        managed: Managed,
-    ) -> Result<(), Block> {
-        let id = match &managed {
-            Managed::Subscription(id) => format!("subscription {id}"),
-            Managed::AddOn(id) => format!("add-on {id}"),
-        };
-        match self.owners.get(&(organization.to_lowercase(), managed)) {
-            Some(owner) if *owner != ObjectRef::of(kind, meta) => {
-                Err(Refusal::DuplicateSubscription {
-                    id,
-                    owner: owner.to_string(),
-                }
-                .into())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn pool(&self, org: &str, product: &str) -> Pool {
-        self.pools
-            .get(org)
-            .and_then(|o| o.get(product))
-            .copied()
-            .unwrap_or_default()
-    }
-
-    fn observed_pool(&self, org: &str, product: &str) -> Pool {
-        self.observed_pools
-            .get(org)
-            .and_then(|o| o.get(product))
-            .copied()
-            .unwrap_or_default()
-    }
-
-    fn pool_mut(&mut self, org: &str, product: &str) -> &mut Pool {
-        entry_of(&mut self.pools, org, product)
-    }
-
     /// Tenant isolation and existence: the organization this resource may act on.
     fn gate(&self, meta: &Meta, organization: &str) -> Result<&'a Organization, Block> {
         match self
@@ -700,16 +687,102 @@ impl<'a> Planner<'a> {
         }
         self.observed.organizations.get(organization).ok_or_else(|| {
             Block::new(
- BlockReason::OrganizationNotFound,
+                BlockReason::OrganizationNotFound,
                 format!("organization {organization} is not known to the licensing backend: check spec.organization"),
             )
         })
     }
 
+    fn observed_pool(&self, org: &str, product: &str) -> Pool {
+        self.observed_pools
+            .get(org)
+            .and_then(|o| o.get(product))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+impl Decided {
     fn note_retry(&mut self, at: Option<Instant>) {
         if let Some(at) = at {
             self.requeue_at = Some(self.requeue_at.map_or(at, |r| r.min(at)));
         }
+    }
+
+    /// The plan: actions the service refused earlier in the run are left out, the rest in
+    /// their phases' order (the order of planning within a phase).
+    fn into_plan(
+        mut self,
+        refusals: &Refusals,
+        subscriptions: Vec<SubscriptionStatus>,
+        assignments: Vec<LicenseAssignmentStatus>,
+        add_ons: Vec<AddOnStatus>,
+    ) -> Plan {
+        let refused = &refusals.resources;
+        self.actions
+            .retain(|a| !refused.contains_key(&a.resource()));
+        self.actions.sort_by_key(|a| a.phase);
+        Plan {
+            actions: self.actions,
+            subscriptions,
+            assignments,
+            add_ons,
+            deleted: self.deleted,
+            requeue_at: self.requeue_at,
+        }
+    }
+}
+
+impl<'a> Planner<'a> {
+    fn new(inp: Inputs<'a>, owners: Owners) -> Self {
+        Planner {
+            seats: Seats {
+                pools: inp.observed_pools.clone(),
+                licences: HashMap::new(),
+            },
+            inp,
+            owners,
+            autoscale_caps: HashMap::new(),
+            demand: autoscale::Demand::default(),
+            decided: Decided::default(),
+        }
+    }
+
+    /// Another, older resource manages this subscription or add-on: this one changes nothing.
+    fn check_owner(
+        &self,
+        kind: Kind,
+        meta: &Meta,
+        organization: &str,
+        managed: Managed,
+    ) -> Result<(), Block> {
+        let id = match &managed {
+            Managed::Subscription(id) => format!("subscription {id}"),
+            Managed::AddOn(id) => format!("add-on {id}"),
+        };
+        match self.owners.get(&(organization.to_lowercase(), managed)) {
+            Some(owner) if *owner != ObjectRef::of(kind, meta) => {
+                Err(Refusal::DuplicateSubscription {
+                    id,
+                    owner: owner.to_string(),
+                }
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn pool(&self, org: &str, product: &str) -> Pool {
+        self.seats
+            .pools
+            .get(org)
+            .and_then(|o| o.get(product))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn pool_mut(&mut self, org: &str, product: &str) -> &mut Pool {
+        entry_of(&mut self.seats.pools, org, product)
     }
 
     /// Plans an action; `late` ones free seats and run last in the pass.
@@ -725,11 +798,12 @@ impl<'a> Planner<'a> {
             _ => false,
         };
         let decided_by_service = self
+            .inp
             .observed
             .organizations
             .get(organization)
             .and_then(|org| rules::decided_by_service(org, spends));
-        self.actions.push(Action {
+        self.decided.actions.push(Action {
             kind,
             namespace: meta.namespace.clone(),
             name: meta.name.clone(),
@@ -738,21 +812,6 @@ impl<'a> Planner<'a> {
             phase,
             decided_by_service,
         });
-    }
-
-    fn finish(mut self, subs: Vec<SubscriptionStatus>, add_ons: Vec<AddOnStatus>) -> Plan {
-        let refused = &self.refusals.resources;
-        self.actions
-            .retain(|a| !refused.contains_key(&a.resource()));
-        self.actions.sort_by_key(|a| a.phase);
-        Plan {
-            actions: self.actions,
-            subscriptions: subs,
-            assignments: self.assignments,
-            add_ons,
-            deleted: self.deleted,
-            requeue_at: self.requeue_at,
-        }
     }
 }
 

@@ -88,7 +88,7 @@ pub fn state_of(sub: &Subscription) -> PurchaseState {
 
 impl Planner<'_> {
     pub(super) fn plan_subscriptions(&mut self) -> Vec<PurchaseResult> {
-        let desired = self.desired;
+        let desired = self.inp.desired;
         desired
             .subscriptions
             .iter()
@@ -138,7 +138,7 @@ impl Planner<'_> {
         };
         out.outcome.paused = p.meta.flags.paused;
         if let Err(block) = self.purchase_steps(p, &mut out) {
-            self.note_retry(block.retry_at);
+            self.decided.note_retry(block.retry_at);
             out.outcome.blocked = Some(block);
         }
         out
@@ -153,6 +153,7 @@ impl Planner<'_> {
             return match org.subscription(id) {
                 Some(s) => Ok(Some(s)),
                 None if self
+                    .inp
                     .observed
                     .organizations
                     .values()
@@ -201,7 +202,7 @@ impl Planner<'_> {
             // nothing of the service.
             return self.plan_purchase_deletion(p, out);
         }
-        let org = self.gate(p.meta, p.organization)?;
+        let org = self.inp.gate(p.meta, p.organization)?;
         let product = self.product_of_kind(p.product, p.expect)?;
         if let Some(id) = p.adopt_id.or(p.recorded_id) {
             let managed = Managed::Subscription(id.into());
@@ -232,7 +233,7 @@ impl Planner<'_> {
         sku: &str,
         expect: ProductKind,
     ) -> Result<crate::domain::Product, Block> {
-        match self.observed.catalog.product(sku) {
+        match self.inp.observed.catalog.product(sku) {
             Some(x) if x.kind == expect => Ok(x.clone()),
             Some(_) => Err(Block::new(
                 BlockReason::ProductUnknown,
@@ -290,13 +291,13 @@ impl Planner<'_> {
             return Ok(());
         }
         if p.expect == ProductKind::AddOn {
-            let catalog = self.observed.catalog.clone();
-            check_add_on_available(&catalog, org, p.product, None, self.now)?;
+            let catalog = self.inp.observed.catalog.clone();
+            check_add_on_available(&catalog, org, p.product, None, self.inp.now)?;
         }
         self.check_purchase_guard(p.meta, p.organization, p.product, 0, p.seats, monthly_price)?;
         let pending = p.pending.cloned().unwrap_or(PendingPurchase {
             key: purchase_key(p.kind, p.meta, p.organization),
-            started_at: self.now,
+            started_at: self.inp.now,
         });
         out.outcome.progressing = Some(format!(
             "buying {} of {}",
@@ -329,12 +330,12 @@ impl Planner<'_> {
         monthly_price: Option<f64>,
         out: &mut PurchaseResult,
     ) -> Result<(), Block> {
-        check_subscription_live(sub, self.now)?;
+        check_subscription_live(sub, self.inp.now)?;
         let mut view = sub.clone();
         let mut progress = vec![];
         let mut ops = vec![];
         if sub.trial && p.convert_trial {
-            check_trial_conversion(org, sub, self.now)?;
+            check_trial_conversion(org, sub, self.inp.now)?;
             view.trial = false;
             progress.push("buying the trial".to_string());
             ops.push(Op::ConvertTrial {
@@ -346,7 +347,7 @@ impl Planner<'_> {
             ops.extend(op);
         }
         if p.recurring_billing != sub.recurring_billing {
-            check_admin_may_change(&view, self.now)?;
+            check_admin_may_change(&view, self.inp.now)?;
             progress.push(format!(
                 "turning recurring billing {}",
                 if p.recurring_billing { "on" } else { "off" }
@@ -384,7 +385,7 @@ impl Planner<'_> {
             .as_ref()
             .filter(|c| c.seats == p.seats)
         {
-            self.note_retry(Some(change.completes_at));
+            self.decided.note_retry(Some(change.completes_at));
             let note = format!(
                 "the service accepted the change to {} seats and finishes it by {}",
                 change.seats, change.completes_at
@@ -393,7 +394,7 @@ impl Planner<'_> {
         }
         if p.seats > view.seats {
             let consumed = self.pool(p.organization, p.product).consumed;
-            check_seat_change(org, view, p.seats, consumed, key, self.now).map_err(|r| {
+            check_seat_change(org, view, p.seats, consumed, key, self.inp.now).map_err(|r| {
                 match (&r, p.product_key_unread) {
                     // The key was not read at all: say why, not that it is missing.
                     (Refusal::Prepaid { .. }, Some(why)) => Block::new(BlockReason::Prepaid, why),
@@ -419,7 +420,7 @@ impl Planner<'_> {
             );
             let op = Op::SetSeats {
                 subscription_id: view.id.clone(),
-                cost: cost_preview(view, monthly_price, p.seats, self.now),
+                cost: cost_preview(view, monthly_price, p.seats, self.inp.now),
                 product_key: p.product_key.clone(),
             };
             return Ok(Some((note, Some(op))));
@@ -427,7 +428,7 @@ impl Planner<'_> {
         if p.seats < view.seats {
             if p.autoscale.is_some()
                 && let Err(Refusal::ReductionWindowClosed { closed_at }) =
-                    check_reduction_window(view, self.now)
+                    check_reduction_window(view, self.inp.now)
             {
                 // Never attempted: an autoscaled reduction waits for the next chance.
                 if let Some(a) = out.autoscale.as_mut() {
@@ -445,7 +446,7 @@ impl Planner<'_> {
                 return Ok(None);
             }
             // Everything but seats in use is known now; that waits for this pass's removals.
-            check_seat_change(org, view, p.seats, 0, key, self.now)?;
+            check_seat_change(org, view, p.seats, 0, key, self.inp.now)?;
             out.decrease = Some(Decrease {
                 kind: p.kind,
                 meta: p.meta.clone(),
@@ -477,7 +478,7 @@ impl Planner<'_> {
         monthly_price: Option<f64>,
     ) -> Result<(), Block> {
         let allowed = meta.flags.allow_large_purchase;
-        let limit = self.options.max_seat_increase_for(organization);
+        let limit = self.inp.options.max_seat_increase_for(organization);
         Ok(check_purchase_limit(
             product,
             from,
@@ -507,16 +508,17 @@ impl Planner<'_> {
         if deletion::of_purchase(p.meta, p.deletion, manages).is_some() {
             // A traditional add-on on this base still sees it, when it can be read.
             if manages
-                && let Ok(org) = self.gate(p.meta, p.organization)
+                && let Ok(org) = self.inp.gate(p.meta, p.organization)
                 && let Ok(Some(s)) = self.resolve(&recorded, org)
             {
                 out.bound = Some(s.clone());
                 out.recorded_id = Some(s.id.clone());
             }
-            self.deleted.push(me);
+            self.decided.deleted.push(me);
             return Ok(());
         }
         let org = self
+            .inp
             .gate(p.meta, p.organization)
             .map_err(deletion::blocked)?;
         if let Some(id) = p.recorded_id
@@ -530,7 +532,7 @@ impl Planner<'_> {
                 .is_err()
         {
             // An older resource manages it: not this one's to cancel.
-            self.deleted.push(me);
+            self.decided.deleted.push(me);
             return Ok(());
         }
         // Recorded but gone from the service: nothing left to cancel.
@@ -557,7 +559,11 @@ impl Planner<'_> {
         bound: Option<&Subscription>,
         out: &mut PurchaseResult,
     ) -> Result<(), Block> {
-        let done = |me: &mut Self| me.deleted.push(super::ObjectRef::of(p.kind, p.meta));
+        let done = |me: &mut Self| {
+            me.decided
+                .deleted
+                .push(super::ObjectRef::of(p.kind, p.meta))
+        };
         let sub = match (p.deletion, bound) {
             (SubscriptionDeletionPolicy::Orphan, _) | (_, None) => {
                 done(self);
@@ -569,7 +575,7 @@ impl Planner<'_> {
             done(self);
             return Ok(());
         }
-        if !sub.recurring_billing && !cancellation_window_open(sub, self.now) {
+        if !sub.recurring_billing && !cancellation_window_open(sub, self.inp.now) {
             done(self);
             out.outcome.informational = true;
             return Err(Refusal::CancellationWindowClosed {
@@ -579,7 +585,7 @@ impl Planner<'_> {
         }
         // Seats in use are counted after this pass's removals.
         let pool = self.pool(p.organization, p.product);
-        check_cancellation(sub, pool.seats, pool.consumed, self.now)?;
+        check_cancellation(sub, pool.seats, pool.consumed, self.inp.now)?;
         out.outcome.progressing = Some(format!("cancelling subscription {}", sub.id));
         if !out.outcome.paused {
             self.push(
@@ -613,13 +619,14 @@ impl Planner<'_> {
         }
         let after = pool.seats.saturating_sub(from - d.to);
         let price = self
+            .inp
             .observed
             .catalog
             .product(&d.product)
             .and_then(|p| p.monthly_price);
         let mut billed = d.sub.clone();
         billed.seats = from;
-        let cost: CostPreview = cost_preview(&billed, price, d.to, self.now);
+        let cost: CostPreview = cost_preview(&billed, price, d.to, self.inp.now);
         let op = match &d.add_on {
             Some(id) => Op::SetAddOnQuantity {
                 base_subscription_id: d.sub.id.clone(),
@@ -649,7 +656,7 @@ impl Planner<'_> {
             observed_generation: meta.generation,
             conditions: r
                 .outcome
-                .conditions(&prev.conditions, meta.generation, self.now),
+                .conditions(&prev.conditions, meta.generation, self.inp.now),
             blocked_reason: r.outcome.blocked_reason(),
             subscription_id: r.recorded_id.clone(),
             purchase: r.purchase.clone(),
@@ -658,7 +665,7 @@ impl Planner<'_> {
             ..Default::default()
         };
         if let Some(sub) = &r.bound {
-            let pool = self.observed_pool(&r.organization, &r.product);
+            let pool = self.inp.observed_pool(&r.organization, &r.product);
             s.channel = Some(sub.channel);
             s.trial = Some(sub.trial);
             s.state = Some(state_of(sub));
