@@ -140,9 +140,12 @@ fn setup(n: usize) -> tempfile::TempDir {
 
 #[test]
 fn two_applies_at_once_buy_once_and_never_tear_or_lose_the_file() {
+    // 3,000 users journal their changes like larger tenants, and a run lasts long enough for
+    // the second to start while the first holds the lock. LOCAL_SAFETY_FULL=1 runs the first
+    // two rounds at the size of the first report (20,000 users), about 40 s more.
+    let full = std::env::var_os("LOCAL_SAFETY_FULL").is_some();
     for round in 0..6 {
-        // The size of the first report (20,000 users), then smaller ones for more tries.
-        let dir = setup(if round < 2 { 20_000 } else { 3_000 });
+        let dir = setup(if full && round < 2 { 20_000 } else { 3_000 });
         // Apply then apply, or delete (of nothing yet) racing an apply: either order.
         let (first, second) = if round % 2 == 0 {
             ("apply", "apply")
@@ -287,7 +290,7 @@ fn wait_for_journal(dir: &Path, lines: usize, child: &mut std::process::Child) {
             "the apply ended before {lines} journaled changes"
         );
         assert!(start.elapsed() < Duration::from_secs(120), "no progress");
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -302,8 +305,12 @@ fn signal(child: &std::process::Child, sig: &str) {
 
 #[test]
 fn sigint_and_sigterm_finish_the_batch_save_every_record_and_exit_130() {
-    const N: usize = 5_000;
-    for (sig, point) in [("INT", 3), ("TERM", 3), ("INT", 60), ("TERM", 60)] {
+    // Journaled (at least 3,000 users), and 150 licence batches: room to stop half-way.
+    const N: usize = 3_000;
+    for (case_no, (sig, point)) in [("INT", 3), ("TERM", 3), ("INT", 60), ("TERM", 60)]
+        .into_iter()
+        .enumerate()
+    {
         let dir = setup(N);
         let mut child = spawn(dir.path(), "apply", "m.yaml", &[]);
         wait_for_journal(dir.path(), point, &mut child);
@@ -331,6 +338,10 @@ fn sigint_and_sigterm_finish_the_batch_save_every_record_and_exit_130() {
         assert_eq!(essentials(&t), 1, "{case}");
         assert_eq!(held(&t), N, "{case}");
         assert_every_licence_is_recorded(&t, &case);
+        // Each case's records were checked above; that a delete acts on them is shown once.
+        if case_no > 0 {
+            continue;
+        }
         let gone = finish(spawn(dir.path(), "delete", "m.yaml", &[]));
         assert_eq!(gone.code, 0, "{case}: {}", gone.stderr);
         let t = TenantFile::load(&dir.path().join("tenant.yaml")).unwrap();
@@ -344,7 +355,7 @@ fn sigint_and_sigterm_finish_the_batch_save_every_record_and_exit_130() {
 
 #[test]
 fn a_second_signal_stops_at_once_and_leaves_a_valid_file() {
-    const N: usize = 5_000;
+    const N: usize = 3_000;
     let dir = setup(N);
     let mut child = spawn(dir.path(), "apply", "m.yaml", &[]);
     wait_for_journal(dir.path(), 3, &mut child);
