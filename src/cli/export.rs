@@ -273,6 +273,11 @@ pub struct Meta {
     pub annotations: BTreeMap<&'static str, &'static str>,
 }
 
+// Write-only shapes of the specs, on purpose not the API's types: they borrow the tenant's
+// strings (100k users are not copied), keep the field order a reviewer reads, and write only
+// what adoption needs (no `term: P1M` or `convertTrial: false` the tenant never chose). Their
+// names cannot drift unnoticed: the round-trip tests read every export back through the CRDs'
+// schemas and the planner (`plan` on the export changes nothing).
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum Spec<'a> {

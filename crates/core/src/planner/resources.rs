@@ -29,70 +29,146 @@ fn default_true() -> bool {
     true
 }
 
-/// What a Subscription declares (its spec), as the planner reads it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A subscription of one product in one organization, with a declared total seat count.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "!has(self.autoscale) || self.autoscale.maxSeats >= self.seats", "message": "autoscale.maxSeats must be at least seats"}]))]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionIntent {
+    /// The organization (tenant) that owns the subscription, named by its domain, e.g.
+    /// `contoso.com`. Subscriptions are never shared between organizations. Immutable.
+    #[schemars(length(min = 1))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "organization is immutable"}]))]
     pub organization: String,
+    /// The product (SKU part number from the catalog), e.g. `O365_BUSINESS_PREMIUM`. Immutable.
+    #[schemars(length(min = 1))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "product is immutable"}]))]
     pub product: String,
+    /// The desired total number of seats (licences). A wish for 5 more seats on 100 is written
+    /// as 105; 95 removes 5. Seats never go below the number assigned. At most 1,000,000; one
+    /// reconcile raises seats by at most --max-seat-increase (default 100) unless the resource
+    /// is annotated `seatkeeper.dev/allow-large-purchase: "true"`.
+    #[schemars(range(min = 0, max = 1_000_000))]
     pub seats: i32,
-    #[serde(default)]
+    /// Adopt this existing subscription instead of buying one. When absent, seatkeeper buys a
+    /// subscription exactly once and records its id in status.subscriptionId. Only one
+    /// resource manages a subscription: when several name it, the oldest owns it and the
+    /// others are Blocked with DuplicateSubscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_id: Option<String>,
+    /// How a newly bought subscription is billed. Used only when buying.
     #[serde(default)]
     pub billing_frequency: BillingFrequency,
+    /// The commitment bought: `P1M` (a month, the default), `P1Y` or `P3Y`. Used only when
+    /// buying; on Partner Center the offer must be sold with this term.
     #[serde(default)]
     pub term: Term,
-    #[serde(default)]
+    /// The exact Partner Center catalog item to buy (`productId:skuId:availabilityId`), for
+    /// when the catalog holds more than one offer for the product (Blocked `OfferAmbiguous`
+    /// lists them). Used only when buying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer: Option<String>,
+    /// Whether the subscription renews at the end of its term. Turning it off lets the
+    /// subscription end at the end of its term.
     #[serde(default = "default_true")]
     pub recurring_billing: bool,
-    #[serde(default)]
+    /// A Secret key holding a 25-character product key that pays for added seats of a prepaid
+    /// subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product_key: Option<ProductKeyRef>,
+    /// Buy (convert) a trial so its seats can change. A trial's seats cannot change otherwise.
     #[serde(default)]
     pub convert_trial: bool,
+    /// What deleting this resource does: `Orphan` leaves the subscription as it is, `Cancel`
+    /// cancels it (or, after the cancellation window, turns recurring billing off).
     #[serde(default)]
     pub deletion_policy: SubscriptionDeletionPolicy,
-    #[serde(default)]
+    /// Follow demand: keep `headroom` free seats beyond the licences assigned (and those
+    /// LicenseAssignments wait for), never fewer than `seats`, never more than `maxSeats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<Autoscale>,
 }
 
-/// What a LicenseAssignment declares (its spec), as the planner reads it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Licences for a set of users, each with a set of products.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AssignmentIntent {
+    /// The organization (tenant) the users belong to, named by its domain. Immutable.
+    #[schemars(length(min = 1))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "organization is immutable"}]))]
     pub organization: String,
+    /// User principal names (e.g. `alice@contoso.com`), each at most once. Dropping a user
+    /// removes the licences this resource assigned to them (R19: mailbox data is deleted 30
+    /// days later).
+    #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "set"))]
     pub users: Vec<String>,
+    /// The licences every listed user should hold, one entry per product.
+    #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["product"]))]
     pub licenses: Vec<LicenseSpec>,
+    /// `Add` keeps the users' other licences; `Replace` removes every other licence so the
+    /// users hold exactly these (a plan change: users move only when there are free licences
+    /// for every user still to move).
     #[serde(default)]
     pub mode: AssignmentMode,
+    /// What deleting this resource does: `Unassign` removes the licences it assigned, `Retain`
+    /// leaves them.
     #[serde(default)]
     pub deletion_policy: AssignmentDeletionPolicy,
 }
 
-/// What an AddOn declares (its spec), as the planner reads it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// An add-on bought on top of subscriptions: traditional (attached to one base subscription)
+/// or standalone (a subscription of its own).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.type == 'Traditional' ? has(self.subscriptionRef) : !has(self.subscriptionRef)", "message": "subscriptionRef is required when type is Traditional, and not allowed when Standalone"}, {"rule": "!has(self.autoscale) || (self.type == 'Standalone' && self.autoscale.maxSeats >= self.quantity)", "message": "autoscale is for Standalone add-ons, with maxSeats at least quantity"}]))]
 #[serde(rename_all = "camelCase")]
 pub struct AddOnIntent {
+    /// The organization (tenant), named by its domain. Immutable.
+    #[schemars(length(min = 1))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "organization is immutable"}]))]
     pub organization: String,
+    /// The add-on product (SKU part number), e.g. `EXCHANGEARCHIVE_ADDON`. Immutable.
+    #[schemars(length(min = 1))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "product is immutable"}]))]
     pub product: String,
+    /// `Traditional` add-ons belong to one base subscription (subscriptionRef) and can only be
+    /// removed by support; `Standalone` add-ons are subscriptions of their own.
     #[serde(rename = "type")]
     pub add_on_type: AddOnType,
-    #[serde(default)]
+    /// The Subscription resource (same namespace) a traditional add-on is bought for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_ref: Option<SubscriptionRef>,
-    #[serde(default)]
+    /// Adopt this existing add-on instead of buying one: for `Traditional`, the id of an add-on
+    /// of the base subscription; for `Standalone`, the id of its subscription. When absent,
+    /// seatkeeper buys one exactly once and records its id in status.addOnId. Only one
+    /// resource manages an add-on: when several name it, the oldest owns it and the others are
+    /// Blocked with DuplicateSubscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub add_on_id: Option<String>,
+    /// The desired quantity (licences of the add-on). At most 1,000,000; one reconcile raises
+    /// it by at most --max-seat-increase (default 100) unless the resource is annotated
+    /// `seatkeeper.dev/allow-large-purchase: "true"`.
+    #[schemars(range(min = 0, max = 1_000_000))]
     pub quantity: i32,
+    /// How a newly bought standalone add-on is billed.
     #[serde(default)]
     pub billing_frequency: BillingFrequency,
+    /// The commitment bought (`P1M`, `P1Y`, `P3Y`), as a Subscription's.
     #[serde(default)]
     pub term: Term,
-    #[serde(default)]
+    /// The exact Partner Center catalog item to buy, as a Subscription's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer: Option<String>,
+    /// When seatkeeper buys the add-on, assign it once to everyone in the organization who
+    /// holds no licence yet, as far as the rules and the free quantity allow (R25). Users who
+    /// appear later are not touched; an adopted add-on (addOnId) is never auto-assigned.
     #[serde(default)]
     pub auto_assign: bool,
+    /// What deleting this resource does: `Orphan` leaves the add-on, `Cancel` cancels it
+    /// (traditional add-ons: only support can remove them).
     #[serde(default)]
     pub deletion_policy: SubscriptionDeletionPolicy,
-    #[serde(default)]
+    /// Standalone add-ons only: follow demand, as a Subscription's `autoscale` (with
+    /// `quantity` as the floor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<Autoscale>,
 }
 
