@@ -145,6 +145,28 @@ pub struct LicenseAssignmentSpec(pub AssignmentIntent);
 #[serde(transparent)]
 pub struct AddOnSpec(pub AddOnIntent);
 
+/// The one place a [`Kind`] value becomes its resource type: `for_kind!(kind, K => expr)`
+/// evaluates `expr` with `K` naming `Subscription`, `LicenseAssignment` or `AddOn`.
+#[macro_export]
+macro_rules! for_kind {
+    ($kind:expr, $k:ident => $body:expr) => {
+        match $kind {
+            $crate::planner::Kind::Subscription => {
+                type $k = $crate::api::Subscription;
+                $body
+            }
+            $crate::planner::Kind::LicenseAssignment => {
+                type $k = $crate::api::LicenseAssignment;
+                $body
+            }
+            $crate::planner::Kind::AddOn => {
+                type $k = $crate::api::AddOn;
+                $body
+            }
+        }
+    };
+}
+
 // A spec is its intent: reading `spec.seats` reads the planner's field, and the planner gets a
 // copy of the very value the manifest declared.
 macro_rules! spec_is_intent {

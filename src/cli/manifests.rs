@@ -42,6 +42,17 @@ pub enum Object {
     AddOn(Box<AddOn>),
 }
 
+/// `expr` on whichever object `obj` holds, bound to `o`.
+macro_rules! on_object {
+    ($obj:expr, $o:ident => $body:expr) => {
+        match $obj {
+            Object::Subscription($o) => $body,
+            Object::LicenseAssignment($o) => $body,
+            Object::AddOn($o) => $body,
+        }
+    };
+}
+
 impl Object {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -52,11 +63,7 @@ impl Object {
     }
 
     pub fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        match self {
-            Object::Subscription(o) => &o.metadata,
-            Object::LicenseAssignment(o) => &o.metadata,
-            Object::AddOn(o) => &o.metadata,
-        }
+        on_object!(self, o => &o.metadata)
     }
 
     pub fn namespace(&self) -> String {
@@ -71,12 +78,7 @@ impl Object {
     }
 
     pub fn to_value(&self) -> Value {
-        match self {
-            Object::Subscription(o) => serde_json::to_value(o),
-            Object::LicenseAssignment(o) => serde_json::to_value(o),
-            Object::AddOn(o) => serde_json::to_value(o),
-        }
-        .expect("objects serialize")
+        on_object!(self, o => serde_json::to_value(o)).expect("objects serialize")
     }
 
     /// Read a full object (as stored or applied), checked against its CRD's schema and CEL rules.
@@ -95,15 +97,7 @@ impl Object {
             "AddOn" => AddOn::crd(),
             other => return Err(format!("kind: unsupported kind {other:?}")),
         };
-        let schema = serde_json::to_value(
-            &crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .expect("schema")
-                .open_api_v3_schema,
-        )
-        .expect("schema");
-        if let Some(problem) = violation(&schema, &v, "") {
+        if let Some(problem) = violation(&schema_of(&crd), &v, "") {
             return Err(problem);
         }
         let typed = |v: &Value| -> Result<Object, String> {
@@ -142,17 +136,23 @@ impl Object {
     }
 }
 
-/// An Organization document, checked against its CRD's schema and CEL rules.
-pub fn organization_from_value(value: &Value) -> Result<Organization, String> {
-    let crd = Organization::crd();
-    let schema = serde_json::to_value(
+/// The OpenAPI schema a CRD checks its objects with, as JSON.
+fn schema_of(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
+    serde_json::to_value(
         &crd.spec.versions[0]
             .schema
             .as_ref()
             .expect("schema")
             .open_api_v3_schema,
     )
-    .expect("schema");
+    .expect("schema")
+}
+
+/// An Organization document, checked against its CRD's schema and CEL rules.
+pub fn organization_from_value(value: &Value) -> Result<Organization, String> {
+    let schema = schema_of(&Organization::crd());
     let mut v = value.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("status");

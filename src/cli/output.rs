@@ -221,11 +221,7 @@ fn actions_section(planning: bool, report: &Report, waiting: usize) -> String {
 /// `kubectl get` shows, without Age (a local run has no creation time).
 fn columns(kind: Kind) -> Vec<(String, String)> {
     use kube::CustomResourceExt;
-    let crd = match kind {
-        Kind::Subscription => crate::api::Subscription::crd(),
-        Kind::LicenseAssignment => crate::api::LicenseAssignment::crd(),
-        Kind::AddOn => crate::api::AddOn::crd(),
-    };
+    let crd = crate::for_kind!(kind, K => K::crd());
     crd.spec.versions[0]
         .additional_printer_columns
         .iter()

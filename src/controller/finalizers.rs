@@ -2,8 +2,8 @@
 //! it, removed once its deletion policy is carried out.
 
 use super::kinds::{Key, Managed, key_of, meta_of, unchanged_since_read};
-use crate::api::{AddOn, FINALIZER, LicenseAssignment, Subscription};
-use crate::planner::{Kind, ObjectRef};
+use crate::api::FINALIZER;
+use crate::planner::ObjectRef;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -84,11 +84,7 @@ fn add_patch<K: Managed>(o: &K) -> Patch<()> {
 
 /// Lets a deleted object go.
 pub async fn remove(client: &kube::Client, r: &ObjectRef) -> Result<(), kube::Error> {
-    match r.kind {
-        Kind::Subscription => remove_of::<Subscription>(client, r).await,
-        Kind::LicenseAssignment => remove_of::<LicenseAssignment>(client, r).await,
-        Kind::AddOn => remove_of::<AddOn>(client, r).await,
-    }
+    crate::for_kind!(r.kind, K => remove_of::<K>(client, r).await)
 }
 
 async fn remove_of<K: Managed>(client: &kube::Client, r: &ObjectRef) -> Result<(), kube::Error> {

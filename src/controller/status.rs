@@ -8,10 +8,10 @@ use super::apihealth::ApiHealth;
 use super::events;
 use super::kinds::{Key, Managed, unchanged_since_read};
 use super::metrics::Metrics;
-use crate::api::{API_VERSION, AddOn, LicenseAssignment, Subscription};
+use crate::api::API_VERSION;
 use crate::backend::BackendError;
 use crate::executor::{Ledger, SavePoint};
-use crate::planner::{Desired, Kind, Meta, ObjectRef};
+use crate::planner::{Desired, Meta, ObjectRef};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
@@ -230,11 +230,7 @@ impl KubeLedger<'_> {
 
 /// Writes one status by server-side apply; returns the object's metadata after the write.
 async fn write(ctx: Writer<'_>, key: &Key, status: &Value) -> Result<ObjectMeta, kube::Error> {
-    let meta = match key.0 {
-        Kind::Subscription => write_of::<Subscription>(ctx.client, key, status).await?,
-        Kind::LicenseAssignment => write_of::<LicenseAssignment>(ctx.client, key, status).await?,
-        Kind::AddOn => write_of::<AddOn>(ctx.client, key, status).await?,
-    };
+    let meta = crate::for_kind!(key.0, K => write_of::<K>(ctx.client, key, status).await?);
     ctx.metrics.status_writes.inc();
     Ok(meta)
 }
