@@ -2071,3 +2071,64 @@ fn readme_sandbox_runs_as_written() {
         "the tracked example tenant is left as it is"
     );
 }
+
+/// The README's worked example of `userSelector`, run as written: `cargo run -q --` becomes
+/// the built binary, `/tmp/` a temporary folder, and the `sed` lines run in `sh`.
+#[test]
+fn readme_directory_example_runs_as_written() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .find(|b| b.starts_with("# directory example"))
+        .expect("the README's directory example (```sh, starting with '# directory example')");
+    let block = &block[..block.find("```").unwrap()];
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("directory.yaml");
+    let mut applies = 0;
+    for line in block
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let line = line.replace("/tmp/", &format!("{}/", tmp.path().display()));
+        let out = match line.strip_prefix("cargo run -q -- ") {
+            Some(args) => {
+                applies += 1;
+                std::process::Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+                    .args(args.split_whitespace())
+                    .current_dir(root)
+                    .output()
+                    .unwrap()
+            }
+            None => std::process::Command::new("sh")
+                .args(["-c", &line])
+                .current_dir(root)
+                .output()
+                .unwrap(),
+        };
+        assert!(
+            out.status.success(),
+            "{line}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(applies, 3);
+    let tenant = TenantFile::load(&state).unwrap();
+    let org = &tenant.organizations[0];
+    let holders: Vec<&str> = org
+        .users
+        .iter()
+        .filter(|u| u.licence("SPB").is_some())
+        .map(|u| u.upn.as_str())
+        .collect();
+    assert_eq!(
+        holders,
+        ["cem@contoso.com"],
+        "bob moved, ann disabled, cem back"
+    );
+    assert_eq!(
+        org.subscriptions[0].seats, 1,
+        "the seat freed inside the window went"
+    );
+}

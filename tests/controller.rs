@@ -629,6 +629,46 @@ async fn e2e_drift_made_outside_seatkeeper_is_corrected_at_resync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_a_new_hire_matching_a_user_selector_is_licensed_at_the_next_resync_with_a_seat_bought()
+{
+    let w = world("").await;
+    // Everyone in Sales (u0, u1) by their department; seats follow demand plus one spare.
+    let mut tenant = w.tenant();
+    for i in 0..2 {
+        tenant["organizations"][0]["users"][i]["department"] = json!("Sales");
+    }
+    std::fs::write(&w.state, serde_saphyr::to_string(&tenant).unwrap()).unwrap();
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(1));
+    w.create(NS, sub("e3", json!({"organization": ORG, "product": "ENTERPRISEPACK", "subscriptionId": "sub-e3", "seats": 1, "autoscale": {"maxSeats": 20, "headroom": 1}}))).await;
+    let mut sales = lasg(
+        "sales",
+        0..0,
+        "ENTERPRISEPACK",
+        json!({"userSelector": {"matchAttributes": {"department": "Sales"}}}),
+    );
+    sales["spec"].as_object_mut().unwrap().remove("users");
+    w.create(NS, sales).await;
+    eventually("Sales licensed", || {
+        w.holders("ENTERPRISEPACK") == 2 && w.subscription("sub-e3")["seats"] == 3
+    })
+    .await;
+    // A new hire joins Sales in the directory; nothing in the cluster changes.
+    let mut tenant = w.tenant();
+    tenant["organizations"][0]["users"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"upn": "newhire@contoso.com", "usageLocation": "NL", "department": "Sales"}));
+    std::fs::write(&w.state, serde_saphyr::to_string(&tenant).unwrap()).unwrap();
+    eventually("the new hire licensed, a seat bought", || {
+        w.holders("ENTERPRISEPACK") == 3 && w.subscription("sub-e3")["seats"] == 4
+    })
+    .await;
+    let la = w.object("licenseassignments", NS, "sales").unwrap();
+    assert_eq!(la["status"]["matched"], 3);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_two_replicas_one_killed_the_other_takes_over_and_nothing_is_done_twice() {
     let w = world("").await;
     let a = start(&w.server, &w.state, "a", Duration::from_secs(60));

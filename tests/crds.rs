@@ -136,7 +136,35 @@ fn invalid_manifests_violate_the_schema() {
         json!({"organization": "c.com", "users": [], "licenses": [{"product": "SPB"}]}),
     ))
     .unwrap_err();
-    assert!(none.contains("spec.users"), "{none}");
+    assert!(
+        none.contains("name the users, or choose them with userSelector"),
+        "{none}"
+    );
+    let selector = |s: Value| {
+        check(lasg(
+            json!({"organization": "c.com", "userSelector": s, "licenses": [{"product": "SPB"}]}),
+        ))
+    };
+    assert!(selector(json!({"matchAttributes": {"department": "Sales"}})).is_ok());
+    let unknown = selector(json!({"matchAttributes": {"team": "Sales"}})).unwrap_err();
+    assert!(
+        unknown.contains("matchAttributes keys are department"),
+        "{unknown}"
+    );
+    let empty = selector(json!({})).unwrap_err();
+    assert!(
+        empty.contains("an empty one would select everyone"),
+        "{empty}"
+    );
+    let no_values =
+        selector(json!({"matchExpressions": [{"key": "country", "operator": "In"}]})).unwrap_err();
+    assert!(
+        no_values.contains("In and NotIn need values"),
+        "{no_values}"
+    );
+    let bad_key =
+        selector(json!({"matchExpressions": [{"key": "team", "operator": "Exists"}]})).unwrap_err();
+    assert!(bad_key.contains("key"), "{bad_key}");
     let no_licence = check(lasg(
         json!({"organization": "c.com", "users": ["a@c.com"], "licenses": []}),
     ))

@@ -753,3 +753,141 @@ proptest! {
         session(&steps)?;
     }
 }
+
+/// A directory changing under a `userSelector` (department Sales): users join and leave
+/// Sales, accounts are disabled and enabled again, day by day.
+#[derive(Clone, Debug)]
+struct Directory {
+    /// Per user: holds SPB from elsewhere at the start (not this resource's to remove).
+    held_elsewhere: Vec<bool>,
+    /// Per day, per user: (in Sales, account enabled).
+    days: Vec<Vec<(bool, bool)>>,
+    /// Losing a mailbox is acknowledged (R28).
+    acknowledged: bool,
+}
+
+fn directory_case() -> impl Strategy<Value = Directory> {
+    (1usize..12).prop_flat_map(|n| {
+        (
+            prop::collection::vec(prop::bool::weighted(0.2), n),
+            prop::collection::vec(
+                prop::collection::vec((any::<bool>(), prop::bool::weighted(0.8)), n),
+                1..6,
+            ),
+            any::<bool>(),
+        )
+            .prop_map(|(held_elsewhere, days, acknowledged)| Directory {
+                held_elsewhere,
+                days,
+                acknowledged,
+            })
+    })
+}
+
+fn selector_follows_the_directory(c: &Directory) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let n = c.held_elsewhere.len();
+    let mut yaml = String::from(
+        "organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  users:\n",
+    );
+    for (i, held) in c.held_elsewhere.iter().enumerate() {
+        let licence = if *held {
+            ", licenses: [{product: SPB}]"
+        } else {
+            ""
+        };
+        yaml += &format!("  - {{upn: {}, usageLocation: NL{licence}}}\n", upn(i));
+    }
+    yaml += &format!("  subscriptions:\n  - {{id: sub-0, product: SPB, seats: {n}}}\n");
+    let mut tenant = TenantFile::parse(&yaml, "tenant.yaml").unwrap();
+    let clock = Arc::new(FixedClock::new(now()));
+    let mut meta = Meta {
+        namespace: "default".into(),
+        name: "sales".into(),
+        created_at: now(),
+        uid: "uid-sales".into(),
+        ..Default::default()
+    };
+    meta.flags.acknowledge_downgrade = c.acknowledged;
+    let mut d = Desired::default();
+    d.assignments.push(Declared::<_, LicenseAssignmentStatus> {
+        meta,
+        spec: serde_json::from_value(serde_json::json!({
+            "organization": "contoso.com",
+            "userSelector": {"matchAttributes": {"department": "Sales"}},
+            "licenses": [{"product": "SPB"}],
+        }))
+        .unwrap(),
+        status: Default::default(),
+    });
+    for (day, directory) in c.days.iter().enumerate() {
+        clock.set(now() + jiff::SignedDuration::from_hours(24 * day as i64));
+        for (u, (sales, enabled)) in tenant.organizations[0].users.iter_mut().zip(directory) {
+            u.department = sales.then(|| "Sales".to_string());
+            u.account_enabled = *enabled;
+        }
+        let before = tenant.clone();
+        let backend = Embedded::new(tenant, None, clock.clone());
+        let report = rt
+            .block_on(converge(
+                &backend,
+                &mut NoLedger,
+                &mut d,
+                &*clock,
+                &Options::default(),
+                DEFAULT_MAX_PASSES,
+            ))
+            .unwrap();
+        prop_assert!(report.converged, "day {day}");
+        tenant = backend.tenant();
+        for (i, (was, now_)) in before.organizations[0]
+            .users
+            .iter()
+            .zip(&tenant.organizations[0].users)
+            .enumerate()
+        {
+            let (sales, enabled) = directory[i];
+            let wanted = sales && enabled;
+            let had = was.licence("SPB").is_some();
+            let has = now_.licence("SPB").is_some();
+            // What the declaration wants, the user has (seats are there for everyone).
+            prop_assert!(
+                !wanted || has,
+                "day {day}: {} wanted and unlicensed",
+                upn(i)
+            );
+            // What it assigned and no longer wants goes (within the removal limit, acknowledged).
+            if c.acknowledged && !wanted && !c.held_elsewhere[i] {
+                prop_assert!(
+                    !has,
+                    "day {day}: {} kept a licence no longer wanted",
+                    upn(i)
+                );
+            }
+            if had && !has {
+                prop_assert!(!wanted, "day {day}: {} lost a licence still wanted", upn(i));
+                prop_assert!(
+                    !c.held_elsewhere[i],
+                    "day {day}: {} lost a licence this resource never assigned",
+                    upn(i)
+                );
+                prop_assert!(
+                    c.acknowledged,
+                    "day {day}: {} lost their mailbox without the acknowledgement (R28)",
+                    upn(i)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200), failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))), ..ProptestConfig::default() })]
+    #[test]
+    fn a_user_selector_follows_the_directory_and_removes_only_what_it_may(c in directory_case()) {
+        selector_follows_the_directory(&c)?;
+    }
+}

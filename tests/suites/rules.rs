@@ -1595,3 +1595,92 @@ fn export_adopts_a_tenant_and_plan_on_the_export_changes_nothing() {
         "{removal}"
     );
 }
+
+/// Who holds `product` in the tenant file, sorted.
+fn holders_of(tenant: &str, product: &str) -> Vec<String> {
+    let v: Value = serde_saphyr::from_str(tenant).unwrap();
+    let mut who: Vec<String> = v["organizations"][0]["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| {
+            u["licenses"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|l| l["product"] == product))
+        })
+        .map(|u| u["upn"].as_str().unwrap().to_string())
+        .collect();
+    who.sort();
+    who
+}
+
+#[test]
+fn user_selector_follows_the_directory_joiners_leavers_and_disabled_accounts() {
+    let directory = |u0: &str, u1: &str, u2: &str| {
+        format!(
+            "  - {{upn: u0@contoso.com, usageLocation: NL, {u0}}}\n  - {{upn: u1@contoso.com, usageLocation: NL, {u1}}}\n  - {{upn: u2@contoso.com, usageLocation: NL, {u2}}}\n"
+        )
+    };
+    let t = Tenant::new(&tenant(
+        &directory("department: Sales", "department: Sales", "department: R&D"),
+        &s("sub-1", "SPB", 5, ""),
+    ));
+    let m = "---\napiVersion: seatkeeper.dev/v1alpha1\nkind: LicenseAssignment\nmetadata: {name: sales, annotations: {seatkeeper.dev/acknowledge-downgrade: \"true\"}}\nspec: {organization: contoso.com, userSelector: {matchAttributes: {department: Sales}}, licenses: [{product: SPB}]}\n";
+    let r = t.apply(m);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("sales")["status"]["matched"], 2);
+    assert_eq!(
+        holders_of(&r.tenant, "SPB"),
+        ["u0@contoso.com", "u1@contoso.com"]
+    );
+    // The directory changes: u2 joins Sales, u1 moves to Marketing, u0's account is disabled.
+    // The file itself (with seatkeeper's records, which `r.tenant` leaves out).
+    let path = t.dir.path().join("tenant.yaml");
+    let changed = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("department: R&D", "department: Sales", 1)
+        .replacen(
+            "upn: u1@contoso.com",
+            "upn: u1@contoso.com\n    department: Marketing",
+            1,
+        );
+    let changed = changed.replacen(
+        "upn: u0@contoso.com",
+        "upn: u0@contoso.com\n    accountEnabled: false",
+        1,
+    );
+    let changed = remove_field(&changed, "u1@contoso.com", "department: Sales");
+    std::fs::write(&path, changed).unwrap();
+    let r = t.apply(m);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.item("sales")["status"]["matched"], 1);
+    assert_eq!(holders_of(&r.tenant, "SPB"), ["u2@contoso.com"]);
+    let removed: Vec<&str> = r.item("sales")["status"]["removals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        removed,
+        ["u0@contoso.com", "u1@contoso.com"],
+        "recorded (R19)"
+    );
+}
+
+/// `tenant` without the line `field` in the block of user `upn` (the tenant file as seatkeeper
+/// writes it: one field per line).
+fn remove_field(tenant: &str, upn: &str, field: &str) -> String {
+    let mut out = String::new();
+    let mut in_user = false;
+    for line in tenant.split_inclusive('\n') {
+        if line.contains("upn: ") {
+            in_user = line.contains(upn);
+        }
+        if in_user && line.trim() == field {
+            continue;
+        }
+        out += line;
+    }
+    out
+}

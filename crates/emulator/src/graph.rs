@@ -242,8 +242,8 @@ pub async fn subscriptions(State(em): State<Arc<Emulator>>, headers: HeaderMap) 
     page(value, None)
 }
 
-/// A user as `GET /users?$select=id,userPrincipalName,userType,usageLocation,department,assignedLicenses,licenseAssignmentStates`
-/// shows it (the user resource type's `assignedLicense` and `licenseAssignmentState`).
+/// A user with every property the emulator knows (the user resource type's, with its
+/// `assignedLicense` and `licenseAssignmentState`); `$select` picks among them.
 fn graph_user(u: &User) -> Value {
     let assigned: Vec<Value> = u
         .licenses
@@ -269,6 +269,12 @@ fn graph_user(u: &User) -> Value {
         "userType": if u.guest { "Guest" } else { "Member" },
         "usageLocation": u.usage_location,
         "department": u.department,
+        "jobTitle": u.job_title,
+        "companyName": u.company_name,
+        "officeLocation": u.office_location,
+        "country": u.country,
+        "employeeType": u.employee_type,
+        "accountEnabled": u.account_enabled,
         "assignedLicenses": assigned,
         "licenseAssignmentStates": states,
     })
@@ -314,13 +320,37 @@ pub async fn users(
             .iter()
             .filter_map(|u| Some((u["id"].as_str()?, u["userPrincipalName"].as_str()?))),
     );
+    // The user page: "By default, only a limited set of properties are returned (businessPhones,
+    // displayName, givenName, id, jobTitle, mail, mobilePhone, officeLocation,
+    // preferredLanguage, surname, and userPrincipalName). To return an alternative property
+    // set, you must specify the desired set of user properties using the OData $select query
+    // parameter." Of those, the emulator knows id, jobTitle, officeLocation and the UPN.
+    let select = q.get("$select").cloned();
+    let fields: Vec<&str> = match &select {
+        Some(s) => s.split(',').map(str::trim).collect(),
+        None => vec!["id", "jobTitle", "officeLocation", "userPrincipalName"],
+    };
+    let value: Vec<Value> = value
+        .into_iter()
+        .map(|mut u| {
+            if let Some(o) = u.as_object_mut() {
+                o.retain(|k, _| fields.contains(&k.as_str()));
+            }
+            u
+        })
+        .collect();
     let next_link = (skip + top < total).then(|| {
         let host = headers
             .get("host")
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
+        // The next page keeps the query's $select, as Graph's next links do.
+        let select = select
+            .as_deref()
+            .map(|s| format!("&$select={s}"))
+            .unwrap_or_default();
         format!(
-            "http://{host}/v1.0/users?$top={top}&$skiptoken={}",
+            "http://{host}/v1.0/users?$top={top}{select}&$skiptoken={}",
             skip + top
         )
     });

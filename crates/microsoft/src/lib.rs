@@ -221,7 +221,7 @@ impl Microsoft {
             .client
             .all::<wire::CompanySubscription>(Scope::Graph, &self.graph("/directory/subscriptions"))
             .await?;
-        let select = "id,userPrincipalName,userType,usageLocation,department,assignedLicenses,licenseAssignmentStates";
+        let select = "id,userPrincipalName,userType,usageLocation,department,jobTitle,companyName,officeLocation,country,employeeType,accountEnabled,assignedLicenses,licenseAssignmentStates";
         let users_url = self.graph(&format!("/users?$select={select}&$top=999"));
         let mut users = mapping::Users::new(&skus);
         self.client

@@ -360,6 +360,12 @@ fn user(
         guest: u.user_type.as_deref() == Some("Guest"),
         usage_location: u.usage_location.clone().filter(|l| !l.is_empty()),
         department: u.department.clone().filter(|d| !d.is_empty()),
+        job_title: u.job_title.clone().filter(|d| !d.is_empty()),
+        company_name: u.company_name.clone().filter(|d| !d.is_empty()),
+        office_location: u.office_location.clone().filter(|d| !d.is_empty()),
+        country: u.country.clone().filter(|d| !d.is_empty()),
+        employee_type: u.employee_type.clone().filter(|d| !d.is_empty()),
+        account_enabled: u.account_enabled.unwrap_or(true),
         licenses,
     }
 }

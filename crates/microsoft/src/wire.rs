@@ -116,7 +116,7 @@ pub struct CompanySubscription {
     pub owner_tenant_id: Option<String>,
 }
 
-/// `GET /users?$select=id,userPrincipalName,userType,usageLocation,department,assignedLicenses,licenseAssignmentStates`
+/// `GET /users?$select=id,userPrincipalName,userType,usageLocation,department,jobTitle,companyName,officeLocation,country,employeeType,accountEnabled,assignedLicenses,licenseAssignmentStates`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
@@ -127,9 +127,22 @@ pub struct User {
     pub user_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_location: Option<String>,
-    /// Returned only when `$select` names it.
+    /// Returned only when `$select` names it (as the other directory attributes below).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub department: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub office_location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employee_type: Option<String>,
+    /// `false` for a disabled account; absent when not selected (taken as enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_enabled: Option<bool>,
     #[serde(default)]
     pub assigned_licenses: Vec<AssignedLicense>,
     #[serde(default)]

@@ -15,7 +15,7 @@ pub use reasons::BlockReason;
 pub use rules::Refusal;
 pub use tenant::{
     BillingFrequency, Channel, CreditCheck, Licence, Organization, PendingSeatChange, Subscription,
-    SubscriptionState, Term, TraditionalAddOn, User, UserChange,
+    SubscriptionState, Term, TraditionalAddOn, User, UserAttribute, UserChange,
 };
 
 /// Instants are UTC timestamps throughout; the clock is always passed in.

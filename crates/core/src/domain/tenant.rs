@@ -131,7 +131,7 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct User {
     pub upn: String,
@@ -140,16 +140,127 @@ pub struct User {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_location: Option<String>,
     /// The directory's department (Graph's `department`): what `export --split-by
-    /// department` groups by.
+    /// department` groups by, and a `userSelector` may select on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub department: Option<String>,
+    /// The directory's other attributes a `userSelector` may select on (Graph's names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub office_location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employee_type: Option<String>,
+    /// A disabled account (Graph's `accountEnabled: false`) cannot sign in.
+    #[serde(default = "enabled", skip_serializing_if = "is_enabled")]
+    pub account_enabled: bool,
     #[serde(default)]
     pub licenses: Vec<Licence>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn is_enabled(v: &bool) -> bool {
+    *v
+}
+
+impl Default for User {
+    fn default() -> Self {
+        User {
+            upn: String::new(),
+            guest: false,
+            usage_location: None,
+            department: None,
+            job_title: None,
+            company_name: None,
+            office_location: None,
+            country: None,
+            employee_type: None,
+            account_enabled: true,
+            licenses: vec![],
+        }
+    }
+}
+
+/// A directory attribute of a user, as Graph names it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum UserAttribute {
+    Department,
+    JobTitle,
+    CompanyName,
+    OfficeLocation,
+    Country,
+    UsageLocation,
+    /// `Member` or `Guest`.
+    UserType,
+    /// `"true"` or `"false"`.
+    AccountEnabled,
+    EmployeeType,
+}
+
+impl UserAttribute {
+    pub const ALL: [UserAttribute; 9] = [
+        UserAttribute::Department,
+        UserAttribute::JobTitle,
+        UserAttribute::CompanyName,
+        UserAttribute::OfficeLocation,
+        UserAttribute::Country,
+        UserAttribute::UsageLocation,
+        UserAttribute::UserType,
+        UserAttribute::AccountEnabled,
+        UserAttribute::EmployeeType,
+    ];
+
+    /// Graph's (and the manifests') name of the attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserAttribute::Department => "department",
+            UserAttribute::JobTitle => "jobTitle",
+            UserAttribute::CompanyName => "companyName",
+            UserAttribute::OfficeLocation => "officeLocation",
+            UserAttribute::Country => "country",
+            UserAttribute::UsageLocation => "usageLocation",
+            UserAttribute::UserType => "userType",
+            UserAttribute::AccountEnabled => "accountEnabled",
+            UserAttribute::EmployeeType => "employeeType",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<UserAttribute> {
+        UserAttribute::ALL.into_iter().find(|a| a.as_str() == name)
+    }
 }
 
 impl User {
     pub fn licence(&self, product: &str) -> Option<&Licence> {
         self.licenses.iter().find(|l| l.product == product)
+    }
+
+    /// The value of one directory attribute, if the user has one.
+    pub fn attribute(&self, a: UserAttribute) -> Option<&str> {
+        match a {
+            UserAttribute::Department => self.department.as_deref(),
+            UserAttribute::JobTitle => self.job_title.as_deref(),
+            UserAttribute::CompanyName => self.company_name.as_deref(),
+            UserAttribute::OfficeLocation => self.office_location.as_deref(),
+            UserAttribute::Country => self.country.as_deref(),
+            UserAttribute::UsageLocation => self.usage_location.as_deref(),
+            UserAttribute::UserType => Some(if self.guest { "Guest" } else { "Member" }),
+            UserAttribute::AccountEnabled => Some(if self.account_enabled {
+                "true"
+            } else {
+                "false"
+            }),
+            UserAttribute::EmployeeType => self.employee_type.as_deref(),
+        }
     }
 }
 

@@ -51,7 +51,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let of_org = claims.entry(d.spec.organization.as_str()).or_default();
-            for u in unique(&d.spec.users) {
+            for u in self.declared_users(d).0 {
                 let of_user = of_org.entry(lowercase(u)).or_default();
                 for l in &d.spec.licenses {
                     if !of_user.iter().any(|(p, _)| *p == l.product) {
@@ -74,14 +74,14 @@ impl<'a> Planner<'a> {
     fn plan_assignment(
         &mut self,
         index: usize,
-        d: &Assignment,
+        d: &'a Assignment,
         claims: &Claims,
     ) -> LicenseAssignmentStatus {
         let mut outcome = Outcome {
             paused: d.meta.flags.paused,
             ..Default::default()
         };
-        let users = unique(&d.spec.users);
+        let (users, matched) = self.declared_users(d);
         let mut states = UserStates::new();
         if let Err(block) =
             self.assignment_steps(index, d, claims, &users, &mut states, &mut outcome)
@@ -92,6 +92,7 @@ impl<'a> Planner<'a> {
         let mut status = LicenseAssignmentStatus {
             observed_generation: d.meta.generation,
             desired_users: users.len() as i64,
+            matched,
             removals: d.status.removals.clone(),
             owned: d.status.owned.clone(),
             ..Default::default()
@@ -704,6 +705,31 @@ impl Planner<'_> {
 }
 
 /// Users in spec order, each once (UPNs compare case-insensitively).
+impl<'a> Planner<'a> {
+    /// The users a LicenseAssignment declares: those it lists, then those of the tenant (as
+    /// this pass observed it) its `userSelector` selects, each once; and how many the selector
+    /// selected.
+    fn declared_users(&self, d: &'a Assignment) -> (Vec<&'a str>, Option<i64>) {
+        let mut users = unique(&d.spec.users);
+        let Some(selector) = &d.spec.user_selector else {
+            return (users, None);
+        };
+        let Some(org) = self.inp.observed.organizations.get(&d.spec.organization) else {
+            return (users, Some(0));
+        };
+        let listed: std::collections::HashSet<Cow<str>> =
+            users.iter().map(|u| lowercase(u)).collect();
+        let mut matched = 0;
+        for u in org.users.iter().filter(|u| selector.matches(u)) {
+            matched += 1;
+            if !listed.contains(&lowercase(&u.upn)) {
+                users.push(&u.upn);
+            }
+        }
+        (users, Some(matched))
+    }
+}
+
 fn unique(users: &[String]) -> Vec<&str> {
     let mut seen: std::collections::HashSet<Cow<str>> = std::collections::HashSet::new();
     users

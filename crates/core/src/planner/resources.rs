@@ -4,9 +4,10 @@
 //! doc comments here are also `kubectl explain` text.
 
 use crate::domain::billing::CostPreview;
-use crate::domain::{BillingFrequency, Channel, Instant, Term};
+use crate::domain::{BillingFrequency, Channel, Instant, Term, User, UserAttribute};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Namespace label binding a namespace to one organization (tenant isolation).
 pub const ORGANIZATION_LABEL: &str = "seatkeeper.dev/organization";
@@ -90,6 +91,7 @@ pub struct SubscriptionIntent {
 
 /// Licences for a set of users, each with a set of products.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.users) && size(self.users) > 0) || has(self.userSelector)", "message": "name the users, or choose them with userSelector"}]))]
 #[serde(rename_all = "camelCase")]
 pub struct AssignmentIntent {
     /// The organization (tenant) the users belong to, named by its domain. Immutable.
@@ -98,9 +100,16 @@ pub struct AssignmentIntent {
     pub organization: String,
     /// User principal names (e.g. `alice@contoso.com`), each at most once. Dropping a user
     /// removes the licences this resource assigned to them (R19: mailbox data is deleted 30
-    /// days later).
-    #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "set"))]
+    /// days later). Optional with `userSelector`; both together license the union.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub users: Vec<String>,
+    /// Users chosen by their directory attributes instead of (or besides) listing them,
+    /// re-evaluated on every read of the tenant: a user who comes to match gets the licences,
+    /// a user who stops matching loses those this resource assigned (within the removal limit,
+    /// R19 and R28). Disabled accounts are left out unless the selector names `accountEnabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_selector: Option<UserSelector>,
     /// The licences every listed user should hold, one entry per product.
     #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["product"]))]
     pub licenses: Vec<LicenseSpec>,
@@ -170,6 +179,76 @@ pub struct AddOnIntent {
     /// `quantity` as the floor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<Autoscale>,
+}
+
+/// Users chosen by directory attributes, in the shape of a Kubernetes label selector: a user
+/// matches when every `matchAttributes` entry and every `matchExpressions` requirement holds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.matchAttributes) && size(self.matchAttributes) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)", "message": "a userSelector needs matchAttributes or matchExpressions (an empty one would select everyone)"}]))]
+pub struct UserSelector {
+    /// Attribute → value, each to be equal (case-insensitively), e.g. `{department: Sales}`.
+    /// Attributes: department, jobTitle, companyName, officeLocation, country, usageLocation,
+    /// userType (`Member` or `Guest`), accountEnabled (`"true"` or `"false"`), employeeType.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.all(k, k in ['department', 'jobTitle', 'companyName', 'officeLocation', 'country', 'usageLocation', 'userType', 'accountEnabled', 'employeeType'])", "message": "matchAttributes keys are department, jobTitle, companyName, officeLocation, country, usageLocation, userType, accountEnabled or employeeType"}]))]
+    pub match_attributes: BTreeMap<String, String>,
+    /// Requirements on attributes: `In` and `NotIn` a list of values, `Exists` and
+    /// `DoesNotExist` (no values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<AttributeRequirement>,
+}
+
+/// One requirement of a `userSelector`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.operator == 'In' || self.operator == 'NotIn' ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)", "message": "In and NotIn need values; Exists and DoesNotExist take none"}]))]
+pub struct AttributeRequirement {
+    /// The attribute (as in matchAttributes).
+    pub key: UserAttribute,
+    /// `In`, `NotIn` (the attribute's value is, or is not, one of `values`), `Exists` or
+    /// `DoesNotExist` (the user has, or has no, value for the attribute).
+    pub operator: SelectorOperator,
+    /// The values for `In` and `NotIn` (compared case-insensitively).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl UserSelector {
+    /// Whether a user is selected. Attribute names were checked when the manifest was read;
+    /// an unknown one here matches nobody.
+    pub fn matches(&self, user: &User) -> bool {
+        let names_enabled = self.match_attributes.contains_key("accountEnabled")
+            || self
+                .match_expressions
+                .iter()
+                .any(|r| r.key == UserAttribute::AccountEnabled);
+        if !names_enabled && !user.account_enabled {
+            return false;
+        }
+        let equal = |a: Option<&str>, v: &str| a.is_some_and(|a| a.eq_ignore_ascii_case(v));
+        self.match_attributes
+            .iter()
+            .all(|(k, v)| UserAttribute::parse(k).is_some_and(|a| equal(user.attribute(a), v)))
+            && self.match_expressions.iter().all(|r| {
+                let value = user.attribute(r.key).filter(|v| !v.is_empty());
+                let listed = || r.values.iter().any(|v| equal(value, v));
+                match r.operator {
+                    SelectorOperator::In => listed(),
+                    SelectorOperator::NotIn => !listed(),
+                    SelectorOperator::Exists => value.is_some(),
+                    SelectorOperator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
 }
 
 /// Seats that follow demand, within limits.
@@ -484,9 +563,12 @@ pub struct LicenseAssignmentStatus {
     /// The reason of the Blocked condition while it is True.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_reason: Option<String>,
-    /// Users listed in spec.
+    /// Users listed in spec, and those its userSelector selects.
     #[serde(default)]
     pub desired_users: i64,
+    /// Users its userSelector selects, as the tenant was last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<i64>,
     /// Users holding every declared licence.
     #[serde(default)]
     pub assigned: i64,

@@ -86,6 +86,7 @@ fn assignment(
         spec: AssignmentIntent {
             organization: "contoso.com".into(),
             users: users.iter().map(|u| u.to_string()).collect(),
+            user_selector: None,
             licenses: vec![resources::LicenseSpec {
                 product: product.into(),
                 disabled_plans: vec![],
@@ -844,4 +845,182 @@ fn r19_adopt_licences_owns_what_users_hold_directly_and_nothing_else() {
             .owned
             .is_empty()
     );
+}
+
+/// Users u0… with a department each (`None`: none), all in NL, holding nothing.
+fn directory(departments: &[Option<&str>], seats: u32) -> Observed {
+    let users: Vec<(String, &[&str])> = (0..departments.len())
+        .map(|i| (format!("u{i}@contoso.com"), &[][..]))
+        .collect();
+    let list: Vec<(&str, &[&str])> = users.iter().map(|(u, l)| (u.as_str(), *l)).collect();
+    let mut o = observed(&[("s", "SPB", seats)], &list);
+    let org = o.organizations.get_mut("contoso.com").unwrap();
+    for (u, d) in org.users.iter_mut().zip(departments) {
+        u.department = d.map(String::from);
+    }
+    o
+}
+
+fn selecting(
+    name: &str,
+    users: &[&str],
+    selector: resources::UserSelector,
+) -> Declared<AssignmentIntent, LicenseAssignmentStatus> {
+    let mut la = assignment(name, 50, users, "SPB", Add);
+    la.spec.user_selector = Some(selector);
+    la
+}
+
+/// `matchAttributes: {key: value}`.
+fn attribute(key: &str, value: &str) -> resources::UserSelector {
+    resources::UserSelector {
+        match_attributes: BTreeMap::from([(key.to_string(), value.to_string())]),
+        ..Default::default()
+    }
+}
+
+/// `matchExpressions: [{key, operator, values}]`.
+fn expression(
+    key: crate::domain::UserAttribute,
+    operator: resources::SelectorOperator,
+    values: &[&str],
+) -> resources::UserSelector {
+    resources::UserSelector {
+        match_expressions: vec![resources::AttributeRequirement {
+            key,
+            operator,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        }],
+        ..Default::default()
+    }
+}
+
+fn assigned_users(p: &Plan) -> Vec<String> {
+    let mut users: Vec<String> = changes(p)
+        .into_iter()
+        .filter(|(_, add, _)| !add.is_empty())
+        .map(|(u, _, _)| u)
+        .collect();
+    users.sort();
+    users
+}
+
+#[test]
+fn user_selector_licenses_the_matching_users_with_the_listed_ones_and_counts_them() {
+    let mut o = directory(
+        &[Some("Sales"), Some("sales"), Some("R&D"), Some("Sales")],
+        10,
+    );
+    // u1 is in Sales but disabled: left out, as the selector does not name accountEnabled.
+    o.organizations.get_mut("contoso.com").unwrap().users[1].account_enabled = false;
+    let d = Desired {
+        assignments: vec![selecting(
+            "sales",
+            &["u2@contoso.com", "u3@contoso.com"],
+            attribute("department", "Sales"),
+        )],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(
+        assigned_users(&p),
+        ["u0@contoso.com", "u2@contoso.com", "u3@contoso.com"],
+        "the union, each once"
+    );
+    let s = &p.assignments[0];
+    assert_eq!(s.matched, Some(2), "u0 and u3 match");
+    assert_eq!(s.desired_users, 3);
+}
+
+#[test]
+fn user_selector_expressions_follow_the_label_selector_operators() {
+    use crate::domain::User;
+    use crate::domain::UserAttribute::Country;
+    use resources::SelectorOperator::{DoesNotExist, Exists, In, NotIn};
+    let user = |country: Option<&str>, guest: bool| User {
+        upn: "a@contoso.com".into(),
+        country: country.map(String::from),
+        guest,
+        ..Default::default()
+    };
+    let (nl, be, none) = (
+        user(Some("NL"), false),
+        user(Some("BE"), true),
+        user(None, false),
+    );
+    let r#in = expression(Country, In, &["nl", "DE"]);
+    assert!(r#in.matches(&nl) && !r#in.matches(&be) && !r#in.matches(&none));
+    let not_in = expression(Country, NotIn, &["NL"]);
+    assert!(!not_in.matches(&nl) && not_in.matches(&be) && not_in.matches(&none));
+    let exists = expression(Country, Exists, &[]);
+    assert!(exists.matches(&nl) && !exists.matches(&none));
+    let absent = expression(Country, DoesNotExist, &[]);
+    assert!(!absent.matches(&nl) && absent.matches(&none));
+    let guests = attribute("userType", "Guest");
+    assert!(guests.matches(&be) && !guests.matches(&nl));
+    // Naming accountEnabled selects disabled accounts on purpose.
+    let mut disabled = user(Some("NL"), false);
+    disabled.account_enabled = false;
+    assert!(
+        !r#in.matches(&disabled),
+        "disabled accounts are left out by default"
+    );
+    let offboard = attribute("accountEnabled", "false");
+    assert!(offboard.matches(&disabled) && !offboard.matches(&nl));
+}
+
+#[test]
+fn r19_a_user_who_stops_matching_loses_what_the_resource_assigned_within_the_removal_limit() {
+    let mut o = directory(&[Some("Sales"), Some("Marketing")], 10);
+    let org = o.organizations.get_mut("contoso.com").unwrap();
+    for u in &mut org.users {
+        u.licenses = vec![Licence::new("SPB", &[])];
+    }
+    let mut la = selecting("sales", &[], attribute("department", "Sales"));
+    la.meta.flags.acknowledge_downgrade = true;
+    // Both were selected when it assigned them; u1 has moved to Marketing since.
+    la.status.owned = ["u0@contoso.com", "u1@contoso.com"]
+        .map(|u| resources::OwnedLicence {
+            user: u.into(),
+            product: "SPB".into(),
+        })
+        .to_vec();
+    let d = Desired {
+        assignments: vec![la.clone()],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(
+        changes(&p),
+        vec![("u1@contoso.com".into(), vec![], vec!["SPB".into()])],
+        "u1 loses SPB; u0 keeps it"
+    );
+    // Past the removal limit nothing goes.
+    let strict = Options {
+        max_removals: 0,
+        ..Options::default()
+    };
+    let p = plan(&d, &o, now(), &strict);
+    assert!(changes(&p).is_empty());
+    assert_eq!(
+        p.assignments[0].blocked_reason.as_deref(),
+        Some("RemovalLimitExceeded")
+    );
+}
+
+#[test]
+fn autoscale_buys_seats_for_the_users_a_selector_selects() {
+    let o = directory(&[Some("Sales"), Some("Sales"), Some("Sales"), None], 1);
+    let d = Desired {
+        subscriptions: vec![autoscaled(1, 50, 1)],
+        assignments: vec![selecting("sales", &[], attribute("department", "Sales"))],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(
+        seat_changes(&p),
+        vec![(1, 4)],
+        "3 selected users + 1 headroom"
+    );
+    assert_eq!(assigned_users(&p).len(), 3, "assigned in the same plan");
 }
