@@ -8,24 +8,38 @@ use std::collections::BTreeMap;
 /// One line for people: what this action does, with the money involved.
 // Long on purpose: one sentence per operation, side by side.
 pub fn describe(op: &Op) -> String {
-    let money = |x: f64| format!("{} {x:.2}", crate::domain::billing::CURRENCY);
+    use crate::domain::billing::money;
     let charged = |x: Option<f64>| match x {
         None => "price unknown".to_string(),
         Some(x) if x < 0.0 => format!("{} credited", money(-x)),
         Some(x) => format!("{} charged", money(x)),
     };
-    let monthly = |x: Option<f64>| x.map_or_else(|| "price unknown".to_string(), money);
+    // The subscription's whole monthly amount afterwards, not the change (the verdict says
+    // the change).
+    let monthly = |x: Option<f64>| {
+        x.map_or_else(
+            || "price unknown".to_string(),
+            |x| format!("{} a month in total", money(x)),
+        )
+    };
     match op {
         Op::Buy {
             product,
             seats,
             billing_frequency,
             term,
+            cost,
             ..
         } => format!(
-            "buy {product} with {}, billed {billing_frequency:?}, term {}",
+            "buy {product} with {}, billed {billing_frequency:?}, term {}: {} now (the first {}), {}",
             counted(*seats, "seat", "seats"),
-            term.as_str()
+            term.as_str(),
+            charged(cost.charged_now),
+            match billing_frequency {
+                crate::domain::BillingFrequency::Monthly => "month",
+                crate::domain::BillingFrequency::Annual => "year",
+            },
+            monthly(cost.new_monthly_amount)
         ),
         Op::ConvertTrial { subscription_id } => format!("buy trial {subscription_id}"),
         Op::SetSeats {
@@ -33,7 +47,7 @@ pub fn describe(op: &Op) -> String {
             cost,
             ..
         } => format!(
-            "seats {} → {} on {subscription_id}: {} now (pro rata), {} a month from then on",
+            "seats {} → {} on {subscription_id}: {} now (pro rata), {} from then on",
             cost.from,
             cost.to,
             charged(cost.charged_now),
@@ -52,15 +66,18 @@ pub fn describe(op: &Op) -> String {
             product,
             quantity,
             term,
+            cost,
             ..
         } => format!(
-            "buy {quantity} × {product} on {base_subscription_id}, term {}",
-            term.as_str()
+            "buy {quantity} × {product} on {base_subscription_id}, term {}: {} now (pro rata with its base), {}",
+            term.as_str(),
+            charged(cost.charged_now),
+            monthly(cost.new_monthly_amount)
         ),
         Op::SetAddOnQuantity {
             add_on_id, cost, ..
         } => format!(
-            "quantity {} → {} on add-on {add_on_id}: {} now (pro rata), {} a month from then on",
+            "quantity {} → {} on add-on {add_on_id}: {} now (pro rata), {} from then on",
             cost.from,
             cost.to,
             charged(cost.charged_now),

@@ -2132,3 +2132,47 @@ fn readme_directory_example_runs_as_written() {
         "the seat freed inside the window went"
     );
 }
+
+/// The README's shown `plan` of the autoscaling example is what `plan` prints today: each
+/// line the README shows after a `$ cargo run` line is printed, in that order.
+#[test]
+fn readme_autoscale_sample_output_is_current() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block = readme
+        .split("```\n")
+        .find(|b| b.starts_with("$ cp examples/autoscale/tenant.yaml"))
+        .expect("the README's autoscale sample (```, starting with '$ cp examples/autoscale')");
+    let block = &block[..block.find("```").unwrap_or(block.len())];
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lines = block.lines().peekable();
+    let mut compared = 0;
+    while let Some(line) = lines.next() {
+        let line = line.replace("/tmp/", &format!("{}/", tmp.path().display()));
+        let command = line.strip_prefix("$ ").expect("a command line");
+        let out = match command.strip_prefix("cargo run -q -- ") {
+            Some(args) => std::process::Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+                .args(args.split_whitespace())
+                .current_dir(root)
+                .output()
+                .unwrap(),
+            None => std::process::Command::new("sh")
+                .args(["-c", command])
+                .current_dir(root)
+                .output()
+                .unwrap(),
+        };
+        let printed = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut at = 0;
+        while let Some(shown) = lines.next_if(|l| !l.starts_with("$ ")) {
+            let found = printed[at..]
+                .find(&format!("{shown}\n"))
+                .unwrap_or_else(|| {
+                    panic!("the README shows {shown:?}; {command} printed:\n{printed}")
+                });
+            at += found + shown.len();
+            compared += 1;
+        }
+    }
+    assert!(compared >= 3, "the sample shows output");
+}

@@ -142,7 +142,11 @@ fn verdict(planning: bool, shown: &[Shown], report: &Report) -> String {
     let pending = shown.len() - ready - blocked;
     let (mut now, mut monthly, mut unpriced) = (0.0, 0.0, 0);
     for e in report.executed.iter().filter(|e| e.refused.is_none()) {
-        if let Op::SetSeats { cost, .. } | Op::SetAddOnQuantity { cost, .. } = &e.action.op {
+        if let Op::SetSeats { cost, .. }
+        | Op::SetAddOnQuantity { cost, .. }
+        | Op::Buy { cost, .. }
+        | Op::BuyAddOn { cost, .. } = &e.action.op
+        {
             match (cost.charged_now, cost.monthly_change()) {
                 (Some(n), Some(m)) => {
                     now += n;
@@ -153,19 +157,27 @@ fn verdict(planning: bool, shown: &[Shown], report: &Report) -> String {
         }
     }
     let mut line = format!(
-        "{}: {ready} Ready, {blocked} Blocked, {pending} Pending of {} resources",
+        "{}: {ready} Ready, {blocked} Blocked, {pending} Pending of {}",
         if planning { "Plan" } else { "Result" },
-        shown.len()
+        crate::domain::counted(shown.len(), "resource", "resources")
     );
     if now != 0.0 || monthly != 0.0 {
-        let c = crate::domain::billing::CURRENCY;
+        use crate::domain::billing::money;
         let (now_word, now) = if now < 0.0 {
             ("credited", -now)
         } else {
             ("charged", now)
         };
+        // The change in what is paid each month, never a total (the actions give those).
+        let (more, monthly) = if monthly < 0.0 {
+            ("less", -monthly)
+        } else {
+            ("more", monthly)
+        };
         line += &format!(
-            "; seat changes: {c} {now:.2} {now_word} now, {c} {monthly:+.2} a month{}",
+            "; money: {} {now_word} now, {} a month {more}{}",
+            money(now),
+            money(monthly),
             if planning { " (if applied)" } else { "" }
         );
     }

@@ -214,6 +214,29 @@ fn r08_seat_change_shows_pro_rata_cost() {
     assert_eq!(cost["to"], 12);
     assert_eq!(cost["chargedNow"], 12.5, "2 seats × 12.50 × half a month");
     assert_eq!(cost["newMonthlyAmount"], 150.0);
+    assert_eq!(cost["currency"], "EUR", "every amount with its currency");
+}
+
+#[test]
+fn r08_a_new_purchase_shows_its_price() {
+    let t = Tenant::new(&tenant(&users(1, ""), ""));
+    let m = "---\napiVersion: seatkeeper.dev/v1alpha1\nkind: Subscription\nmetadata: {name: e3}\nspec: {organization: contoso.com, product: SPE_E3, seats: 10}\n";
+    let r = t.run("plan", m, NOW);
+    let buy = &r.out["actions"][0];
+    assert_eq!(buy["action"], "buy");
+    // 10 seats of Microsoft 365 E3 at EUR 36.00: the first month is charged when bought.
+    assert_eq!(buy["cost"]["chargedNow"], 360.0);
+    assert_eq!(buy["cost"]["newMonthlyAmount"], 360.0);
+    assert_eq!(buy["cost"]["currency"], "EUR");
+    let (_, text) = t.table("plan", m);
+    assert!(
+        text.contains("buy SPE_E3 with 10 seats, billed Monthly, term P1M: EUR 360.00 charged now (the first month), EUR 360.00 a month in total"),
+        "{text}"
+    );
+    assert!(
+        text.contains("money: EUR 360.00 charged now, EUR 360.00 a month more (if applied)."),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1341,12 +1364,12 @@ fn table_output_has_titles_and_a_verdict_line_with_the_money() {
     assert!(text.contains("\nSubscriptions:\n"), "{text}");
     let verdict = text.lines().last().unwrap();
     assert!(
-        verdict.starts_with(
-            "Result: 1 Ready, 1 Blocked, 0 Pending of 2 resources; seat changes: EUR "
-        ),
+        verdict.starts_with("Result: 1 Ready, 1 Blocked, 0 Pending of 2 resources; money: EUR "),
         "{verdict}"
     );
-    assert!(verdict.contains("charged now, EUR +"), "{verdict}");
+    // A change, said as one: never confusable with the monthly total an action gives.
+    assert!(verdict.contains(" charged now, EUR "), "{verdict}");
+    assert!(verdict.ends_with(" a month more."), "{verdict}");
 }
 
 #[test]

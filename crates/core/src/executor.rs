@@ -536,6 +536,7 @@ async fn apply_one<B: Backend>(
             offer,
             recurring_billing,
             key,
+            ..
         } => {
             let request = PurchaseRequest {
                 product: product.clone(),

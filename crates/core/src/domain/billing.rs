@@ -9,7 +9,24 @@ use serde::{Deserialize, Serialize};
 /// The currency of the catalog's list prices (the vendor's Dutch price list).
 pub const CURRENCY: &str = "EUR";
 
-/// The money side of a seat change, shown before and after it is made.
+/// An amount as people read it: the currency, thousands separated, two decimals
+/// (`EUR 12,499,937.50`; negative amounts keep their sign: `EUR -22.00`).
+pub fn money(amount: f64) -> String {
+    let cents = (amount.abs() * 100.0).round() as u128;
+    let (whole, frac) = (cents / 100, cents % 100);
+    let digits = whole.to_string();
+    let mut grouped = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(d);
+    }
+    let sign = if amount < 0.0 && cents > 0 { "-" } else { "" };
+    format!("{CURRENCY} {sign}{grouped}.{frac:02}")
+}
+
+/// The money side of a seat change or a purchase, shown before and after it is made.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CostPreview {
@@ -31,6 +48,9 @@ pub struct CostPreview {
     #[schemars(with = "Option<String>")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_ends_at: Option<Instant>,
+    /// The currency of the amounts (ISO 4217), given with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 impl CostPreview {
@@ -77,7 +97,26 @@ pub fn cost_preview(
         charged_now: monthly_price.map(|p| cents(delta * p * months * remaining)),
         new_monthly_amount: monthly_price.map(|p| cents(to as f64 * p)),
         period_ends_at,
+        currency: monthly_price.map(|_| CURRENCY.to_string()),
     }
+}
+
+/// What a new purchase of `seats` costs: its first billing period is charged when it is
+/// bought (a month, or a year when billed annually), and the monthly amount is the seats at
+/// list price.
+pub fn purchase_cost(
+    seats: u32,
+    monthly_price: Option<f64>,
+    billing_frequency: BillingFrequency,
+    now: Instant,
+) -> CostPreview {
+    let new = Subscription {
+        seats: 0,
+        billing_frequency,
+        purchased_at: Some(now),
+        ..Default::default()
+    };
+    cost_preview(&new, monthly_price, seats, now)
 }
 
 /// When a billing period (term) that starts at `from` ends; None past the calendar's end.
@@ -124,6 +163,30 @@ mod tests {
             purchased_at: Some(at(purchased)),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn amounts_read_with_their_currency_and_thousands_separators() {
+        assert_eq!(money(12_499_937.5), "EUR 12,499,937.50");
+        assert_eq!(money(999.999), "EUR 1,000.00");
+        assert_eq!(money(-22.0), "EUR -22.00");
+        assert_eq!(money(0.004), "EUR 0.00");
+        assert_eq!(money(100.0), "EUR 100.00");
+    }
+
+    #[test]
+    fn r08_a_new_purchase_is_charged_its_first_period() {
+        let now = at("2026-11-21T09:00:00Z");
+        let monthly = purchase_cost(100, Some(36.0), BillingFrequency::Monthly, now);
+        assert_eq!((monthly.from, monthly.to), (0, 100));
+        assert_eq!(monthly.charged_now, Some(3600.0));
+        assert_eq!(monthly.new_monthly_amount, Some(3600.0));
+        assert_eq!(monthly.currency.as_deref(), Some("EUR"));
+        assert_eq!(monthly.period_ends_at, Some(at("2026-12-21T09:00:00Z")));
+        let annual = purchase_cost(10, Some(36.0), BillingFrequency::Annual, now);
+        assert_eq!(annual.charged_now, Some(4320.0), "a year up front");
+        let unknown = purchase_cost(10, None, BillingFrequency::Monthly, now);
+        assert_eq!((unknown.charged_now, unknown.currency), (None, None));
     }
 
     #[test]

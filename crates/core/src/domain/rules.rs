@@ -265,7 +265,7 @@ impl Refusal {
                 to - from,
                 monthly_cost.map_or_else(
                     || "an amount the service decides (its price is not known here) each month".to_string(),
-                    |c| format!("{c:.2} a month at list price")
+                    |c| format!("{} a month at list price", super::billing::money(c))
                 )
             ),
             Refusal::ReductionWindowClosed { closed_at } => format!(
@@ -1055,7 +1055,7 @@ mod tests {
             r.as_ref()
                 .unwrap_err()
                 .message()
-                .contains("2222.00 a month")
+                .contains("would add EUR 2,222.00 a month at list price")
         );
         assert_eq!(reason(r), BlockReason::PurchaseLimitExceeded);
         assert!(check_purchase_limit("SPB", 5, 106, 100, true, Some(22.0)).is_ok());

@@ -347,6 +347,16 @@ impl Planner<'_> {
                 offer: d.spec.offer.clone(),
                 auto_assign: d.spec.auto_assign,
                 key: pending.key.clone(),
+                // Billed with its base: pro rata for the rest of the base's period (R08).
+                cost: cost_preview(
+                    &Subscription {
+                        seats: 0,
+                        ..base.clone()
+                    },
+                    monthly_price,
+                    quantity,
+                    self.inp.now,
+                ),
             };
             self.push(&d.meta, Kind::AddOn, &d.spec.organization, op, false);
         }

@@ -330,6 +330,8 @@ pub enum Op {
         offer: Option<String>,
         recurring_billing: bool,
         key: String,
+        /// What the purchase costs at list price (R08: its first period is charged now).
+        cost: CostPreview,
     },
     #[serde(rename_all = "camelCase")]
     ConvertTrial { subscription_id: String },
@@ -359,6 +361,8 @@ pub enum Op {
         offer: Option<String>,
         auto_assign: bool,
         key: String,
+        /// What the purchase costs at list price (R08: its first period is charged now).
+        cost: CostPreview,
     },
     #[serde(rename_all = "camelCase")]
     SetAddOnQuantity {

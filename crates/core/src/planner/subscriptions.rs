@@ -313,6 +313,12 @@ impl Planner<'_> {
                 offer: p.offer.map(str::to_string),
                 recurring_billing: p.recurring_billing,
                 key: pending.key.clone(),
+                cost: crate::domain::billing::purchase_cost(
+                    p.seats,
+                    monthly_price,
+                    p.billing_frequency,
+                    self.inp.now,
+                ),
             };
             self.push(p.meta, p.kind, p.organization, op, false);
         }
