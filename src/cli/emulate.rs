@@ -72,7 +72,7 @@ pub struct EmulateArgs {
     #[arg(long, value_parser = super::parse_duration)]
     seat_changes_finish_after: Option<Duration>,
     /// Fix the tenant's clock (RFC 3339), for reproducible runs.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_now)]
     now: Option<String>,
 }
 

@@ -48,7 +48,7 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value_t = SplitBy::None)]
     split_by: SplitBy,
     /// Fix the clock (RFC 3339), as for `plan`: the time the tenant is read at.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_now)]
     now: Option<String>,
     /// Output format: multi-document YAML, or a JSON `List`.
     #[arg(short = 'o', long = "format", value_enum, default_value_t = ExportFormat::Yaml)]

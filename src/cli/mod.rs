@@ -134,6 +134,15 @@ struct RunArgs {
 }
 
 /// `10m`, `30s`, `1h`, `500ms` or plain seconds.
+/// `--now`: an RFC 3339 time, checked when the command line is read (a bad one is a usage
+/// error, exit 2, like any other bad flag value).
+fn parse_now(s: &str) -> Result<String, String> {
+    match s.parse::<Instant>() {
+        Ok(_) => Ok(s.to_string()),
+        Err(_) => Err("not an RFC 3339 time such as 2026-11-21T09:00:00Z".into()),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (n, unit) = s
         .find(|c: char| !c.is_ascii_digit())
@@ -327,7 +336,7 @@ struct Args {
     #[arg(long)]
     state: PathBuf,
     /// Fix the clock (RFC 3339), for reproducible runs.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_now)]
     now: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]

@@ -27,6 +27,17 @@ pub fn violation(schema: &Value, value: &Value, path: &str) -> Option<String> {
             _ => true,
         };
         if !ok {
+            // A number too large for an integer (or with a fraction): say which are allowed.
+            if t == "integer" && value.is_number() {
+                let bound = |k: &str| schema.get(k).and_then(Value::as_f64);
+                return Some(match (bound("minimum"), bound("maximum")) {
+                    (Some(lo), Some(hi)) => format!(
+                        "{}: must be a whole number from {lo} to {hi}, not {value}",
+                        at(path)
+                    ),
+                    _ => format!("{}: must be a whole number, not {value}", at(path)),
+                });
+            }
             return Some(format!("{}: must be of type {t}", at(path)));
         }
     }
@@ -114,6 +125,26 @@ pub fn violation(schema: &Value, value: &Value, path: &str) -> Option<String> {
     }
     if let Some(obj) = value.as_object() {
         let props = schema.get("properties").and_then(Value::as_object);
+        // An unknown field first: `seat: 7` is a misspelt `seats`, not a missing one.
+        if let Some(props) = props
+            && schema.get("x-kubernetes-preserve-unknown-fields").is_none()
+        {
+            for k in obj.keys() {
+                if props.contains_key(k)
+                    || (path.is_empty() && matches!(k.as_str(), "metadata" | "apiVersion" | "kind"))
+                {
+                    continue;
+                }
+                let near = props.keys().find(|p| {
+                    let (a, b) = (p.to_lowercase(), k.to_lowercase());
+                    a.starts_with(&b) || b.starts_with(&a)
+                });
+                return Some(match near {
+                    Some(p) => format!("{}: unknown field (did you mean {p}?)", join(path, k)),
+                    None => format!("{}: unknown field", join(path, k)),
+                });
+            }
+        }
         if let Some(required) = schema.get("required").and_then(Value::as_array) {
             for r in required.iter().filter_map(Value::as_str) {
                 if obj.get(r).is_none_or(Value::is_null) {

@@ -1462,6 +1462,75 @@ fn errors_are_plain_words_on_one_line_without_rust_type_names() {
 }
 
 #[test]
+fn mistakes_a_newcomer_makes_are_told_in_their_words() {
+    let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
+    let told = |r: &Run| {
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let line = r.stderr.trim().to_string();
+        assert_eq!(line.lines().count(), 1, "{line}");
+        line
+    };
+    // A misspelt field is unknown, not a missing one.
+    let line = told(&t.apply(
+        "---\napiVersion: seatkeeper.dev/v1alpha1\nkind: Subscription\nmetadata: {name: spb}\nspec: {organization: contoso.com, product: SPB, subscriptionId: sub-1, seat: 7}\n",
+    ));
+    assert!(
+        line.contains("spec.seat: unknown field (did you mean seats?)"),
+        "{line}"
+    );
+    // A number too large for seats says what is allowed.
+    let line = told(&t.apply(
+        &sub("spb", "sub-1", "SPB", 1, "").replace("seats: 1", "seats: 99999999999999999999"),
+    ));
+    assert!(
+        line.contains("spec.seats: must be a whole number from 0 to 1000000"),
+        "{line}"
+    );
+    // A key given twice, without the parser's advice to programmers.
+    let line = told(
+        &t.apply(&sub("spb", "sub-1", "SPB", 1, "").replace("seats: 1", "seats: 1, seats: 2")),
+    );
+    assert!(line.contains("the key seats appears twice"), "{line}");
+    assert!(!line.contains("DuplicateKeyPolicy"), "{line}");
+    if MICROSOFT {
+        return; // the rest is about the tenant file and the command line, not a backend
+    }
+    // A manifest given as --state.
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("m.yaml");
+    std::fs::write(
+        &manifests,
+        sub("a", "sub-1", "SPB", 1, "") + &sub("b", "sub-1", "SPB", 1, ""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+        .args(["plan", "-f"])
+        .arg(&manifests)
+        .arg("--state")
+        .arg(&manifests)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is it a manifest?"), "{stderr}");
+    assert!(!stderr.contains("from_str"), "{stderr}");
+    // A bad --now is a usage error, like any bad flag value.
+    let out = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+        .args(["plan", "-f"])
+        .arg(&manifests)
+        .args(["--state", "tenant.yaml", "--now", "tomorrow"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not an RFC 3339 time such as 2026-11-21T09:00:00Z"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("four digit integer"), "{stderr}");
+}
+
+#[test]
 fn controller_logs_are_json_lines_or_text_without_colour_on_a_pipe() {
     if MICROSOFT {
         return; // about the controller's log, not a backend

@@ -188,8 +188,16 @@ impl TenantFile {
             return Ok(tenant);
         }
         let value: serde_json::Value = {
-            serde_saphyr::from_str_with_options(text, crate::yaml::options())
-                .map_err(|e| err(format!("not valid YAML: {}", crate::yaml::syntax_error(&e))))?
+            serde_saphyr::from_str_with_options(text, crate::yaml::options()).map_err(|e| {
+                let told = crate::yaml::syntax_error(&e);
+                // A manifest given as --state is the likely mistake.
+                let hint = if told.contains("several YAML documents") {
+                    " (is it a manifest? a tenant file is one document; manifests go with -f)"
+                } else {
+                    ""
+                };
+                err(format!("not valid YAML: {told}{hint}"))
+            })?
         };
         let tenant: TenantFile = serde_path_to_error::deserialize(&value).map_err(|e| {
             err(format!(

@@ -17,7 +17,23 @@ pub fn options() -> serde_saphyr::Options {
 pub fn syntax_error(e: &serde_saphyr::Error) -> String {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default().trim();
-    first.strip_prefix("error: ").unwrap_or(first).to_string()
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // The parser's advice to its programmer is no use to a reader of the file.
+    let first = first.replace(
+        "multiple YAML documents detected; use from_str_multiple or from_str_multiple_with_options",
+        "several YAML documents (separated by ---) where one is expected",
+    );
+    match first.find("duplicate mapping key: ") {
+        Some(at) => {
+            let rest = &first[at + "duplicate mapping key: ".len()..];
+            let key = rest
+                .split(", set DuplicateKeyPolicy")
+                .next()
+                .unwrap_or(rest);
+            format!("{}the key {key} appears twice in one mapping", &first[..at])
+        }
+        None => first,
+    }
 }
 
 /// A type mismatch in plain words: no Rust type names (`expected u32`, `struct TenantFile`).
@@ -56,6 +72,18 @@ pub fn plain(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn syntax_errors_are_told_without_the_parsers_advice_to_programmers() {
+        let two = serde_saphyr::from_str::<serde_json::Value>("a: 1\n---\nb: 2\n").unwrap_err();
+        let told = super::syntax_error(&two);
+        assert!(told.contains("several YAML documents"), "{told}");
+        assert!(!told.contains("from_str"), "{told}");
+        let dup = serde_saphyr::from_str::<serde_json::Value>("a: 1\na: 2\n").unwrap_err();
+        let told = super::syntax_error(&dup);
+        assert!(told.contains("the key a appears twice"), "{told}");
+        assert!(!told.contains("DuplicateKeyPolicy"), "{told}");
+    }
+
     #[test]
     fn type_errors_are_told_without_rust_type_names() {
         assert_eq!(

@@ -670,10 +670,13 @@ fn summary_block(users: &[&str], states: &UserStates) -> Option<Block> {
         1 => " (and 1 more user)".to_string(),
         n => format!(" (and {n} more users)"),
     };
-    Some(Block::new(
-        b.reason,
-        format!("{user}: {}{others}", b.message),
-    ))
+    // The user named once: most messages already name them.
+    let message = if b.message.contains(user) {
+        format!("{}{others}", b.message)
+    } else {
+        format!("{user}: {}{others}", b.message)
+    };
+    Some(Block::new(b.reason, message))
 }
 
 /// A user of the observed tenant, by identity: the planner borrows the tenant unchanged for its

@@ -606,6 +606,15 @@ fn autoscale_buys_no_seat_for_a_user_who_cannot_be_licensed() {
     assert_eq!(seat_changes(&p), vec![(1, 2)], "a and b only");
     assert_eq!(p.subscriptions[0].autoscale.as_ref().unwrap().demand, 2);
     assert_eq!(changes(&p).len(), 1);
+    // The resource's message names the blocked user once.
+    let blocked = p.assignments[0]
+        .conditions
+        .0
+        .iter()
+        .find(|c| c.type_ == "Blocked")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert_eq!(blocked.matches("c@contoso.com").count(), 1, "{blocked}");
 }
 
 #[test]
