@@ -384,7 +384,8 @@ pub struct OrganizationStatus {
     /// The generation of the spec last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Synced` and `Blocked` (`CredentialsInvalid`, `PermissionDenied`, …).
+    /// `Ready`, `Synced` and `Blocked` (`CredentialsInvalid`, `PermissionDenied`, …);
+    /// `Reconciling` and `Stalled` for kstatus.
     #[serde(default)]
     pub conditions: Conditions,
     /// The reason of the Blocked condition while it is True.

@@ -245,3 +245,94 @@ fn kubectl_scale_sets_seats_and_quantity_through_the_scale_subresource() {
         json!({"specReplicasPath": ".spec.quantity", "statusReplicasPath": ".status.quantity.purchased"})
     );
 }
+
+/// Argo CD's custom health check (`gitops/argocd/health.lua`), run by a Lua 5.4 interpreter on
+/// statuses seatkeeper wrote: `plan -o json` of the example manifests (Ready and Blocked
+/// resources), a seat change the service finishes later (Progressing), a paused resource, and
+/// one whose status is for an older generation.
+#[test]
+fn argo_cd_health_check_reads_real_statuses() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = std::fs::read_to_string(root.join("gitops/argocd/health.lua")).unwrap();
+    let health = |obj: &Value| -> (String, String) {
+        let lua = mlua::Lua::new();
+        use mlua::LuaSerdeExt;
+        let value = lua.to_value(obj).unwrap();
+        lua.globals().set("obj", value).unwrap();
+        let hs: mlua::Table = lua.load(&script).eval().unwrap();
+        (hs.get("status").unwrap(), hs.get("message").unwrap())
+    };
+    let plan = |tenant: &str, manifests: &std::path::Path| -> Vec<Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("tenant.yaml");
+        std::fs::write(&state, tenant).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+            .args(["apply", "-f"])
+            .arg(manifests)
+            .arg("--state")
+            .arg(&state)
+            .args(["--now", "2026-11-21T09:00:00Z", "-o", "json"])
+            .output()
+            .unwrap();
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        list["items"].as_array().unwrap().clone()
+    };
+    let tenant = std::fs::read_to_string(root.join("examples/tenant.yaml")).unwrap();
+    let items = plan(&tenant, &root.join("examples/manifests"));
+    let mut seen = std::collections::BTreeSet::new();
+    for item in &items {
+        let conditions = item["status"]["conditions"].as_array().unwrap();
+        let is = |t: &str| {
+            conditions
+                .iter()
+                .any(|c| c["type"] == t && c["status"] == "True")
+        };
+        let (status, message) = health(item);
+        let expected = if is("Ready") {
+            "Healthy"
+        } else if is("Blocked") {
+            "Degraded"
+        } else {
+            "Progressing"
+        };
+        assert_eq!(status, expected, "{}: {message}", item["metadata"]["name"]);
+        if status == "Degraded" {
+            let reason = item["status"]["blockedReason"].as_str().unwrap();
+            assert!(message.starts_with(reason), "{message}");
+        }
+        seen.insert(status);
+    }
+    assert!(
+        seen.contains("Healthy") && seen.contains("Degraded"),
+        "{seen:?}"
+    );
+    // Partner Center finishes a seat change later (202): the resource is on its way.
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.yaml");
+    std::fs::write(&m, "apiVersion: seatkeeper.dev/v1alpha1\nkind: Subscription\nmetadata: {name: spb}\nspec: {organization: contoso.com, product: SPB, subscriptionId: sub-1, seats: 3}\n").unwrap();
+    let later = "organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  seatChangeDelayMinutes: 30\n  users: []\n  subscriptions:\n  - {id: sub-1, product: SPB, seats: 2}\n";
+    let items = plan(later, &m);
+    let (status, message) = health(&items[0]);
+    assert_eq!(status, "Progressing", "{message}: {:#}", items[0]["status"]);
+    // Paused: Suspended, whatever its status says.
+    let mut paused = items[0].clone();
+    paused["metadata"]["annotations"] = serde_json::json!({"seatkeeper.dev/paused": "true"});
+    assert_eq!(health(&paused).0, "Suspended");
+    // A Ready status of an older generation: Progressing until seatkeeper has seen the new one.
+    let mut ready = items.clone();
+    let mut stale = ready.remove(0);
+    stale["status"]["conditions"] = serde_json::json!([{"type": "Ready", "status": "True"}]);
+    stale["status"]["observedGeneration"] = serde_json::json!(1);
+    stale["metadata"]["generation"] = serde_json::json!(2);
+    assert_eq!(health(&stale).0, "Progressing");
+    // Not reconciled at all yet.
+    let fresh = serde_json::json!({"metadata": {"name": "new"}, "spec": {}});
+    assert_eq!(health(&fresh).0, "Progressing");
+    // The argocd-cm snippet carries this very script for every kind.
+    let cm = std::fs::read_to_string(root.join("gitops/argocd/argocd-cm.yaml")).unwrap();
+    let cm: Value = serde_saphyr::from_str(&cm).unwrap();
+    for kind in ["Subscription", "LicenseAssignment", "AddOn", "Organization"] {
+        let key = format!("resource.customizations.health.seatkeeper.dev_{kind}");
+        assert_eq!(cm["data"][&key].as_str(), Some(script.as_str()), "{key}");
+    }
+}

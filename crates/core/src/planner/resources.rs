@@ -473,7 +473,7 @@ pub struct SubscriptionStatus {
     /// The generation of the spec last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Synced` and `Blocked`.
+    /// `Ready`, `Synced` and `Blocked`; `Reconciling` and `Stalled` for kstatus.
     #[serde(default)]
     pub conditions: Conditions,
     /// The reason of the Blocked condition while it is True; empty otherwise.
@@ -557,7 +557,7 @@ pub struct OwnedLicence {
 pub struct LicenseAssignmentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Synced` and `Blocked`.
+    /// `Ready`, `Synced` and `Blocked`; `Reconciling` and `Stalled` for kstatus.
     #[serde(default)]
     pub conditions: Conditions,
     /// The reason of the Blocked condition while it is True.
@@ -594,7 +594,7 @@ pub struct LicenseAssignmentStatus {
 pub struct AddOnStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Synced` and `Blocked`.
+    /// `Ready`, `Synced` and `Blocked`; `Reconciling` and `Stalled` for kstatus.
     #[serde(default)]
     pub conditions: Conditions,
     /// The reason of the Blocked condition while it is True.
