@@ -100,6 +100,21 @@ impl Object {
         if let Some(problem) = violation(&schema_of(&crd), &v, "") {
             return Err(problem);
         }
+        // User principal names are not case-sensitive: two spellings are one user listed twice.
+        if let Some(users) = v["spec"]["users"].as_array() {
+            for (i, u) in users.iter().enumerate() {
+                let Some(u) = u.as_str() else { continue };
+                if let Some(first) = users[..i]
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .find(|x| x.eq_ignore_ascii_case(u))
+                {
+                    return Err(format!(
+                        "spec.users[{i}]: {u} is {first} again (user names are not case-sensitive)"
+                    ));
+                }
+            }
+        }
         let typed = |v: &Value| -> Result<Object, String> {
             let de = |e: serde_path_to_error::Error<serde_json::Error>| {
                 format!("{}: {}", e.path(), e.inner())

@@ -1486,6 +1486,17 @@ fn mistakes_a_newcomer_makes_are_told_in_their_words() {
         line.contains("spec.seats: must be a whole number from 0 to 1000000"),
         "{line}"
     );
+    // One user in two spellings is one user listed twice.
+    let line = told(&t.apply(&lasg(
+        "a",
+        &["Dave@Contoso.com", "dave@contoso.com"],
+        "[{product: SPB}]",
+        "",
+    )));
+    assert!(
+        line.contains("spec.users[1]: dave@contoso.com is Dave@Contoso.com again"),
+        "{line}"
+    );
     // A key given twice, without the parser's advice to programmers.
     let line = told(
         &t.apply(&sub("spb", "sub-1", "SPB", 1, "").replace("seats: 1", "seats: 1, seats: 2")),
