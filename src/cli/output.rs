@@ -93,6 +93,15 @@ pub fn render(
         "kind": "List",
         "items": shown.iter().map(|s| s.object.clone()).collect::<Vec<_>>(),
     });
+    // `delete`: the resources whose deletion policy is carried out (gone, as from a cluster).
+    if deleting {
+        list["deleted"] = deleted
+            .iter()
+            .map(|(kind, namespace, name)| {
+                json!({"kind": kind.as_str(), "namespace": namespace, "name": name})
+            })
+            .collect();
+    }
     // What plan would do, or what apply and delete did.
     list["actions"] = Value::Array(actions);
     match format {
@@ -128,18 +137,25 @@ fn table(
         out += &blocked;
         out.push('\n');
     }
-    out += &verdict(planning, shown, report);
+    let gone: &[(Kind, String, String)] = if deleting { deleted } else { &[] };
+    out += &verdict(planning, shown, report, gone);
     out
 }
 
 /// One line: how the resources stand and what the seat changes cost.
-fn verdict(planning: bool, shown: &[Shown], report: &Report) -> String {
-    let blocked = shown
+fn verdict(
+    planning: bool,
+    shown: &[Shown],
+    report: &Report,
+    gone: &[(Kind, String, String)],
+) -> String {
+    let here: Vec<&Shown> = shown.iter().filter(|s| !gone.contains(&s.key)).collect();
+    let blocked = here
         .iter()
         .filter(|s| !s.ready() && s.conditions.is_true("Blocked"))
         .count();
-    let ready = shown.iter().filter(|s| s.ready()).count();
-    let pending = shown.len() - ready - blocked;
+    let ready = here.iter().filter(|s| s.ready()).count();
+    let pending = here.len() - ready - blocked;
     let (mut now, mut monthly, mut unpriced) = (0.0, 0.0, 0);
     for e in report.executed.iter().filter(|e| e.refused.is_none()) {
         if let Op::SetSeats { cost, .. }
@@ -156,8 +172,12 @@ fn verdict(planning: bool, shown: &[Shown], report: &Report) -> String {
             }
         }
     }
+    let deleted = match shown.len() - here.len() {
+        0 => String::new(),
+        n => format!("{n} deleted, "),
+    };
     let mut line = format!(
-        "{}: {ready} Ready, {blocked} Blocked, {pending} Pending of {}",
+        "{}: {deleted}{ready} Ready, {blocked} Blocked, {pending} Pending of {}",
         if planning { "Plan" } else { "Result" },
         crate::domain::counted(shown.len(), "resource", "resources")
     );
@@ -208,22 +228,38 @@ fn actions_section(planning: bool, report: &Report, waiting: usize) -> String {
         };
         return out;
     }
-    let _ = writeln!(out, "{verb}:");
-    for e in &report.executed {
+    let who = |e: &crate::executor::Executed| {
+        format!("{} {}/{}", e.action.kind, e.action.namespace, e.action.name)
+    };
+    let (done, refused): (Vec<_>, Vec<_>) =
+        report.executed.iter().partition(|e| e.refused.is_none());
+    if !done.is_empty() {
+        let _ = writeln!(out, "{verb}:");
+    }
+    for e in &done {
         let what = crate::wording::describe(&e.action.op);
-        let who = format!("{} {}/{}", e.action.kind, e.action.namespace, e.action.name);
-        let _ = match &e.refused {
-            None if planning && e.action.decided_by_service.is_some() => writeln!(
+        let _ = if planning && e.action.decided_by_service.is_some() {
+            writeln!(
                 out,
-                "  {who}: {what} (Partner Center decides on arrival: a credit check may hold it)"
-            ),
-            None => writeln!(out, "  {who}: {what}"),
-            Some(b) => writeln!(
-                out,
-                "  {who}: {what} — REFUSED ({}): {}",
-                b.reason, b.message
-            ),
+                "  {}: {what} (Partner Center decides on arrival: a credit check may hold it)",
+                who(e)
+            )
+        } else {
+            writeln!(out, "  {}: {what}", who(e))
         };
+    }
+    // What the service said no to was not done: it has its own heading.
+    if !refused.is_empty() {
+        if !done.is_empty() {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "Refused by the licensing service:");
+    }
+    for e in &refused {
+        if let Some(b) = &e.refused {
+            let what = crate::wording::describe(&e.action.op);
+            let _ = writeln!(out, "  {}: {what}: {} ({})", who(e), b.message, b.reason);
+        }
     }
     out.push('\n');
     out
@@ -311,8 +347,10 @@ fn kind_table(
                 .iter()
                 .map(|(h, path)| cell(kind, h, &r.object, path)),
         );
+        // Gone: its deletion policy is carried out; neither ready nor blocked any more.
         if deleting && deleted.contains(&r.key) {
-            row[header.len() - 1] = "deleted".into();
+            row[header.len() - 2] = "Deleted".into();
+            row[header.len() - 1] = "-".into();
         }
         grid.push(row);
     }

@@ -1787,3 +1787,42 @@ fn remove_field(tenant: &str, upn: &str, field: &str) -> String {
     }
     out
 }
+
+#[test]
+fn delete_says_what_is_gone_apart_from_ready_and_blocked() {
+    if MICROSOFT {
+        return; // the table is the simulator's (Tenant::table)
+    }
+    let t = Tenant::new(&tenant(
+        &users(2, ", licenses: [{product: SPB}]"),
+        &s("sub-1", "SPB", 2, ""),
+    ));
+    let m = sub("spb", "sub-1", "SPB", 2, "")
+        + &lasg(
+            "a",
+            &["u0@contoso.com", "u1@contoso.com"],
+            "[{product: SPB}]",
+            "",
+        );
+    assert_eq!(t.apply(&m).code, 0);
+    let (code, text) = t.table("delete", &m);
+    assert_eq!(code, 0, "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains(" spb "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.trim_end().ends_with("Deleted   -"), "{row}");
+    let verdict = text.lines().last().unwrap();
+    assert!(
+        verdict.starts_with("Result: 2 deleted, 0 Ready, 0 Blocked, 0 Pending of 2 resources"),
+        "{verdict}"
+    );
+    let r = t.run("delete", &m, NOW);
+    let gone: Vec<&str> = r.out["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(gone, ["spb", "a"]);
+}
