@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Show what `apply` would do and the statuses it would reach; changes nothing.
-    Plan(Args),
+    Plan(PlanArgs),
     /// Reconcile the manifests against the tenant without a cluster, and save the tenant.
     Apply(Args),
     /// Carry out each resource's deletion policy.
@@ -325,6 +325,17 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// `plan`: the flags of every run, and the one of plan alone.
+#[derive(clap::Args, Debug)]
+struct PlanArgs {
+    #[command(flatten)]
+    common: Args,
+    /// As Terraform's: exit 4 when the plan would change something (0 and 3 then mean nothing
+    /// to do, with everything Ready or not).
+    #[arg(long)]
+    detailed_exitcode: bool,
+}
+
 #[derive(clap::Args, Debug)]
 struct Args {
     /// Manifest files or folders of multi-document YAML; `-` reads standard input (e.g.
@@ -353,9 +364,8 @@ struct Args {
     /// flag and `=true` turn it on, as on `run`).
     #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     require_namespace_binding: bool,
-    /// plan only, as Terraform's: exit 4 when the plan would change something (0 and 3 then
-    /// mean nothing to do, with everything Ready or not).
-    #[arg(long)]
+    /// `plan --detailed-exitcode` (set from [`PlanArgs`]; not a flag of apply and delete).
+    #[arg(skip)]
     detailed_exitcode: bool,
     /// How long to wait while another run holds the tenant file (e.g. 30s, 2m; 0 fails at
     /// once). The file is locked for the whole run: one writer at a time, plans share.
@@ -414,17 +424,19 @@ fn run_command(cli: Cli, interrupt: Option<Interrupt>) -> i32 {
             print!("{}", crate::crdgen::crds_yaml());
             return EXIT_READY;
         }
-        Command::Plan(a) => (a, Mode::Plan),
+        Command::Plan(p) => (
+            Args {
+                detailed_exitcode: p.detailed_exitcode,
+                ..p.common
+            },
+            Mode::Plan,
+        ),
         Command::Apply(a) => (a, Mode::Apply),
         Command::Delete(a) => (a, Mode::Delete),
         Command::Run(a) => return run_controller(&a),
         Command::Emulate(a) => return emulate::run(&a),
         Command::Export(a) => return export::run(&a),
     };
-    if args.detailed_exitcode && mode != Mode::Plan {
-        eprintln!("error: --detailed-exitcode is for plan only");
-        return EXIT_USAGE;
-    }
     // One worker beside the run: it hears signals while the run is busy.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -1054,9 +1066,8 @@ mod tests {
     fn binding(args: &[&str]) -> bool {
         match Cli::try_parse_from(args).unwrap().command {
             Command::Run(a) => a.require_namespace_binding,
-            Command::Plan(a) | Command::Apply(a) | Command::Delete(a) => {
-                a.require_namespace_binding
-            }
+            Command::Plan(p) => p.common.require_namespace_binding,
+            Command::Apply(a) | Command::Delete(a) => a.require_namespace_binding,
             _ => unreachable!(),
         }
     }

@@ -1250,6 +1250,26 @@ fn manifests_from_standard_input_and_other_kinds_skipped_with_one_note() {
 
 #[test]
 fn plan_detailed_exitcode_tells_changes_pending_from_nothing_to_do() {
+    // A flag of plan alone: apply and delete neither list nor take it.
+    for verb in ["apply", "delete"] {
+        let help = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+            .args([verb, "--help"])
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&help.stdout).contains("detailed-exitcode"));
+        let used = Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
+            .args([
+                verb,
+                "-f",
+                "m.yaml",
+                "--state",
+                "t.yaml",
+                "--detailed-exitcode",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(used.status.code(), Some(2), "{verb}: a usage error");
+    }
     let t = Tenant::new(&tenant(&users(1, ""), &s("sub-1", "SPB", 1, "")));
     let m = sub("spb", "sub-1", "SPB", 2, "");
     let detailed = ["--detailed-exitcode"];
