@@ -1985,10 +1985,52 @@ async fn r08_a_real_tenants_price_is_unknown_never_made_up() {
     let _ = served.stop.send(true);
 }
 
+/// The repository, where the README's commands run.
+fn repo() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The README's block that opens with `fence` (```sh or ```) and whose first line starts with
+/// `first`, up to its closing fence.
+fn readme_block(fence: &str, first: &str) -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let block = readme
+        .split(&format!("{fence}\n"))
+        .find(|b| b.starts_with(first))
+        .unwrap_or_else(|| panic!("the README's block ({fence}, starting with {first:?})"));
+    block[..block.find("```").unwrap_or(block.len())].to_string()
+}
+
+/// One command of a README block as a person runs it in the repository: `cargo run -q --`
+/// is the built binary, anything else goes to `sh`; `/tmp/` becomes `tmp`. Returns the line
+/// as run, and the command.
+fn readme_command(line: &str, tmp: &std::path::Path) -> (String, std::process::Command) {
+    let line = line.replace("/tmp/", &format!("{}/", tmp.display()));
+    let mut command = match line.strip_prefix("cargo run -q -- ") {
+        Some(args) => {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_seatkeeper"));
+            c.args(args.split_whitespace());
+            c
+        }
+        None => {
+            let mut c = std::process::Command::new("sh");
+            c.args(["-c", &line]);
+            c
+        }
+    };
+    command.current_dir(repo());
+    (line, command)
+}
+
+/// The commands of a README block: its lines that are neither comments nor empty.
+fn commands(block: &str) -> impl Iterator<Item = &str> {
+    block
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+}
+
 /// The README's emulator sandbox, run as written (issue: the README's emulator path rewrote the
-/// tracked example tenant, and its manifests were Blocked `SubscriptionNotFound` there): the
-/// block is read from the README, `cargo run -q --` becomes the built binary and `/tmp/` a
-/// temporary folder; every other word is the README's.
+/// tracked example tenant, and its manifests were Blocked `SubscriptionNotFound` there).
 #[test]
 fn readme_sandbox_runs_as_written() {
     struct Killed(std::process::Child);
@@ -1998,114 +2040,77 @@ fn readme_sandbox_runs_as_written() {
             let _ = self.0.wait();
         }
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let block = readme
-        .split("```sh\n")
-        .find(|b| b.starts_with("# terminal 1"))
-        .expect("the README's sandbox block (```sh, starting with '# terminal 1')");
-    let block = &block[..block.find("```").unwrap()];
-    let tracked = std::fs::read(root.join("examples/tenant.yaml")).unwrap();
+    let block = readme_block("```sh", "# terminal 1");
+    let tracked = std::fs::read(repo().join("examples/tenant.yaml")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mut emulator = None;
     let mut ran = vec![];
-    for line in block
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
-        let line = line.replace("/tmp/", &format!("{}/", tmp.path().display()));
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words[..] {
-            ["cp", from, to] => {
-                std::fs::copy(root.join(from), to).unwrap();
-            }
-            ["cargo", "run", "-q", "--", ref args @ ..] => {
-                let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_seatkeeper"));
-                command.args(args).current_dir(root);
-                if args[0] == "emulate" {
-                    let mut child = command.stderr(std::process::Stdio::null()).spawn().unwrap();
-                    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-                    while std::net::TcpStream::connect("127.0.0.1:8443").is_err() {
-                        assert!(
-                            child.try_wait().unwrap().is_none(),
-                            "the emulator stopped (is 127.0.0.1:8443 taken?)"
-                        );
-                        assert!(
-                            std::time::Instant::now() < deadline,
-                            "the emulator did not start"
-                        );
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    emulator = Some(Killed(child));
-                    continue;
-                }
-                let out = command.output().unwrap();
-                let (stdout, stderr) = (
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr),
+    for line in commands(&block) {
+        let (line, mut command) = readme_command(line, tmp.path());
+        let verb = line
+            .strip_prefix("cargo run -q -- ")
+            .and_then(|a| a.split_whitespace().next())
+            .unwrap_or("sh");
+        if verb == "emulate" {
+            let mut child = command.stderr(std::process::Stdio::null()).spawn().unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect("127.0.0.1:8443").is_err() {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "the emulator stopped (is 127.0.0.1:8443 taken?)"
                 );
-                let expected = if args[0] == "export" { 0 } else { 3 };
-                assert_eq!(
-                    out.status.code(),
-                    Some(expected),
-                    "{line}\n{stdout}\n{stderr}"
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the emulator did not start"
                 );
-                assert!(!stdout.contains("SubscriptionNotFound"), "{line}\n{stdout}");
-                if args[0] == "export" {
-                    assert!(stdout.contains("kind: Subscription"), "{stdout}");
-                    assert!(
-                        stdout.contains("5d2c6e1a-0b7f-4c3e-9a51-2f8e4b6d0101"),
-                        "{stdout}"
-                    );
-                }
-                ran.push(args[0].to_string());
+                std::thread::sleep(Duration::from_millis(20));
             }
-            _ => panic!("a line of the README's sandbox this test does not know: {line}"),
+            emulator = Some(Killed(child));
+            continue;
         }
+        let out = command.output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let expected = match verb {
+            "plan" | "apply" => 3,
+            _ => 0,
+        };
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{line}\n{stdout}\n{stderr}"
+        );
+        assert!(!stdout.contains("SubscriptionNotFound"), "{line}\n{stdout}");
+        if verb == "export" {
+            assert!(stdout.contains("kind: Subscription"), "{stdout}");
+            assert!(
+                stdout.contains("5d2c6e1a-0b7f-4c3e-9a51-2f8e4b6d0101"),
+                "{stdout}"
+            );
+        }
+        ran.push(verb.to_string());
     }
     assert!(emulator.is_some(), "the sandbox starts the emulator");
-    assert_eq!(ran, ["plan", "apply", "export"]);
+    assert_eq!(ran, ["sh", "plan", "apply", "export"]);
     assert_eq!(
-        std::fs::read(root.join("examples/tenant.yaml")).unwrap(),
+        std::fs::read(repo().join("examples/tenant.yaml")).unwrap(),
         tracked,
         "the tracked example tenant is left as it is"
     );
 }
 
-/// The README's worked example of `userSelector`, run as written: `cargo run -q --` becomes
-/// the built binary, `/tmp/` a temporary folder, and the `sed` lines run in `sh`.
+/// The README's worked example of `userSelector`, run as written.
 #[test]
 fn readme_directory_example_runs_as_written() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let block = readme
-        .split("```sh\n")
-        .find(|b| b.starts_with("# directory example"))
-        .expect("the README's directory example (```sh, starting with '# directory example')");
-    let block = &block[..block.find("```").unwrap()];
+    let block = readme_block("```sh", "# directory example");
     let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("directory.yaml");
     let mut applies = 0;
-    for line in block
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
-        let line = line.replace("/tmp/", &format!("{}/", tmp.path().display()));
-        let out = match line.strip_prefix("cargo run -q -- ") {
-            Some(args) => {
-                applies += 1;
-                std::process::Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
-                    .args(args.split_whitespace())
-                    .current_dir(root)
-                    .output()
-                    .unwrap()
-            }
-            None => std::process::Command::new("sh")
-                .args(["-c", &line])
-                .current_dir(root)
-                .output()
-                .unwrap(),
-        };
+    for line in commands(&block) {
+        let (line, mut command) = readme_command(line, tmp.path());
+        applies += usize::from(line.starts_with("cargo run"));
+        let out = command.output().unwrap();
         assert!(
             out.status.success(),
             "{line}\n{}\n{}",
@@ -2114,7 +2119,7 @@ fn readme_directory_example_runs_as_written() {
         );
     }
     assert_eq!(applies, 3);
-    let tenant = TenantFile::load(&state).unwrap();
+    let tenant = TenantFile::load(&tmp.path().join("directory.yaml")).unwrap();
     let org = &tenant.organizations[0];
     let holders: Vec<&str> = org
         .users
@@ -2134,43 +2139,26 @@ fn readme_directory_example_runs_as_written() {
 }
 
 /// The README's shown `plan` of the autoscaling example is what `plan` prints today: each
-/// line the README shows after a `$ cargo run` line is printed, in that order.
+/// line the README shows after a `$ ` command is printed by it, in that order.
 #[test]
 fn readme_autoscale_sample_output_is_current() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let block = readme
-        .split("```\n")
-        .find(|b| b.starts_with("$ cp examples/autoscale/tenant.yaml"))
-        .expect("the README's autoscale sample (```, starting with '$ cp examples/autoscale')");
-    let block = &block[..block.find("```").unwrap_or(block.len())];
+    let block = readme_block("```", "$ cp examples/autoscale/tenant.yaml");
     let tmp = tempfile::tempdir().unwrap();
     let mut lines = block.lines().peekable();
     let mut compared = 0;
     while let Some(line) = lines.next() {
-        let line = line.replace("/tmp/", &format!("{}/", tmp.path().display()));
-        let command = line.strip_prefix("$ ").expect("a command line");
-        let out = match command.strip_prefix("cargo run -q -- ") {
-            Some(args) => std::process::Command::new(env!("CARGO_BIN_EXE_seatkeeper"))
-                .args(args.split_whitespace())
-                .current_dir(root)
-                .output()
-                .unwrap(),
-            None => std::process::Command::new("sh")
-                .args(["-c", command])
-                .current_dir(root)
-                .output()
-                .unwrap(),
-        };
+        let shown = line.strip_prefix("$ ").expect("a command line");
+        let (command_line, mut command) = readme_command(shown, tmp.path());
+        let out = command.output().unwrap();
         let printed = String::from_utf8_lossy(&out.stdout).to_string();
         let mut at = 0;
-        while let Some(shown) = lines.next_if(|l| !l.starts_with("$ ")) {
+        while let Some(expected) = lines.next_if(|l| !l.starts_with("$ ")) {
             let found = printed[at..]
-                .find(&format!("{shown}\n"))
+                .find(&format!("{expected}\n"))
                 .unwrap_or_else(|| {
-                    panic!("the README shows {shown:?}; {command} printed:\n{printed}")
+                    panic!("the README shows {expected:?}; {command_line} printed:\n{printed}")
                 });
-            at += found + shown.len();
+            at += found + expected.len();
             compared += 1;
         }
     }

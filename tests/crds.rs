@@ -247,7 +247,7 @@ fn kubectl_scale_sets_seats_and_quantity_through_the_scale_subresource() {
 }
 
 /// Argo CD's custom health check (`gitops/argocd/health.lua`), run by a Lua 5.4 interpreter on
-/// statuses seatkeeper wrote: `plan -o json` of the example manifests (Ready and Blocked
+/// statuses seatkeeper wrote: `apply -o json` of the example manifests (Ready and Blocked
 /// resources), a seat change the service finishes later (Progressing), a paused resource, and
 /// one whose status is for an older generation.
 #[test]
@@ -262,7 +262,7 @@ fn argo_cd_health_check_reads_real_statuses() {
         let hs: mlua::Table = lua.load(&script).eval().unwrap();
         (hs.get("status").unwrap(), hs.get("message").unwrap())
     };
-    let plan = |tenant: &str, manifests: &std::path::Path| -> Vec<Value> {
+    let applied = |tenant: &str, manifests: &std::path::Path| -> Vec<Value> {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("tenant.yaml");
         std::fs::write(&state, tenant).unwrap();
@@ -278,7 +278,7 @@ fn argo_cd_health_check_reads_real_statuses() {
         list["items"].as_array().unwrap().clone()
     };
     let tenant = std::fs::read_to_string(root.join("examples/tenant.yaml")).unwrap();
-    let items = plan(&tenant, &root.join("examples/manifests"));
+    let items = applied(&tenant, &root.join("examples/manifests"));
     let mut seen = std::collections::BTreeSet::new();
     for item in &items {
         let conditions = item["status"]["conditions"].as_array().unwrap();
@@ -311,7 +311,7 @@ fn argo_cd_health_check_reads_real_statuses() {
     let m = dir.path().join("m.yaml");
     std::fs::write(&m, "apiVersion: seatkeeper.dev/v1alpha1\nkind: Subscription\nmetadata: {name: spb}\nspec: {organization: contoso.com, product: SPB, subscriptionId: sub-1, seats: 3}\n").unwrap();
     let later = "organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  seatChangeDelayMinutes: 30\n  users: []\n  subscriptions:\n  - {id: sub-1, product: SPB, seats: 2}\n";
-    let items = plan(later, &m);
+    let items = applied(later, &m);
     let (status, message) = health(&items[0]);
     assert_eq!(status, "Progressing", "{message}: {:#}", items[0]["status"]);
     // Paused: Suspended, whatever its status says.

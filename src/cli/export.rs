@@ -342,11 +342,19 @@ pub fn adopt<'a>(org: &'a Organization, catalog: &Catalog, layout: &Layout) -> E
     let mut out = Export::default();
     let mut names = Names::default();
     let base_ns = layout.namespace.clone();
-    let product_ns = |sku: &str| match layout.split_by {
-        SplitBy::Product => {
-            let prefix = format!("{base_ns}-");
-            format!("{prefix}{}", slug(sku, 63 - prefix.len()))
+    // `<base>-<part>` within a namespace name's 63 characters; the base when `part` has no
+    // letter or digit.
+    let split_ns = |part: &str| {
+        let prefix = format!("{base_ns}-");
+        let s = slug(part, 63 - prefix.len());
+        if s.is_empty() {
+            base_ns.clone()
+        } else {
+            format!("{prefix}{s}")
         }
+    };
+    let product_ns = |sku: &str| match layout.split_by {
+        SplitBy::Product => split_ns(sku),
         _ => base_ns.clone(),
     };
     let name_of = |sku: &str| {
@@ -449,15 +457,9 @@ pub fn adopt<'a>(org: &'a Organization, catalog: &Catalog, layout: &Layout) -> E
                 *unknown.entry(&l.product).or_default() += 1;
                 continue;
             }
-            let ns = match layout.split_by {
-                SplitBy::Department => match u.department.as_deref().map(|d| {
-                    let prefix = format!("{base_ns}-");
-                    let s = slug(d, 63 - prefix.len());
-                    (!s.is_empty()).then(|| format!("{prefix}{s}"))
-                }) {
-                    Some(Some(ns)) => ns,
-                    _ => base_ns.clone(),
-                },
+            let ns = match (layout.split_by, u.department.as_deref()) {
+                (SplitBy::Department, Some(d)) => split_ns(d),
+                (SplitBy::Department, None) => base_ns.clone(),
                 _ => product_ns(&l.product),
             };
             let mut disabled = l.disabled_plans.clone();
@@ -487,7 +489,9 @@ pub fn adopt<'a>(org: &'a Organization, catalog: &Catalog, layout: &Layout) -> E
                     product: product.clone(),
                     disabled_plans: disabled.clone(),
                 }],
-                deletion_policy: "Unassign",
+                // Deleting an adopted declaration leaves the licences where they are, as
+                // Orphan leaves the subscriptions: removing licences takes an edit that says so.
+                deletion_policy: "Retain",
             };
             let mut doc = Doc::new("LicenseAssignment", &name, &ns, Spec::Assignment(spec));
             // The licences listed are held already: they become this resource's own.
@@ -544,8 +548,8 @@ fn header(domain: &str, source: &str, now: Instant, exported: &Export<'_>) -> St
          # names its id and keeps today's seats (deletionPolicy Orphan: deleting it never\n\
          # cancels); each LicenseAssignment (mode Add) lists who holds that licence today and\n\
          # adopts those licences (seatkeeper.dev/adopt-licences): it owns them and no others, so\n\
-         # dropping a user later removes that licence. Review it, commit it, apply it; then edit\n\
-         # it to change the tenant.\n"
+         # dropping a user later removes that licence (deletionPolicy Retain: deleting it\n\
+         # removes none). Review it, commit it, apply it; then edit it to change the tenant.\n"
     );
     for line in &exported.left_out {
         h += &format!("# Not exported: {line}.\n");

@@ -43,6 +43,12 @@ impl<'a> Planner<'a> {
             let (a, b) = (&desired.assignments[a].meta, &desired.assignments[b].meta);
             (a.created_at, &a.namespace, &a.name).cmp(&(b.created_at, &b.namespace, &b.name))
         });
+        // Each resource's users, selected once per pass (a selector reads the whole directory).
+        let declared: Vec<(Vec<&str>, Option<i64>)> = desired
+            .assignments
+            .iter()
+            .map(|d| self.declared_users(d))
+            .collect();
         // Claims: (organization, user, product) → the oldest resource declaring it, with its plans.
         let mut claims: Claims = HashMap::new();
         for &i in &order {
@@ -51,7 +57,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let of_org = claims.entry(d.spec.organization.as_str()).or_default();
-            for u in self.declared_users(d).0 {
+            for &u in &declared[i].0 {
                 let of_user = of_org.entry(lowercase(u)).or_default();
                 for l in &d.spec.licenses {
                     if !of_user.iter().any(|(p, _)| *p == l.product) {
@@ -63,7 +69,9 @@ impl<'a> Planner<'a> {
         let mut statuses: Vec<Option<LicenseAssignmentStatus>> =
             vec![None; desired.assignments.len()];
         for &i in &order {
-            statuses[i] = Some(self.plan_assignment(i, &desired.assignments[i], &claims));
+            let (users, matched) = &declared[i];
+            statuses[i] =
+                Some(self.plan_assignment(i, &desired.assignments[i], users, *matched, &claims));
         }
         statuses
             .into_iter()
@@ -75,20 +83,21 @@ impl<'a> Planner<'a> {
         &mut self,
         index: usize,
         d: &'a Assignment,
+        users: &[&'a str],
+        matched: Option<i64>,
         claims: &Claims,
     ) -> LicenseAssignmentStatus {
         let mut outcome = Outcome {
             paused: d.meta.flags.paused,
             ..Default::default()
         };
-        let (users, matched) = self.declared_users(d);
         let mut states = UserStates::new();
         if let Err(block) =
-            self.assignment_steps(index, d, claims, &users, &mut states, &mut outcome)
+            self.assignment_steps(index, d, claims, users, &mut states, &mut outcome)
         {
             outcome.blocked = Some(block);
         }
-        self.note_refusals(d, &users, &mut states, &mut outcome);
+        self.note_refusals(d, users, &mut states, &mut outcome);
         let mut status = LicenseAssignmentStatus {
             observed_generation: d.meta.generation,
             desired_users: users.len() as i64,
@@ -98,7 +107,7 @@ impl<'a> Planner<'a> {
             ..Default::default()
         };
         status.users.reserve_exact(users.len());
-        for u in &users {
+        for u in users {
             let (state, block) = states
                 .get(*u)
                 .cloned()
@@ -116,7 +125,7 @@ impl<'a> Planner<'a> {
             });
         }
         if outcome.blocked.is_none() {
-            outcome.blocked = summary_block(&users, &states);
+            outcome.blocked = summary_block(users, &states);
         }
         if d.meta.flags.adopt_licences && !d.meta.deleting && !d.meta.flags.paused {
             let assigned: Vec<&str> = users
