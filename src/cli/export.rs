@@ -755,6 +755,9 @@ mod tests {
                 || text.contains("seatkeeper.dev/adopt-licences: \"true\""),
             "{text}"
         );
+        // Deleting an adopted LicenseAssignment removes no licence.
+        assert!(text.contains("deletionPolicy: Retain"), "{text}");
+        assert!(!text.contains("deletionPolicy: Unassign"), "{text}");
     }
 
     #[test]
