@@ -83,6 +83,41 @@ pub fn describe(op: &Op) -> String {
             charged(cost.charged_now),
             monthly(cost.new_monthly_amount)
         ),
+        Op::AssignGroupLicences {
+            name,
+            add,
+            remove,
+            members_gaining,
+            members_losing,
+            ..
+        } => {
+            let mut parts = vec![];
+            for l in add {
+                let plans = if l.disabled_plans.is_empty() {
+                    String::new()
+                } else {
+                    format!(" without {}", l.disabled_plans.join(", "))
+                };
+                parts.push(format!("assign {}{plans} to group {name}", l.product));
+            }
+            if *members_gaining > 0 {
+                parts.push(format!(
+                    "{} take a seat",
+                    counted(
+                        *members_gaining,
+                        "member who has no licence yet will",
+                        "members who have no licence yet will"
+                    )
+                ));
+            }
+            for p in remove {
+                parts.push(format!(
+                    "remove {p} from group {name}: {} lose it (mailbox data kept 30 days)",
+                    counted(members_losing.len(), "member", "members")
+                ));
+            }
+            parts.join("; ")
+        }
         Op::AssignLicenses { users } => {
             // Each kind of change, counted per product: how it reads, and its products.
             type Products<'u> = Box<dyn Iterator<Item = &'u str> + 'u>;

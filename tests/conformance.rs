@@ -1318,8 +1318,9 @@ async fn requests_for_200_users(seats: u32, partner_center: bool) -> (u64, u64) 
     );
     let (requests, _, _, _) = served.emulator.fault_counts();
     let _ = served.stop.send(true);
-    // subscribedSkus, directory/subscriptions, one page of users (+ Partner Center's list)
-    let reads_per_pass = if partner_center { 4 } else { 3 };
+    // subscribedSkus, directory/subscriptions, one page of users, one of groups (none:
+    // no members to read) (+ Partner Center's list)
+    let reads_per_pass = if partner_center { 5 } else { 4 };
     // 10 batches, the seat change (Partner Center's subscription, then the patch), the tokens
     let (changes, tokens) = if partner_center { (10 + 2, 2) } else { (10, 1) };
     let bound = changes + reads_per_pass * 2 + tokens;

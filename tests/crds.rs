@@ -137,15 +137,25 @@ fn invalid_manifests_violate_the_schema() {
     ))
     .unwrap_err();
     assert!(
-        none.contains("name the users, or choose them with userSelector"),
+        none.contains("name the users, the groups, or choose the users with userSelector"),
         "{none}"
     );
+    // Groups alone will do; a group is named once.
+    assert!(
+        check(lasg(
+            json!({"organization": "c.com", "groups": ["sales"], "licenses": [{"product": "SPB"}]})
+        ))
+        .is_ok()
+    );
+    let twice = check(lasg(json!({"organization": "c.com", "groups": ["sales", "sales"], "licenses": [{"product": "SPB"}]}))).unwrap_err();
+    assert!(twice.contains("spec.groups[1]: duplicate"), "{twice}");
     let selector = |s: Value| {
         check(lasg(
             json!({"organization": "c.com", "userSelector": s, "licenses": [{"product": "SPB"}]}),
         ))
     };
     assert!(selector(json!({"matchAttributes": {"department": "Sales"}})).is_ok());
+    assert!(selector(json!({"memberOf": ["all-staff"]})).is_ok());
     let unknown = selector(json!({"matchAttributes": {"team": "Sales"}})).unwrap_err();
     assert!(
         unknown.contains("matchAttributes keys are department"),

@@ -60,6 +60,7 @@ fn changed_reason(op: &Op) -> &'static str {
         Op::BuyAddOn { .. } => "AddOnPurchased",
         Op::SetAddOnQuantity { .. } => "AddOnQuantityChanged",
         Op::AssignLicenses { .. } => "LicensesChanged",
+        Op::AssignGroupLicences { .. } => "GroupLicensesChanged",
     }
 }
 

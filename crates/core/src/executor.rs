@@ -231,6 +231,11 @@ impl Run {
         if pass.options.interrupt.was_requested() {
             return Ok(());
         }
+        self.purchase_side(pass, desired, Phase::Groups, &mut unfinished, ledger)
+            .await?;
+        if pass.options.interrupt.was_requested() {
+            return Ok(());
+        }
         self.purchase_side(pass, desired, Phase::Reduce, &mut unfinished, ledger)
             .await
     }
@@ -272,6 +277,13 @@ impl Run {
                     }
                     match effect {
                         Effect::Nothing => {}
+                        Effect::GroupLicensed => {
+                            let licensed = Event::GroupLicensed {
+                                action,
+                                now: pass.now,
+                            };
+                            records::record(desired, licensed);
+                        }
                         Effect::Bought { id, base } => {
                             let bought = Event::Bought {
                                 resource: &resource,
@@ -292,6 +304,11 @@ impl Run {
                 }
                 Err(BackendError::Refused(r)) => {
                     let block = Block::from(r);
+                    let not_made = Event::GroupNotMade {
+                        action,
+                        observed: pass.observed,
+                    };
+                    records::record(desired, not_made);
                     self.refusals.resources.insert(resource, block.clone());
                     Some(block)
                 }
@@ -476,7 +493,12 @@ impl Run {
 /// What a purchase-side action changed, to be recorded in its resource's status.
 enum Effect {
     Nothing,
-    Bought { id: String, base: Option<String> },
+    /// A group's licences changed.
+    GroupLicensed,
+    Bought {
+        id: String,
+        base: Option<String>,
+    },
     SeatChange(CostPreview, SeatChange),
 }
 
@@ -620,6 +642,15 @@ async fn apply_one<B: Backend>(
             })
             .await?;
             Effect::SeatChange(cost.clone(), SeatChange::Applied)
+        }
+        Op::AssignGroupLicences {
+            group, add, remove, ..
+        } => {
+            retrying(clock, || {
+                backend.assign_group_licences(org, group, add, remove)
+            })
+            .await?;
+            Effect::GroupLicensed
         }
         Op::AssignLicenses { .. } => unreachable!("licence changes are batched"),
     })

@@ -9,9 +9,9 @@ use super::{
     Backend, BackendError, Cancellation, MAX_BATCH, PurchaseRequest, Result, SeatChange, Snapshot,
 };
 use crate::clock::Clock;
-use crate::domain::UserChange;
 use crate::domain::billing::period_after;
 use crate::domain::catalog::CatalogOverrides;
+use crate::domain::groups;
 use crate::domain::rules::{
     cancellation_window_open, check_add_on_available, check_admin_may_change, check_cancellation,
     check_free_seats, check_reduction, check_seat_change, check_trial_conversion,
@@ -21,6 +21,7 @@ use crate::domain::{
     Catalog, Channel, CreditCheck, Instant, Organization, PendingSeatChange, Refusal, Subscription,
     SubscriptionState, TraditionalAddOn,
 };
+use crate::domain::{Licence, UserChange};
 use jiff::ToSpan;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -136,6 +137,9 @@ impl TenantFile {
             })?;
         if let Some(subscriptions) = entry.subscriptions {
             org.subscriptions = subscriptions;
+        }
+        if let Some(groups) = entry.groups {
+            org.groups = groups;
         }
         for u in entry.users {
             if !org.set_licences(&u.upn, u.licenses) {
@@ -262,6 +266,35 @@ impl TenantFile {
                     }
                 }
             }
+            let upns: std::collections::BTreeSet<String> =
+                o.users.iter().map(|u| u.upn.to_lowercase()).collect();
+            let mut group_ids = std::collections::BTreeSet::new();
+            for (j, g) in o.groups.iter().enumerate() {
+                let at = format!("organizations[{i}].groups[{j}]");
+                if !group_ids.insert(g.key().to_lowercase()) {
+                    return Err(format!(
+                        "{at}.{}: {} appears twice",
+                        if g.id.is_some() { "id" } else { "name" },
+                        g.key()
+                    ));
+                }
+                for (k, m) in g.members.iter().enumerate() {
+                    if !upns.contains(&m.to_lowercase()) {
+                        return Err(format!(
+                            "{at}.members[{k}]: {m} is not a user of {}",
+                            o.domain
+                        ));
+                    }
+                }
+                for (k, l) in g.licenses.iter().enumerate() {
+                    if catalog.product(&l.product).is_none() {
+                        return Err(format!(
+                            "{at}.licenses[{k}].product: {} is not in the catalog",
+                            l.product
+                        ));
+                    }
+                }
+            }
             let mut upns = std::collections::BTreeSet::new();
             for (j, u) in o.users.iter().enumerate() {
                 if !upns.insert(u.upn.to_lowercase()) {
@@ -281,6 +314,14 @@ impl TenantFile {
             }
         }
         Ok(())
+    }
+
+    /// The service's group processing, done (as the service has done it by the time
+    /// anyone reads the tenant): members hold their groups' licences or are in error.
+    fn process_groups(&mut self, catalog: &Catalog, now: Instant) {
+        for o in &mut self.organizations {
+            groups::process(o, catalog, now);
+        }
     }
 
     pub fn to_yaml(&self) -> String {
@@ -323,7 +364,7 @@ fn stamps_of(path: &Path) -> (Option<Stamp>, Option<Stamp>) {
 }
 
 impl State {
-    fn refresh(&mut self) -> Result<()> {
+    fn refresh(&mut self, now: Instant) -> Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -331,11 +372,12 @@ impl State {
         if stamp.0.is_none() || stamp == self.stamp {
             return Ok(());
         }
-        let tenant = TenantFile::load(path).map_err(|e| {
+        let mut tenant = TenantFile::load(path).map_err(|e| {
             BackendError::Unavailable(format!("the tenant file changed on disk: {e}"))
         })?;
         tracing::info!(path = %path.display(), "tenant file changed on disk; read again");
         self.catalog = Arc::new(Catalog::with_overrides(tenant.catalog.as_ref()));
+        tenant.process_groups(&self.catalog, now);
         self.tenant = tenant;
         self.stamp = stamp;
         self.journal = None;
@@ -377,8 +419,9 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    pub fn new(tenant: TenantFile, path: Option<PathBuf>, clock: Arc<dyn Clock>) -> Embedded {
+    pub fn new(mut tenant: TenantFile, path: Option<PathBuf>, clock: Arc<dyn Clock>) -> Embedded {
         let catalog = Arc::new(Catalog::with_overrides(tenant.catalog.as_ref()));
+        tenant.process_groups(&catalog, clock.now());
         let stamp = path.as_deref().map(stamps_of).unwrap_or_default();
         Embedded {
             state: Mutex::new(State {
@@ -411,7 +454,7 @@ impl Embedded {
     pub fn into_snapshot(self, organization: &str) -> Result<Snapshot> {
         let now = self.clock.now();
         let mut st = self.state.into_inner().expect("tenant lock");
-        st.refresh()?;
+        st.refresh(self.clock.now())?;
         let organizations = &mut st.tenant.organizations;
         let organization = organizations
             .iter()
@@ -452,7 +495,7 @@ impl Embedded {
     /// Replace seatkeeper's resource records and persist them with every journaled change.
     pub fn save_records(&self, records: Vec<ResourceRecord>) -> Result<()> {
         let mut st = self.state.lock().expect("tenant lock");
-        st.refresh()?;
+        st.refresh(self.clock.now())?;
         if st.tenant.resources == records && st.journal.is_none() {
             return Ok(());
         }
@@ -467,7 +510,7 @@ impl Embedded {
             return Ok(());
         }
         let mut st = self.state.lock().expect("tenant lock");
-        st.refresh()?;
+        st.refresh(self.clock.now())?;
         let tenant = &mut st.tenant;
         tenant
             .resources
@@ -490,7 +533,7 @@ impl Embedded {
         f: impl FnOnce(&mut crate::domain::User),
     ) -> Result<bool> {
         let mut st = self.state.lock().expect("tenant lock");
-        st.refresh()?;
+        st.refresh(self.clock.now())?;
         let Some(user) = st
             .tenant
             .organizations
@@ -524,7 +567,7 @@ impl Embedded {
         f: impl FnOnce(&Organization, &Catalog) -> T,
     ) -> Result<Option<T>> {
         let mut st = self.state.lock().expect("tenant lock");
-        st.refresh()?;
+        st.refresh(self.clock.now())?;
         let catalog = st.catalog.clone();
         Ok(st
             .tenant
@@ -556,7 +599,7 @@ impl Embedded {
     ) -> Result<T> {
         let now = self.clock.now();
         let mut st = self.state.lock().expect("tenant lock");
-        st.refresh()?;
+        st.refresh(self.clock.now())?;
         let catalog = st.catalog.clone();
         let orgs = &mut st.tenant.organizations;
         let i = orgs
@@ -571,16 +614,30 @@ impl Embedded {
         let (org, after) = rest.split_first_mut().expect("found above");
         let ids = Ids(before.iter().chain(after.iter()).collect());
         let before = org.subscriptions.clone();
+        let groups_before = org.groups.clone();
         advance(org, now);
+        // The service has processed its groups before anything else (as a snapshot shows).
+        let mut processed = groups::process(org, &catalog, now);
         let out = match f(org, &catalog, now, &ids)? {
             Done::Unchanged(out) => return Ok(out),
             Done::Changed(out) => out,
         };
+        processed.extend(groups::process(org, &catalog, now));
+        let mut touched: Vec<&str> = users.to_vec();
+        touched.extend(
+            processed
+                .iter()
+                .map(String::as_str)
+                .filter(|p| !users.iter().any(|u| u.eq_ignore_ascii_case(p))),
+        );
+        touched.dedup();
+        let users = &touched[..];
         let change = RecordedChange::of(org, &before, users, now);
         let entry = journal::Entry {
             change: Some(change.clone()),
             organization: org.domain.clone(),
             subscriptions: (org.subscriptions != before).then(|| org.subscriptions.clone()),
+            groups: (org.groups != groups_before).then(|| org.groups.clone()),
             users: users
                 .iter()
                 .filter_map(|upn| org.user(upn))
@@ -740,7 +797,7 @@ impl Backend for Embedded {
     async fn snapshot(&self, organization: &str) -> Result<Snapshot> {
         let now = self.clock.now();
         let mut st = self.state.lock().expect("tenant lock");
-        st.refresh()?;
+        st.refresh(self.clock.now())?;
         let organization = st
             .tenant
             .organizations
@@ -749,6 +806,7 @@ impl Backend for Embedded {
             .cloned()
             .map(|mut o| {
                 advance(&mut o, now);
+                groups::process(&mut o, &st.catalog, now);
                 o
             });
         Ok(Snapshot {
@@ -947,6 +1005,41 @@ impl Backend for Embedded {
     ) -> Result<()> {
         // R23: only support can remove a traditional add-on.
         Err(Refusal::RemovalRequiresSupport.into())
+    }
+
+    async fn assign_group_licences(
+        &self,
+        organization: &str,
+        group: &str,
+        add: &[Licence],
+        remove: &[String],
+    ) -> Result<()> {
+        self.change(organization, |org, catalog, _now| {
+            let at = org
+                .groups
+                .iter()
+                .position(|g| g.key().eq_ignore_ascii_case(group))
+                .ok_or_else(|| {
+                    BackendError::Refused(Refusal::NotFound {
+                        what: format!("group {group}"),
+                    })
+                })?;
+            if let Some(l) = add.iter().find(|l| catalog.product(&l.product).is_none()) {
+                return Err(Refusal::ProductUnknown {
+                    product: l.product.clone(),
+                }
+                .into());
+            }
+            let g = &mut org.groups[at];
+            g.licenses.retain(|l| {
+                !remove.contains(&l.product) && !add.iter().any(|a| a.product == l.product)
+            });
+            g.licenses.extend(
+                add.iter()
+                    .map(|l| Licence::new(&l.product, &l.disabled_plans)),
+            );
+            Ok(())
+        })
     }
 
     async fn assign_licences(

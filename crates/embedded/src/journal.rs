@@ -31,6 +31,9 @@ pub struct Entry {
     /// Each touched user's licences after the change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<UserLicences>,
+    /// The organization's groups after the change, when their licences changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<crate::domain::Group>>,
     /// When it was made (the tenant's `lastChange`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<RecordedChange>,

@@ -1,6 +1,7 @@
 //! Microsoft Graph v1.0: `subscribedSkus`, `directory/subscriptions`, `users` (paged),
 //! `users/{id}/assignLicense` and `$batch` of at most 20, per item, with Graph's messages.
 
+use super::groups::Inherited;
 use super::{Emulator, graph_error};
 use crate::backend::Backend;
 use crate::domain::{
@@ -58,11 +59,11 @@ async fn organization(
     Ok((snap.catalog, org))
 }
 
-fn sku_id(product: &str) -> String {
+pub(super) fn sku_id(product: &str) -> String {
     crate::guid::guid("sku", product)
 }
 
-fn plan_id(plan: &str) -> String {
+pub(super) fn plan_id(plan: &str) -> String {
     crate::guid::guid("plan", plan)
 }
 
@@ -244,7 +245,7 @@ pub async fn subscriptions(State(em): State<Arc<Emulator>>, headers: HeaderMap) 
 
 /// A user with every property the emulator knows (the user resource type's, with its
 /// `assignedLicense` and `licenseAssignmentState`); `$select` picks among them.
-fn graph_user(u: &User) -> Value {
+fn graph_user(org: &Organization, inherited: &Inherited, u: &User) -> Value {
     let assigned: Vec<Value> = u
         .licenses
         .iter()
@@ -253,16 +254,24 @@ fn graph_user(u: &User) -> Value {
                 "disabledPlans": l.disabled_plans.iter().map(|p| plan_id(p)).collect::<Vec<_>>()})
         })
         .collect();
-    let states: Vec<Value> = u
+    // licenseAssignmentState: `assignedByGroup` is the group's id (null when direct);
+    // a member's group licence in error is a state `Error` with the error, and no
+    // assignedLicense.
+    let mut states: Vec<Value> = u
         .licenses
         .iter()
         .zip(&assigned)
         .map(|(held, a)| {
             json!({"skuId": a["skuId"], "disabledPlans": a["disabledPlans"],
-                "assignedByGroup": held.by_group.then(|| crate::guid::guid("group", "licensing")),
+                "assignedByGroup": held.by_group.then(|| inherited.group_of(&u.upn, &held.product)),
                 "state": "Active", "error": "None"})
         })
         .collect();
+    for e in &u.license_errors {
+        states.push(json!({"skuId": sku_id(&e.product), "disabledPlans": [],
+            "assignedByGroup": Inherited::id_of_key(org, &e.group),
+            "state": "Error", "error": e.error.as_str()}));
+    }
     json!({
         "id": user_id(&u.upn),
         "userPrincipalName": u.upn,
@@ -301,13 +310,16 @@ pub async fn users(
         .get("$skiptoken")
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
+    // "users: 2" resource units.
+    em.charge_read(super::read_cost(2, &q));
     let read = with_users(&em, &tenant, |org, _| {
+        let inherited = Inherited::of(org);
         let value: Vec<Value> = org
             .users
             .iter()
             .skip(skip)
             .take(top)
-            .map(graph_user)
+            .map(|u| graph_user(org, &inherited, u))
             .collect();
         (value, org.users.len())
     });
@@ -360,12 +372,12 @@ pub async fn users(
 /// An `assignLicense` body, as the page describes it: `addLicenses`, a collection of
 /// assignedLicense (`skuId`, and `disabledPlans` as service plan ids), and `removeLicenses`,
 /// a collection of SKU ids; both required (empty when unused).
-struct AssignLicense {
+pub(super) struct AssignLicense {
     add: Vec<(String, Vec<String>)>,
     remove: Vec<String>,
 }
 
-fn assign_license_body(body: &Value) -> Result<AssignLicense, String> {
+pub(super) fn assign_license_body(body: &Value) -> Result<AssignLicense, String> {
     let strings = |v: &Value, what: &str| -> Result<Vec<String>, String> {
         v.as_array()
             .ok_or_else(|| format!("{what} must be a collection"))?
@@ -416,6 +428,20 @@ fn change_of(
         .map(|u| u.upn.clone())
         .ok_or_else(|| (StatusCode::NOT_FOUND, "Request_ResourceNotFound",
             format!("Resource '{user}' does not exist or one of its queried reference-property objects are not present.")))?;
+    let (add, remove) = licences_of(catalog, body)?;
+    Ok(UserChange {
+        user: upn,
+        add,
+        remove,
+        plans_only: vec![],
+    })
+}
+
+/// An `assignLicense` body's licences, in names (a user's and a group's alike).
+pub(super) fn licences_of(
+    catalog: &Catalog,
+    body: &AssignLicense,
+) -> Result<(Vec<Licence>, Vec<String>), (StatusCode, &'static str, String)> {
     let product = |sku: &str| {
         catalog
             .products()
@@ -448,12 +474,7 @@ fn change_of(
         .iter()
         .map(|s| product(s).map(|p| p.sku.clone()))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(UserChange {
-        user: upn,
-        add,
-        remove,
-        plans_only: vec![],
-    })
+    Ok((add, remove))
 }
 
 /// A refused licence change, as Graph words it.
@@ -576,9 +597,14 @@ async fn assign(
             .await
             .map_err(|e| unknown_error(&e))?;
         let after: Vec<Value> = with_users(em, &tenant, |org, _| {
+            let inherited = Inherited::of(org);
             changes
                 .iter()
-                .map(|(_, c)| org.user(&c.user).map(graph_user).unwrap_or(Value::Null))
+                .map(|(_, c)| {
+                    org.user(&c.user)
+                        .map(|u| graph_user(org, &inherited, u))
+                        .unwrap_or(Value::Null)
+                })
                 .collect()
         })?;
         for (((i, _), result), user) in changes.into_iter().zip(results).zip(after) {

@@ -30,6 +30,7 @@ mod assertion;
 pub mod catalog;
 mod faults;
 mod graph;
+mod groups;
 mod partner;
 mod token;
 
@@ -97,6 +98,28 @@ pub struct Emulator {
     pc_calls: Mutex<std::collections::VecDeque<PcCall>>,
     /// MS-RequestId → the call it named ("METHOD path").
     request_ids: Mutex<HashMap<String, String>>,
+    /// Graph's resource units spent on directory reads (users, groups, members).
+    read_units: std::sync::atomic::AtomicU64,
+}
+
+/// A read's cost in Graph's resource units ("Identity and access service limits"): the
+/// path's base cost, one less with `$select`, one more with `$expand`, one less with a
+/// `$top` under 20; at least one.
+pub(crate) fn read_cost(base: u64, q: &HashMap<String, String>) -> u64 {
+    let mut cost = base as i64;
+    if q.contains_key("$select") {
+        cost -= 1;
+    }
+    if q.contains_key("$expand") {
+        cost += 1;
+    }
+    if q.get("$top")
+        .and_then(|t| t.parse::<u32>().ok())
+        .is_some_and(|t| t < 20)
+    {
+        cost -= 1;
+    }
+    cost.max(1) as u64
 }
 
 /// One Partner Center call as the emulator received it.
@@ -122,7 +145,18 @@ impl Emulator {
             pc_calls: Mutex::new(std::collections::VecDeque::new()),
             request_ids: Mutex::new(HashMap::new()),
             user_ids: Mutex::new(HashMap::new()),
+            read_units: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    fn charge_read(&self, units: u64) {
+        self.read_units
+            .fetch_add(units, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Graph resource units the directory reads so far have cost.
+    pub fn read_units(&self) -> u64 {
+        self.read_units.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The user a Graph path names, by id or UPN, if `org` has one.
@@ -267,6 +301,16 @@ pub fn router(emulator: Arc<Emulator>) -> axum::Router {
             post(graph::assign_license),
         )
         .route("/v1.0/$batch", post(graph::batch))
+        .route("/v1.0/groups", get(groups::list))
+        .route("/v1.0/groups/{id}/members", get(groups::members))
+        .route(
+            "/v1.0/groups/{id}/membersWithLicenseErrors",
+            get(groups::members_with_licence_errors),
+        )
+        .route(
+            "/v1.0/groups/{id}/assignLicense",
+            post(groups::assign_license),
+        )
         .route(
             "/v1/customers/{customer}/subscriptions",
             get(partner::subscriptions),

@@ -20,6 +20,7 @@ use crate::backend::{
 };
 use crate::domain::{Catalog, Refusal, Subscription, TraditionalAddOn, UserChange};
 use client::{Client, Scope};
+use futures::StreamExt;
 use mapping::Directory;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -147,6 +148,9 @@ struct Checkout<'a> {
 }
 
 /// How long after a 202 seatkeeper looks again (Partner Center gives no time).
+/// Group member reads sent at once when the tenant is read.
+const GROUP_READS_AT_ONCE: usize = 4;
+
 const ACCEPTED_LOOK_AGAIN: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
 impl Microsoft {
@@ -227,6 +231,26 @@ impl Microsoft {
         self.client
             .each_page::<wire::User>(Scope::Graph, &users_url, |page| users.add(page))
             .await?;
+        // Groups, then each group's members (3 resource units a page; a few at a time):
+        // group licences and `userSelector.memberOf` need them.
+        let groups = self
+            .client
+            .all::<wire::Group>(
+                Scope::Graph,
+                &self.graph("/groups?$select=id,displayName,assignedLicenses&$top=999"),
+            )
+            .await?;
+        let mut reads = vec![];
+        for g in &groups {
+            reads.push(self.members(&g.id));
+        }
+        let members: Vec<Result<Vec<wire::Member>>> = futures::stream::iter(reads)
+            .buffered(GROUP_READS_AT_ONCE)
+            .collect()
+            .await;
+        for (g, m) in groups.into_iter().zip(members) {
+            users.add_group(g, m?);
+        }
         let pc = match self.customer() {
             Some(c) => {
                 let url = format!("{c}/subscriptions");
@@ -246,6 +270,14 @@ impl Microsoft {
         ));
         *self.directory.lock().expect("directory lock") = Some(directory.clone());
         Ok(directory)
+    }
+
+    /// A group's direct members (users and others; `add_group` keeps the users).
+    async fn members(&self, group: &str) -> Result<Vec<wire::Member>> {
+        let url = self.graph(&format!(
+            "/groups/{group}/members?$select=id,userPrincipalName&$top=999"
+        ));
+        self.client.all::<wire::Member>(Scope::Graph, &url).await
     }
 
     /// Partner Center's copy of a subscription this partner sold; without Partner Center (or
@@ -715,6 +747,36 @@ impl Backend for Microsoft {
     async fn cancel_add_on(&self, _organization: &str, _base: &str, _id: &str) -> Result<()> {
         // R23: only support removes a traditional add-on.
         Err(Refusal::RemovalRequiresSupport.into())
+    }
+
+    async fn assign_group_licences(
+        &self,
+        organization: &str,
+        group: &str,
+        add: &[crate::domain::Licence],
+        remove: &[String],
+    ) -> Result<()> {
+        self.check_organization(organization)?;
+        let d = self.directory().await?;
+        let body = d.group_assign_request(add, remove)?;
+        let body = serde_json::to_value(body).expect("requests serialize");
+        // 202 Accepted with the group: the service processes its members afterwards. The
+        // same call again leaves the same licences, so it may be repeated.
+        let request = client::fresh_id("group-licences");
+        let _: serde_json::Value = self
+            .client
+            .post(
+                Scope::Graph,
+                &self.graph(&format!("/groups/{group}/assignLicense")),
+                &body,
+                client::CallIds {
+                    request: Some(&request),
+                    correlation: None,
+                    once: false,
+                },
+            )
+            .await?;
+        Ok(())
     }
 
     async fn assign_licences(

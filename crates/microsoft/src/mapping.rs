@@ -5,8 +5,9 @@ use super::wire;
 use crate::backend::BackendError;
 use crate::domain::catalog::CatalogOverrides;
 use crate::domain::{
-    BillingFrequency, Catalog, Channel, Licence, Organization, Product, Refusal, Subscription,
-    SubscriptionState, TraditionalAddOn, User, UserChange,
+    BillingFrequency, Catalog, Channel, Group, GroupLicenceError, Licence, LicenceError,
+    Organization, Product, Refusal, Subscription, SubscriptionState, TraditionalAddOn, User,
+    UserChange,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -45,6 +46,9 @@ pub struct Users {
     users: Vec<User>,
     /// lowercase UPN → user id.
     ids: HashMap<String, String>,
+    /// user id → UPN: group members come as ids.
+    upns: HashMap<String, String>,
+    groups: Vec<Group>,
 }
 
 impl Users {
@@ -67,7 +71,44 @@ impl Users {
                 .collect(),
             users: vec![],
             ids: HashMap::new(),
+            upns: HashMap::new(),
+            groups: vec![],
         }
+    }
+
+    /// One group with its members (`GET /groups/{id}/members` pages), after the users.
+    pub fn add_group(&mut self, g: wire::Group, members: Vec<wire::Member>) {
+        let licenses = g
+            .assigned_licenses
+            .iter()
+            .filter_map(|l| {
+                let product = self.sku_name.get(&l.sku_id.to_lowercase())?;
+                let disabled: Vec<String> = l
+                    .disabled_plans
+                    .iter()
+                    .filter_map(|p| self.plan_name.get(&p.to_lowercase()).cloned())
+                    .collect();
+                Some(Licence::new(product, &disabled))
+            })
+            .collect();
+        let members = members
+            .into_iter()
+            .filter(|m| {
+                m.odata_type
+                    .as_deref()
+                    .is_none_or(|t| t == "#microsoft.graph.user")
+            })
+            .filter_map(|m| {
+                m.user_principal_name
+                    .or_else(|| self.upns.get(&m.id.to_lowercase()).cloned())
+            })
+            .collect();
+        self.groups.push(Group {
+            name: g.display_name.unwrap_or_else(|| g.id.clone()),
+            id: Some(g.id),
+            members,
+            licenses,
+        });
     }
 
     /// One page of `GET /users`.
@@ -75,6 +116,8 @@ impl Users {
         self.users.reserve(page.len());
         for u in page {
             self.users.push(user(&u, &self.sku_name, &self.plan_name));
+            self.upns
+                .insert(u.id.to_lowercase(), u.user_principal_name.clone());
             self.ids.insert(u.user_principal_name.to_lowercase(), u.id);
         }
     }
@@ -111,6 +154,7 @@ impl Directory {
         // Not reported; the service refuses a change that needs one.
         organization.payment_method_on_file = true;
         organization.users = users.users;
+        organization.groups = users.groups;
         // Partner Center runs its credit checks when an order or a seat increase arrives, and
         // nothing it shows beforehand tells (R03).
         organization.credit_check_by_service = pc.is_some();
@@ -160,6 +204,11 @@ impl Directory {
                 .ok_or_else(|| Refusal::UserNotFound {
                     user: change.user.clone(),
                 })?;
+        Ok((user_id.clone(), self.licence_body(change)?))
+    }
+
+    /// Adds and removes by skuId and servicePlanId.
+    fn licence_body(&self, change: &UserChange) -> Result<wire::AssignLicense, Refusal> {
         let sku = |product: &str| {
             self.skus
                 .get(product)
@@ -192,13 +241,25 @@ impl Directory {
             .iter()
             .map(|p| sku(p))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((
-            user_id.clone(),
-            wire::AssignLicense {
-                add_licenses: add,
-                remove_licenses: remove,
-            },
-        ))
+        Ok(wire::AssignLicense {
+            add_licenses: add,
+            remove_licenses: remove,
+        })
+    }
+
+    /// `POST /groups/{id}/assignLicense`'s body (the same shape as a user's).
+    pub fn group_assign_request(
+        &self,
+        add: &[Licence],
+        remove: &[String],
+    ) -> Result<wire::AssignLicense, Refusal> {
+        let change = UserChange {
+            user: String::new(),
+            add: add.to_vec(),
+            remove: remove.to_vec(),
+            plans_only: vec![],
+        };
+        self.licence_body(&change)
     }
 
     /// A `$batch` item's refusal, in the domain's words.
@@ -323,7 +384,9 @@ fn user(
     sku_name: &HashMap<String, String>,
     plan_name: &HashMap<String, String>,
 ) -> User {
-    // (sku, disabled plans, inherited from a group)
+    // (sku, disabled plans, inherited from a group); a group licence in state Error is not
+    // held: it is the member's error (licenseAssignmentState `state`, `error`).
+    let mut license_errors = vec![];
     let states: Vec<(&String, &Vec<String>, bool)> = if u.license_assignment_states.is_empty() {
         u.assigned_licenses
             .iter()
@@ -332,6 +395,21 @@ fn user(
     } else {
         u.license_assignment_states
             .iter()
+            .filter(|l| {
+                if l.state.as_deref() != Some("Error") {
+                    return true;
+                }
+                if let (Some(group), Some(product)) =
+                    (&l.assigned_by_group, sku_name.get(&l.sku_id.to_lowercase()))
+                {
+                    license_errors.push(LicenceError {
+                        product: product.clone(),
+                        group: group.clone(),
+                        error: GroupLicenceError::parse(l.error.as_deref().unwrap_or("Other")),
+                    });
+                }
+                false
+            })
             .map(|l| (&l.sku_id, &l.disabled_plans, l.assigned_by_group.is_some()))
             .collect()
     };
@@ -367,6 +445,7 @@ fn user(
         employee_type: u.employee_type.clone().filter(|d| !d.is_empty()),
         account_enabled: u.account_enabled.unwrap_or(true),
         licenses,
+        license_errors,
     }
 }
 

@@ -172,6 +172,30 @@ pub struct LicenseAssignmentState {
     pub error: Option<String>,
 }
 
+/// A group as `GET /groups?$select=id,displayName,assignedLicenses` returns it (the group
+/// resource type; `assignedLicenses` only when selected).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub id: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub assigned_licenses: Vec<AssignedLicense>,
+}
+
+/// One member of `GET /groups/{id}/members`: a directory object, a user when its
+/// `@odata.type` says so.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    #[serde(rename = "@odata.type", default)]
+    pub odata_type: Option<String>,
+    pub id: String,
+    #[serde(default)]
+    pub user_principal_name: Option<String>,
+}
+
 /// `POST /users/{id}/assignLicense`: one user's adds and removes, atomic.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

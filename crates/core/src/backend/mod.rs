@@ -143,6 +143,15 @@ pub trait Backend: Send + Sync {
     fn checkpoint(&self) -> impl Future<Output = Result<()>> + Send {
         std::future::ready(Ok(()))
     }
+    /// Give a group licences and take others from it (Graph's group `assignLicense`); its
+    /// members inherit what it holds as the service processes the group.
+    fn assign_group_licences(
+        &self,
+        organization: &str,
+        group: &str,
+        add: &[crate::domain::Licence],
+        remove: &[String],
+    ) -> impl Future<Output = Result<()>> + Send;
     /// At most [`MAX_BATCH`] users; each user's adds and removes are one atomic operation.
     /// The outer error fails the whole call; the inner results are per user, in order.
     fn assign_licences(
@@ -232,6 +241,21 @@ macro_rules! forward_operations {
             id: &str,
         ) -> $crate::backend::Result<()> {
             $dispatch!(self, o, "cancelAddOn", 1, cancel_add_on(base, id))
+        }
+        async fn assign_group_licences(
+            &self,
+            o: &str,
+            group: &str,
+            add: &[$crate::domain::Licence],
+            remove: &[String],
+        ) -> $crate::backend::Result<()> {
+            $dispatch!(
+                self,
+                o,
+                "assignGroupLicenses",
+                1,
+                assign_group_licences(group, add, remove)
+            )
         }
         async fn assign_licences(
             &self,

@@ -6,6 +6,7 @@
 
 pub mod billing;
 pub mod catalog;
+pub mod groups;
 pub mod reasons;
 pub mod rules;
 pub mod tenant;
@@ -14,8 +15,9 @@ pub use catalog::{Catalog, Product, ProductKind};
 pub use reasons::BlockReason;
 pub use rules::Refusal;
 pub use tenant::{
-    BillingFrequency, Channel, CreditCheck, Licence, Organization, PendingSeatChange, Subscription,
-    SubscriptionState, Term, TraditionalAddOn, User, UserAttribute, UserChange,
+    BillingFrequency, Channel, CreditCheck, Group, GroupLicenceError, Licence, LicenceError,
+    Organization, PendingSeatChange, Subscription, SubscriptionState, Term, TraditionalAddOn, User,
+    UserAttribute, UserChange,
 };
 
 /// Instants are UTC timestamps throughout; the clock is always passed in.

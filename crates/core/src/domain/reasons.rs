@@ -69,6 +69,13 @@ reasons! {
     DuplicateSubscription,
     PurchaseLimitExceeded,
     OrganizationNotFound,
+    /// The tenant lacks group-based licensing (Microsoft Entra ID P1).
+    GroupLicensingUnavailable,
+    /// A group named in `spec.groups` or `userSelector.memberOf` is not in the directory.
+    GroupNotFound,
+    /// The service could not give a group's licence to a member for a reason seatkeeper
+    /// has no other name for (Graph's `UniquenessViolation`, `Other`).
+    GroupLicenceFailed,
     SubscriptionNotFound,
     ProductMismatch,
     SubscriptionCanceled,

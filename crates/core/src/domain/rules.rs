@@ -118,6 +118,12 @@ pub enum Refusal {
     /// seatkeeper's own guard: another resource owns this subscription or add-on.
     #[error("another resource manages this subscription")]
     DuplicateSubscription { id: String, owner: String },
+    /// The tenant lacks group-based licensing (Microsoft Entra ID P1).
+    #[error("group-based licensing is not available")]
+    GroupLicensingUnavailable { organization: String },
+    /// The directory has no such group (or several of that name).
+    #[error("group not found")]
+    GroupNotFound { group: String, detail: String },
 }
 
 impl Refusal {
@@ -157,6 +163,8 @@ impl Refusal {
             Refusal::LicenseAssignedByGroup { .. } => BlockReason::LicenseAssignedByGroup,
             Refusal::PermissionDenied { .. } => BlockReason::PermissionDenied,
             Refusal::DuplicateSubscription { .. } => BlockReason::DuplicateSubscription,
+            Refusal::GroupLicensingUnavailable { .. } => BlockReason::GroupLicensingUnavailable,
+            Refusal::GroupNotFound { .. } => BlockReason::GroupNotFound,
         }
     }
 
@@ -278,6 +286,10 @@ impl Refusal {
             Refusal::LicenseAssignedByGroup { user, product } => format!(
                 "{user} holds {product} through a group: seatkeeper never removes a group-inherited licence; change the group's membership instead"
             ),
+            Refusal::GroupLicensingUnavailable { organization } => format!(
+                "{organization} has no group-based licensing: it needs Microsoft Entra ID P1 or P2 (part of Microsoft 365 E3, E5 and Business Premium); choose the users with spec.users or spec.userSelector instead, which needs neither"
+            ),
+            Refusal::GroupNotFound { detail, .. } => detail.clone(),
             Refusal::PermissionDenied { permission } => format!(
                 "the application lacks the permission {permission}: grant it (admin consent) in the app registration"
             ),
@@ -585,8 +597,13 @@ pub fn check_user_change(
     if !new_products.is_empty() {
         check_user_assignable(org, &user.upn)?;
     }
+    // Assigning it directly as well, with the same plans, is allowed (both are one seat).
     if let Some(l) = user.licenses.iter().find(|l| {
-        l.by_group && (remove.contains(&l.product) || add.iter().any(|a| a.product == l.product))
+        l.by_group
+            && (remove.contains(&l.product)
+                || add
+                    .iter()
+                    .any(|a| a.product == l.product && !a.same_plans(l)))
     }) {
         return Err(Refusal::LicenseAssignedByGroup {
             user: user.upn.clone(),

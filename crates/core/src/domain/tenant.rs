@@ -90,6 +90,10 @@ pub struct Organization {
     pub users: Vec<User>,
     #[serde(default)]
     pub subscriptions: Vec<Subscription>,
+    /// Directory groups; a group with licences passes them on to its members (group-based
+    /// licensing, which needs Microsoft Entra ID P1: [`Organization::group_licensing`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<Group>,
     /// Lookups kept beside the data (not part of the file).
     #[serde(skip)]
     cache: OrgCache,
@@ -131,6 +135,17 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
+/// Service plans that entitle a tenant to group-based licensing (Microsoft Entra ID P1, P2).
+pub const GROUP_LICENSING_PLANS: &[&str] = &["AAD_PREMIUM", "AAD_PREMIUM_P2"];
+
+/// Products that entitle a tenant to group-based licensing without an Entra plan of their
+/// own: Office 365 E3 and E5.
+pub const GROUP_LICENSING_PRODUCTS: &[&str] = &[
+    "ENTERPRISEPACK",
+    "ENTERPRISEPREMIUM",
+    "ENTERPRISEPREMIUM_NOPSTNCONF",
+];
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct User {
@@ -159,6 +174,131 @@ pub struct User {
     pub account_enabled: bool,
     #[serde(default)]
     pub licenses: Vec<Licence>,
+    /// Group licences the user is a member for but does not hold, and why (Graph's
+    /// `licenseAssignmentStates` in state `Error`). Worked out by group processing on every
+    /// read, never written to the tenant file.
+    #[serde(skip)]
+    pub license_errors: Vec<LicenceError>,
+}
+
+/// A directory group. Its licences are inherited by its direct members when seats allow
+/// (group-based licensing); a member who cannot have one is in error instead.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Group {
+    /// The object id; a group without one is known by its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub name: String,
+    /// Members by user principal name.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Licences assigned to the group (product, disabled plans).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub licenses: Vec<Licence>,
+}
+
+impl Group {
+    /// How the service names the group in calls: its object id, else its name.
+    pub fn key(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.name)
+    }
+
+    pub fn licence(&self, product: &str) -> Option<&Licence> {
+        self.licenses.iter().find(|l| l.product == product)
+    }
+
+    pub fn has_member(&self, upn: &str) -> bool {
+        self.members.iter().any(|m| m.eq_ignore_ascii_case(upn))
+    }
+}
+
+/// Why a member does not hold a licence of their group (Graph's `licenseAssignmentState`
+/// errors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum GroupLicenceError {
+    /// No free seat of the product.
+    CountViolation,
+    /// A plan conflicts with one the user already has (R14).
+    MutuallyExclusiveViolation,
+    /// A plan needs one the user does not have.
+    DependencyViolation,
+    /// The user has no usage location, or the service is not offered there (R15).
+    ProhibitedInUsageLocationViolation,
+    UniquenessViolation,
+    Other,
+}
+
+impl GroupLicenceError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupLicenceError::CountViolation => "CountViolation",
+            GroupLicenceError::MutuallyExclusiveViolation => "MutuallyExclusiveViolation",
+            GroupLicenceError::DependencyViolation => "DependencyViolation",
+            GroupLicenceError::ProhibitedInUsageLocationViolation => {
+                "ProhibitedInUsageLocationViolation"
+            }
+            GroupLicenceError::UniquenessViolation => "UniquenessViolation",
+            GroupLicenceError::Other => "Other",
+        }
+    }
+
+    /// Graph's name → the error; an unknown name is `Other`.
+    pub fn parse(name: &str) -> GroupLicenceError {
+        [
+            GroupLicenceError::CountViolation,
+            GroupLicenceError::MutuallyExclusiveViolation,
+            GroupLicenceError::DependencyViolation,
+            GroupLicenceError::ProhibitedInUsageLocationViolation,
+            GroupLicenceError::UniquenessViolation,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == name)
+        .unwrap_or(GroupLicenceError::Other)
+    }
+
+    /// The Blocked reason seatkeeper already uses for the same cause.
+    pub fn reason(self) -> super::BlockReason {
+        use super::BlockReason as R;
+        match self {
+            GroupLicenceError::CountViolation => R::InsufficientSeats,
+            GroupLicenceError::MutuallyExclusiveViolation => R::ConflictingServices,
+            GroupLicenceError::DependencyViolation => R::MissingDependency,
+            GroupLicenceError::ProhibitedInUsageLocationViolation => R::UsageLocationMissing,
+            GroupLicenceError::UniquenessViolation | GroupLicenceError::Other => {
+                R::GroupLicenceFailed
+            }
+        }
+    }
+
+    /// What it means, in plain words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            GroupLicenceError::CountViolation => "no free seat of the product",
+            GroupLicenceError::MutuallyExclusiveViolation => {
+                "a service plan conflicts with a licence the user already has"
+            }
+            GroupLicenceError::DependencyViolation => {
+                "a service plan needs another the user does not have"
+            }
+            GroupLicenceError::ProhibitedInUsageLocationViolation => {
+                "the user has no usage location, or the product is not offered there"
+            }
+            GroupLicenceError::UniquenessViolation => {
+                "the product may be held only once and the user already has it"
+            }
+            GroupLicenceError::Other => "the service could not assign it",
+        }
+    }
+}
+
+/// One group licence a member does not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LicenceError {
+    pub product: String,
+    /// The group's key ([`Group::key`]).
+    pub group: String,
+    pub error: GroupLicenceError,
 }
 
 fn enabled() -> bool {
@@ -183,6 +323,7 @@ impl Default for User {
             employee_type: None,
             account_enabled: true,
             licenses: vec![],
+            license_errors: vec![],
         }
     }
 }
@@ -430,7 +571,7 @@ impl Organization {
         self.user_position(upn).map(|i| &self.users[i])
     }
 
-    fn user_position(&self, upn: &str) -> Option<usize> {
+    pub(crate) fn user_position(&self, upn: &str) -> Option<usize> {
         let index = self.cache.users.get_or_init(|| {
             Arc::new(
                 self.users
@@ -469,6 +610,53 @@ impl Organization {
             }
         }
         self.users[i].licenses = licences;
+        true
+    }
+
+    /// A group by object id (any case) or, failing that, by its name; Err: what to tell.
+    pub fn group(&self, name_or_id: &str) -> std::result::Result<&Group, String> {
+        if let Some(g) = self.groups.iter().find(|g| {
+            g.id.as_deref()
+                .is_some_and(|id| id.eq_ignore_ascii_case(name_or_id))
+        }) {
+            return Ok(g);
+        }
+        let mut named = self.groups.iter().filter(|g| g.name == name_or_id);
+        match (named.next(), named.next()) {
+            (Some(g), None) => Ok(g),
+            (Some(_), Some(_)) => Err(format!(
+                "more than one group in {} is named {name_or_id}: name it by its object id",
+                self.domain
+            )),
+            (None, _) => Err(format!(
+                "no group named {name_or_id} (nor with that object id) in {}",
+                self.domain
+            )),
+        }
+    }
+
+    /// Group-based licensing is available: the tenant holds a usable subscription whose
+    /// product includes Microsoft Entra ID P1 or P2 (their service plans `AAD_PREMIUM`,
+    /// `AAD_PREMIUM_P2`), as Microsoft 365 E3/E5 and Business Premium do, or Office 365 E3
+    /// or above (Microsoft Entra's "group-based licensing" prerequisites).
+    pub fn group_licensing(&self, catalog: &super::Catalog, now: Instant) -> bool {
+        self.subscriptions.iter().any(|s| {
+            s.is_usable(now)
+                && (GROUP_LICENSING_PRODUCTS.contains(&s.product.as_str())
+                    || catalog.product(&s.product).is_some_and(|p| {
+                        p.plans
+                            .iter()
+                            .any(|plan| GROUP_LICENSING_PLANS.contains(&plan.as_str()))
+                    }))
+        })
+    }
+
+    /// Replace what a user's group licences are in error for (group processing's).
+    pub fn set_licence_errors(&mut self, upn: &str, errors: Vec<LicenceError>) -> bool {
+        let Some(i) = self.user_position(upn) else {
+            return false;
+        };
+        self.users[i].license_errors = errors;
         true
     }
 

@@ -44,7 +44,7 @@ impl<'a> Planner<'a> {
             (a.created_at, &a.namespace, &a.name).cmp(&(b.created_at, &b.namespace, &b.name))
         });
         // Each resource's users, selected once per pass (a selector reads the whole directory).
-        let declared: Vec<(Vec<&str>, Option<i64>)> = desired
+        let declared: Vec<Declaring> = desired
             .assignments
             .iter()
             .map(|d| self.declared_users(d))
@@ -69,9 +69,15 @@ impl<'a> Planner<'a> {
         let mut statuses: Vec<Option<LicenseAssignmentStatus>> =
             vec![None; desired.assignments.len()];
         for &i in &order {
-            let (users, matched) = &declared[i];
-            statuses[i] =
-                Some(self.plan_assignment(i, &desired.assignments[i], users, *matched, &claims));
+            let (users, matched, stop) = &declared[i];
+            statuses[i] = Some(self.plan_assignment(
+                i,
+                &desired.assignments[i],
+                users,
+                *matched,
+                stop.clone(),
+                &claims,
+            ));
         }
         statuses
             .into_iter()
@@ -85,6 +91,7 @@ impl<'a> Planner<'a> {
         d: &'a Assignment,
         users: &[&'a str],
         matched: Option<i64>,
+        stop: Option<Block>,
         claims: &Claims,
     ) -> LicenseAssignmentStatus {
         let mut outcome = Outcome {
@@ -92,9 +99,20 @@ impl<'a> Planner<'a> {
             ..Default::default()
         };
         let mut states = UserStates::new();
-        if let Err(block) =
-            self.assignment_steps(index, d, claims, users, &mut states, &mut outcome)
-        {
+        let mut groups = vec![];
+        let mut group_waiting = None;
+        if let Some(block) = stop {
+            outcome.blocked = Some(block);
+        } else if let Err(block) = self.assignment_steps(
+            index,
+            d,
+            claims,
+            users,
+            &mut states,
+            &mut outcome,
+            &mut groups,
+            &mut group_waiting,
+        ) {
             outcome.blocked = Some(block);
         }
         self.note_refusals(d, users, &mut states, &mut outcome);
@@ -104,6 +122,8 @@ impl<'a> Planner<'a> {
             matched,
             removals: d.status.removals.clone(),
             owned: d.status.owned.clone(),
+            owned_groups: d.status.owned_groups.clone(),
+            groups,
             ..Default::default()
         };
         status.users.reserve_exact(users.len());
@@ -125,7 +145,7 @@ impl<'a> Planner<'a> {
             });
         }
         if outcome.blocked.is_none() {
-            outcome.blocked = summary_block(users, &states);
+            outcome.blocked = summary_block(users, &states).or(group_waiting);
         }
         if d.meta.flags.adopt_licences && !d.meta.deleting && !d.meta.flags.paused {
             let assigned: Vec<&str> = users
@@ -181,6 +201,8 @@ impl<'a> Planner<'a> {
         users: &[&str],
         states: &mut UserStates,
         outcome: &mut Outcome,
+        group_statuses: &mut Vec<super::resources::GroupStatus>,
+        group_waiting: &mut Option<Block>,
     ) -> Result<(), Block> {
         let deleting = d.meta.deleting;
         if deleting && super::deletion::of_assignment(d).is_some() {
@@ -198,10 +220,11 @@ impl<'a> Planner<'a> {
             }
         };
         let scope = self.scope(index, d, claims).map_err(as_deletion)?;
+        let mut groups = self.plan_groups(d, scope.org, outcome.paused);
         let mut candidates = vec![];
         if !scope.deleting {
             for &u in users {
-                match self.candidate(&scope, d, u) {
+                match self.candidate(&scope, d, u, &groups.losing_users) {
                     Ok(Some(c)) => candidates.push(c),
                     Ok(None) => {
                         states.insert(u.to_string(), (UserState::Assigned, None));
@@ -210,6 +233,11 @@ impl<'a> Planner<'a> {
                         states.insert(u.to_string(), (UserState::Blocked, Some(b)));
                     }
                 }
+            }
+        }
+        for c in &candidates {
+            for l in &c.change.add {
+                groups.kept_directly(&c.user, &l.product);
             }
         }
         let (dropped, kept) = self.dropped(&scope, d, users, &candidates);
@@ -231,11 +259,29 @@ impl<'a> Planner<'a> {
                 }
                 b
             });
-        let limit = self.removal_limit(&scope, d, &mut candidates, states);
+        let limit = self.removal_limit(&scope, d, &mut candidates, states, groups.losing);
+        if limit.is_some() {
+            Self::hold_group_removals(&mut groups);
+        }
         if scope.replace {
             self.all_or_nothing(&scope, &mut candidates, states, outcome.paused);
         }
         let accepted = self.seats(&scope, candidates, states, outcome.paused);
+        *group_statuses = std::mem::take(&mut groups.statuses);
+        let group_changes = std::mem::take(&mut groups.changes);
+        if !group_changes.is_empty() {
+            outcome.progressing = Some(format!(
+                "changing the licences of {}",
+                counted(group_changes.len(), "group", "groups")
+            ));
+            if !outcome.paused {
+                self.push_group_changes(d, group_changes);
+            }
+        } else if outcome.blocked.is_none()
+            && let Some(w) = groups.waiting.take()
+        {
+            *group_waiting = Some(w);
+        }
         if !accepted.is_empty() {
             let adds = accepted.iter().filter(|c| !c.add.is_empty()).count();
             let removes = accepted.iter().filter(|c| !c.remove.is_empty()).count();
@@ -255,12 +301,17 @@ impl<'a> Planner<'a> {
                     false,
                 );
             }
-        } else if scope.deleting && limit.is_none() && kept.is_none() {
+        } else if scope.deleting
+            && limit.is_none()
+            && kept.is_none()
+            && groups.block.is_none()
+            && outcome.progressing.is_none()
+        {
             self.decided
                 .deleted
                 .push(super::ObjectRef::of(Kind::LicenseAssignment, &d.meta));
         }
-        match limit.or(kept) {
+        match limit.or(kept).or(groups.block) {
             Some(block) => Err(as_deletion(block)),
             None => Ok(()),
         }
@@ -344,6 +395,7 @@ impl<'a> Planner<'a> {
         scope: &Scope<'a, '_>,
         d: &Assignment,
         u: &str,
+        losing_by_group: &BTreeSet<(String, String)>,
     ) -> Result<Option<Candidate>, Block> {
         let lower = lowercase(u);
         if let Some((l, owner)) = scope.declared.iter().find_map(|l| {
@@ -366,10 +418,16 @@ impl<'a> Planner<'a> {
             .user(u)
             .ok_or_else(|| Refusal::UserNotFound { user: u.into() })?;
         let user = &*self.planned_user(user);
+        // A licence held only through a group this resource takes it from is assigned
+        // directly first (make-before-break).
+        let losing = |p: &str| losing_by_group.contains(&(lower.to_string(), p.to_string()));
         let add: Vec<Licence> = scope
             .declared
             .iter()
-            .filter(|l| user.licence(&l.product).is_none_or(|h| !h.same_plans(l)))
+            .filter(|l| {
+                user.licence(&l.product)
+                    .is_none_or(|h| !h.same_plans(l) || (h.by_group && losing(&l.product)))
+            })
             .cloned()
             .collect();
         let plans_only = add
@@ -501,11 +559,13 @@ impl<'a> Planner<'a> {
         d: &Assignment,
         candidates: &mut Vec<Candidate>,
         states: &mut UserStates,
+        group_members_losing: usize,
     ) -> Option<Block> {
         let removing = candidates
             .iter()
             .filter(|c| !c.change.remove.is_empty())
-            .count();
+            .count()
+            + group_members_losing;
         let max = self.inp.options.max_removals_for(scope.organization);
         if removing <= max || d.meta.flags.allow_bulk_removal {
             return None;
@@ -721,26 +781,55 @@ impl<'a> Planner<'a> {
     /// The users a LicenseAssignment declares: those it lists, then those of the tenant (as
     /// this pass observed it) its `userSelector` selects, each once; and how many the selector
     /// selected.
-    fn declared_users(&self, d: &'a Assignment) -> (Vec<&'a str>, Option<i64>) {
+    fn declared_users(&self, d: &'a Assignment) -> Declaring<'a> {
         let mut users = unique(&d.spec.users);
         let Some(selector) = &d.spec.user_selector else {
-            return (users, None);
+            return (users, None, None);
         };
         let Some(org) = self.inp.observed.organizations.get(&d.spec.organization) else {
-            return (users, Some(0));
+            return (users, Some(0), None);
         };
+        // memberOf: the members of those groups, each group found or nothing is selected.
+        let mut members: Option<HashSet<Cow<str>>> = None;
+        for name in &selector.member_of {
+            match org.group(name) {
+                Ok(g) => members
+                    .get_or_insert_with(HashSet::new)
+                    .extend(g.members.iter().map(|m| lowercase(m))),
+                Err(detail) => {
+                    let refusal = Refusal::GroupNotFound {
+                        group: name.clone(),
+                        detail: format!("spec.userSelector.memberOf: {detail}"),
+                    };
+                    return (users, None, Some(refusal.into()));
+                }
+            }
+        }
         let listed: std::collections::HashSet<Cow<str>> =
             users.iter().map(|u| lowercase(u)).collect();
         let mut matched = 0;
-        for u in org.users.iter().filter(|u| selector.matches(u)) {
+        let member = |u: &User| {
+            members
+                .as_ref()
+                .is_none_or(|m| m.contains(&lowercase(&u.upn)))
+        };
+        for u in org
+            .users
+            .iter()
+            .filter(|u| member(u) && selector.matches(u))
+        {
             matched += 1;
             if !listed.contains(&lowercase(&u.upn)) {
                 users.push(&u.upn);
             }
         }
-        (users, Some(matched))
+        (users, Some(matched), None)
     }
 }
+
+/// A LicenseAssignment's users (listed, then selected), how many its selector selected, and
+/// what stops the selection (a `memberOf` group not found: nothing is selected then).
+type Declaring<'a> = (Vec<&'a str>, Option<i64>, Option<Block>);
 
 fn unique(users: &[String]) -> Vec<&str> {
     let mut seen: std::collections::HashSet<Cow<str>> = std::collections::HashSet::new();

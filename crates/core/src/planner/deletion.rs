@@ -70,7 +70,7 @@ pub(super) fn of_assignment(
 ) -> Option<Release> {
     if d.meta.flags.abandon_on_delete {
         Some(Release::Abandoned)
-    } else if d.status.owned.is_empty() {
+    } else if d.status.owned.is_empty() && d.status.owned_groups.is_empty() {
         Some(Release::NothingManaged)
     } else if d.spec.deletion_policy == AssignmentDeletionPolicy::Retain {
         Some(Release::PolicyKeeps)

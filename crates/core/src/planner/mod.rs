@@ -9,6 +9,7 @@ mod auto_assign;
 mod autoscale;
 pub mod conditions;
 pub mod deletion;
+mod groups;
 pub mod records;
 pub mod resources;
 mod subscriptions;
@@ -279,6 +280,8 @@ pub enum Phase {
     Buy,
     /// Licence changes, in batches.
     Licences,
+    /// Group licences (members inherit them): after users' own changes, which may free seats.
+    Groups,
     /// Seat and quantity reductions, cancellations.
     Reduce,
 }
@@ -373,6 +376,24 @@ pub enum Op {
     /// Assign, replace and remove licences; each user's change is one atomic operation.
     #[serde(rename_all = "camelCase")]
     AssignLicenses { users: Vec<UserChange> },
+    /// Give a group licences (its members inherit them) or take them from it (from every
+    /// member holding them only through it).
+    #[serde(rename_all = "camelCase")]
+    AssignGroupLicences {
+        /// The group's object id (its name where it has none).
+        group: String,
+        /// As the resource names it.
+        name: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        add: Vec<Licence>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        remove: Vec<String>,
+        /// Members who take a new seat.
+        members_gaining: u32,
+        /// Members who lose a licence (R19 records each).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        members_losing: Vec<String>,
+    },
 }
 
 /// What the planner decided: actions in the order to apply them, and every resource's status
@@ -794,6 +815,7 @@ impl<'a> Planner<'a> {
         let phase = match (&op, late) {
             (_, true) => Phase::Reduce,
             (Op::AssignLicenses { .. }, _) => Phase::Licences,
+            (Op::AssignGroupLicences { .. }, _) => Phase::Groups,
             _ => Phase::Buy,
         };
         let spends = match &op {

@@ -4,7 +4,8 @@
 //! itself touches no status.
 
 use super::resources::{
-    AddOnStatus, LicenseAssignmentStatus, OwnedLicence, Removal, SubscriptionStatus,
+    AddOnStatus, LicenseAssignmentStatus, OwnedGroupLicence, OwnedLicence, Removal,
+    SubscriptionStatus,
 };
 use super::{Action, Declared, Desired, Kind, ObjectRef, Observed, Op, Plan, UserChange};
 use crate::domain::billing::CostPreview;
@@ -45,6 +46,13 @@ pub enum Event<'a> {
         id: String,
         base: Option<String>,
     },
+    /// A group's licences changed.
+    GroupLicensed { action: &'a Action, now: Instant },
+    /// A group's change was refused: the licences it claimed are not the resource's.
+    GroupNotMade {
+        action: &'a Action,
+        observed: &'a Observed,
+    },
     /// A seat count or an add-on's quantity changed.
     SeatsChanged {
         resource: &'a ObjectRef,
@@ -73,6 +81,8 @@ pub fn record(desired: &mut Desired, event: Event<'_>) {
             refusal,
         } => auto_assigned(desired, resource, user, Err(refusal)),
         Event::Bought { resource, id, base } => bought(desired, resource, id, base),
+        Event::GroupLicensed { action, now } => group_licensed(desired, action, now),
+        Event::GroupNotMade { action, observed } => group_unclaimed(desired, action, observed),
         Event::SeatsChanged { resource, cost } => {
             if let Some(status) = purchase_status(desired, resource) {
                 status.changed(cost);
@@ -127,6 +137,26 @@ fn newly_added(change: &UserChange, before: Option<&Organization>) -> Vec<String
 /// only ever names a licence the resource asked for.
 fn claim_intended(desired: &mut Desired, actions: &[Action], observed: &Observed) {
     for action in actions {
+        if let Op::AssignGroupLicences { group, add, .. } = &action.op {
+            let Some(d) = find(&mut desired.assignments, &action.resource()) else {
+                continue;
+            };
+            let held = observed
+                .organizations
+                .get(&action.organization)
+                .and_then(|o| o.group(group).ok());
+            for l in add {
+                if held.is_none_or(|g| g.licence(&l.product).is_none()) {
+                    d.status.owned_groups.push(OwnedGroupLicence {
+                        group: group.clone(),
+                        product: l.product.clone(),
+                    });
+                }
+            }
+            d.status.owned_groups.sort();
+            d.status.owned_groups.dedup();
+            continue;
+        }
         let (Op::AssignLicenses { users }, Kind::LicenseAssignment) = (&action.op, action.kind)
         else {
             continue;
@@ -167,6 +197,60 @@ fn unclaim(desired: &mut Desired, action: &Action, change: &UserChange, observed
         d.status
             .owned
             .retain(|o| !(o.user.eq_ignore_ascii_case(&change.user) && added.contains(&o.product)));
+    }
+}
+
+/// A group's licences changed: what it gave the group is the resource's (claimed before
+/// the call), what it took is no longer, and each member who lost a licence is recorded (R19).
+fn group_licensed(desired: &mut Desired, action: &Action, now: Instant) {
+    let Op::AssignGroupLicences {
+        group,
+        remove,
+        members_losing,
+        ..
+    } = &action.op
+    else {
+        return;
+    };
+    let Some(d) = find(&mut desired.assignments, &action.resource()) else {
+        return;
+    };
+    d.status
+        .owned_groups
+        .retain(|o| !(o.group == *group && remove.contains(&o.product)));
+    for user in members_losing {
+        let change = UserChange {
+            user: user.clone(),
+            add: vec![],
+            remove: remove.clone(),
+            plans_only: vec![],
+        };
+        record_removals(&mut d.status, &change, now);
+    }
+}
+
+/// A group's change was refused: the group licences it claimed are withdrawn (those the
+/// group held before were never claimed).
+fn group_unclaimed(desired: &mut Desired, action: &Action, observed: &Observed) {
+    let Op::AssignGroupLicences { group, add, .. } = &action.op else {
+        return;
+    };
+    let held = observed
+        .organizations
+        .get(&action.organization)
+        .and_then(|o| o.group(group).ok());
+    let claimed: Vec<&str> = add
+        .iter()
+        .filter(|l| held.is_none_or(|g| g.licence(&l.product).is_none()))
+        .map(|l| l.product.as_str())
+        .collect();
+    if claimed.is_empty() {
+        return;
+    }
+    if let Some(d) = find(&mut desired.assignments, &action.resource()) {
+        d.status
+            .owned_groups
+            .retain(|o| !(o.group == *group && claimed.contains(&o.product.as_str())));
     }
 }
 

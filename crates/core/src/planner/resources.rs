@@ -91,7 +91,7 @@ pub struct SubscriptionIntent {
 
 /// Licences for a set of users, each with a set of products.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.users) && size(self.users) > 0) || has(self.userSelector)", "message": "name the users, or choose them with userSelector"}]))]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.users) && size(self.users) > 0) || (has(self.groups) && size(self.groups) > 0) || has(self.userSelector)", "message": "name the users, the groups, or choose the users with userSelector"}]))]
 #[serde(rename_all = "camelCase")]
 pub struct AssignmentIntent {
     /// The organization (tenant) the users belong to, named by its domain. Immutable.
@@ -110,6 +110,16 @@ pub struct AssignmentIntent {
     /// R19 and R28). Disabled accounts are left out unless the selector names `accountEnabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_selector: Option<UserSelector>,
+    /// Directory groups (display names or object ids, each at most once) given the licences
+    /// themselves: group-based licensing, which needs Microsoft Entra ID P1 (otherwise the
+    /// resource is Blocked with GroupLicensingUnavailable). Members inherit the licences
+    /// while the group has them; a group's licence is assigned once there are free seats for
+    /// every member who needs one. Dropping a group removes the licences this resource gave
+    /// it, from every member holding them only through it (counted by members against the
+    /// removal limit; R19, R28).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub groups: Vec<String>,
     /// The licences every listed user should hold, one entry per product.
     #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["product"]))]
     pub licenses: Vec<LicenseSpec>,
@@ -185,7 +195,7 @@ pub struct AddOnIntent {
 /// matches when every `matchAttributes` entry and every `matchExpressions` requirement holds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.matchAttributes) && size(self.matchAttributes) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)", "message": "a userSelector needs matchAttributes or matchExpressions (an empty one would select everyone)"}]))]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "(has(self.matchAttributes) && size(self.matchAttributes) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0) || (has(self.memberOf) && size(self.memberOf) > 0)", "message": "a userSelector needs matchAttributes, matchExpressions or memberOf (an empty one would select everyone)"}]))]
 pub struct UserSelector {
     /// Attribute → value, each to be equal (case-insensitively), e.g. `{department: Sales}`.
     /// Attributes: department, jobTitle, companyName, officeLocation, country, usageLocation,
@@ -197,6 +207,11 @@ pub struct UserSelector {
     /// `DoesNotExist` (no values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_expressions: Vec<AttributeRequirement>,
+    /// Only members of at least one of these groups (display names or object ids; direct
+    /// members). The group's licences are not involved: the users are licensed directly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub member_of: Vec<String>,
 }
 
 /// One requirement of a `userSelector`.
@@ -587,6 +602,45 @@ pub struct LicenseAssignmentStatus {
     /// Licences this resource assigned (and so may remove).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owned: Vec<OwnedLicence>,
+    /// Each group in spec.groups: its members, how many hold every declared licence, how many
+    /// are in error (and the first of them, with the reason).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupStatus>,
+    /// Group licences this resource assigned (and so may remove), by the group's object id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned_groups: Vec<OwnedGroupLicence>,
+}
+
+/// One group of spec.groups as the tenant was last read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupStatus {
+    /// As named in spec.groups.
+    pub group: String,
+    /// Direct members (users).
+    pub members: i64,
+    /// Members holding every declared licence.
+    pub licensed: i64,
+    /// Members the service could not give a licence of the group (in error), or, while the
+    /// whole group is Blocked, every member still without one.
+    pub blocked: i64,
+    /// The reason the group's licences are not (all) there, when one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The first members in error (at most 10), each with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<UserStatus>,
+}
+
+/// A group licence a LicenseAssignment assigned.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedGroupLicence {
+    /// The group's object id (its name where it has none).
+    pub group: String,
+    pub product: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

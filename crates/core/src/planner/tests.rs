@@ -87,6 +87,7 @@ fn assignment(
             organization: "contoso.com".into(),
             users: users.iter().map(|u| u.to_string()).collect(),
             user_selector: None,
+            groups: vec![],
             licenses: vec![resources::LicenseSpec {
                 product: product.into(),
                 disabled_plans: vec![],
@@ -1032,4 +1033,308 @@ fn autoscale_buys_seats_for_the_users_a_selector_selects() {
         "3 selected users + 1 headroom"
     );
     assert_eq!(assigned_users(&p).len(), 3, "assigned in the same plan");
+}
+
+/// u0… in group `sales` (object id g-sales), SPB with `seats`; group licences processed.
+fn grouped(members: usize, seats: u32) -> Observed {
+    let mut o = directory(&vec![Some("Sales"); members], seats);
+    let org = o.organizations.get_mut("contoso.com").unwrap();
+    org.groups.push(crate::domain::Group {
+        id: Some("g-sales".into()),
+        name: "sales".into(),
+        members: (0..members).map(|i| format!("u{i}@contoso.com")).collect(),
+        licenses: vec![],
+    });
+    o
+}
+
+fn for_group(group: &str) -> Declared<AssignmentIntent, LicenseAssignmentStatus> {
+    let mut la = assignment("sales", 50, &[], "SPB", Add);
+    la.spec.groups = vec![group.into()];
+    la
+}
+
+fn group_ops(p: &Plan) -> Vec<(String, Vec<String>, Vec<String>, u32, usize)> {
+    p.actions
+        .iter()
+        .filter_map(|a| match &a.op {
+            Op::AssignGroupLicences {
+                group,
+                add,
+                remove,
+                members_gaining,
+                members_losing,
+                ..
+            } => Some((
+                group.clone(),
+                add.iter().map(|l| l.product.clone()).collect(),
+                remove.clone(),
+                *members_gaining,
+                members_losing.len(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn group_licence_is_given_to_the_group_once_every_member_has_a_seat() {
+    let o = grouped(3, 5);
+    let d = Desired {
+        assignments: vec![for_group("sales")],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(
+        group_ops(&p),
+        vec![("g-sales".into(), vec!["SPB".into()], vec![], 3, 0)]
+    );
+    assert_eq!(p.actions[0].phase, Phase::Groups);
+    let g = &p.assignments[0].groups[0];
+    assert_eq!((g.group.as_str(), g.members, g.licensed), ("sales", 3, 0));
+    // By object id, the same group.
+    let p = plan(
+        &Desired {
+            assignments: vec![for_group("g-sales")],
+            ..Default::default()
+        },
+        &o,
+        now(),
+        &Options::default(),
+    );
+    assert_eq!(group_ops(&p).len(), 1);
+}
+
+#[test]
+fn r16_a_group_licence_waits_for_seats_for_all_members_and_autoscaling_buys_them() {
+    let o = grouped(3, 2);
+    let d = Desired {
+        assignments: vec![for_group("sales")],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(group_ops(&p).is_empty(), "nobody left in CountViolation");
+    let s = &p.assignments[0];
+    assert_eq!(s.blocked_reason.as_deref(), Some("InsufficientSeats"));
+    assert!(
+        s.groups[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("3 members are without SPB"),
+        "{:?}",
+        s.groups[0]
+    );
+    let d = Desired {
+        subscriptions: vec![autoscaled(2, 50, 0)],
+        assignments: vec![for_group("sales")],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(seat_changes(&p), vec![(2, 3)], "a seat per member");
+    assert_eq!(group_ops(&p).len(), 1, "assigned in the same plan");
+}
+
+#[test]
+fn group_licensing_without_entra_p1_is_blocked_naming_it() {
+    let mut o = grouped(2, 5);
+    // Business Standard has no Entra ID P1.
+    let org = o.organizations.get_mut("contoso.com").unwrap();
+    org.subscriptions[0].product = "O365_BUSINESS_PREMIUM".into();
+    let mut la = for_group("sales");
+    la.spec.licenses[0].product = "O365_BUSINESS_PREMIUM".into();
+    let d = Desired {
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(group_ops(&p).is_empty());
+    let s = &p.assignments[0];
+    assert_eq!(
+        s.blocked_reason.as_deref(),
+        Some("GroupLicensingUnavailable")
+    );
+    assert!(
+        s.conditions
+            .0
+            .iter()
+            .any(|c| c.message.contains("Microsoft Entra ID P1")),
+        "{:?}",
+        s.conditions
+    );
+}
+
+#[test]
+fn an_unknown_group_blocks_the_resource_and_removes_nothing() {
+    let o = grouped(2, 5);
+    let mut la = for_group("sales-team");
+    la.status.owned_groups = vec![resources::OwnedGroupLicence {
+        group: "g-sales".into(),
+        product: "SPB".into(),
+    }];
+    let d = Desired {
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(group_ops(&p).is_empty());
+    assert_eq!(
+        p.assignments[0].blocked_reason.as_deref(),
+        Some("GroupNotFound")
+    );
+}
+
+/// The group holds SPB (given by the resource), every member inherits it.
+fn licensed_group(
+    members: usize,
+) -> (
+    Observed,
+    Declared<AssignmentIntent, LicenseAssignmentStatus>,
+) {
+    let mut o = grouped(members, 10);
+    let org = o.organizations.get_mut("contoso.com").unwrap();
+    org.groups[0].licenses = vec![Licence::new("SPB", &[])];
+    crate::domain::groups::process(org, &Catalog::builtin(), now());
+    let mut la = assignment("sales", 50, &["u0@contoso.com"], "SPB", Add);
+    la.status.owned_groups = vec![resources::OwnedGroupLicence {
+        group: "g-sales".into(),
+        product: "SPB".into(),
+    }];
+    (o, la)
+}
+
+#[test]
+fn r19_dropping_a_group_removes_its_licence_counting_every_member_against_the_removal_limit() {
+    let (o, mut la) = licensed_group(3);
+    la.meta.flags.acknowledge_downgrade = true;
+    let d = Desired {
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    // u0 is also listed: SPB is assigned to u0 directly first, in the licence phase before
+    // the group's goes (make-before-break; a direct and an inherited licence are one seat),
+    // so two members lose it.
+    assert_eq!(
+        group_ops(&p),
+        vec![("g-sales".into(), vec![], vec!["SPB".into()], 0, 2)]
+    );
+    assert_eq!(
+        changes(&p),
+        vec![("u0@contoso.com".into(), vec!["SPB".into()], vec![])]
+    );
+    let strict = Options {
+        max_removals: 1,
+        ..Options::default()
+    };
+    let p = plan(&d, &o, now(), &strict);
+    assert!(group_ops(&p).is_empty(), "2 members over a limit of 1");
+    assert_eq!(
+        p.assignments[0].blocked_reason.as_deref(),
+        Some("RemovalLimitExceeded")
+    );
+}
+
+#[test]
+fn r28_a_group_removal_leaving_members_without_data_waits_for_an_acknowledgement() {
+    let (o, la) = licensed_group(2);
+    let d = Desired {
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(group_ops(&p).is_empty());
+    let s = &p.assignments[0];
+    assert_eq!(
+        s.blocked_reason.as_deref(),
+        Some("DowngradeNotAcknowledged")
+    );
+    assert!(
+        s.conditions
+            .0
+            .iter()
+            .any(|c| c.message.contains("group sales")),
+        "{:?}",
+        s.conditions
+    );
+}
+
+#[test]
+fn members_in_count_violation_are_blocked_per_group_and_count_as_autoscale_demand() {
+    let mut o = grouped(3, 2);
+    let org = o.organizations.get_mut("contoso.com").unwrap();
+    org.groups[0].licenses = vec![Licence::new("SPB", &[])];
+    crate::domain::groups::process(org, &Catalog::builtin(), now());
+    let mut la = for_group("sales");
+    la.status.owned_groups = vec![resources::OwnedGroupLicence {
+        group: "g-sales".into(),
+        product: "SPB".into(),
+    }];
+    let d = Desired {
+        assignments: vec![la.clone()],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    let g = &p.assignments[0].groups[0];
+    assert_eq!((g.members, g.licensed, g.blocked), (3, 2, 1));
+    assert_eq!(g.errors[0].user, "u2@contoso.com");
+    assert_eq!(g.errors[0].reason.as_deref(), Some("InsufficientSeats"));
+    assert!(
+        g.errors[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("CountViolation")
+    );
+    assert_eq!(
+        p.assignments[0].blocked_reason.as_deref(),
+        Some("InsufficientSeats")
+    );
+    let d = Desired {
+        subscriptions: vec![autoscaled(2, 50, 0)],
+        assignments: vec![la],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(
+        seat_changes(&p),
+        vec![(2, 3)],
+        "the member in error gets a seat"
+    );
+}
+
+#[test]
+fn member_of_selects_the_members_of_a_group_for_direct_licences() {
+    let mut o = grouped(2, 10);
+    let org = o.organizations.get_mut("contoso.com").unwrap();
+    org.users.push(User {
+        upn: "outsider@contoso.com".into(),
+        usage_location: Some("NL".into()),
+        department: Some("Sales".into()),
+        ..Default::default()
+    });
+    let mut sel = attribute("department", "Sales");
+    sel.member_of = vec!["sales".into()];
+    let d = Desired {
+        assignments: vec![selecting("sales", &[], sel.clone())],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(assigned_users(&p), ["u0@contoso.com", "u1@contoso.com"]);
+    assert!(
+        group_ops(&p).is_empty(),
+        "direct licences, no group licence"
+    );
+    // An unknown group selects nobody and removes nothing.
+    sel.member_of = vec!["nobody".into()];
+    let d = Desired {
+        assignments: vec![selecting("sales", &[], sel)],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(changes(&p).is_empty());
+    assert_eq!(
+        p.assignments[0].blocked_reason.as_deref(),
+        Some("GroupNotFound")
+    );
 }
