@@ -34,6 +34,10 @@ struct Seen {
     licences: Vec<(String, Vec<String>)>,
     /// Per subscription (by product): seats.
     seats: Vec<(String, u32)>,
+    /// Per LicenseAssignment group: (group, members, licensed, blocked, first error's reason).
+    groups: Vec<(String, i64, i64, i64, Option<String>)>,
+    /// Per tenant group: the products it holds.
+    group_licences: Vec<(String, Vec<String>)>,
 }
 
 fn seen(report: &Report, desired: &Desired, tenant: &TenantFile) -> Seen {
@@ -57,6 +61,15 @@ fn seen(report: &Report, desired: &Desired, tenant: &TenantFile) -> Seen {
             users.push((u.user.clone(), format!("{:?}", u.state), u.reason.clone()));
         }
     }
+    let groups = desired
+        .assignments
+        .iter()
+        .flat_map(|d| &d.status.groups)
+        .map(|g| {
+            let reason = g.errors.first().and_then(|e| e.reason.clone());
+            (g.group.clone(), g.members, g.licensed, g.blocked, reason)
+        })
+        .collect();
     let org = &tenant.organizations[0];
     let licences = org
         .users
@@ -73,12 +86,23 @@ fn seen(report: &Report, desired: &Desired, tenant: &TenantFile) -> Seen {
         .map(|s| (s.product.clone(), s.seats))
         .collect();
     seats.sort();
+    let group_licences = org
+        .groups
+        .iter()
+        .map(|g| {
+            let mut p: Vec<String> = g.licenses.iter().map(|l| l.product.clone()).collect();
+            p.sort();
+            (g.name.clone(), p)
+        })
+        .collect();
     Seen {
         converged: report.converged,
         resources,
         users,
         licences,
         seats,
+        groups,
+        group_licences,
     }
 }
 
@@ -1372,10 +1396,17 @@ fn shape_problems(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_emulator_answers_in_the_shapes_of_the_vendors_examples() {
-    let t = tenant(
+    let mut t = tenant(
         &[("a@contoso.com", LOC), ("b@contoso.com", LOC)],
         "  - {id: sub-1, product: SPB, seats: 2}\n  - {id: sub-t, product: ENTERPRISEPACK, seats: 25, trial: true}\n",
     );
+    t.organizations[0].groups.push(seatkeeper::domain::Group {
+        id: None,
+        name: "sales".into(),
+        members: vec!["a@contoso.com".into()],
+        licenses: vec![seatkeeper::domain::Licence::new("SPB", &[])],
+        processing: false,
+    });
     let served = emulate(&t, Faults::default()).await;
     let http = plain_http();
     let token = |scope: &'static str| {
@@ -1486,6 +1517,47 @@ async fn the_emulator_answers_in_the_shapes_of_the_vendors_examples() {
     let mut documented = fixture("pcOrders.json");
     documented["items"] = serde_json::json!([fixture("pcOrderNce.json")]);
     check("orders", &orders, documented);
+    // Graph groups: the default property set, the licences when selected, members, a group's
+    // assignLicense answer (202 with the group).
+    let groups = get(&graph, "/v1.0/groups".into()).await;
+    check("groups", &groups, fixture("groupsPage.json"));
+    let selected = get(
+        &graph,
+        "/v1.0/groups?$select=id,displayName,assignedLicenses".into(),
+    )
+    .await;
+    let licensed = &selected["value"][0];
+    assert!(licensed["assignedLicenses"].is_array(), "{selected}");
+    check(
+        "groups (assignedLicenses)",
+        &serde_json::json!({"value": [{"assignedLicenses": licensed["assignedLicenses"]}]}),
+        fixture("groupLicenses.json"),
+    );
+    let id = licensed["id"].as_str().unwrap();
+    let members = get(&graph, format!("/v1.0/groups/{id}/members?$select=id")).await;
+    // Each directory object names its type (the stored example predates the annotation).
+    let member = &members["value"][0];
+    assert_eq!(member["@odata.type"], "#microsoft.graph.user", "{members}");
+    let mut untyped = members.clone();
+    untyped["value"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("@odata.type");
+    check("group members", &untyped, fixture("groupMembers.json"));
+    let assigned = http
+        .post(format!("{}/v1.0/groups/{id}/assignLicense", served.root))
+        .bearer_auth(&graph)
+        .json(&serde_json::json!({"addLicenses": [], "removeLicenses": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(assigned.status(), 202);
+    let assigned: serde_json::Value = assigned.json().await.unwrap();
+    check(
+        "group assignLicense",
+        &assigned,
+        fixture("groupAssignLicense.json"),
+    );
     // Graph: a page with its next link, a $batch, an error body.
     let users = get(&graph, "/v1.0/users?$top=1".into()).await;
     check(
@@ -2139,6 +2211,50 @@ fn readme_directory_example_runs_as_written() {
     );
 }
 
+#[test]
+fn readme_groups_example_runs_as_written() {
+    let block = readme_block("```sh", "# groups example");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut applies = 0;
+    for line in commands(&block) {
+        let (line, mut command) = readme_command(line, tmp.path());
+        applies += usize::from(line.starts_with("cargo run"));
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{line}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(applies, 2);
+    let tenant = TenantFile::load(&tmp.path().join("groups.yaml")).unwrap();
+    let org = &tenant.organizations[0];
+    let inherited: Vec<&str> = org
+        .users
+        .iter()
+        .filter(|u| {
+            u.licence("SPE_E3")
+                .is_some_and(|l| l.by_group && l.disabled_plans == ["SWAY"])
+        })
+        .map(|u| u.upn.as_str())
+        .collect();
+    assert_eq!(
+        inherited,
+        [
+            "ann@contoso.com",
+            "bob@contoso.com",
+            "cem@contoso.com",
+            "dee@contoso.com"
+        ],
+        "every member inherits E3 without Sway, dee once she joined"
+    );
+    assert_eq!(
+        org.subscriptions[0].seats, 4,
+        "a seat bought for each member"
+    );
+}
+
 /// The README's shown `plan` of the autoscaling example is what `plan` prints today: each
 /// line the README shows after a `$ ` command is printed by it, in that order.
 #[test]
@@ -2164,4 +2280,172 @@ fn readme_autoscale_sample_output_is_current() {
         }
     }
     assert!(compared >= 3, "the sample shows output");
+}
+
+/// a, b and c in group `sales`; c has no usage location; SPE_E3 with 2 seats.
+fn grouped_tenant(product: &str) -> TenantFile {
+    let mut t = tenant(
+        &[
+            ("a@contoso.com", LOC),
+            ("b@contoso.com", LOC),
+            ("c@contoso.com", ""),
+        ],
+        &format!("  - {{id: sub-1, product: {product}, seats: 2}}\n"),
+    );
+    t.organizations[0].groups.push(seatkeeper::domain::Group {
+        id: None,
+        name: "sales".into(),
+        members: ["a", "b", "c"].map(|u| format!("{u}@contoso.com")).to_vec(),
+        licenses: vec![],
+        processing: false,
+    });
+    t
+}
+
+fn for_group(
+    product: &str,
+) -> Declared<AssignmentIntent, seatkeeper::api::LicenseAssignmentStatus> {
+    Declared {
+        meta: meta("sales"),
+        spec: serde_json::from_value(json!({"organization": "contoso.com", "groups": ["sales"],
+            "licenses": [{"product": product}]}))
+        .unwrap(),
+        status: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_licences_wait_for_seats_then_members_inherit_them_or_are_in_error_on_both_backends()
+{
+    let t = grouped_tenant("SPE_E3");
+    // Two seats for three members: the group waits, nobody is left in CountViolation.
+    fn waiting(_: &dyn Fn(&str) -> String) -> Desired {
+        Desired {
+            assignments: vec![for_group("SPE_E3")],
+            ..Default::default()
+        }
+    }
+    let s = same(&t, waiting).await;
+    assert_eq!(s.resources[0].2.as_deref(), Some("InsufficientSeats"));
+    assert_eq!(s.group_licences, vec![("sales".into(), vec![])]);
+    assert_eq!(s.groups, vec![("sales".into(), 3, 0, 0, None)]);
+    // A third seat: the group gets SPE_E3; a and b inherit it, c (no usage location) is in
+    // error, mapped to UsageLocationMissing.
+    fn seated(id: &dyn Fn(&str) -> String) -> Desired {
+        Desired {
+            subscriptions: vec![subscription("e3", &id("sub-1"), "SPE_E3", 3)],
+            assignments: vec![for_group("SPE_E3")],
+            ..Default::default()
+        }
+    }
+    let s = same(&t, seated).await;
+    assert_eq!(s.seats, vec![("SPE_E3".into(), 3)]);
+    assert_eq!(
+        s.group_licences,
+        vec![("sales".into(), vec!["SPE_E3".into()])]
+    );
+    assert_eq!(
+        s.licences,
+        vec![
+            ("a@contoso.com".into(), vec!["SPE_E3".into()]),
+            ("b@contoso.com".into(), vec!["SPE_E3".into()]),
+            ("c@contoso.com".into(), vec![]),
+        ]
+    );
+    assert_eq!(
+        s.groups,
+        vec![("sales".into(), 3, 2, 1, Some("UsageLocationMissing".into()))]
+    );
+    assert_eq!(s.resources[1].0, "sales");
+    assert_eq!(s.resources[1].2.as_deref(), Some("UsageLocationMissing"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_licensing_needs_entra_p1_on_both_backends() {
+    // Business Standard includes no Microsoft Entra ID P1.
+    let t = grouped_tenant("O365_BUSINESS_PREMIUM");
+    fn scenario(_: &dyn Fn(&str) -> String) -> Desired {
+        Desired {
+            assignments: vec![for_group("O365_BUSINESS_PREMIUM")],
+            ..Default::default()
+        }
+    }
+    let s = same(&t, scenario).await;
+    assert_eq!(
+        s.resources[0].2.as_deref(),
+        Some("GroupLicensingUnavailable")
+    );
+    assert_eq!(s.group_licences, vec![("sales".into(), vec![])]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_group_removes_its_licence_from_members_holding_it_through_the_group_alone_on_both_backends()
+ {
+    let mut t = grouped_tenant("SPE_E3");
+    t.organizations[0].subscriptions[0].seats = 5;
+    // b also holds SPE_E3 directly: it keeps it.
+    t.organizations[0].users[1].licenses = vec![seatkeeper::domain::Licence::new("SPE_E3", &[])];
+    t.organizations[0].users[2].usage_location = Some("NL".into());
+    let mut results = vec![];
+    for microsoft_backend in [false, true] {
+        let mut desired = Desired {
+            assignments: vec![for_group("SPE_E3")],
+            ..Default::default()
+        };
+        let served = emulate(&t, Faults::default()).await;
+        let embedded = Embedded::new(t.clone(), None, Arc::new(FixedClock::new(now())));
+        let ms = microsoft(&served.root, true, "s3cret");
+        let run = async |desired: &mut Desired| {
+            if microsoft_backend {
+                converge_now(&ms, desired).await.unwrap()
+            } else {
+                converge_now(&embedded, desired).await.unwrap()
+            }
+        };
+        let first = run(&mut desired).await;
+        assert!(first.converged);
+        assert_eq!(desired.assignments[0].status.owned_groups.len(), 1);
+        // The declaration drops the group (its removal is acknowledged: a and c lose their
+        // only data-bearing licence, R28).
+        desired.assignments[0].spec.groups.clear();
+        desired.assignments[0].spec.users = vec!["b@contoso.com".into()];
+        desired.assignments[0].meta.flags.acknowledge_downgrade = true;
+        let report = run(&mut desired).await;
+        let tenant = if microsoft_backend {
+            served.emulator_tenant()
+        } else {
+            embedded.tenant()
+        };
+        let _ = served.stop.send(true);
+        let mut s = seen(&report, &desired, &tenant);
+        s.users.clear();
+        let removed: Vec<String> = desired.assignments[0]
+            .status
+            .removals
+            .iter()
+            .map(|r| r.user.clone())
+            .collect();
+        results.push((
+            s,
+            removed,
+            desired.assignments[0].status.owned_groups.clone(),
+        ));
+    }
+    assert_eq!(results[0], results[1], "the two backends disagree");
+    let (s, removed, owned) = &results[0];
+    assert_eq!(s.group_licences, vec![("sales".into(), vec![])]);
+    assert_eq!(
+        s.licences,
+        vec![
+            ("a@contoso.com".into(), vec![]),
+            ("b@contoso.com".into(), vec!["SPE_E3".into()]),
+            ("c@contoso.com".into(), vec![]),
+        ]
+    );
+    assert_eq!(
+        removed,
+        &["a@contoso.com", "c@contoso.com"],
+        "R19: each recorded"
+    );
+    assert!(owned.is_empty());
 }

@@ -891,3 +891,144 @@ proptest! {
         selector_follows_the_directory(&c)?;
     }
 }
+
+/// A group's membership changing day by day under a LicenseAssignment naming the group (SPB,
+/// group-based licensing), and on one day, perhaps, the declaration dropping the group.
+#[derive(Clone, Debug)]
+struct Membership {
+    /// Per user: holds SPB directly from the start (not the group's).
+    held_directly: Vec<bool>,
+    /// Per day, per user: a member of the group.
+    days: Vec<Vec<bool>>,
+    /// The day the spec stops naming the group, if any.
+    dropped_on: Option<usize>,
+    acknowledged: bool,
+}
+
+fn membership_case() -> impl Strategy<Value = Membership> {
+    (1usize..10, 1usize..5).prop_flat_map(|(n, days)| {
+        (
+            prop::collection::vec(prop::bool::weighted(0.2), n),
+            prop::collection::vec(prop::collection::vec(any::<bool>(), n), days),
+            prop::option::of(0..days),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(held_directly, days, dropped_on, acknowledged)| Membership {
+                    held_directly,
+                    days,
+                    dropped_on,
+                    acknowledged,
+                },
+            )
+    })
+}
+
+fn group_follows_its_members(c: &Membership) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let n = c.held_directly.len();
+    let mut yaml = String::from(
+        "organizations:\n- domain: contoso.com\n  paymentMethodOnFile: true\n  users:\n",
+    );
+    for (i, held) in c.held_directly.iter().enumerate() {
+        let licence = if *held {
+            ", licenses: [{product: SPB}]"
+        } else {
+            ""
+        };
+        yaml += &format!("  - {{upn: {}, usageLocation: NL{licence}}}\n", upn(i));
+    }
+    yaml += &format!(
+        "  subscriptions:\n  - {{id: sub-0, product: SPB, seats: {n}}}\n  groups:\n  - {{name: sales, members: []}}\n"
+    );
+    let mut tenant = TenantFile::parse(&yaml, "tenant.yaml").unwrap();
+    let clock = Arc::new(FixedClock::new(now()));
+    let mut meta = Meta {
+        namespace: "default".into(),
+        name: "sales".into(),
+        created_at: now(),
+        uid: "uid-sales".into(),
+        ..Default::default()
+    };
+    meta.flags.acknowledge_downgrade = c.acknowledged;
+    let mut d = Desired::default();
+    d.assignments.push(Declared::<_, LicenseAssignmentStatus> {
+        meta,
+        spec: serde_json::from_value(serde_json::json!({
+            "organization": "contoso.com",
+            "groups": ["sales"],
+            "licenses": [{"product": "SPB"}],
+        }))
+        .unwrap(),
+        status: Default::default(),
+    });
+    let mut dropped = false;
+    for (day, members) in c.days.iter().enumerate() {
+        clock.set(now() + jiff::SignedDuration::from_hours(24 * day as i64));
+        if c.dropped_on == Some(day) {
+            d.assignments[0].spec.groups.clear();
+            d.assignments[0].spec.users = vec![upn(0)];
+            dropped = true;
+        }
+        tenant.organizations[0].groups[0].members =
+            (0..n).filter(|&i| members[i]).map(upn).collect();
+        let before = Embedded::new(tenant.clone(), None, clock.clone()).tenant();
+        let backend = Embedded::new(tenant, None, clock.clone());
+        let report = rt
+            .block_on(converge(
+                &backend,
+                &mut NoLedger,
+                &mut d,
+                &*clock,
+                &Options::default(),
+                DEFAULT_MAX_PASSES,
+            ))
+            .unwrap();
+        tenant = backend.tenant();
+        let group_holds = !tenant.organizations[0].groups[0].licenses.is_empty();
+        // Dropped without the acknowledgement: Blocked, the group keeps its licence (R28).
+        let kept_back = dropped && !c.acknowledged && group_holds;
+        prop_assert!(report.converged || kept_back, "day {day}");
+        prop_assert_eq!(group_holds, !dropped || kept_back, "day {}", day);
+        for (i, (was, now_)) in before.organizations[0]
+            .users
+            .iter()
+            .zip(&tenant.organizations[0].users)
+            .enumerate()
+        {
+            let has = now_.licence("SPB").is_some();
+            let directly = c.held_directly[i] || (dropped && i == 0);
+            // Members hold the group's licence (a seat for everyone); nobody else gets one.
+            prop_assert_eq!(
+                has,
+                directly || (members[i] && group_holds),
+                "day {}: {}",
+                day,
+                upn(i)
+            );
+            // A licence held directly is never taken by a group's processing.
+            if c.held_directly[i] {
+                prop_assert!(has, "day {day}: {} lost a direct licence", upn(i));
+            }
+            // A licence lost through the declaration's change needed the acknowledgement.
+            if was.licence("SPB").is_some() && !has && members[i] {
+                prop_assert!(
+                    c.acknowledged,
+                    "day {day}: {} lost it unacknowledged",
+                    upn(i)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100), failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))), ..ProptestConfig::default() })]
+    #[test]
+    fn a_group_licence_follows_the_members_and_is_taken_only_as_declared(c in membership_case()) {
+        group_follows_its_members(&c)?;
+    }
+}

@@ -437,11 +437,14 @@ fn change_of(
     })
 }
 
+/// A request Graph refuses: status, code, message.
+pub(super) type Refused = (StatusCode, &'static str, String);
+
 /// An `assignLicense` body's licences, in names (a user's and a group's alike).
 pub(super) fn licences_of(
     catalog: &Catalog,
     body: &AssignLicense,
-) -> Result<(Vec<Licence>, Vec<String>), (StatusCode, &'static str, String)> {
+) -> Result<(Vec<Licence>, Vec<String>), Refused> {
     let product = |sku: &str| {
         catalog
             .products()

@@ -41,6 +41,7 @@ fn graph_group(g: &Group) -> Value {
         "securityEnabled": true,
         "mailEnabled": false,
         "groupTypes": [],
+        "createdDateTime": "2026-01-01T00:00:00Z",
         "assignedLicenses": g.licenses.iter().map(|l| json!({
             "skuId": super::graph::sku_id(&l.product),
             "disabledPlans": l.disabled_plans.iter().map(|p| super::graph::plan_id(p)).collect::<Vec<_>>(),
@@ -326,7 +327,12 @@ pub async fn assign_license(
     (
         StatusCode::ACCEPTED,
         [("location", format!("https://graph.microsoft.com/v2/{id}/directoryObjects/{id}/Microsoft.DirectoryServices.Group"))],
-        Json(selected(group, None, GROUP_DEFAULT)),
+        // As the page's example answers: the group's id, kind and creation.
+        Json(selected(
+            group,
+            None,
+            &["id", "createdDateTime", "groupTypes", "securityEnabled"],
+        )),
     )
         .into_response()
 }

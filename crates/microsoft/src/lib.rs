@@ -237,7 +237,7 @@ impl Microsoft {
             .client
             .all::<wire::Group>(
                 Scope::Graph,
-                &self.graph("/groups?$select=id,displayName,assignedLicenses&$top=999"),
+                &self.graph("/groups?$select=id,displayName,assignedLicenses,licenseProcessingState&$top=999"),
             )
             .await?;
         let mut reads = vec![];

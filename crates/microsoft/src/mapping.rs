@@ -103,11 +103,16 @@ impl Users {
                     .or_else(|| self.upns.get(&m.id.to_lowercase()).cloned())
             })
             .collect();
+        let processing = g
+            .license_processing_state
+            .and_then(|p| p.state)
+            .is_some_and(|s| s != "ProcessingComplete");
         self.groups.push(Group {
             name: g.display_name.unwrap_or_else(|| g.id.clone()),
             id: Some(g.id),
             members,
             licenses,
+            processing,
         });
     }
 
@@ -695,6 +700,52 @@ mod tests {
         assert_eq!(
             body.remove_licenses,
             vec!["c7df2760-2c81-4ef7-b578-5b5392b571df"]
+        );
+    }
+
+    #[test]
+    fn graph_groups_map_members_by_id_and_a_group_in_processing_is_marked() {
+        let skus = documented_skus();
+        let mut read = Users::new(&skus);
+        read.add(vec![
+            serde_json::from_value(
+                serde_json::json!({"id": "u1", "userPrincipalName": "alice@contoso.com"}),
+            )
+            .unwrap(),
+        ]);
+        let group = |state: serde_json::Value| -> wire::Group {
+            serde_json::from_value(serde_json::json!({
+                "id": "g1", "displayName": "Sales",
+                "assignedLicenses": [{"skuId": "c7df2760-2c81-4ef7-b578-5b5392b571df", "disabledPlans": []}],
+                "licenseProcessingState": state
+            }))
+            .unwrap()
+        };
+        let members: Vec<wire::Member> = serde_json::from_value(serde_json::json!([
+            {"@odata.type": "#microsoft.graph.user", "id": "U1"},
+            {"@odata.type": "#microsoft.graph.group", "id": "nested"}
+        ]))
+        .unwrap();
+        read.add_group(
+            group(serde_json::json!({"state": "QueuedForProcessing"})),
+            members.clone(),
+        );
+        read.add_group(
+            group(serde_json::json!({"state": "ProcessingComplete"})),
+            members.clone(),
+        );
+        read.add_group(group(serde_json::Value::Null), members);
+        let d = Directory::of("contoso.com", &Catalog::builtin(), skus, vec![], read, None);
+        let g = &d.organization.groups;
+        assert_eq!(
+            g[0].members,
+            vec!["alice@contoso.com"],
+            "users only, by their UPN"
+        );
+        assert_eq!(g[0].licenses[0].product, "ENTERPRISEPREMIUM");
+        assert_eq!(
+            g.iter().map(|g| g.processing).collect::<Vec<_>>(),
+            vec![true, false, false]
         );
     }
 

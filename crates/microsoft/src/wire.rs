@@ -182,6 +182,15 @@ pub struct Group {
     pub display_name: Option<String>,
     #[serde(default)]
     pub assigned_licenses: Vec<AssignedLicense>,
+    /// `{state: QueuedForProcessing | ProcessingInProgress | ProcessingComplete}`.
+    #[serde(default)]
+    pub license_processing_state: Option<LicenseProcessingState>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LicenseProcessingState {
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 /// One member of `GET /groups/{id}/members`: a directory object, a user when its
@@ -602,6 +611,36 @@ mod tests {
             serde_json::from_value(v["value"][0]["licenseAssignmentState"].clone()).unwrap();
         assert_eq!(states[0].assigned_by_group, None);
         assert!(states[1].assigned_by_group.is_some());
+    }
+
+    #[test]
+    fn graph_group_licensing_documented_examples_parse() {
+        let request: AssignLicense =
+            serde_json::from_str(&fixture("groupAssignLicenseRequest.json")).unwrap();
+        assert_eq!(request.add_licenses.len(), 2);
+        assert_eq!(request.add_licenses[0].disabled_plans.len(), 2);
+        assert!(request.remove_licenses.is_empty());
+        // What the client sends for a group is the same shape, key for key.
+        let sent = serde_json::to_value(&request).unwrap();
+        let documented: Value =
+            serde_json::from_str(&fixture("groupAssignLicenseRequest.json")).unwrap();
+        assert_eq!(sent, documented);
+        let groups: Page<Group> = serde_json::from_str(&fixture("groupsPage.json")).unwrap();
+        assert_eq!(groups.value[0].display_name.as_deref(), Some("Golf Assist"));
+        assert!(groups.value[0].assigned_licenses.is_empty(), "not selected");
+        let licensed: Page<Group> = serde_json::from_value({
+            let mut v: Value = serde_json::from_str(&fixture("groupLicenses.json")).unwrap();
+            v["value"][0]["id"] = Value::from("g");
+            v
+        })
+        .unwrap();
+        assert_eq!(
+            licensed.value[0].assigned_licenses[1].sku_id,
+            "b05e124f-c7cc-45a0-a6aa-8cf78c946968"
+        );
+        let members: Page<Member> = serde_json::from_str(&fixture("groupMembers.json")).unwrap();
+        assert_eq!(members.value[0].id, "id-value");
+        assert_eq!(members.value[0].odata_type, None);
     }
 
     #[test]

@@ -227,6 +227,7 @@ mod tests {
             name: "sales".into(),
             members: members.iter().map(|m| m.to_string()).collect(),
             licenses: vec![Licence::new("SPE_E3", &["SWAY".into()])],
+            processing: false,
         });
         o
     }
@@ -294,6 +295,7 @@ mod tests {
             name: "all".into(),
             members: vec!["b@contoso.com".into()],
             licenses: vec![Licence::new("SPE_E3", &[])],
+            processing: false,
         });
         process(&mut o, &Catalog::builtin(), now());
         o.set_licences(

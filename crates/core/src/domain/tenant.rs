@@ -196,6 +196,11 @@ pub struct Group {
     /// Licences assigned to the group (product, disabled plans).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub licenses: Vec<Licence>,
+    /// The service is still passing the group's licences to its members (Graph's
+    /// `licenseProcessingState` other than `ProcessingComplete`); the simulator processes at
+    /// once, so never in a tenant file.
+    #[serde(skip)]
+    pub processing: bool,
 }
 
 impl Group {

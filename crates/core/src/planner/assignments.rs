@@ -98,23 +98,19 @@ impl<'a> Planner<'a> {
             paused: d.meta.flags.paused,
             ..Default::default()
         };
-        let mut states = UserStates::new();
-        let mut groups = vec![];
-        let mut group_waiting = None;
+        let mut seen = Seen::default();
         if let Some(block) = stop {
             outcome.blocked = Some(block);
-        } else if let Err(block) = self.assignment_steps(
-            index,
-            d,
-            claims,
-            users,
-            &mut states,
-            &mut outcome,
-            &mut groups,
-            &mut group_waiting,
-        ) {
+        } else if let Err(block) =
+            self.assignment_steps(index, d, claims, users, &mut seen, &mut outcome)
+        {
             outcome.blocked = Some(block);
         }
+        let Seen {
+            mut states,
+            groups,
+            group_waiting,
+        } = seen;
         self.note_refusals(d, users, &mut states, &mut outcome);
         let mut status = LicenseAssignmentStatus {
             observed_generation: d.meta.generation,
@@ -199,11 +195,14 @@ impl<'a> Planner<'a> {
         d: &Assignment,
         claims: &Claims,
         users: &[&str],
-        states: &mut UserStates,
+        seen: &mut Seen,
         outcome: &mut Outcome,
-        group_statuses: &mut Vec<super::resources::GroupStatus>,
-        group_waiting: &mut Option<Block>,
     ) -> Result<(), Block> {
+        let Seen {
+            states,
+            groups: group_statuses,
+            group_waiting,
+        } = seen;
         let deleting = d.meta.deleting;
         if deleting && super::deletion::of_assignment(d).is_some() {
             // Nothing it owns to remove, it keeps them, or it is abandoned: no gate, no catalog.
@@ -277,6 +276,11 @@ impl<'a> Planner<'a> {
             if !outcome.paused {
                 self.push_group_changes(d, group_changes);
             }
+        } else if !groups.processing.is_empty() {
+            outcome.progressing = Some(format!(
+                "the licensing service is still processing group {}",
+                groups.processing.join(", ")
+            ));
         } else if outcome.blocked.is_none()
             && let Some(w) = groups.waiting.take()
         {
@@ -685,6 +689,15 @@ impl<'a> Planner<'a> {
 
 /// Each listed user's state and what stops them.
 type UserStates = BTreeMap<String, (UserState, Option<Block>)>;
+
+/// What planning one LicenseAssignment found: its users' states, its groups' statuses, and
+/// why a group's licences are not all there yet.
+#[derive(Default)]
+struct Seen {
+    states: UserStates,
+    groups: Vec<super::resources::GroupStatus>,
+    group_waiting: Option<Block>,
+}
 
 /// What one LicenseAssignment plans with.
 struct Scope<'a, 's> {

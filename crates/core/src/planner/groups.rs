@@ -30,6 +30,8 @@ pub(super) struct GroupPlan {
     pub waiting: Option<Block>,
     /// Members who would lose a licence: counted against the removal limit.
     pub losing: usize,
+    /// Groups whose licences the service is still passing to their members.
+    pub processing: Vec<String>,
     /// (lowercase member, product) losing a licence with a group's removal: a member the
     /// resource also declares gets it directly first (make-before-break).
     pub losing_users: BTreeSet<(String, String)>,
@@ -128,6 +130,16 @@ impl<'a> Planner<'a> {
             };
             declared_keys.insert(group.key().to_string());
             let mut status = group_status(org, name, group, &declared);
+            if group.processing {
+                // Members are not all there yet: nothing to decide from them until it is done.
+                status.message = Some(
+                    "the licensing service is still giving the group's licences to its members"
+                        .into(),
+                );
+                plan.processing.push(name.to_string());
+                plan.statuses.push(status);
+                continue;
+            }
             let add: Vec<Licence> = declared
                 .iter()
                 .filter(|l| group.licence(&l.product).is_none_or(|h| !h.same_plans(l)))

@@ -640,6 +640,7 @@ pub struct GroupStatus {
 pub struct OwnedGroupLicence {
     /// The group's object id (its name where it has none).
     pub group: String,
+    /// The product (SKU part number) the group was given.
     pub product: String,
 }
 

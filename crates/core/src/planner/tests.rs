@@ -1044,6 +1044,7 @@ fn grouped(members: usize, seats: u32) -> Observed {
         name: "sales".into(),
         members: (0..members).map(|i| format!("u{i}@contoso.com")).collect(),
         licenses: vec![],
+        processing: false,
     });
     o
 }
@@ -1054,7 +1055,10 @@ fn for_group(group: &str) -> Declared<AssignmentIntent, LicenseAssignmentStatus>
     la
 }
 
-fn group_ops(p: &Plan) -> Vec<(String, Vec<String>, Vec<String>, u32, usize)> {
+/// (group, products added, products removed, members gaining, members losing).
+type GroupOp = (String, Vec<String>, Vec<String>, u32, usize);
+
+fn group_ops(p: &Plan) -> Vec<GroupOp> {
     p.actions
         .iter()
         .filter_map(|a| match &a.op {
@@ -1103,6 +1107,30 @@ fn group_licence_is_given_to_the_group_once_every_member_has_a_seat() {
         &Options::default(),
     );
     assert_eq!(group_ops(&p).len(), 1);
+}
+
+#[test]
+fn a_group_still_being_processed_changes_nothing_and_says_so() {
+    let mut o = grouped(3, 5);
+    let org = o.organizations.get_mut("contoso.com").unwrap();
+    org.groups[0].processing = true;
+    let d = Desired {
+        assignments: vec![for_group("sales")],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert!(
+        group_ops(&p).is_empty(),
+        "nothing decided from half-processed members"
+    );
+    let s = &p.assignments[0];
+    assert_eq!(s.blocked_reason, None);
+    let ready = s.conditions.get("Ready").unwrap();
+    assert_eq!(ready.reason, "Reconciling");
+    assert!(
+        ready.message.contains("still processing group sales"),
+        "{ready:?}"
+    );
 }
 
 #[test]
