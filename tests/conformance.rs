@@ -2174,10 +2174,10 @@ fn readme_sandbox_runs_as_written() {
     );
 }
 
-/// The README's worked example of `userSelector`, run as written.
-#[test]
-fn readme_directory_example_runs_as_written() {
-    let block = readme_block("```sh", "# directory example");
+/// Run the README's `sh` block marked `marker` in a scratch directory, every command having to
+/// succeed; the directory and how many `cargo run` lines it held.
+fn run_readme_block(marker: &str) -> (tempfile::TempDir, usize) {
+    let block = readme_block("```sh", marker);
     let tmp = tempfile::tempdir().unwrap();
     let mut applies = 0;
     for line in commands(&block) {
@@ -2191,6 +2191,13 @@ fn readme_directory_example_runs_as_written() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    (tmp, applies)
+}
+
+/// The README's worked example of `userSelector`, run as written.
+#[test]
+fn readme_directory_example_runs_as_written() {
+    let (tmp, applies) = run_readme_block("# directory example");
     assert_eq!(applies, 3);
     let tenant = TenantFile::load(&tmp.path().join("directory.yaml")).unwrap();
     let org = &tenant.organizations[0];
@@ -2213,20 +2220,7 @@ fn readme_directory_example_runs_as_written() {
 
 #[test]
 fn readme_groups_example_runs_as_written() {
-    let block = readme_block("```sh", "# groups example");
-    let tmp = tempfile::tempdir().unwrap();
-    let mut applies = 0;
-    for line in commands(&block) {
-        let (line, mut command) = readme_command(line, tmp.path());
-        applies += usize::from(line.starts_with("cargo run"));
-        let out = command.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{line}\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let (tmp, applies) = run_readme_block("# groups example");
     assert_eq!(applies, 2);
     let tenant = TenantFile::load(&tmp.path().join("groups.yaml")).unwrap();
     let org = &tenant.organizations[0];
