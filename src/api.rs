@@ -443,4 +443,14 @@ pub struct ProductCounts {
     pub assigned: i64,
     /// Licences free to assign.
     pub available: i64,
+    /// What the free seats cost a month (available × the list price), in `currency`; absent
+    /// when the price is not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_monthly_cost: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// The earliest term end of its subscriptions still ahead (the next renewal, or the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub next_term_ends_at: Option<crate::domain::Instant>,
 }

@@ -11,7 +11,7 @@
 
 // The core (no Kubernetes, no JSON, no HTTP): its own crate, `crates/core`, so the compiler
 // keeps the fence. Re-exported under the names the rest of the house uses.
-pub use seatkeeper_core::{clock, domain, executor, guid, planner};
+pub use seatkeeper_core::{clock, domain, executor, guid, planner, report};
 // The emulator and the YAML reading: crates of their own too (`crates/emulator`,
 // `crates/embedded`).
 pub use seatkeeper_embedded::yaml;

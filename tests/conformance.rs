@@ -2253,7 +2253,18 @@ fn readme_groups_example_runs_as_written() {
 /// line the README shows after a `$ ` command is printed by it, in that order.
 #[test]
 fn readme_autoscale_sample_output_is_current() {
-    let block = readme_block("```", "$ cp examples/autoscale/tenant.yaml");
+    readme_sample_output_is_current("$ cp examples/autoscale/tenant.yaml");
+}
+
+#[test]
+fn readme_report_sample_output_is_current() {
+    readme_sample_output_is_current("$ cargo run -q -- report ");
+}
+
+/// The README's sample session starting with `first`: each `$ ` line is run as a person runs
+/// it, and each line shown after it must be printed, in that order.
+fn readme_sample_output_is_current(first: &str) {
+    let block = readme_block("```", first);
     let tmp = tempfile::tempdir().unwrap();
     let mut lines = block.lines().peekable();
     let mut compared = 0;

@@ -57,6 +57,9 @@ pub struct EmulateArgs {
     /// Fault: licence writes are refused 403 (the application lacks LicenseAssignment.ReadWrite.All).
     #[arg(long)]
     deny_licence_writes: bool,
+    /// Fault: users' signInActivity is refused 403 (the application lacks AuditLog.Read.All).
+    #[arg(long)]
+    deny_sign_in_activity: bool,
     /// Fault: every checkout goes through and its reply is lost.
     #[arg(long)]
     lose_checkout_replies: bool,
@@ -130,6 +133,7 @@ pub fn run(args: &EmulateArgs) -> i32 {
             tokens_die_after: args.tokens_die_after,
             replication_lag: args.replication_lag,
             deny_licence_writes: args.deny_licence_writes,
+            deny_sign_in_activity: args.deny_sign_in_activity,
             lose_checkout_replies: args.lose_checkout_replies,
             orders_lag: args.orders_lag,
             fail_transitions: args.fail_transitions,

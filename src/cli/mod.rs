@@ -5,6 +5,7 @@ mod export;
 mod manifests;
 mod output;
 mod progress;
+mod report;
 mod schema;
 
 pub use manifests::{InputError, Object};
@@ -49,6 +50,10 @@ enum Command {
     /// Write manifests that adopt what an organization holds today (its subscriptions,
     /// add-ons and directly assigned licences); `plan` on them changes nothing.
     Export(export::ExportArgs),
+    /// What seats cost and who uses them: per product seats bought, assigned and free (and
+    /// what the free ones cost), per namespace what its LicenseAssignments hold, licensed
+    /// accounts disabled or unused, licences in error. Reads; changes nothing.
+    Report(report::ReportArgs),
     /// Print the CustomResourceDefinitions (the same bytes as crds/).
     Crds,
     /// Run the controller against the current kubeconfig or in-cluster config.
@@ -436,6 +441,7 @@ fn run_command(cli: Cli, interrupt: Option<Interrupt>) -> i32 {
         Command::Run(a) => return run_controller(&a),
         Command::Emulate(a) => return emulate::run(&a),
         Command::Export(a) => return export::run(&a),
+        Command::Report(a) => return report::run(&a),
     };
     // One worker beside the run: it hears signals while the run is busy.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -614,7 +620,7 @@ async fn run(args: &Args, mode: Mode, interrupt: &Interrupt) -> Result<i32, CliE
     let live = tenants.catalogs().await?;
     check_against_tenant(&manifests, &tenant, &live)?;
     let state = Applied::read(mode, &tenant, &manifests, clock.now())?;
-    let mut desired = state.desired(args, &manifests)?;
+    let mut desired = state.desired(&args.state, &manifests)?;
     let organizations: Vec<crate::api::Organization> = manifests
         .organizations
         .iter()
@@ -802,7 +808,7 @@ impl Applied {
     }
 
     /// The planner's declared state, through the one intent builder.
-    fn desired(&self, args: &Args, manifests: &manifests::Manifests) -> Result<Desired, CliError> {
+    fn desired(&self, state: &Path, manifests: &manifests::Manifests) -> Result<Desired, CliError> {
         let mut desired = Desired {
             namespaces: BTreeMap::new(),
             secrets: manifests.secrets.clone(),
@@ -813,7 +819,7 @@ impl Applied {
             let recorded = |e: String| {
                 InputError(format!(
                     "{}: recorded {} {}/{}: {e}",
-                    args.state.display(),
+                    state.display(),
                     key.0,
                     key.1,
                     key.2
@@ -894,6 +900,38 @@ impl Tenants {
             })
             .collect()
     }
+
+    /// The copy `plan` runs on, with each Microsoft tenant as it stands (read, not changed),
+    /// and each Microsoft tenant's own catalog (its products, no list prices).
+    async fn with_live_tenants(
+        &self,
+        copy: Embedded,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Embedded, BTreeMap<String, Arc<crate::domain::Catalog>>), CliError> {
+        let mut catalogs = BTreeMap::new();
+        if self.microsoft.is_empty() {
+            return Ok((copy, catalogs));
+        }
+        let mut file = copy.tenant();
+        let mut products = file.catalog.clone().unwrap_or_default();
+        for (domain, m) in self.backends()? {
+            let snap = m.snapshot(&domain).await?;
+            let builtin = crate::domain::Catalog::builtin();
+            for p in snap
+                .catalog
+                .products()
+                .filter(|p| builtin.product(&p.sku).is_none())
+            {
+                products.products.push(p.clone());
+            }
+            file.organizations
+                .retain(|o| !o.domain.eq_ignore_ascii_case(&domain));
+            file.organizations.extend(snap.organization);
+            catalogs.insert(domain, snap.catalog);
+        }
+        file.catalog = Some(products);
+        Ok((Embedded::new(file, None, clock), catalogs))
+    }
 }
 
 /// One `plan`, `apply` or `delete`.
@@ -919,7 +957,7 @@ impl Execution<'_> {
         let clock = self.clock.clone();
         if self.mode == Mode::Plan {
             let copy = Embedded::new(self.tenant.clone(), None, clock.clone());
-            let copy = self.with_live_tenants(copy).await?;
+            let (copy, _) = self.tenants.with_live_tenants(copy, clock.clone()).await?;
             let mut nothing = NoLedger;
             let run = executor::converge(&copy, &mut nothing, desired, &*clock, options, max);
             return Ok(run.await?);
@@ -955,31 +993,6 @@ impl Execution<'_> {
             backend.default.forget_records(&gone)?;
         }
         Ok(report)
-    }
-
-    /// The copy `plan` runs on, with each Microsoft tenant as it stands (read, not changed).
-    async fn with_live_tenants(&self, copy: Embedded) -> Result<Embedded, CliError> {
-        if self.tenants.microsoft.is_empty() {
-            return Ok(copy);
-        }
-        let mut file = copy.tenant();
-        let mut products = file.catalog.clone().unwrap_or_default();
-        for (domain, m) in self.tenants.backends()? {
-            let snap = m.snapshot(&domain).await?;
-            let builtin = crate::domain::Catalog::builtin();
-            for p in snap
-                .catalog
-                .products()
-                .filter(|p| builtin.product(&p.sku).is_none())
-            {
-                products.products.push(p.clone());
-            }
-            file.organizations
-                .retain(|o| !o.domain.eq_ignore_ascii_case(&domain));
-            file.organizations.extend(snap.organization);
-        }
-        file.catalog = Some(products);
-        Ok(Embedded::new(file, None, self.clock.clone()))
     }
 }
 

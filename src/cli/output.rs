@@ -354,7 +354,13 @@ fn kind_table(
         }
         grid.push(row);
     }
-    let widths: Vec<usize> = (0..header.len())
+    aligned(&grid)
+}
+
+/// Rows in columns, as kubectl prints them (the first row is the header), and a blank line.
+pub fn aligned(grid: &[Vec<String>]) -> String {
+    let columns = grid.first().map_or(0, |h| h.len());
+    let widths: Vec<usize> = (0..columns)
         .map(|c| grid.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

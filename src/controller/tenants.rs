@@ -175,17 +175,29 @@ pub fn status_of(
             .map(|(_, org)| (obs, org))
     });
     if let Some((obs, org)) = org {
+        let figures = crate::report::products(org, &obs.catalog, now);
         status.products = obs
             .catalog
             .products()
             .filter_map(|p| {
                 let seats = org.pool(&p.sku, now);
                 let assigned = org.consumed(&p.sku);
+                let available = seats.saturating_sub(assigned);
+                let free_monthly_cost = p
+                    .monthly_price
+                    .map(|x| (x * available as f64 * 100.0).round() / 100.0);
                 (seats > 0 || assigned > 0).then(|| ProductCounts {
                     product: p.sku.clone(),
                     seats: seats as i64,
                     assigned: assigned as i64,
-                    available: seats.saturating_sub(assigned) as i64,
+                    available: available as i64,
+                    currency: free_monthly_cost
+                        .map(|_| crate::domain::billing::CURRENCY.to_string()),
+                    free_monthly_cost,
+                    next_term_ends_at: figures
+                        .iter()
+                        .find(|f| f.product == p.sku)
+                        .and_then(|f| f.next_term_ends_at),
                 })
             })
             .collect();

@@ -1846,3 +1846,124 @@ fn delete_says_what_is_gone_apart_from_ready_and_blocked() {
         .collect();
     assert_eq!(gone, ["spb", "a"]);
 }
+
+/// A tenant of five SPB holders (one who signed in lately, one long ago, one disabled, one
+/// never) and one user without a usage location, with seven seats.
+fn reported_tenant() -> Tenant {
+    let users = "  - {upn: u0@contoso.com, usageLocation: NL, lastSignInAt: '2026-11-20T08:00:00Z', licenses: [{product: SPB}]}\n  - {upn: u1@contoso.com, usageLocation: NL, lastSignInAt: '2026-08-01T08:00:00Z', licenses: [{product: SPB}]}\n  - {upn: u2@contoso.com, usageLocation: NL, accountEnabled: false, lastSignInAt: '2026-11-20T08:00:00Z', licenses: [{product: SPB}]}\n  - {upn: u3@contoso.com, usageLocation: NL, licenses: [{product: SPB}]}\n  - {upn: u4@contoso.com}\n";
+    Tenant::new(&tenant(users, &s("sub-1", "SPB", 7, "")))
+}
+
+fn inactive(r: &Run) -> Vec<(String, String)> {
+    r.out["organizations"][0]["inactiveUsers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["user"].as_str().unwrap().to_string(),
+                u["why"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn report_shows_free_seats_showback_inactive_users_and_licences_in_error() {
+    let t = reported_tenant();
+    let m = lasg(
+        "team",
+        &["u0@contoso.com", "u1@contoso.com", "u4@contoso.com"],
+        "[{product: SPB}]",
+        "",
+    );
+    let before = std::fs::read_to_string(t.dir.path().join("tenant.yaml")).unwrap();
+    let r = t.run("report", &m, NOW);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let o = &r.out["organizations"][0];
+    assert_eq!(o["domain"], "contoso.com");
+    let spb = &o["products"][0];
+    assert_eq!(
+        (
+            &spb["product"],
+            &spb["seats"],
+            &spb["assigned"],
+            &spb["free"]
+        ),
+        (&"SPB".into(), &7.into(), &4.into(), &3.into())
+    );
+    if MICROSOFT {
+        // A real tenant's prices are not known: no amounts, and no currency to give them in.
+        assert!(
+            o["currency"].is_null() && spb["freeMonthlyCost"].is_null(),
+            "{o}"
+        );
+    } else {
+        assert_eq!(o["currency"], "EUR");
+        assert_eq!(spb["freeMonthlyCost"], 66.0, "3 × EUR 22.00");
+        assert_eq!(o["namespaces"][0]["monthlyCost"], 44.0);
+    }
+    assert_eq!(o["namespaces"][0]["namespace"], "default");
+    assert_eq!(
+        o["namespaces"][0]["seats"], 2,
+        "u0 and u1 hold it; u4 cannot"
+    );
+    assert_eq!(
+        o["undeclared"]["seats"], 2,
+        "u2 and u3: nobody's declaration"
+    );
+    assert_eq!(
+        inactive(&r),
+        [
+            (
+                "u1@contoso.com".into(),
+                "no sign-in since 2026-08-01".into()
+            ),
+            ("u2@contoso.com".into(), "the account is disabled".into()),
+            ("u3@contoso.com".into(), "never signed in".into()),
+        ]
+    );
+    assert_eq!(o["signInActivity"]["available"], true);
+    let e = &o["licenceErrors"][0];
+    assert_eq!(
+        (&e["user"], &e["reason"], &e["declaredBy"]),
+        (
+            &"u4@contoso.com".into(),
+            &"UsageLocationMissing".into(),
+            &"default/team".into()
+        )
+    );
+    // --inactive moves the line; a report changes nothing.
+    let r = t.run_with("report", &m, NOW, &["--inactive", "200d"]);
+    assert_eq!(inactive(&r).len(), 2, "{:?}", inactive(&r));
+    let after = std::fs::read_to_string(t.dir.path().join("tenant.yaml")).unwrap();
+    assert_eq!(before, after, "the tenant is left as it was");
+}
+
+#[test]
+fn report_without_sign_in_activity_lists_disabled_accounts_and_says_why() {
+    if !MICROSOFT {
+        return; // the tenant file always has its sign-ins
+    }
+    let mut t = reported_tenant();
+    t.emulator_args = vec!["--deny-sign-in-activity".into()];
+    let r = t.run(
+        "report",
+        &lasg("team", &["u0@contoso.com"], "[{product: SPB}]", ""),
+        NOW,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let o = &r.out["organizations"][0];
+    assert_eq!(o["signInActivity"]["available"], false);
+    assert!(
+        o["signInActivity"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("AuditLog.Read.All"),
+        "{o}"
+    );
+    assert_eq!(
+        inactive(&r),
+        [("u2@contoso.com".into(), "the account is disabled".into())]
+    );
+}

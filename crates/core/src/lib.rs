@@ -13,3 +13,4 @@ pub mod domain;
 pub mod executor;
 pub mod guid;
 pub mod planner;
+pub mod report;

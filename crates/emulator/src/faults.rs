@@ -33,6 +33,9 @@ pub struct Faults {
     pub replication_lag: Duration,
     /// Licence writes are refused 403, as when the application lacks the permission.
     pub deny_licence_writes: bool,
+    /// Users' `signInActivity` is refused 403, as for an app without AuditLog.Read.All (or a
+    /// tenant without Microsoft Entra ID P1).
+    pub deny_sign_in_activity: bool,
     /// Every checkout goes through and its reply is lost (500).
     pub lose_checkout_replies: bool,
     /// An order is listed (`GET …/orders`) only this long after it was placed (Partner
@@ -55,6 +58,7 @@ impl Default for Faults {
             tokens_die_after: None,
             replication_lag: Duration::ZERO,
             deny_licence_writes: false,
+            deny_sign_in_activity: false,
             lose_checkout_replies: false,
             orders_lag: Duration::ZERO,
             fail_transitions: false,

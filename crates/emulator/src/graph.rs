@@ -284,6 +284,17 @@ fn graph_user(org: &Organization, inherited: &Inherited, u: &User) -> Value {
         "country": u.country,
         "employeeType": u.employee_type,
         "accountEnabled": u.account_enabled,
+        // The signInActivity resource type: the last interactive and non-interactive
+        // attempts and the last successful sign-in; null for a user who never signed in. The
+        // tenant file records one time, the last successful (interactive) sign-in.
+        "signInActivity": u.last_sign_in_at.map(|at| json!({
+            "lastSignInDateTime": at.to_string(),
+            "lastSignInRequestId": seatkeeper_core::guid::guid("sign-in", &format!("{} {at}", u.upn)),
+            "lastNonInteractiveSignInDateTime": null,
+            "lastNonInteractiveSignInRequestId": null,
+            "lastSuccessfulSignInDateTime": at.to_string(),
+            "lastSuccessfulSignInRequestId": seatkeeper_core::guid::guid("sign-in", &format!("{} {at}", u.upn)),
+        })),
         "assignedLicenses": assigned,
         "licenseAssignmentStates": states,
     })
@@ -338,6 +349,19 @@ pub async fn users(
     // set, you must specify the desired set of user properties using the OData $select query
     // parameter." Of those, the emulator knows id, jobTitle, officeLocation and the UPN.
     let select = q.get("$select").cloned();
+    // signInActivity: "AuditLog.Read.All" on top of reading users (the user-list page), and
+    // a tenant with Microsoft Entra ID P1 or P2; an app without it is refused the whole page.
+    if em.faults.current().deny_sign_in_activity
+        && select
+            .as_deref()
+            .is_some_and(|s| s.split(',').any(|f| f.trim() == "signInActivity"))
+    {
+        return graph_error(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        );
+    }
     let fields: Vec<&str> = match &select {
         Some(s) => s.split(',').map(str::trim).collect(),
         None => vec!["id", "jobTitle", "officeLocation", "userPrincipalName"],

@@ -26,6 +26,9 @@ use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Lowercase UPN → the last sign-in (`None`: never signed in).
+pub type SignIns = std::collections::HashMap<String, Option<crate::domain::Instant>>;
+
 /// Where the services are.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Endpoints {
@@ -270,6 +273,35 @@ impl Microsoft {
         ));
         *self.directory.lock().expect("directory lock") = Some(directory.clone());
         Ok(directory)
+    }
+
+    /// Each user's last sign-in (`signInActivity`, which Graph returns only to an app with
+    /// AuditLog.Read.All, in a tenant with Microsoft Entra ID P1 or P2): lowercase UPN → the
+    /// last sign-in, `None` for never. `Ok(Err(why))` when Graph refuses it: the report says
+    /// the column is unavailable and why, and goes on. Read only for `seatkeeper report`.
+    pub async fn sign_ins(&self) -> Result<std::result::Result<SignIns, String>> {
+        let url = self.graph("/users?$select=id,userPrincipalName,signInActivity&$top=999");
+        let mut out = SignIns::new();
+        let read = self
+            .client
+            .each_page::<wire::User>(Scope::Graph, &url, |page| {
+                for u in page {
+                    out.insert(
+                        u.user_principal_name.to_lowercase(),
+                        u.sign_in_activity.as_ref().and_then(mapping::last_sign_in),
+                    );
+                }
+            })
+            .await;
+        match read {
+            Ok(()) => Ok(Ok(out)),
+            Err(BackendError::Refused(Refusal::PermissionDenied { .. })) => Ok(Err(
+                "Graph refused signInActivity: it needs the application permission \
+                 AuditLog.Read.All (admin consent) and a tenant with Microsoft Entra ID P1 or P2"
+                    .into(),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// A group's direct members (users and others; `add_group` keeps the users).

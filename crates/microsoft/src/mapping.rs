@@ -449,9 +449,29 @@ fn user(
         country: u.country.clone().filter(|d| !d.is_empty()),
         employee_type: u.employee_type.clone().filter(|d| !d.is_empty()),
         account_enabled: u.account_enabled.unwrap_or(true),
+        last_sign_in_at: u.sign_in_activity.as_ref().and_then(last_sign_in),
         licenses,
         license_errors,
     }
+}
+
+/// The last time the account was used: the last successful sign-in where Graph records it,
+/// else the later of the last interactive and non-interactive attempts (Microsoft's advice
+/// for finding inactive accounts reads both).
+pub fn last_sign_in(a: &wire::SignInActivity) -> Option<crate::domain::Instant> {
+    let at = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|s| s.parse::<crate::domain::Instant>().ok())
+    };
+    at(&a.last_successful_sign_in_date_time).or_else(|| {
+        [
+            at(&a.last_sign_in_date_time),
+            at(&a.last_non_interactive_sign_in_date_time),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+    })
 }
 
 /// Graph's subscriptions, with Partner Center's view of those this partner sold: who sold it

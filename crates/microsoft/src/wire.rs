@@ -147,6 +147,23 @@ pub struct User {
     pub assigned_licenses: Vec<AssignedLicense>,
     #[serde(default)]
     pub license_assignment_states: Vec<LicenseAssignmentState>,
+    /// Returned only when `$select`ed, and only to an app with AuditLog.Read.All (the
+    /// signInActivity resource type); null for a user who never signed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_in_activity: Option<SignInActivity>,
+}
+
+/// `signInActivity`: the last sign-in attempts (interactive, non-interactive) and the last
+/// successful one (recorded since December 2023), each a DateTimeOffset in UTC.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignInActivity {
+    #[serde(default)]
+    pub last_sign_in_date_time: Option<String>,
+    #[serde(default)]
+    pub last_non_interactive_sign_in_date_time: Option<String>,
+    #[serde(default)]
+    pub last_successful_sign_in_date_time: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -172,6 +172,10 @@ pub struct User {
     /// A disabled account (Graph's `accountEnabled: false`) cannot sign in.
     #[serde(default = "enabled", skip_serializing_if = "is_enabled")]
     pub account_enabled: bool,
+    /// When the user last signed in (Graph's `signInActivity.lastSignInDateTime`); absent:
+    /// never, as far as the directory knows. What `seatkeeper report --inactive` measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sign_in_at: Option<Instant>,
     #[serde(default)]
     pub licenses: Vec<Licence>,
     /// Group licences the user is a member for but does not hold, and why (Graph's
@@ -327,6 +331,7 @@ impl Default for User {
             country: None,
             employee_type: None,
             account_enabled: true,
+            last_sign_in_at: None,
             licenses: vec![],
             license_errors: vec![],
         }

@@ -66,6 +66,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        self.decided.held = self.held(&claims);
         let mut statuses: Vec<Option<LicenseAssignmentStatus>> =
             vec![None; desired.assignments.len()];
         for &i in &order {
@@ -82,6 +83,69 @@ impl<'a> Planner<'a> {
         statuses
             .into_iter()
             .map(|s| s.expect("every assignment planned"))
+            .collect()
+    }
+
+    /// Showback: the licences users hold now, each counted once against the resource whose
+    /// claim it is (a group's members against the resource naming the group, unless a
+    /// listed or selected user's claim came first).
+    fn held(&self, claims: &Claims) -> Vec<super::Held> {
+        let desired = self.inp.desired;
+        let mut counts: BTreeMap<(usize, &str), u32> = BTreeMap::new();
+        for (org_name, of_org) in claims {
+            let Some(org) = self.inp.observed.organizations.get(*org_name) else {
+                continue;
+            };
+            for (user, products) in of_org {
+                let Some(u) = org.user(user) else { continue };
+                for (product, i) in products {
+                    if u.licence(product).is_some() {
+                        *counts.entry((*i, product)).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let mut counted_members: HashSet<(String, &str, String)> = HashSet::new();
+        for (i, d) in desired.assignments.iter().enumerate() {
+            if d.spec.groups.is_empty() || d.meta.deleting {
+                continue;
+            }
+            let Some(org) = self.inp.observed.organizations.get(&d.spec.organization) else {
+                continue;
+            };
+            let directly = claims.get(d.spec.organization.as_str());
+            for name in &d.spec.groups {
+                let Ok(g) = org.group(name) else { continue };
+                for m in &g.members {
+                    let key = lowercase(m);
+                    let Some(u) = org.user(m) else { continue };
+                    for l in &d.spec.licenses {
+                        let claimed = directly
+                            .and_then(|o| o.get(&key))
+                            .is_some_and(|ps| ps.iter().any(|(p, _)| *p == l.product));
+                        let holds = u.licence(&l.product).is_some_and(|h| h.by_group);
+                        if claimed || !holds {
+                            continue;
+                        }
+                        let first = counted_members.insert((
+                            d.spec.organization.clone(),
+                            l.product.as_str(),
+                            key.to_string(),
+                        ));
+                        if first {
+                            *counts.entry((i, &l.product)).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .map(|((assignment, product), users)| super::Held {
+                assignment,
+                product: product.to_string(),
+                users,
+            })
             .collect()
     }
 

@@ -408,6 +408,20 @@ pub struct Plan {
     pub deleted: Vec<ObjectRef>,
     /// The earliest time something blocked may clear by itself (a credit check, an activation).
     pub requeue_at: Option<Instant>,
+    /// The licences users hold as the tenant was read, counted against the LicenseAssignment
+    /// whose claim each is (the oldest declaring it: a user declared twice counts once), for
+    /// what each team's declarations cost (`seatkeeper report`).
+    pub held: Vec<Held>,
+}
+
+/// Users holding `product` now under the claim of LicenseAssignment `assignment` (an index
+/// into `Desired::assignments`): listed or selected users holding it directly or through a
+/// group, and the members of its groups holding it through the group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub assignment: usize,
+    pub product: String,
+    pub users: u32,
 }
 
 /// Plan one pass.
@@ -583,6 +597,8 @@ struct Decided {
     deleted: Vec<ObjectRef>,
     /// The earliest time something blocked may clear by itself.
     requeue_at: Option<Instant>,
+    /// Licences held now, by the LicenseAssignment whose claim they are (showback).
+    held: Vec<Held>,
 }
 
 /// The state a pass's steps share (see `plan_once` for the steps themselves).
@@ -754,6 +770,7 @@ impl Decided {
             add_ons,
             deleted: self.deleted,
             requeue_at: self.requeue_at,
+            held: self.held,
         }
     }
 }

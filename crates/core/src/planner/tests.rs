@@ -1366,3 +1366,59 @@ fn member_of_selects_the_members_of_a_group_for_direct_licences() {
         Some("GroupNotFound")
     );
 }
+
+/// (assignment index, product, users): the showback `seatkeeper report` sums per namespace.
+fn held(p: &Plan) -> Vec<(usize, &str, u32)> {
+    p.held
+        .iter()
+        .map(|h| (h.assignment, h.product.as_str(), h.users))
+        .collect()
+}
+
+#[test]
+fn showback_counts_a_licence_held_now_once_against_the_oldest_claim() {
+    let o = observed(
+        &[("s", "SPB", 10)],
+        &[
+            ("a@contoso.com", &["SPB"]),
+            ("b@contoso.com", &["SPB"]),
+            ("c@contoso.com", &["SPB"]),
+            ("d@contoso.com", &[]),
+            ("e@contoso.com", &["SPB"]),
+        ],
+    );
+    let d = Desired {
+        assignments: vec![
+            assignment(
+                "new",
+                10,
+                &["B@contoso.com", "c@contoso.com", "d@contoso.com"],
+                "SPB",
+                Add,
+            ),
+            assignment("old", 100, &["a@contoso.com", "b@contoso.com"], "SPB", Add),
+        ],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    // b is claimed by the older resource; d holds nothing yet; e is nobody's.
+    assert_eq!(held(&p), vec![(0, "SPB", 1), (1, "SPB", 2)]);
+}
+
+#[test]
+fn showback_counts_the_members_holding_a_group_licence_against_the_group_s_resource() {
+    let mut o = grouped(3, 5);
+    let org = o.organizations.get_mut("contoso.com").unwrap();
+    for u in &mut org.users {
+        let mut l = Licence::new("SPB", &[]);
+        l.by_group = true;
+        u.licenses.push(l);
+    }
+    org.groups[0].licenses = vec![Licence::new("SPB", &[])];
+    let d = Desired {
+        assignments: vec![for_group("sales")],
+        ..Default::default()
+    };
+    let p = plan(&d, &o, now(), &Options::default());
+    assert_eq!(held(&p), vec![(0, "SPB", 3)]);
+}
