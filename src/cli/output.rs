@@ -150,10 +150,24 @@ fn verdict(
     gone: &[(Kind, String, String)],
 ) -> String {
     let here: Vec<&Shown> = shown.iter().filter(|s| !gone.contains(&s.key)).collect();
-    let blocked = here
+    let blocked_ones: Vec<&&Shown> = here
         .iter()
         .filter(|s| !s.ready() && s.conditions.is_true("Blocked"))
-        .count();
+        .collect();
+    let blocked = blocked_ones.len();
+    // Why, by reason: a LicenseAssignment Blocked `InsufficientSeats` counts its users as
+    // PENDING (they wait for seats a person must provide); the reason ties the two together.
+    let mut reasons: Vec<String> = blocked_ones
+        .iter()
+        .filter_map(|s| s.conditions.get("Blocked").map(|c| c.reason.clone()))
+        .collect();
+    reasons.sort();
+    reasons.dedup();
+    let blocked_why = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join(", "))
+    };
     let ready = here.iter().filter(|s| s.ready()).count();
     let pending = here.len() - ready - blocked;
     let (mut now, mut monthly, mut unpriced) = (0.0, 0.0, 0);
@@ -177,7 +191,7 @@ fn verdict(
         n => format!("{n} deleted, "),
     };
     let mut line = format!(
-        "{}: {deleted}{ready} Ready, {blocked} Blocked, {pending} Pending of {}",
+        "{}: {deleted}{ready} Ready, {blocked} Blocked{blocked_why}, {pending} Pending of {}",
         if planning { "Plan" } else { "Result" },
         crate::domain::counted(shown.len(), "resource", "resources")
     );

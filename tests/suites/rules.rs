@@ -1384,7 +1384,9 @@ fn table_output_has_titles_and_a_verdict_line_with_the_money() {
     assert!(text.contains("\nSubscriptions:\n"), "{text}");
     let verdict = text.lines().last().unwrap();
     assert!(
-        verdict.starts_with("Result: 1 Ready, 1 Blocked, 0 Pending of 2 resources; money: EUR "),
+        verdict.starts_with(
+            "Result: 1 Ready, 1 Blocked (CreditCheckPending), 0 Pending of 2 resources; money: EUR "
+        ),
         "{verdict}"
     );
     // A change, said as one: never confusable with the monthly total an action gives.
