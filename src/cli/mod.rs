@@ -536,10 +536,12 @@ struct TenantLedger<'a> {
     /// Records of resources this run does not touch, kept as they are.
     others: Vec<ResourceRecord>,
     objects: &'a BTreeMap<(Kind, String, String), Value>,
+    progress: &'a progress::Progress,
 }
 
 impl Ledger for TenantLedger<'_> {
     async fn save(&mut self, desired: &Desired, _: SavePoint) -> Result<(), BackendError> {
+        self.progress.saving();
         let mut records = self.others.clone();
         records.extend(records_of(desired, self.objects));
         records.sort_by(|a, b| {
@@ -586,6 +588,8 @@ fn load_state(path: &Path) -> Result<(TenantFile, bool), CliError> {
 
 /// Inputs → declared state → the executor's run (on a copy for `plan`) → output and exit code.
 async fn run(args: &Args, mode: Mode, interrupt: &Interrupt) -> Result<i32, CliError> {
+    // From the first moment: reading 20k users' manifests takes seconds already.
+    let progress = progress::Progress::new(mode != Mode::Plan);
     let clock = clock_of(&args.now)?;
     // Held until the run ends: a second run waits, then fails naming this one.
     let _lock = lock_state(args, mode)?;
@@ -643,7 +647,7 @@ async fn run(args: &Args, mode: Mode, interrupt: &Interrupt) -> Result<i32, CliE
         tenants,
         clock,
     };
-    let report = run.execute(&mut desired, &options).await?;
+    let report = run.execute(&mut desired, &options, progress).await?;
 
     let mut shown = output::objects(&desired, &state.objects, &state.targets);
     if mode == Mode::Plan {
@@ -952,6 +956,7 @@ impl Execution<'_> {
         &self,
         desired: &mut Desired,
         options: &Options,
+        progress: progress::Progress,
     ) -> Result<executor::Report, CliError> {
         let max = executor::DEFAULT_MAX_PASSES;
         let clock = self.clock.clone();
@@ -971,12 +976,13 @@ impl Execution<'_> {
         routed.microsoft = self.tenants.backends()?;
         let backend = Hooked {
             inner: routed,
-            hook: progress::Progress::new(),
+            hook: progress,
         };
         let mut ledger = TenantLedger {
             backend: &backend.inner.default,
             others: self.state.others.clone(),
             objects: &self.state.objects,
+            progress: &backend.hook,
         };
         let run = executor::converge(&backend, &mut ledger, desired, &*clock, options, max).await;
         backend.hook.finish();

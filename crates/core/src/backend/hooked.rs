@@ -17,6 +17,8 @@ pub trait Hook: Send + Sync {
     /// A call went through, changing `items` things (users for `assignLicenses`, else 1):
     /// for a progress display.
     fn done(&self, _operation: &'static str, _items: usize) {}
+    /// What was done is being saved (a checkpoint): for a progress display.
+    fn saving(&self) {}
 }
 
 pub struct Hooked<B, H> {
@@ -52,6 +54,7 @@ impl<B, H: Hook> Hooked<B, H> {
 
 impl<B: Backend, H: Hook> Backend for Hooked<B, H> {
     async fn checkpoint(&self) -> Result<()> {
+        self.hook.saving();
         self.inner.checkpoint().await
     }
     crate::forward_operations!(around);
