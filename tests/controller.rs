@@ -366,6 +366,23 @@ async fn e2e_buys_assigns_reports_and_stays_idle_after_convergence() {
         ),
         "{after}"
     );
+    // Showback and the cost of free seats, by namespace and product (never per object).
+    assert!(
+        after.contains(&format!(
+            "seatkeeper_namespace_seats{{organization=\"contoso.com\",namespace=\"{NS}\"}} 7"
+        )),
+        "{after}"
+    );
+    assert!(
+        after.contains(
+            "seatkeeper_free_seats_monthly_cost{organization=\"contoso.com\",product=\"ENTERPRISEPACK\",currency=\"EUR\"} 23.0"
+        ),
+        "{after}"
+    );
+    assert!(
+        !after.contains("seatkeeper_blocked_resources{"),
+        "nothing Blocked: {after}"
+    );
     assert_eq!(http_get(r.metrics, "/healthz").await.0, 200);
     r.stop().await;
 }
@@ -827,6 +844,14 @@ async fn e2e_r04_a_product_key_secret_is_watched_and_unblocks_a_prepaid_subscrip
     eventually("blocked without the key", || {
         w.object("subscriptions", NS, "prepaid")
             .is_some_and(|o| condition(&o, "Blocked") == ("True".into(), "Prepaid".into()))
+    })
+    .await;
+    // The Blocked resource is counted by kind and reason, with since when (for alerts).
+    eventually("the Blocked resource in the metrics", || {
+        let (_, m) = futures::executor::block_on(http_get(r.metrics, "/metrics"));
+        m.contains(
+            "seatkeeper_blocked_resources{organization=\"contoso.com\",kind=\"Subscription\",reason=\"Prepaid\"} 1",
+        ) && metric(&m, "seatkeeper_oldest_blocked_since_timestamp_seconds") > 1.7e9
     })
     .await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api(NS);

@@ -16,6 +16,8 @@ use crate::backend::Backend;
 use crate::backend::BackendError;
 use crate::backend::hooked::Hooked;
 use crate::clock::Clock;
+use crate::domain::Instant;
+use crate::domain::billing::CURRENCY;
 use crate::executor::{self, DEFAULT_MAX_PASSES, Report};
 use crate::planner::Desired;
 use k8s_openapi::api::core::v1::Secret;
@@ -303,7 +305,7 @@ impl<B: Backend> Ctx<B> {
         let deletion_retry = self
             .report_waiting_deletions(&desired, &report, &uids)
             .await;
-        self.update_gauges(org, &desired);
+        self.update_gauges(org, &desired, &report);
 
         // What this run read (not what the caches hold now: a change that arrived meanwhile
         // must still be planned), with our own writes' resourceVersions.
@@ -564,7 +566,9 @@ impl<B: Backend> Ctx<B> {
         next
     }
 
-    fn update_gauges(&self, org: &str, desired: &Desired) {
+    fn update_gauges(&self, org: &str, desired: &Desired, report: &Report) {
+        self.metrics
+            .set_organization(org, &figures(org, desired, report, self.clock.now()));
         for (product, seats) in pool_gauges(desired) {
             let labels = metrics::Pool {
                 organization: org.to_string(),
@@ -580,6 +584,69 @@ impl<B: Backend> Ctx<B> {
                 .set(seats.available);
         }
     }
+}
+
+/// One organization's cost, showback and Blocked figures for the metrics, from what this
+/// reconcile read and decided.
+fn figures(org: &str, desired: &Desired, report: &Report, now: Instant) -> metrics::Figures {
+    let mut f = metrics::Figures::default();
+    if let Some(o) = report.observed.organizations.get(org) {
+        let catalog = &report.observed.catalog;
+        for p in crate::report::products(o, catalog, now) {
+            if let (Some(m), Some(free)) = (p.monthly_cost, p.free_monthly_cost) {
+                f.costs.push((p.product, CURRENCY.into(), m, free));
+            }
+        }
+        let mut teams: BTreeMap<&str, (i64, Option<f64>)> = BTreeMap::new();
+        for h in &report.plan.held {
+            let Some(d) = desired.assignments.get(h.assignment) else {
+                continue;
+            };
+            let price = catalog.product(&h.product).and_then(|p| p.monthly_price);
+            let t = teams
+                .entry(d.meta.namespace.as_str())
+                .or_insert((0, Some(0.0)));
+            t.0 += h.users as i64;
+            t.1 = t.1.zip(price).map(|(sum, p)| sum + p * h.users as f64);
+        }
+        f.namespaces = teams
+            .into_iter()
+            .map(|(ns, (seats, cost))| {
+                let cost = cost.map(|c| (CURRENCY.to_string(), (c * 100.0).round() / 100.0));
+                (ns.to_string(), seats, cost)
+            })
+            .collect();
+    }
+    let mut blocked: BTreeMap<(&str, String), i64> = BTreeMap::new();
+    let mut oldest: Option<Instant> = None;
+    let conditions = desired
+        .subscriptions
+        .iter()
+        .map(|d| ("Subscription", &d.status.conditions))
+        .chain(
+            desired
+                .assignments
+                .iter()
+                .map(|d| ("LicenseAssignment", &d.status.conditions)),
+        )
+        .chain(
+            desired
+                .add_ons
+                .iter()
+                .map(|d| ("AddOn", &d.status.conditions)),
+        );
+    for (kind, c) in conditions {
+        if let Some(b) = c.get("Blocked").filter(|b| b.status == "True") {
+            *blocked.entry((kind, b.reason.clone())).or_default() += 1;
+            oldest = Some(oldest.map_or(b.last_transition_time, |o| o.min(b.last_transition_time)));
+        }
+    }
+    f.blocked = blocked
+        .into_iter()
+        .map(|((k, r), n)| (k.to_string(), r, n))
+        .collect();
+    f.oldest_blocked_since = oldest.map(|t| t.as_millisecond() as f64 / 1000.0);
+    f
 }
 
 /// Per product: seats purchased over all the organization's declared subscriptions and

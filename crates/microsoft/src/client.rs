@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Which service a token is for.
@@ -190,6 +191,7 @@ impl Client {
         let status = reply.status();
         let body = reply.bytes().await.unwrap_or_default();
         if !status.is_success() {
+            STATS.token_failures.fetch_add(1, Ordering::Relaxed);
             let detail = serde_json::from_slice::<wire::TokenError>(&body)
                 .map(|e| first_line(&e.error_description))
                 .unwrap_or_else(|_| format!("HTTP {status}"));
@@ -249,6 +251,7 @@ impl Client {
             let failure = match req.send().await {
                 Ok(reply) => {
                     let status = reply.status();
+                    STATS.requested(scope);
                     let headers = reply.headers().clone();
                     let bytes = reply.bytes().await.unwrap_or_default().to_vec();
                     if status == StatusCode::UNAUTHORIZED && tries == 1 {
@@ -257,6 +260,7 @@ impl Client {
                         continue;
                     }
                     if status == StatusCode::TOO_MANY_REQUESTS {
+                        STATS.throttled(scope, 1);
                         return Err(BackendError::Throttled {
                             retry_after_seconds: retry_after(&headers),
                         });
@@ -517,6 +521,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok());
             let refused_items = reply.responses.iter().filter(|r| r.status == 429).count() as u32;
+            STATS.throttled(Scope::Graph, refused_items as u64);
             if refused_items > 0 {
                 self.slow_down(ticket, 1.0, refused_items).await;
             } else if let Some(share) = share.filter(|s| *s >= 0.8) {
@@ -657,6 +662,44 @@ fn unavailable(what: &str, e: &reqwest::Error) -> BackendError {
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
+}
+
+/// What this process asked of the services, for metrics: requests answered (any status),
+/// answers 429 (a whole request, or items of a `$batch`), token requests refused.
+#[derive(Default)]
+pub struct Stats {
+    pub graph_requests: AtomicU64,
+    pub graph_throttled: AtomicU64,
+    pub partner_center_requests: AtomicU64,
+    pub partner_center_throttled: AtomicU64,
+    pub token_failures: AtomicU64,
+}
+
+/// The process's counts (every client adds to them).
+pub static STATS: Stats = Stats {
+    graph_requests: AtomicU64::new(0),
+    graph_throttled: AtomicU64::new(0),
+    partner_center_requests: AtomicU64::new(0),
+    partner_center_throttled: AtomicU64::new(0),
+    token_failures: AtomicU64::new(0),
+};
+
+impl Stats {
+    fn requested(&self, scope: Scope) {
+        match scope {
+            Scope::Graph => &self.graph_requests,
+            Scope::PartnerCenter => &self.partner_center_requests,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn throttled(&self, scope: Scope, n: u64) {
+        match scope {
+            Scope::Graph => &self.graph_throttled,
+            Scope::PartnerCenter => &self.partner_center_throttled,
+        }
+        .fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
