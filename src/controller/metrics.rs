@@ -67,6 +67,9 @@ pub struct Service {
 
 type Money = Gauge<f64, AtomicU64>;
 
+/// A namespace's showback: (namespace, seats, the monthly cost with its currency, if priced).
+pub type TeamFigures = (String, i64, Option<(String, f64)>);
+
 /// One organization's figures after a reconcile, set at once (a label set that is gone since
 /// the last one is removed, so a resource no longer Blocked leaves no stale series).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -74,7 +77,7 @@ pub struct Figures {
     /// (product, currency, monthly cost of the seats, of the free seats).
     pub costs: Vec<(String, String, f64, f64)>,
     /// (namespace, seats its LicenseAssignments hold, their monthly cost with its currency).
-    pub namespaces: Vec<(String, i64, Option<(String, f64)>)>,
+    pub namespaces: Vec<TeamFigures>,
     /// (kind, reason, resources Blocked for it).
     pub blocked: Vec<(String, String, i64)>,
     /// Since when (Unix seconds) the oldest Blocked condition has been True.
