@@ -426,4 +426,71 @@ mod tests {
         );
         assert!(text.contains("namespace=\"sales\""));
     }
+
+    /// Every `seatkeeper_…` name in the chart's alerts and dashboard is a series the
+    /// controller exports (as scraped: counters end in `_total`, the histogram's series in
+    /// `_bucket`, `_sum`, `_count`).
+    #[test]
+    fn the_chart_s_alerts_and_dashboard_name_only_exported_metrics() {
+        // Families print only once they hold a series: one of each.
+        let m = Metrics::new();
+        m.set_organization("contoso.com", &figures(&[("Subscription", "Prepaid", 1)]));
+        m.fail("backend");
+        m.backend_calls
+            .get_or_create(&Operation {
+                operation: "snapshot".into(),
+            })
+            .inc();
+        let pool = Pool {
+            organization: "contoso.com".into(),
+            product: "SPB".into(),
+        };
+        for g in [&m.seats_purchased, &m.seats_assigned, &m.seats_available] {
+            g.get_or_create(&pool).set(1);
+        }
+        let text = m.encode();
+        let mut exported = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let (name, kind) = rest.split_once(' ').unwrap();
+            match kind {
+                "counter" => {
+                    exported.insert(format!("{name}_total"));
+                }
+                "histogram" => {
+                    for s in ["_bucket", "_sum", "_count"] {
+                        exported.insert(format!("{name}{s}"));
+                    }
+                }
+                _ => {
+                    exported.insert(name.to_string());
+                }
+            }
+        }
+        let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/seatkeeper");
+        for file in [
+            "templates/prometheusrule.yaml",
+            "dashboards/seatkeeper.json",
+        ] {
+            let body = std::fs::read_to_string(format!("{chart}/{file}")).unwrap();
+            if file.ends_with(".json") {
+                serde_json::from_str::<serde_json::Value>(&body).expect("the dashboard is JSON");
+            }
+            let mut named = 0;
+            for (i, _) in body.match_indices("seatkeeper_") {
+                let name: String = body[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                named += 1;
+                assert!(
+                    exported.contains(&name),
+                    "{file} names {name}, which the controller does not export ({exported:?})"
+                );
+            }
+            assert!(named >= 5, "{file} names the metrics");
+        }
+    }
 }

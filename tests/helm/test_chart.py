@@ -5,8 +5,13 @@ produces. Runs with the Helm v4 SDK from PyPI (helm-python-sdk); no helm binary,
 """
 
 import copy
+import json
 import pathlib
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import helm_python as helm
 import yaml
@@ -132,9 +137,37 @@ def check_secrets(objects, namespaces, label):
     check(flags == ["--secret-namespaces=" + ",".join(namespaces)], f"{label}: {flags}, want {namespaces}")
 
 
+def check_rules(rule):
+    """promtool: the rules are valid, and tests/helm/rules_test.yaml's cases pass against them."""
+    promtool = shutil.which("promtool")
+    check(promtool is not None, "promtool (Debian's prometheus package) is installed; .ci/run installs it")
+    if promtool is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        (tmp / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+        shutil.copy(ROOT / "tests" / "helm" / "rules_test.yaml", tmp / "rules_test.yaml")
+        for args in (["check", "rules", "rules.yaml"], ["test", "rules", "rules_test.yaml"]):
+            run = subprocess.run([promtool, *args], cwd=tmp, capture_output=True, text=True)
+            check(run.returncode == 0, f"promtool {' '.join(args)}: {run.stdout}{run.stderr}")
+
+
+def check_dashboard(dashboard):
+    """The dashboard's queries (that they name only metrics the controller exports is
+    src/controller/metrics.rs's test, against the metrics as scraped)."""
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if isinstance(v.get("query"), dict)]
+    check(len(exprs) >= 10, f"the dashboard has its queries: {len(exprs)}")
+    used = set(re.findall(r"seatkeeper_[a-z_]+", " ".join(exprs)))
+    for wanted in ("seatkeeper_free_seats_monthly_cost", "seatkeeper_namespace_monthly_cost",
+                   "seatkeeper_blocked_resources", "seatkeeper_service_throttled_total"):
+        check(wanted in used, f"the dashboard shows {wanted}")
+
+
 def main():
     # Lint, strict: warnings count as errors.
     for values in ({}, {"metrics": {"serviceMonitor": {"enabled": True}}, "networkPolicy": {"enabled": True}},
+                   {"metrics": {"prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True}}},
                    {"secrets": {"namespaces": ["team-a"]}}, {"secrets": {"clusterWide": True}}):
         report = helm.lint(str(CHART), values, strict=True, namespace="seatkeeper-system")
         problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2] + report.get("errors", [])
@@ -222,6 +255,28 @@ def main():
           and not find(no_election, "RoleBinding", "seatkeeper-leader-election"), "no Lease role without election")
     check(not find(render({"rbac": {"create": False}}), "ClusterRole"), "no RBAC when rbac.create=false")
 
+    # Alerts and the dashboard: optional, off by default.
+    check(not find(objects, "PrometheusRule") and not find(objects, "ConfigMap"),
+          "no PrometheusRule nor dashboard by default")
+    monitored = render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                                    "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
+                                    "grafanaDashboard": {"enabled": True}}})
+    rule = find(monitored, "PrometheusRule")
+    check(len(rule) == 1 and rule[0]["metadata"]["labels"]["release"] == "prom",
+          "PrometheusRule when asked, with the ServiceMonitor's labels")
+    if rule:
+        check_rules(rule[0])
+    dash = find(monitored, "ConfigMap", "seatkeeper-dashboard")
+    check(len(dash) == 1 and dash[0]["metadata"]["labels"].get("grafana_dashboard") == "1",
+          "the dashboard ConfigMap carries the grafana_dashboard label")
+    if dash:
+        check_dashboard(json.loads(dash[0]["data"]["seatkeeper.json"]))
+    elsewhere = render({"metrics": {"grafanaDashboard": {"enabled": True, "namespace": "monitoring",
+                                                         "labels": {"grafana_dashboard": "seatkeeper"}}}})
+    cm = find(elsewhere, "ConfigMap", "seatkeeper-dashboard")[0]
+    check(cm["metadata"]["namespace"] == "monitoring" and cm["metadata"]["labels"]["grafana_dashboard"] == "seatkeeper",
+          "the dashboard's namespace and label can be set")
+
     # A sandbox: no PVC, the seed copied into an emptyDir.
     seed = (ROOT / "examples" / "tenant.yaml").read_text()
     sandbox = render({"state": {"persistence": {"enabled": False}, "seed": seed}})
@@ -262,6 +317,8 @@ def main():
         ({"replicaCount": 2}, "two replicas on ReadWriteOnce"),
         ({"replicaCount": 2, "leaderElection": {"enabled": False}, "state": {"persistence": {"accessModes": ["ReadWriteMany"]}}}, "two replicas without election"),
         ({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}, "ServiceMonitor without Service"),
+        ({"metrics": {"prometheusRule": {"enabled": True, "throttledRatioAbove": 5}}}, "a throttling ratio above 1"),
+        ({"metrics": {"prometheusRule": {"enabled": True, "freeSeatsFor": "a while"}}}, "freeSeatsFor is a duration"),
     ]:
         check(rejected(bad) is not None, f"rejects {why}: {bad}")
 
