@@ -1407,6 +1407,9 @@ async fn the_emulator_answers_in_the_shapes_of_the_vendors_examples() {
         licenses: vec![seatkeeper::domain::Licence::new("SPB", &[])],
         processing: false,
     });
+    for u in &mut t.organizations[0].users {
+        u.last_sign_in_at = Some("2026-11-20T08:00:00Z".parse().unwrap());
+    }
     let served = emulate(&t, Faults::default()).await;
     let http = plain_http();
     let token = |scope: &'static str| {
@@ -1517,6 +1520,24 @@ async fn the_emulator_answers_in_the_shapes_of_the_vendors_examples() {
     let mut documented = fixture("pcOrders.json");
     documented["items"] = serde_json::json!([fixture("pcOrderNce.json")]);
     check("orders", &orders, documented);
+    // Last sign-ins, as the user-list page's example selects them. The last successful
+    // sign-in is on the signInActivity resource type page (recorded since December 2023),
+    // not in that older example: compared without it.
+    let mut signed = get(
+        &graph,
+        "/v1.0/users?$select=displayName,userPrincipalName,signInActivity&$top=999".into(),
+    )
+    .await;
+    for u in signed["value"].as_array_mut().unwrap() {
+        let a = u["signInActivity"].as_object_mut().unwrap();
+        assert!(a.remove("lastSuccessfulSignInDateTime").is_some(), "{a:?}");
+        a.remove("lastSuccessfulSignInRequestId");
+    }
+    check(
+        "users (signInActivity)",
+        &signed,
+        fixture("usersSignInActivity.json"),
+    );
     // Graph groups: the default property set, the licences when selected, members, a group's
     // assignLicense answer (202 with the group).
     let groups = get(&graph, "/v1.0/groups".into()).await;

@@ -290,8 +290,9 @@ fn graph_user(org: &Organization, inherited: &Inherited, u: &User) -> Value {
         "signInActivity": u.last_sign_in_at.map(|at| json!({
             "lastSignInDateTime": at.to_string(),
             "lastSignInRequestId": seatkeeper_core::guid::guid("sign-in", &format!("{} {at}", u.upn)),
-            "lastNonInteractiveSignInDateTime": null,
-            "lastNonInteractiveSignInRequestId": null,
+            // No non-interactive sign-in: the user-list page's example prints Graph's never.
+            "lastNonInteractiveSignInDateTime": "0001-01-01T00:00:00Z",
+            "lastNonInteractiveSignInRequestId": "",
             "lastSuccessfulSignInDateTime": at.to_string(),
             "lastSuccessfulSignInRequestId": seatkeeper_core::guid::guid("sign-in", &format!("{} {at}", u.upn)),
         })),
@@ -317,6 +318,16 @@ pub async fn users(
             "Invalid page size specified: '$top'. Must be between 1 and 999 inclusive.",
         );
     }
+    // "When you specify $select=signInActivity … the maximum page size for $top is 120.
+    // Requests with $top set higher than 120 will return pages with up to 120 users."
+    let top = if q
+        .get("$select")
+        .is_some_and(|s| s.split(',').any(|f| f.trim() == "signInActivity"))
+    {
+        top.min(120)
+    } else {
+        top
+    };
     let skip: usize = q
         .get("$skiptoken")
         .and_then(|t| t.parse().ok())

@@ -459,9 +459,11 @@ fn user(
 /// else the later of the last interactive and non-interactive attempts (Microsoft's advice
 /// for finding inactive accounts reads both).
 pub fn last_sign_in(a: &wire::SignInActivity) -> Option<crate::domain::Instant> {
+    // "0001-01-01T00:00:00Z" is Graph's never (the user-list page's example).
     let at = |s: &Option<String>| {
         s.as_deref()
             .and_then(|s| s.parse::<crate::domain::Instant>().ok())
+            .filter(|t| t.as_second() > 0)
     };
     at(&a.last_successful_sign_in_date_time).or_else(|| {
         [

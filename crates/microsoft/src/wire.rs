@@ -631,6 +631,27 @@ mod tests {
     }
 
     #[test]
+    fn graph_sign_in_activity_documented_example_parses() {
+        let page: Page<User> = serde_json::from_str(&fixture("usersSignInActivity.json")).unwrap();
+        let adele = page.value[0].sign_in_activity.as_ref().unwrap();
+        assert_eq!(
+            adele.last_sign_in_date_time.as_deref(),
+            Some("2021-06-17T16:41:33Z")
+        );
+        let last: Vec<String> = page
+            .value
+            .iter()
+            .map(|u| {
+                crate::mapping::last_sign_in(u.sign_in_activity.as_ref().unwrap())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        // Adele never signed in non-interactively (Graph's year 1); Alex's later one counts.
+        assert_eq!(last, ["2021-06-17T16:41:33Z", "2021-07-29T17:53:42Z"]);
+    }
+
+    #[test]
     fn graph_group_licensing_documented_examples_parse() {
         let request: AssignLicense =
             serde_json::from_str(&fixture("groupAssignLicenseRequest.json")).unwrap();
