@@ -187,7 +187,41 @@ async fn build(args: &ReportArgs) -> Result<Report, CliError> {
                 (ns, h.product.clone(), h.users)
             })
             .collect();
+        // Who holds each user's licence: the oldest resource naming the user and a product
+        // the user holds (the claim the planner applies).
+        let mut order: Vec<usize> = (0..desired.assignments.len())
+            .filter(|i| desired.assignments[*i].spec.organization == *domain)
+            .collect();
+        order.sort_by_key(|i| desired.assignments[*i].meta.created_at);
+        let mut declared_by = std::collections::HashMap::new();
+        for i in order {
+            let d = &desired.assignments[i];
+            for u in &plan.assignments[i].users {
+                let holds = org.user(&u.user).is_some_and(|h| {
+                    d.spec
+                        .licenses
+                        .iter()
+                        .any(|l| h.licence(&l.product).is_some())
+                });
+                if holds {
+                    declared_by
+                        .entry(u.user.to_lowercase())
+                        .or_insert_with(|| format!("{}/{}", d.meta.namespace, d.meta.name));
+                }
+            }
+            // A group's members hold its licence through the group: the declaration is the
+            // resource naming the group (drop the member from the group, or the group).
+            for name in &d.spec.groups {
+                let Ok(g) = org.group(name) else { continue };
+                for m in &g.members {
+                    declared_by.entry(m.to_lowercase()).or_insert_with(|| {
+                        format!("{}/{} (group {})", d.meta.namespace, d.meta.name, g.name)
+                    });
+                }
+            }
+        }
         let inputs = report::Inputs {
+            declared_by,
             // A Microsoft tenant's own catalog: its prices are not known.
             catalog: live_catalogs.get(domain).unwrap_or(&observed.catalog),
             now,
@@ -317,9 +351,16 @@ fn table(o: &OrganizationReport) -> String {
         out += &format!("Inactive licensed users (no sign-in since {since}): none\n\n");
     } else {
         let mut grid = vec![
-            ["USER", "PRODUCTS", "LAST SIGN-IN", "WHY", "MONTHLY"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "USER",
+                "PRODUCTS",
+                "LAST SIGN-IN",
+                "WHY",
+                "MONTHLY",
+                "DECLARED BY",
+            ]
+            .map(String::from)
+            .to_vec(),
         ];
         for u in &o.inactive_users {
             grid.push(vec![
@@ -328,6 +369,7 @@ fn table(o: &OrganizationReport) -> String {
                 u.last_sign_in_at.map_or("never".into(), |t| date(Some(t))),
                 u.why.clone(),
                 amount(u.monthly_cost),
+                u.declared_by.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
         out += &format!(

@@ -1926,6 +1926,10 @@ fn report_shows_free_seats_showback_inactive_users_and_licences_in_error() {
         ]
     );
     assert_eq!(o["signInActivity"]["available"], true);
+    // The declaration to change: u1's licence is held under team's claim; u2's is nobody's.
+    let users = o["inactiveUsers"].as_array().unwrap();
+    assert_eq!(users[0]["declaredBy"], "default/team");
+    assert!(users[1].get("declaredBy").is_none(), "{}", users[1]);
     let e = &o["licenceErrors"][0];
     assert_eq!(
         (&e["user"], &e["reason"], &e["declaredBy"]),

@@ -94,6 +94,10 @@ pub struct InactiveUser {
     pub monthly_cost: Option<f64>,
     /// Why it is listed, in plain words.
     pub why: String,
+    /// The LicenseAssignment whose claim holds the licence (`namespace/name`): the
+    /// declaration to change to reclaim it; absent when none of those given names the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -134,6 +138,8 @@ pub struct Inputs<'a> {
     pub showback: Vec<(String, String, u32)>,
     /// Direct licences the declarations want and the users cannot have.
     pub direct_errors: Vec<LicenceErrorReport>,
+    /// Lowercase UPN → the LicenseAssignment (`namespace/name`) whose claim holds its licence.
+    pub declared_by: std::collections::HashMap<String, String>,
 }
 
 fn cents(amount: f64) -> f64 {
@@ -249,6 +255,7 @@ pub fn organization(org: &Organization, inp: &Inputs) -> OrganizationReport {
             last_sign_in_at: u.last_sign_in_at,
             account_enabled: u.account_enabled,
             why,
+            declared_by: inp.declared_by.get(&u.upn.to_lowercase()).cloned(),
         });
     }
     let mut licence_errors: Vec<LicenceErrorReport> = vec![];
@@ -358,6 +365,7 @@ mod tests {
                 ("ops".into(), "SPB".into(), 1),
             ],
             direct_errors: vec![],
+            declared_by: [("bob@contoso.com".to_string(), "sales/team".to_string())].into(),
         }
     }
 
@@ -414,6 +422,14 @@ mod tests {
             ]
         );
         assert_eq!(r.inactive_since, at("2026-11-01T00:00:00Z"));
+        assert_eq!(
+            r.inactive_users[0].declared_by.as_deref(),
+            Some("sales/team")
+        );
+        assert_eq!(
+            r.inactive_users[1].declared_by, None,
+            "nobody's declaration"
+        );
         // Without sign-in data, only what the directory itself says: disabled accounts.
         let mut inp = inputs(&catalog);
         inp.sign_ins = Err("needs AuditLog.Read.All".into());
