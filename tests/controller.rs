@@ -1348,6 +1348,135 @@ async fn e2e_an_organization_with_the_microsoft_backend_runs_against_the_emulato
     let _ = stop_emulator.send(true);
 }
 
+/// Two customer tenants of one partner app: one Secret, one emulator serving both. A tenant
+/// that stops accepting the app (consent revoked, then a GDAP relationship expired) is
+/// Blocked alone; the other converges all along; once it accepts the app again, it converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_one_partner_app_many_tenants_a_tenant_refusing_the_app_is_blocked_alone() {
+    let w = world("").await;
+    let emulated = w.state.with_file_name("emulated.yaml");
+    let fabrikam = "- domain: fabrikam.com\n  paymentMethodOnFile: true\n  users:\n  - {upn: f0@fabrikam.com, usageLocation: NL}\n  - {upn: f1@fabrikam.com, usageLocation: NL}\n  subscriptions:\n  - {id: sub-f, product: ENTERPRISEPACK, seats: 5}\n";
+    std::fs::write(&emulated, tenant_yaml("") + fabrikam).unwrap();
+    let clock: std::sync::Arc<dyn seatkeeper::clock::Clock> =
+        std::sync::Arc::new(seatkeeper::clock::SystemClock);
+    let revoked = seatkeeper::emulator::Faults {
+        revoked_consent: vec!["fabrikam.com".into()],
+        ..Default::default()
+    };
+    let emulator = std::sync::Arc::new(seatkeeper::emulator::Emulator::new(
+        seatkeeper::backend::embedded::Embedded::open(&emulated, clock).unwrap(),
+        seatkeeper::emulator::Options {
+            client_id: Some("app".into()),
+            client_secret: Some("s3cret".into()),
+            token_lifetime: 3600,
+            faults: revoked,
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let root = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_emulator, rx) = watch::channel(false);
+    let e = emulator.clone();
+    tokio::spawn(async move {
+        seatkeeper::emulator::serve(listener, e, rx).await.unwrap();
+    });
+    // One Secret for the partner's app, referenced by both Organizations.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api("seatkeeper");
+    let secret = serde_json::from_value(
+        json!({"metadata": {"name": "partner-app"}, "stringData": {"secret": "s3cret"}}),
+    )
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let orgs: Api<seatkeeper::api::Organization> = Api::all(w.server.client());
+    for (name, domain) in [("contoso", ORG), ("fabrikam", "fabrikam.com")] {
+        let org = serde_json::from_value(json!({
+            "apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Organization",
+            "metadata": {"name": name},
+            "spec": {"domain": domain, "backend": {"microsoft": {
+                "tenantId": domain,
+                "endpoints": {"login": root, "graph": root, "partnerCenter": root},
+                "credentials": {"clientId": "app",
+                    "clientSecretRef": {"namespace": "seatkeeper", "name": "partner-app", "key": "secret"}}}}}
+        }))
+        .unwrap();
+        orgs.create(&PostParams::default(), &org).await.unwrap();
+    }
+    let nss: Api<Namespace> = Api::all(w.server.client());
+    let ns: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": "team-f", "labels": {"seatkeeper.dev/organization": "fabrikam.com"}}}),
+    )
+    .unwrap();
+    nss.create(&PostParams::default(), &ns).await.unwrap();
+    let r = start(&w.server, &w.state, "a", Duration::from_secs(2));
+    w.create(NS, lasg("e3", 0..3, "ENTERPRISEPACK", json!({})))
+        .await;
+    w.create(
+        "team-f",
+        json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "LicenseAssignment",
+            "metadata": {"name": "e3"},
+            "spec": {"organization": "fabrikam.com", "users": ["f0@fabrikam.com", "f1@fabrikam.com"],
+                "licenses": [{"product": "ENTERPRISEPACK"}]}}),
+    )
+    .await;
+    let held = |domain: &str| {
+        emulator
+            .tenant()
+            .organizations
+            .iter()
+            .find(|o| o.domain == domain)
+            .unwrap()
+            .users
+            .iter()
+            .filter(|u| u.licence("ENTERPRISEPACK").is_some())
+            .count()
+    };
+    let org_blocked = |name: &str, reason: &str| {
+        w.server
+            .get("seatkeeper.dev/v1alpha1/organizations", "", name)
+            .is_some_and(|o| condition(&o, "Blocked") == ("True".into(), reason.into()))
+    };
+    eventually("contoso converges while fabrikam refuses the app", || {
+        held(ORG) == 3 && org_blocked("fabrikam", "CredentialsInvalid")
+    })
+    .await;
+    assert_eq!(held("fabrikam.com"), 0);
+    let message = w
+        .server
+        .get("seatkeeper.dev/v1alpha1/organizations", "", "fabrikam")
+        .unwrap()["status"]["conditions"]
+        .to_string();
+    assert!(message.contains("AADSTS65001"), "{message}");
+    assert!(
+        !message.contains("s3cret"),
+        "no secret in status: {message}"
+    );
+    // Consent granted again: at the next resync fabrikam converges too.
+    emulator.set_faults(Default::default());
+    eventually("fabrikam converges once it accepts the app", || {
+        held("fabrikam.com") == 2
+            && w.server
+                .get("seatkeeper.dev/v1alpha1/organizations", "", "fabrikam")
+                .is_some_and(|o| condition(&o, "Ready").0 == "True")
+    })
+    .await;
+    // The GDAP relationship expires: tokens still come, every call is refused 403.
+    emulator.set_faults(seatkeeper::emulator::Faults {
+        denied_tenants: vec!["fabrikam.com".into()],
+        ..Default::default()
+    });
+    eventually("fabrikam Blocked PermissionDenied, contoso Ready", || {
+        org_blocked("fabrikam", "PermissionDenied")
+            && w.server
+                .get("seatkeeper.dev/v1alpha1/organizations", "", "contoso")
+                .is_some_and(|o| condition(&o, "Ready").0 == "True")
+    })
+    .await;
+    r.stop().await;
+    let _ = stop_emulator.send(true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_autoscaling_buys_seats_for_a_new_license_assignment() {
     let w = world("  - {id: sub-spb, product: SPB, seats: 2}\n").await;

@@ -60,6 +60,14 @@ pub struct EmulateArgs {
     /// Fault: users' signInActivity is refused 403 (the application lacks AuditLog.Read.All).
     #[arg(long)]
     deny_sign_in_activity: bool,
+    /// Fault: this tenant's admin consent was revoked: its token requests are refused
+    /// (AADSTS65001), the others' are not. Repeat for several tenants.
+    #[arg(long = "revoke-consent", value_name = "TENANT")]
+    revoked_consent: Vec<String>,
+    /// Fault: this tenant's delegated access ended (a GDAP relationship expired): every call
+    /// for it is refused 403. Repeat for several tenants.
+    #[arg(long = "deny-tenant", value_name = "TENANT")]
+    denied_tenants: Vec<String>,
     /// Fault: every checkout goes through and its reply is lost.
     #[arg(long)]
     lose_checkout_replies: bool,
@@ -134,6 +142,8 @@ pub fn run(args: &EmulateArgs) -> i32 {
             replication_lag: args.replication_lag,
             deny_licence_writes: args.deny_licence_writes,
             deny_sign_in_activity: args.deny_sign_in_activity,
+            revoked_consent: args.revoked_consent.clone(),
+            denied_tenants: args.denied_tenants.clone(),
             lose_checkout_replies: args.lose_checkout_replies,
             orders_lag: args.orders_lag,
             fail_transitions: args.fail_transitions,

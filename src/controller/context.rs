@@ -188,7 +188,12 @@ impl<B: Backend> Ctx<B> {
             // Credentials that do not work are a condition on the Organization, looked at
             // again at the next resync or when the Organization or its Secret changes; not a
             // crash loop.
-            Err(ReconcileError::Backend(e @ BackendError::CredentialsInvalid(_))) => {
+            // So is a tenant that refuses the app (consent revoked, a GDAP relationship
+            // expired): that organization alone is Blocked; the others go on.
+            Err(ReconcileError::Backend(
+                e @ (BackendError::CredentialsInvalid(_)
+                | BackendError::Refused(crate::domain::Refusal::PermissionDenied { .. })),
+            )) => {
                 self.metrics.fail("credentials");
                 self.report_organization(org, None, Some(&e)).await?;
                 let next = self.cfg.resync;

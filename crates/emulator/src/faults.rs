@@ -36,6 +36,12 @@ pub struct Faults {
     /// Users' `signInActivity` is refused 403, as for an app without AuditLog.Read.All (or a
     /// tenant without Microsoft Entra ID P1).
     pub deny_sign_in_activity: bool,
+    /// Tenants (by domain) whose admin consent to the app was revoked: their token requests
+    /// are refused (AADSTS65001), the other tenants' are not.
+    pub revoked_consent: Vec<String>,
+    /// Tenants whose delegated access ended (a GDAP relationship expired): tokens are issued,
+    /// every call for the tenant is refused 403.
+    pub denied_tenants: Vec<String>,
     /// Every checkout goes through and its reply is lost (500).
     pub lose_checkout_replies: bool,
     /// An order is listed (`GET …/orders`) only this long after it was placed (Partner
@@ -59,6 +65,8 @@ impl Default for Faults {
             replication_lag: Duration::ZERO,
             deny_licence_writes: false,
             deny_sign_in_activity: false,
+            revoked_consent: vec![],
+            denied_tenants: vec![],
             lose_checkout_replies: false,
             orders_lag: Duration::ZERO,
             fail_transitions: false,

@@ -219,6 +219,20 @@ impl Emulator {
                 "InvalidAuthenticationToken",
                 "Access token validation failure. Invalid audience.",
             )),
+            Some((tenant, _, _))
+                if self
+                    .faults
+                    .current()
+                    .denied_tenants
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(tenant)) =>
+            {
+                Err(graph_error(
+                    StatusCode::FORBIDDEN,
+                    "Authorization_RequestDenied",
+                    "Insufficient privileges to complete the operation.",
+                ))
+            }
             Some((tenant, until, _)) if std::time::Instant::now() < *until => Ok(tenant.clone()),
             Some(_) => Err(graph_error(
                 StatusCode::UNAUTHORIZED,

@@ -54,6 +54,23 @@ pub async fn issue(
             ),
         );
     }
+    if em
+        .faults
+        .current()
+        .revoked_consent
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(&tenant))
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            65001,
+            &format!(
+                "The user or administrator has not consented to use the application with ID '{}'. Send an interactive authorization request for this user and resource.",
+                get("client_id")
+            ),
+        );
+    }
     if let Some(id) = &em.options.client_id
         && get("client_id") != id
     {
