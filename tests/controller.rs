@@ -1199,30 +1199,44 @@ async fn e2e_status_fields_that_no_longer_apply_are_removed() {
     r.stop().await;
 }
 
+/// The emulator serving `tenant` on loopback (client `app`, secret `s3cret`): it, its root
+/// URL, and the sender that stops it.
+async fn emulate(
+    tenant: &std::path::Path,
+    faults: seatkeeper::emulator::Faults,
+) -> (
+    std::sync::Arc<seatkeeper::emulator::Emulator>,
+    String,
+    watch::Sender<bool>,
+) {
+    let clock: std::sync::Arc<dyn seatkeeper::clock::Clock> =
+        std::sync::Arc::new(seatkeeper::clock::SystemClock);
+    let emulator = std::sync::Arc::new(seatkeeper::emulator::Emulator::new(
+        seatkeeper::backend::embedded::Embedded::open(tenant, clock).unwrap(),
+        seatkeeper::emulator::Options {
+            client_id: Some("app".into()),
+            client_secret: Some("s3cret".into()),
+            token_lifetime: 3600,
+            faults,
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let root = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, rx) = watch::channel(false);
+    let e = emulator.clone();
+    tokio::spawn(async move {
+        seatkeeper::emulator::serve(listener, e, rx).await.unwrap();
+    });
+    (emulator, root, stop)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_an_organization_with_the_microsoft_backend_runs_against_the_emulator() {
     let w = world("").await;
     // The emulated tenant is a copy: the controller's own tenant file must stay untouched.
     let emulated = w.state.with_file_name("emulated.yaml");
     std::fs::copy(&w.state, &emulated).unwrap();
-    let clock: std::sync::Arc<dyn seatkeeper::clock::Clock> =
-        std::sync::Arc::new(seatkeeper::clock::SystemClock);
-    let emulator = std::sync::Arc::new(seatkeeper::emulator::Emulator::new(
-        seatkeeper::backend::embedded::Embedded::open(&emulated, clock).unwrap(),
-        seatkeeper::emulator::Options {
-            client_id: Some("app".into()),
-            client_secret: Some("s3cret".into()),
-            token_lifetime: 3600,
-            faults: Default::default(),
-        },
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let root = format!("http://{}", listener.local_addr().unwrap());
-    let (stop_emulator, rx) = watch::channel(false);
-    let e = emulator.clone();
-    tokio::spawn(async move {
-        seatkeeper::emulator::serve(listener, e, rx).await.unwrap();
-    });
+    let (emulator, root, stop_emulator) = emulate(&emulated, Default::default()).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api("seatkeeper");
     let secret = serde_json::from_value(
         json!({"metadata": {"name": "app"}, "stringData": {"secret": "s3cret"}}),
@@ -1357,28 +1371,11 @@ async fn e2e_one_partner_app_many_tenants_a_tenant_refusing_the_app_is_blocked_a
     let emulated = w.state.with_file_name("emulated.yaml");
     let fabrikam = "- domain: fabrikam.com\n  paymentMethodOnFile: true\n  users:\n  - {upn: f0@fabrikam.com, usageLocation: NL}\n  - {upn: f1@fabrikam.com, usageLocation: NL}\n  subscriptions:\n  - {id: sub-f, product: ENTERPRISEPACK, seats: 5}\n";
     std::fs::write(&emulated, tenant_yaml("") + fabrikam).unwrap();
-    let clock: std::sync::Arc<dyn seatkeeper::clock::Clock> =
-        std::sync::Arc::new(seatkeeper::clock::SystemClock);
     let revoked = seatkeeper::emulator::Faults {
         revoked_consent: vec!["fabrikam.com".into()],
         ..Default::default()
     };
-    let emulator = std::sync::Arc::new(seatkeeper::emulator::Emulator::new(
-        seatkeeper::backend::embedded::Embedded::open(&emulated, clock).unwrap(),
-        seatkeeper::emulator::Options {
-            client_id: Some("app".into()),
-            client_secret: Some("s3cret".into()),
-            token_lifetime: 3600,
-            faults: revoked,
-        },
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let root = format!("http://{}", listener.local_addr().unwrap());
-    let (stop_emulator, rx) = watch::channel(false);
-    let e = emulator.clone();
-    tokio::spawn(async move {
-        seatkeeper::emulator::serve(listener, e, rx).await.unwrap();
-    });
+    let (emulator, root, stop_emulator) = emulate(&emulated, revoked).await;
     // One Secret for the partner's app, referenced by both Organizations.
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api("seatkeeper");
     let secret = serde_json::from_value(

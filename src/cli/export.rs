@@ -9,7 +9,7 @@
 //! are left to the group. Nothing here reads or writes the tenant; [`adopt`] is a pure
 //! function of what was read.
 
-use super::{CliError, EXIT_INVALID, EXIT_READY, InputError, Tenants, clock_of, manifests};
+use super::{CliError, EXIT_READY, InputError, Tenants, clock_of, manifests};
 use crate::backend::Backend;
 use crate::backend::embedded::{Embedded, TenantFile};
 use crate::domain::{
@@ -109,23 +109,15 @@ pub fn run(args: &ExportArgs) -> i32 {
         .expect("a tokio runtime");
     match runtime.block_on(export(args)) {
         Ok(()) => EXIT_READY,
-        Err(e) => {
-            eprintln!("error: {}", e.to_string().trim());
-            EXIT_INVALID
-        }
+        Err(e) => super::failed(&e),
     }
 }
 
 async fn export(args: &ExportArgs) -> Result<(), CliError> {
     let clock = clock_of(&args.now)?;
     let now = clock.now();
-    let _lock = super::lock_file(
-        &args.state,
-        crate::backend::lock::Access::Read,
-        args.lock_timeout,
-        "seatkeeper export",
-    )?;
-    let (tenant, missing) = super::load_state(&args.state)?;
+    let (_lock, tenant, missing) =
+        super::read_state(&args.state, args.lock_timeout, "seatkeeper export")?;
     let manifests = if args.files.is_empty() {
         manifests::Manifests::default()
     } else {

@@ -462,17 +462,32 @@ fn run_command(cli: Cli, interrupt: Option<Interrupt>) -> i32 {
     };
     match runtime.block_on(run(&args, mode, &interrupt)) {
         Ok(code) => code,
-        Err(e) => {
-            let line: Vec<String> = e
-                .to_string()
-                .lines()
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty())
-                .collect();
-            eprintln!("error: {}", line.join(" "));
-            EXIT_INVALID
-        }
+        Err(e) => failed(&e),
     }
+}
+
+/// An error as one line on stderr, every line of it joined (`error: …`); exit code 1.
+fn failed(e: &CliError) -> i32 {
+    let line: Vec<String> = e
+        .to_string()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    eprintln!("error: {}", line.join(" "));
+    EXIT_INVALID
+}
+
+/// A reading command's start: the tenant file's shared lock (held while the guard lives) and
+/// the file as it is (and whether it is missing).
+fn read_state(
+    state: &Path,
+    timeout: std::time::Duration,
+    command: &str,
+) -> Result<(Option<crate::backend::lock::StateLock>, TenantFile, bool), CliError> {
+    let lock = lock_file(state, crate::backend::lock::Access::Read, timeout, command)?;
+    let (tenant, missing) = load_state(state)?;
+    Ok((lock, tenant, missing))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,9 +2,7 @@
 //! it is read now and the declarations given with `-f`. It reads and changes nothing; the
 //! figures come from [`crate::report`], the showback from the planner's own claims.
 
-use super::{
-    Applied, CliError, EXIT_INVALID, EXIT_READY, InputError, Mode, Tenants, clock_of, manifests,
-};
+use super::{Applied, CliError, EXIT_READY, InputError, Mode, Tenants, clock_of, manifests};
 use crate::backend::embedded::{Embedded, TenantFile};
 use crate::domain::billing::money;
 use crate::domain::{Instant, counted};
@@ -77,29 +75,15 @@ pub fn run(args: &ReportArgs) -> i32 {
             print!("{}", render(&r, args.format));
             EXIT_READY
         }
-        Err(e) => {
-            let line: Vec<String> = e
-                .to_string()
-                .lines()
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty())
-                .collect();
-            eprintln!("error: {}", line.join(" "));
-            EXIT_INVALID
-        }
+        Err(e) => super::failed(&e),
     }
 }
 
 async fn build(args: &ReportArgs) -> Result<Report, CliError> {
     let clock = clock_of(&args.now)?;
     let now = clock.now();
-    let _lock = super::lock_file(
-        &args.state,
-        crate::backend::lock::Access::Read,
-        args.lock_timeout,
-        "seatkeeper report",
-    )?;
-    let (tenant, missing) = super::load_state(&args.state)?;
+    let (_lock, tenant, missing) =
+        super::read_state(&args.state, args.lock_timeout, "seatkeeper report")?;
     let recorded = tenant
         .resources
         .iter()
