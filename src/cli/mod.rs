@@ -620,32 +620,22 @@ async fn run(args: &Args, mode: Mode, interrupt: &Interrupt) -> Result<i32, CliE
             file: args.state.display().to_string(),
         });
     }
-    let recorded_manifests = tenant
-        .resources
-        .iter()
-        .map(|r| {
-            let key = (r.kind.clone(), r.namespace.clone(), r.name.clone());
-            (key, r.manifest.clone())
-        })
-        .collect();
-    let manifests = manifests::load(&args.files, &recorded_manifests)?;
-    if let Some(note) = manifests.skipped_note() {
-        eprintln!("{note}");
-    }
-    let tenants = Tenants::of(&manifests)?;
-    if missing && tenants.microsoft.is_empty() {
-        TenantFile::load(&args.state)?;
-    }
+    let Declarations {
+        manifests,
+        tenants,
+        state,
+        mut desired,
+        organizations,
+    } = Declarations::read(
+        &args.files,
+        &args.state,
+        &tenant,
+        missing,
+        mode,
+        clock.now(),
+    )?;
     let live = tenants.catalogs().await?;
     check_against_tenant(&manifests, &tenant, &live)?;
-    let state = Applied::read(mode, &tenant, &manifests, clock.now())?;
-    let mut desired = state.desired(&args.state, &manifests)?;
-    let organizations: Vec<crate::api::Organization> = manifests
-        .organizations
-        .iter()
-        .map(|(_, o)| o.clone())
-        .collect();
-    desired.namespaces = crate::organizations::bindings(&manifests.namespaces, &organizations);
     let options = Options {
         max_removals: args.max_removals,
         require_namespace_binding: args.require_namespace_binding,
@@ -712,6 +702,60 @@ async fn run(args: &Args, mode: Mode, interrupt: &Interrupt) -> Result<i32, CliE
     } else {
         EXIT_NOT_READY
     })
+}
+
+/// What the manifests declare, read once for every command that plans: the documents, the
+/// Microsoft tenants they name, the resources with their records, the planner's declared state
+/// (with the namespaces' bindings) and the Organizations.
+struct Declarations {
+    manifests: manifests::Manifests,
+    tenants: Tenants,
+    state: Applied,
+    desired: Desired,
+    organizations: Vec<crate::api::Organization>,
+}
+
+impl Declarations {
+    fn read(
+        files: &[PathBuf],
+        path: &Path,
+        tenant: &TenantFile,
+        missing: bool,
+        mode: Mode,
+        now: Instant,
+    ) -> Result<Declarations, CliError> {
+        let recorded = tenant
+            .resources
+            .iter()
+            .map(|r| {
+                let key = (r.kind.clone(), r.namespace.clone(), r.name.clone());
+                (key, r.manifest.clone())
+            })
+            .collect();
+        let manifests = manifests::load(files, &recorded)?;
+        if let Some(note) = manifests.skipped_note() {
+            eprintln!("{note}");
+        }
+        let tenants = Tenants::of(&manifests)?;
+        if missing && tenants.microsoft.is_empty() {
+            TenantFile::load(path)?;
+        }
+        let state = Applied::read(mode, tenant, &manifests, now)?;
+        let mut desired = state.desired(path, &manifests)?;
+        let organizations: Vec<crate::api::Organization> = manifests
+            .organizations
+            .iter()
+            .map(|(_, o)| o.clone())
+            .collect();
+        desired.namespaces = crate::organizations::bindings(&manifests.namespaces, &organizations);
+        Ok(Declarations {
+            manifests,
+            tenants,
+            state,
+            desired,
+            organizations,
+        })
+    }
 }
 
 /// The tenant file's lock for this run: shared for `plan`, exclusive otherwise.

@@ -2,8 +2,8 @@
 //! it is read now and the declarations given with `-f`. It reads and changes nothing; the
 //! figures come from [`crate::report`], the showback from the planner's own claims.
 
-use super::{Applied, CliError, EXIT_READY, InputError, Mode, Tenants, clock_of, manifests};
-use crate::backend::embedded::{Embedded, TenantFile};
+use super::{CliError, Declarations, EXIT_READY, InputError, Mode, clock_of};
+use crate::backend::embedded::Embedded;
 use crate::domain::billing::money;
 use crate::domain::{Instant, counted};
 use crate::planner::resources::UserState;
@@ -84,27 +84,12 @@ async fn build(args: &ReportArgs) -> Result<Report, CliError> {
     let now = clock.now();
     let (_lock, tenant, missing) =
         super::read_state(&args.state, args.lock_timeout, "seatkeeper report")?;
-    let recorded = tenant
-        .resources
-        .iter()
-        .map(|r| {
-            let key = (r.kind.clone(), r.namespace.clone(), r.name.clone());
-            (key, r.manifest.clone())
-        })
-        .collect();
-    let manifests = manifests::load(&args.files, &recorded)?;
-    let tenants = Tenants::of(&manifests)?;
-    if missing && tenants.microsoft.is_empty() {
-        TenantFile::load(&args.state)?;
-    }
-    let state = Applied::read(Mode::Plan, &tenant, &manifests, now)?;
-    let mut desired = state.desired(&args.state, &manifests)?;
-    let organizations: Vec<crate::api::Organization> = manifests
-        .organizations
-        .iter()
-        .map(|(_, o)| o.clone())
-        .collect();
-    desired.namespaces = crate::organizations::bindings(&manifests.namespaces, &organizations);
+    let Declarations {
+        tenants,
+        desired,
+        organizations,
+        ..
+    } = Declarations::read(&args.files, &args.state, &tenant, missing, Mode::Plan, now)?;
     let copy = Embedded::new(tenant.clone(), None, clock.clone());
     let (copy, live_catalogs) = tenants.with_live_tenants(copy, clock.clone()).await?;
     let mut domains: Vec<String> = match &args.organization {
