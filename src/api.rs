@@ -220,7 +220,9 @@ spec_is_intent!(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    // After AGE: scripts reading the columns by position keep working.
+    printcolumn(name = "Shard", type_ = "string", json_path = ".status.shard")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationSpec {
@@ -408,6 +410,10 @@ pub struct OrganizationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub last_read_at: Option<crate::domain::Instant>,
+    /// The replica that reconciles this organization, when the controller runs sharded
+    /// (`run --sharding`, the chart's `sharding.enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// One subscription of a tenant, as the licensing service reports it.

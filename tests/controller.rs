@@ -30,9 +30,11 @@ impl Replica {
         self.stop.send_replace(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
-    /// A crash: no goodbye, the Lease stays until it expires.
+    /// A crash: no goodbye, the Lease stays until it expires. (The stop channel stays open:
+    /// a crashed process never sees its closing either.)
     fn kill(self) {
         self.task.abort();
+        std::mem::forget(self.stop);
     }
 }
 
@@ -45,6 +47,11 @@ fn start(server: &ApiServer, state: &Path, identity: &str, resync: Duration) -> 
     start_reading_secrets_in(server, state, identity, resync, None)
 }
 
+/// A replica of a sharded deployment (`run --sharding`).
+fn start_sharded(server: &ApiServer, state: &Path, identity: &str) -> Replica {
+    launch(server, state, identity, Duration::from_secs(30), None, true)
+}
+
 /// `start`, reading Secrets only in `secret_namespaces` (`run --secret-namespaces`).
 fn start_reading_secrets_in(
     server: &ApiServer,
@@ -52,6 +59,17 @@ fn start_reading_secrets_in(
     identity: &str,
     resync: Duration,
     secret_namespaces: Option<&[&str]>,
+) -> Replica {
+    launch(server, state, identity, resync, secret_namespaces, false)
+}
+
+fn launch(
+    server: &ApiServer,
+    state: &Path,
+    identity: &str,
+    resync: Duration,
+    secret_namespaces: Option<&[&str]>,
+    sharding: bool,
 ) -> Replica {
     if std::env::var("E2E_LOG").is_ok() {
         use tracing_subscriber::layer::SubscriberExt;
@@ -68,6 +86,7 @@ fn start_reading_secrets_in(
     let (stop, rx) = watch::channel(false);
     let metrics = free_port();
     let cfg = RunConfig {
+        sharding,
         state: state.to_path_buf(),
         resync,
         options: Options {
@@ -1131,6 +1150,7 @@ async fn e2e_the_controller_runs_with_any_backend() {
     };
     let (stop, rx) = watch::channel(false);
     let cfg = RunConfig {
+        sharding: false,
         state: PathBuf::from("/nonexistent: run_with takes the backend"),
         resync: Duration::from_secs(600),
         options: Options::default(),
@@ -1975,4 +1995,186 @@ async fn e2e_deleting_a_namespace_with_blocked_and_licensed_resources_finishes_q
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
     assert!(warnings.is_empty(), "{log}");
     assert!(!log.contains("Status {"), "{log}");
+}
+
+/// A fleet: several customer tenants behind one partner app, three replicas sharding them.
+/// While they converge, the replica owning an unfinished organization is killed (its Leases
+/// left to expire) and a fourth joins. Every organization converges, each purchase is made
+/// once, every organization names a live shard, and no two replicas ever ran one
+/// organization's pass at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_fleet_replicas_shard_the_tenants_one_killed_while_converging_nothing_twice() {
+    const FLEET: usize = 6;
+    // More than one round of licence batches (4 batches of 20 at once).
+    const STAFF: usize = 200;
+    let w = world("").await;
+    let emulated = w.state.with_file_name("emulated.yaml");
+    let domain = |i: usize| format!("c{i}.example.com");
+    let mut y = String::from("organizations:\n");
+    for i in 0..FLEET {
+        y += &format!(
+            "- domain: {}\n  paymentMethodOnFile: true\n  users:\n",
+            domain(i)
+        );
+        for u in 0..STAFF {
+            y += &format!("  - {{upn: u{u}@{}, usageLocation: NL}}\n", domain(i));
+        }
+        y += &format!(
+            "  subscriptions:\n  - {{id: sub-{i}, product: ENTERPRISEPACK, seats: {STAFF}}}\n"
+        );
+    }
+    std::fs::write(&emulated, y).unwrap();
+    // Slow enough that a pass is still running when its replica dies.
+    let slow = seatkeeper::emulator::Faults {
+        latency: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let (emulator, root, stop_emulator) = emulate(&emulated, slow).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api("seatkeeper");
+    let secret = serde_json::from_value(
+        json!({"metadata": {"name": "partner-app"}, "stringData": {"secret": "s3cret"}}),
+    )
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let orgs: Api<seatkeeper::api::Organization> = Api::all(w.server.client());
+    let nss: Api<Namespace> = Api::all(w.server.client());
+    for i in 0..FLEET {
+        let org = serde_json::from_value(json!({
+            "apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Organization",
+            "metadata": {"name": format!("c{i}")},
+            "spec": {"domain": domain(i), "backend": {"microsoft": {
+                "tenantId": domain(i),
+                "endpoints": {"login": root, "graph": root, "partnerCenter": root},
+                "partnerCenter": {"enabled": true},
+                "credentials": {"clientId": "app",
+                    "clientSecretRef": {"namespace": "seatkeeper", "name": "partner-app", "key": "secret"}}}}}
+        }))
+        .unwrap();
+        orgs.create(&PostParams::default(), &org).await.unwrap();
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {
+            "name": format!("team-c{i}"),
+            "labels": {"seatkeeper.dev/organization": domain(i)}}}))
+        .unwrap();
+        nss.create(&PostParams::default(), &ns).await.unwrap();
+    }
+    let mut replicas: Vec<(String, Option<Replica>)> = (0..3)
+        .map(|r| {
+            let id = format!("r{r}");
+            let replica = start_sharded(&w.server, &w.state, &id);
+            (id, Some(replica))
+        })
+        .collect();
+    for i in 0..FLEET {
+        let users: Vec<String> = (0..STAFF).map(|u| format!("u{u}@{}", domain(i))).collect();
+        let ns = format!("team-c{i}");
+        w.create(
+            &ns,
+            json!({"apiVersion": "seatkeeper.dev/v1alpha1", "kind": "LicenseAssignment",
+                "metadata": {"name": "staff"},
+                "spec": {"organization": domain(i), "users": users,
+                    "licenses": [{"product": "ENTERPRISEPACK"}]}}),
+        )
+        .await;
+        w.create(
+            &ns,
+            sub(
+                "extra",
+                json!({"organization": domain(i), "product": "SPE_E3", "seats": 2}),
+            ),
+        )
+        .await;
+    }
+    let licensed = |i: usize| {
+        emulator
+            .tenant()
+            .organizations
+            .iter()
+            .find(|o| o.domain == domain(i))
+            .unwrap()
+            .users
+            .iter()
+            .filter(|u| u.licence("ENTERPRISEPACK").is_some())
+            .count()
+    };
+    let holder = |i: usize| {
+        w.server
+            .get(
+                "coordination.k8s.io/v1/leases",
+                "seatkeeper",
+                &format!("seatkeeper-org-{}", domain(i)),
+            )
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    // Kill the owner of an organization still converging.
+    let mut victim = None;
+    eventually("the fleet converging", || {
+        let started = (0..FLEET).any(|i| licensed(i) > 0);
+        victim = (0..FLEET)
+            .find(|i| started && licensed(*i) < STAFF && holder(*i).is_some())
+            .and_then(holder);
+        victim.is_some()
+    })
+    .await;
+    let victim = victim.unwrap();
+    let killed = replicas.iter_mut().find(|(id, _)| *id == victim).unwrap();
+    killed.1.take().unwrap().kill();
+    // A replica joins while the others converge and take the dead one's organizations.
+    replicas.push(("r3".into(), Some(start_sharded(&w.server, &w.state, "r3"))));
+    let live: Vec<String> = replicas
+        .iter()
+        .filter(|(_, r)| r.is_some())
+        .map(|(id, _)| id.clone())
+        .collect();
+    eventually("every organization converged on a live shard", || {
+        (0..FLEET).all(|i| {
+            licensed(i) == STAFF
+                && w.server
+                    .get(
+                        "seatkeeper.dev/v1alpha1/organizations",
+                        "",
+                        &format!("c{i}"),
+                    )
+                    .is_some_and(|o| {
+                        o["status"]["shard"]
+                            .as_str()
+                            .is_some_and(|s| live.iter().any(|l| l == s))
+                    })
+                && w.object("subscriptions", &format!("team-c{i}"), "extra")
+                    .is_some_and(|o| condition(&o, "Ready").0 == "True")
+        })
+    })
+    .await;
+    for i in 0..FLEET {
+        let tenant = emulator.tenant();
+        let o = tenant
+            .organizations
+            .iter()
+            .find(|o| o.domain == domain(i))
+            .unwrap();
+        let bought: Vec<_> = o
+            .subscriptions
+            .iter()
+            .filter(|s| s.product == "SPE_E3")
+            .collect();
+        assert_eq!(bought.len(), 1, "{}: bought once: {bought:?}", domain(i));
+        assert_eq!(bought[0].seats, 2);
+        let h = holder(i).unwrap();
+        assert!(live.contains(&h), "{} held by {h}", domain(i));
+    }
+    assert_eq!(
+        seatkeeper::controller::shards::overlaps(),
+        0,
+        "two replicas reconciled one organization at once"
+    );
+    // The new replica took a share.
+    assert!((0..FLEET).any(|i| holder(i).as_deref() == Some("r3")));
+    for (_, r) in replicas {
+        if let Some(r) = r {
+            r.stop().await;
+        }
+    }
+    let _ = stop_emulator.send(true);
 }

@@ -108,6 +108,12 @@ struct RunArgs {
     /// Elect a leader on a coordination.k8s.io Lease, so several replicas are safe.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
+    /// Spread the organizations that have their own Microsoft tenant over the replicas: each
+    /// holds a Lease for its shard (`seatkeeper-shard-<identity>`), and each organization is
+    /// reconciled by one live shard at a time. Needs --leader-election (the embedded tenant
+    /// file stays with the leader).
+    #[arg(long)]
+    sharding: bool,
     /// Namespace of the Lease (default: $POD_NAMESPACE, else "default").
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -188,6 +194,7 @@ impl RunArgs {
             secret_namespaces: crate::controller::watches::SecretNamespaces(
                 self.secret_namespaces.clone(),
             ),
+            sharding: self.sharding,
             election: self
                 .leader_election
                 .then(|| crate::controller::leader::Election {
@@ -223,6 +230,12 @@ fn tune_allocator() {
 
 /// `seatkeeper run`: until SIGTERM or Ctrl-C, then a graceful stop.
 fn run_controller(args: &RunArgs) -> i32 {
+    if args.sharding && !args.leader_election {
+        eprintln!(
+            "error: --sharding needs --leader-election=true: shards are kept on Leases, and the embedded tenant file stays with the leader"
+        );
+        return EXIT_USAGE;
+    }
     // Colour only on a terminal (not in `kubectl logs`), and never with NO_COLOR.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();

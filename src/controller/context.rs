@@ -67,6 +67,8 @@ pub struct Ctx<B> {
     pub api: Arc<super::apihealth::ApiHealth>,
     /// Reconciles of an organization in progress: what a stop waits for.
     pub busy: watch::Sender<usize>,
+    /// With `--sharding`: the organizations this replica owns.
+    pub shards: Option<Arc<super::shards::Shards>>,
 }
 
 /// One reconcile in progress, counted in [`Ctx::busy`] until dropped.
@@ -90,14 +92,27 @@ impl<B: Backend> Ctx<B> {
         *self.leading.borrow()
     }
 
-    /// The parts the status writer needs.
-    pub fn writer(&self) -> super::status::Writer<'_> {
+    /// The parts the status writer needs; `allowed` says whether this replica may still write
+    /// (it leads, or its shard still holds the organization).
+    pub fn writer<'a>(
+        &'a self,
+        allowed: &'a (dyn Fn() -> bool + Send + Sync),
+    ) -> super::status::Writer<'a> {
         super::status::Writer {
             client: &self.client,
             recorder: &self.recorder,
             metrics: &self.metrics,
             api: &self.api,
-            leading: &self.leading,
+            allowed,
+        }
+    }
+
+    /// Whether a pass of `org` in flight may still write: a sharded organization while this
+    /// replica's shard holds it (a pass being handed over finishes), any other while leading.
+    fn may_write(&self, org: &str) -> bool {
+        match &self.shards {
+            Some(s) if self.is_sharded(org) => s.holds(org),
+            _ => self.leading(),
         }
     }
 
@@ -117,13 +132,39 @@ impl<B: Backend> Ctx<B> {
         self.cfg.options.interrupt.was_requested()
     }
 
-    fn org_state(&self, org: &str) -> Arc<tokio::sync::Mutex<OrgState>> {
+    pub(super) fn org_state(&self, org: &str) -> Arc<tokio::sync::Mutex<OrgState>> {
         self.orgs
             .lock()
             .expect("orgs lock")
             .entry(org.to_lowercase())
             .or_default()
             .clone()
+    }
+
+    /// Whether this replica reconciles `org`: sharded, when its shard owns it; otherwise when
+    /// it leads.
+    pub fn may_reconcile(&self, org: &str) -> bool {
+        match &self.shards {
+            Some(s) if self.is_sharded(org) => s.owns(org),
+            _ => self.leading(),
+        }
+    }
+
+    /// Whether `org` is spread by sharding (an Organization with its own Microsoft tenant).
+    fn is_sharded(&self, org: &str) -> bool {
+        self.shards.is_some()
+            && tenants::organization_of(&self.organizations, org)
+                .is_some_and(|o| super::shards::sharded(&o))
+    }
+
+    /// When a replica that does not reconcile `org` looks again: a sharded organization is
+    /// triggered when this replica claims it, so not before the resync.
+    fn idle(&self, org: &str) -> Duration {
+        if self.is_sharded(org) {
+            self.cfg.resync
+        } else {
+            Duration::from_secs(5)
+        }
     }
 
     pub fn force(&self, org: &str) {
@@ -147,15 +188,17 @@ impl<B: Backend> Ctx<B> {
     pub async fn reconcile_org(&self, org: &str) -> Result<Duration, ReconcileError> {
         // Counted before the stop is looked at: a stop never misses a reconcile starting.
         let _busy = Busy::enter(&self.busy);
-        if !self.leading() || self.stopping() {
-            // Followers observe only; the leader does the work. Stopping: no new work.
-            return Ok(Duration::from_secs(5));
+        if !self.may_reconcile(org) || self.stopping() {
+            // Followers observe only; the leader (or the organization's shard) does the
+            // work. Stopping: no new work.
+            return Ok(self.idle(org));
         }
         let state = self.org_state(org);
         let mut state = state.lock().await;
-        if self.stopping() {
-            // Waited for the organization while the run in flight finished its batch.
-            return Ok(Duration::from_secs(5));
+        if !self.may_reconcile(org) || self.stopping() {
+            // Waited for the organization while the run in flight finished its batch (or its
+            // shard handed it over meanwhile).
+            return Ok(self.idle(org));
         }
         let forced = self
             .forced
@@ -183,6 +226,11 @@ impl<B: Backend> Ctx<B> {
         state: &mut OrgState,
     ) -> Result<Duration, ReconcileError> {
         let started = std::time::Instant::now();
+        let _pass = self
+            .shards
+            .as_ref()
+            .filter(|_| self.is_sharded(org))
+            .map(|s| super::shards::Pass::enter(org, &s.identity));
         self.metrics.reconciles.inc();
         let result = match self.converge_org(org, state).await {
             // Credentials that do not work are a condition on the Organization, looked at
@@ -300,7 +348,7 @@ impl<B: Backend> Ctx<B> {
                 organization.as_deref(),
             )
             .await?;
-        let report = self.converge(&mut desired, &mut rvs, tenant).await?;
+        let report = self.converge(org, &mut desired, &mut rvs, tenant).await?;
         self.report_organization(org, Some(&report.observed), None)
             .await?;
         for r in &report.plan.deleted {
@@ -427,7 +475,10 @@ impl<B: Backend> Ctx<B> {
         let Some(o) = tenants::organization_of(&self.organizations, org) else {
             return Ok(());
         };
-        let status = tenants::status_of(&o, observed, failure, self.clock.now());
+        let mut status = tenants::status_of(&o, observed, failure, self.clock.now());
+        if self.is_sharded(org) {
+            status.shard = self.shards.as_ref().map(|s| s.identity.clone());
+        }
         let before = o.status.as_ref().and_then(|s| s.blocked_reason.clone());
         if tenants::write_status(&self.client, &o, &status, self.cfg.resync).await? {
             self.metrics.status_writes.inc();
@@ -503,16 +554,25 @@ impl<B: Backend> Ctx<B> {
     /// for every change made or refused, published as each is confirmed.
     async fn converge(
         &self,
+        org: &str,
         desired: &mut Desired,
         rvs: &mut HashMap<Key, String>,
         tenant: Option<Arc<Tenant>>,
     ) -> Result<Report, ReconcileError> {
         let mut options = self.cfg.options.clone();
         options.per_organization = tenants::limits(&self.organizations);
+        if let Some(shards) = self.shards.as_ref().filter(|_| tenant.is_some()) {
+            // Each change is made only while this replica's shard still holds the
+            // organization: a replica cut off from its Lease stops before another takes over.
+            let (shards, org) = (shards.clone(), org.to_lowercase());
+            options.interrupt = options
+                .interrupt
+                .fenced(Arc::new(move || shards.holds(&org)));
+        }
         match tenant {
-            Some(t) => self.run_executor(&*t, desired, rvs, &options).await,
+            Some(t) => self.run_executor(org, &*t, desired, rvs, &options).await,
             None => {
-                self.run_executor(&self.backend, desired, rvs, &options)
+                self.run_executor(org, &self.backend, desired, rvs, &options)
                     .await
             }
         }
@@ -520,13 +580,15 @@ impl<B: Backend> Ctx<B> {
 
     async fn run_executor<X: Backend>(
         &self,
+        org: &str,
         backend: &X,
         desired: &mut Desired,
         rvs: &mut HashMap<Key, String>,
         options: &crate::planner::Options,
     ) -> Result<Report, ReconcileError> {
+        let allowed = || self.may_write(org);
         let mut ledger = KubeLedger {
-            ctx: self.writer(),
+            ctx: self.writer(&allowed),
             written: crate::intents::each_status(desired)
                 .map(|(m, at)| {
                     let key = (at.kind, m.namespace.clone(), m.name.clone());

@@ -128,6 +128,25 @@ async fn try_acquire(
     e: &Election,
     now: jiff::Timestamp,
 ) -> Result<bool, kube::Error> {
+    acquire(api, e, now, None).await
+}
+
+/// [`try_acquire`] for a Lease created with the `seatkeeper.dev/lease` label (a shard's).
+pub(super) async fn try_acquire_labelled(
+    api: &Api<Lease>,
+    e: &Election,
+    now: jiff::Timestamp,
+    label: &str,
+) -> Result<bool, kube::Error> {
+    acquire(api, e, now, Some(label)).await
+}
+
+async fn acquire(
+    api: &Api<Lease>,
+    e: &Election,
+    now: jiff::Timestamp,
+    label: Option<&str>,
+) -> Result<bool, kube::Error> {
     let spec = |transitions: i32, acquired: Option<MicroTime>| LeaseSpec {
         holder_identity: Some(e.identity.clone()),
         lease_duration_seconds: Some(e.duration.as_secs() as i32),
@@ -141,6 +160,8 @@ async fn try_acquire(
             metadata: ObjectMeta {
                 name: Some(e.name.clone()),
                 namespace: Some(e.namespace.clone()),
+                labels: label
+                    .map(|l| [(super::shards::LEASE_LABEL.to_string(), l.to_string())].into()),
                 ..Default::default()
             },
             spec: Some(spec(0, None)),
@@ -174,7 +195,7 @@ async fn try_acquire(
     }
 }
 
-async fn release(api: &Api<Lease>, e: &Election) -> Result<(), kube::Error> {
+pub(super) async fn release(api: &Api<Lease>, e: &Election) -> Result<(), kube::Error> {
     let Some(mut lease) = api.get_opt(&e.name).await? else {
         return Ok(());
     };

@@ -61,6 +61,17 @@ pub struct Org {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Owned {
+    pub organization: String,
+    pub shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Shard {
+    pub shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Service {
     pub service: String,
 }
@@ -112,6 +123,11 @@ pub struct Metrics {
     pub service_requests: Family<Service, Counter>,
     pub service_throttled: Family<Service, Counter>,
     pub token_failures: Counter,
+    /// 1 for each organization this replica owns (sharded runs).
+    pub organization_shard: Family<Owned, Gauge>,
+    pub shard_organizations: Family<Shard, Gauge>,
+    pub shards_live: Gauge,
+    pub shard_handovers: Counter,
     shown: Arc<Mutex<HashMap<String, Shown>>>,
 }
 
@@ -141,6 +157,30 @@ impl Metrics {
         let service_requests = Family::<Service, Counter>::default();
         let service_throttled = Family::<Service, Counter>::default();
         let token_failures = Counter::default();
+        let organization_shard = Family::<Owned, Gauge>::default();
+        let shard_organizations = Family::<Shard, Gauge>::default();
+        let shards_live = Gauge::default();
+        let shard_handovers = Counter::default();
+        registry.register(
+            "organization_shard",
+            "1 for each organization this replica reconciles, labelled with its shard (sharded runs)",
+            organization_shard.clone(),
+        );
+        registry.register(
+            "shard_organizations",
+            "Organizations this replica's shard owns (sharded runs)",
+            shard_organizations.clone(),
+        );
+        registry.register(
+            "shards_live",
+            "Replicas whose shard Lease is current, as this replica sees them (sharded runs)",
+            shards_live.clone(),
+        );
+        registry.register(
+            "shard_handovers",
+            "Organizations this replica let go to another shard after finishing its pass",
+            shard_handovers.clone(),
+        );
         registry.register(
             "monthly_cost",
             "What an organization's seats of a product cost a month, at list price (only where prices are known)",
@@ -245,6 +285,10 @@ impl Metrics {
             service_requests,
             service_throttled,
             token_failures,
+            organization_shard,
+            shard_organizations,
+            shards_live,
+            shard_handovers,
             shown: Arc::default(),
         }
     }

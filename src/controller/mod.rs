@@ -19,6 +19,7 @@ pub mod kinds;
 pub mod leader;
 pub mod listed;
 pub mod metrics;
+pub mod shards;
 pub mod status;
 pub mod tenants;
 pub mod watches;
@@ -57,6 +58,9 @@ pub struct RunConfig {
     pub metrics_addr: SocketAddr,
     /// None: no leader election (a single replica).
     pub election: Option<leader::Election>,
+    /// Spread the organizations with their own Microsoft tenant over the replicas (see
+    /// [`shards`]), with the election's namespace, identity and timings. Needs `election`.
+    pub sharding: bool,
     /// [`run`] holds the tenant file's lock (see [`crate::backend::lock`]): without leader
     /// election from start to stop, waiting this long for it at start; with it, while leading.
     /// None: no lock (a backend without a file).
@@ -213,6 +217,8 @@ async fn run_inner<B: Backend + 'static>(
         orgs.store(),
     );
     let election = cfg.election.clone();
+    let sharding = election.clone().filter(|_| cfg.sharding);
+    let organizations_trigger = triggers.organizations();
     let ctx = context(
         client.clone(),
         cfg,
@@ -225,7 +231,18 @@ async fn run_inner<B: Backend + 'static>(
     let election = election.map(|e| {
         let health = ctx.api.clone();
         let run = leader::run(client, e, leading_tx, stop.clone(), drained, state, health);
-        tokio::spawn(run)
+        Task(tokio::spawn(run))
+    });
+    let sharding = sharding.zip(ctx.shards.clone()).map(|(e, shards)| {
+        let run = shards::run(
+            ctx.clone(),
+            shards,
+            e,
+            organizations_trigger,
+            stop.clone(),
+            drained_tx.subscribe(),
+        );
+        Task(tokio::spawn(run))
     });
     let related = {
         let mut stop = stop.clone();
@@ -279,7 +296,7 @@ async fn run_inner<B: Backend + 'static>(
             let _ = busy.wait_for(|n| *n == 0).await;
         }
     };
-    let metrics_server = tokio::spawn(http);
+    let metrics_server = Task(tokio::spawn(http));
     tokio::select! {
         _ = controllers => {}
         _ = ours_drained => {}
@@ -293,18 +310,35 @@ async fn run_inner<B: Backend + 'static>(
     }
     ready.store(false, Ordering::SeqCst);
     drained_tx.send_replace(true);
-    if let Some(e) = election {
+    if let Some(mut e) = election {
         // Releases the Lease (bounded: an unreachable API server cannot hold the exit).
-        if tokio::time::timeout(Duration::from_secs(3), e)
+        if tokio::time::timeout(Duration::from_secs(3), &mut e.0)
             .await
             .is_err()
         {
             tracing::warn!("stopping: the Lease could not be released in time");
         }
     }
-    metrics_server.abort();
+    if let Some(mut s) = sharding
+        && tokio::time::timeout(Duration::from_secs(3), &mut s.0)
+            .await
+            .is_err()
+    {
+        tracing::warn!("stopping: the shard Leases could not be released in time");
+    }
+    drop(metrics_server);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A task of the run (the Lease keepers, the metrics server), aborted when the run is dropped:
+/// a run that ends, or is dropped as a crashed process would be, leaves nothing behind.
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What the controllers share.
@@ -348,6 +382,11 @@ fn context<B: Backend>(
         deletion_backoff: Default::default(),
         api,
         busy: watch::channel(0).0,
+        shards: cfg
+            .election
+            .as_ref()
+            .filter(|_| cfg.sharding)
+            .map(|e| Arc::new(shards::Shards::new(&e.identity))),
         cfg,
     })
 }

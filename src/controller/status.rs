@@ -83,7 +83,8 @@ pub struct Writer<'a> {
     pub recorder: &'a kube::runtime::events::Recorder,
     pub metrics: &'a Metrics,
     pub api: &'a ApiHealth,
-    pub leading: &'a tokio::sync::watch::Receiver<bool>,
+    /// Whether this replica may write (it leads, or its shard holds the organization).
+    pub allowed: &'a (dyn Fn() -> bool + Send + Sync),
 }
 
 pub struct KubeLedger<'a> {
@@ -118,7 +119,7 @@ impl Ledger for KubeLedger<'_> {
 
     async fn save(&mut self, desired: &Desired, point: SavePoint) -> Result<(), BackendError> {
         let unavailable = |e: String| BackendError::Cluster(format!("kubernetes: {e}"));
-        if !*self.ctx.leading.borrow() {
+        if !(self.ctx.allowed)() {
             return Err(unavailable("leadership lost: not writing status".into()));
         }
         if point == SavePoint::AfterPass {

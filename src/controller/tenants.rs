@@ -104,6 +104,12 @@ impl Tenants {
         self.build(o, fingerprint, secret.as_ref(), metrics).await
     }
 
+    /// Drops what was built for `domain` (its shard handed it over): its tokens and the
+    /// tenant it read go with it.
+    pub async fn forget(&self, domain: &str) {
+        self.built.lock().await.remove(&domain.to_lowercase());
+    }
+
     async fn build(
         &self,
         o: &Organization,
@@ -167,6 +173,7 @@ pub fn status_of(
         subscriptions: prev.subscriptions.clone(),
         users: prev.users,
         last_read_at: prev.last_read_at,
+        shard: prev.shard.clone(),
     };
     let org = observed.and_then(|obs| {
         obs.organizations
@@ -248,6 +255,7 @@ pub async fn write_status(
             && a.backend == b.backend
             && a.blocked_reason == b.blocked_reason
             && a.observed_generation == b.observed_generation
+            && a.shard == b.shard
     };
     let stale = match (prev.last_read_at, status.last_read_at) {
         (Some(a), Some(b)) => b.duration_since(a).unsigned_abs() >= refresh,

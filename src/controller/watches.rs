@@ -55,6 +55,13 @@ pub struct Receivers {
     pub organizations: UnboundedReceiver<ObjectRef<Organization>>,
 }
 
+impl Triggers {
+    /// Another sender of Organization reconciles (a shard claiming an organization).
+    pub fn organizations(&self) -> UnboundedSender<ObjectRef<Organization>> {
+        self.organizations.clone()
+    }
+}
+
 pub fn triggers() -> (Triggers, Receivers) {
     let (s_tx, s_rx) = unbounded();
     let (l_tx, l_rx) = unbounded();

@@ -250,6 +250,14 @@ def main():
     np = find(extra, "NetworkPolicy")
     check(len(np) == 1 and np[0]["spec"]["ingress"][0]["ports"][0]["port"] == 8080, "NetworkPolicy on the metrics port")
     check(not find(render({"metrics": {"service": {"enabled": False}}}), "Service"), "no Service when disabled")
+    # A fleet: N replicas sharding the organizations, with the Lease verbs sharding uses.
+    fleet = render({"replicaCount": 3, "sharding": {"enabled": True}, "state": {"persistence": {"enabled": False}}})
+    check(find(fleet, "Deployment")[0]["spec"]["replicas"] == 3, "three replicas")
+    check("--sharding" in args_of(fleet) and "--leader-election=true" in args_of(fleet), f"sharded: {args_of(fleet)}")
+    check("--sharding" not in args_of(objects), "not sharded by default")
+    fleet_lease = find(fleet, "Role", "seatkeeper-leader-election")[0]
+    check(rules_of(fleet_lease) == LEASE_RULES | {("coordination.k8s.io", "leases", v) for v in ("list", "watch", "delete")},
+          f"sharding lease rules: {rules_of(fleet_lease)}")
     no_election = render({"leaderElection": {"enabled": False}})
     check(not find(no_election, "Role", "seatkeeper-leader-election")
           and not find(no_election, "RoleBinding", "seatkeeper-leader-election"), "no Lease role without election")
@@ -317,6 +325,8 @@ def main():
         ({"replicaCount": 2}, "two replicas on ReadWriteOnce"),
         ({"replicaCount": 2, "leaderElection": {"enabled": False}, "state": {"persistence": {"accessModes": ["ReadWriteMany"]}}}, "two replicas without election"),
         ({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}}, "ServiceMonitor without Service"),
+        ({"sharding": {"enabled": True}, "leaderElection": {"enabled": False}}, "sharding without election"),
+        ({"sharding": {"enabled": "yes"}}, "sharding.enabled is a boolean"),
         ({"metrics": {"prometheusRule": {"enabled": True, "throttledRatioAbove": 5}}}, "a throttling ratio above 1"),
         ({"metrics": {"prometheusRule": {"enabled": True, "freeSeatsFor": "a while"}}}, "freeSeatsFor is a duration"),
     ]:
