@@ -109,6 +109,8 @@ async fn run_size(size: &str, n: usize, granted_pct: u32) {
         partner_center_customer: None,
         timeout: Duration::from_secs(30),
         write_budget: Some((budget, window)),
+        app_budget: None,
+        partner_pause: None,
     })
     .unwrap();
     let mut d = desired(n);

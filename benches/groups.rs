@@ -95,6 +95,8 @@ async fn run_size(size: &str, n: usize) {
         partner_center_customer: None,
         timeout: Duration::from_secs(60),
         write_budget: None,
+        app_budget: None,
+        partner_pause: None,
     })
     .unwrap();
     let started = Instant::now();

@@ -201,6 +201,8 @@ pub fn microsoft_config(
             .map(|p| p.customer_id.clone().unwrap_or_else(|| m.tenant_id.clone())),
         timeout: Duration::from_secs(30),
         write_budget: Some(microsoft::GRAPH_WRITE_BUDGET),
+        app_budget: None,
+        partner_pause: None,
     }))
 }
 

@@ -215,6 +215,8 @@ fn config(root: &str, partner_center: bool, secret: &str) -> Config {
         partner_center_customer: partner_center.then(|| "contoso.com".to_string()),
         timeout: Duration::from_secs(10),
         write_budget: None,
+        app_budget: None,
+        partner_pause: None,
     }
 }
 
@@ -493,6 +495,8 @@ async fn the_token_scope_is_the_clouds_whatever_the_endpoints_say() {
         partner_center_customer: None,
         timeout: Duration::from_secs(10),
         write_budget: None,
+        app_budget: None,
+        partner_pause: None,
     })
     .unwrap();
     let err = backend
@@ -1002,6 +1006,8 @@ async fn a_certificate_signs_in_with_a_client_assertion() {
         partner_center_customer: None,
         timeout: Duration::from_secs(10),
         write_budget: None,
+        app_budget: None,
+        partner_pause: None,
     };
     let backend = Microsoft::new(config("app")).unwrap();
     let snap = backend.snapshot("contoso.com").await.unwrap();
@@ -1085,6 +1091,8 @@ async fn workload_identity_signs_in_with_the_projected_token() {
             partner_center_customer: None,
             timeout: Duration::from_secs(10),
             write_budget: None,
+            app_budget: None,
+            partner_pause: None,
         })
         .unwrap()
     };
@@ -1142,6 +1150,8 @@ async fn client_side_pacing_keeps_within_graphs_write_budget() {
     .await;
     let backend = Microsoft::new(Config {
         write_budget: Some(budget),
+        app_budget: None,
+        partner_pause: None,
         ..config(&served.root, false, "s3cret")
     })
     .unwrap();
@@ -1175,6 +1185,8 @@ async fn pacing_adapts_to_a_budget_smaller_than_documented_without_being_told() 
     .await;
     let backend = Microsoft::new(Config {
         write_budget: Some((1600, window)),
+        app_budget: None,
+        partner_pause: None,
         ..config(&served.root, false, "s3cret")
     })
     .unwrap();
@@ -2474,4 +2486,84 @@ async fn dropping_a_group_removes_its_licence_from_members_holding_it_through_th
         "R19: each recorded"
     );
     assert!(owned.is_empty());
+}
+
+/// Two customer tenants of one app: the emulator refuses writes past the app-wide budget with
+/// `x-ms-throttle-scope: Application/…`, whatever each tenant's own budget says. Clients that
+/// share the app's budget stay under it; clients that do not are throttled app-wide, adapt,
+/// and still converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_the_app_wide_write_budget_spans_tenants_and_clients_sharing_it_stay_under_it() {
+    use seatkeeper::backend::microsoft::fleet::AppBudget;
+    let mut y = String::from("organizations:\n");
+    for d in ["contoso.com", "fabrikam.com"] {
+        y += &format!("- domain: {d}\n  paymentMethodOnFile: true\n  users:\n");
+        for i in 0..30 {
+            y += &format!("  - {{upn: u{i}@{d}{LOC}}}\n");
+        }
+        y += "  subscriptions:\n  - {id: sub-D, product: SPB, seats: 30}\n"
+            .replace("sub-D", &format!("sub-{d}"))
+            .as_str();
+    }
+    let t = TenantFile::parse(&y, "fleet.yaml").unwrap();
+    // Wide enough that a loaded machine's slow answer never spans a window.
+    let window = Duration::from_secs(2);
+    for shared in [true, false] {
+        let served = emulate(
+            &t,
+            Faults {
+                // Each tenant alone may write more than the app across both.
+                write_budget: Some(100),
+                window,
+                app_write_budget: Some(24),
+                app_window: window,
+                ..Faults::default()
+            },
+        )
+        .await;
+        let app = Arc::new(AppBudget::new((24, window)));
+        let client = |d: &str| {
+            let mut c = config(&served.root, false, "s3cret");
+            c.organization = d.into();
+            c.tenant_id = d.into();
+            c.write_budget = Some((100, window));
+            c.app_budget = shared.then(|| app.clone());
+            Microsoft::new(c).unwrap()
+        };
+        let (a, b) = (client("contoso.com"), client("fabrikam.com"));
+        let desired = |d: &str| {
+            let users: Vec<String> = (0..30).map(|i| format!("u{i}@{d}")).collect();
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            let mut la = assignment("all", &users, "SPB", "Add");
+            la.spec.organization = d.into();
+            Desired {
+                assignments: vec![la],
+                ..Default::default()
+            }
+        };
+        let (mut da, mut db) = (desired("contoso.com"), desired("fabrikam.com"));
+        let (ra, rb) = tokio::join!(converge_now(&a, &mut da), converge_now(&b, &mut db));
+        assert!(
+            ra.unwrap().converged && rb.unwrap().converged,
+            "shared: {shared}"
+        );
+        for d in ["contoso.com", "fabrikam.com"] {
+            let tenant = served.emulator.tenant();
+            let o = tenant.organizations.iter().find(|o| o.domain == d).unwrap();
+            assert_eq!(o.consumed("SPB"), 30, "{d}, shared: {shared}");
+        }
+        if shared {
+            assert_eq!(
+                served.emulator.app_throttled(),
+                0,
+                "paced under the app's budget"
+            );
+        } else {
+            assert!(
+                served.emulator.app_throttled() > 0,
+                "60 writes against 24 per window, unpaced: the app-wide limit answers"
+            );
+        }
+        let _ = served.stop.send(true);
+    }
 }

@@ -87,6 +87,7 @@ fn launch(
     let metrics = free_port();
     let cfg = RunConfig {
         sharding,
+        graph_budgets: Default::default(),
         state: state.to_path_buf(),
         resync,
         options: Options {
@@ -1151,6 +1152,7 @@ async fn e2e_the_controller_runs_with_any_backend() {
     let (stop, rx) = watch::channel(false);
     let cfg = RunConfig {
         sharding: false,
+        graph_budgets: Default::default(),
         state: PathBuf::from("/nonexistent: run_with takes the backend"),
         resync: Duration::from_secs(600),
         options: Options::default(),

@@ -44,6 +44,14 @@ pub struct EmulateArgs {
     /// The write budget's window; shorter than Graph's 150s compresses time for tests.
     #[arg(long, default_value = "150s", value_parser = super::parse_duration)]
     budget_window: Duration,
+    /// Fault: Graph licence writes allowed per --app-budget-window for the app across every
+    /// tenant served (Graph: 70000 per 5 minutes); beyond it items are answered 429 with
+    /// x-ms-throttle-scope Application/…. (--write-budget is then per tenant.)
+    #[arg(long)]
+    app_write_budget: Option<u32>,
+    /// The app-wide budget's window; shorter than Graph's 300s compresses time.
+    #[arg(long, default_value = "300s", value_parser = super::parse_duration)]
+    app_budget_window: Duration,
     /// Seed of the fault dice (the same seed, the same faults).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -137,6 +145,8 @@ pub fn run(args: &EmulateArgs) -> i32 {
             drop_rate: args.drop_rate.clamp(0.0, 1.0),
             write_budget: args.write_budget,
             window: args.budget_window,
+            app_write_budget: args.app_write_budget,
+            app_window: args.app_budget_window,
             seed: args.seed,
             tokens_die_after: args.tokens_die_after,
             replication_lag: args.replication_lag,

@@ -195,6 +195,7 @@ impl RunArgs {
                 self.secret_namespaces.clone(),
             ),
             sharding: self.sharding,
+            graph_budgets: Default::default(),
             election: self
                 .leader_election
                 .then(|| crate::controller::leader::Election {

@@ -58,6 +58,8 @@ pub struct RunConfig {
     pub metrics_addr: SocketAddr,
     /// None: no leader election (a single replica).
     pub election: Option<leader::Election>,
+    /// Graph's write budgets the Microsoft tenants are paced to.
+    pub graph_budgets: tenants::GraphBudgets,
     /// Spread the organizations with their own Microsoft tenant over the replicas (see
     /// [`shards`]), with the election's namespace, identity and timings. Needs `election`.
     pub sharding: bool,
@@ -373,7 +375,7 @@ fn context<B: Backend>(
         namespaces,
         namespaces_listed,
         organizations,
-        tenants: Default::default(),
+        tenants: tenants::Tenants::new(cfg.graph_budgets),
         orgs: Default::default(),
         forced: Default::default(),
         leading,

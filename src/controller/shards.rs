@@ -348,6 +348,8 @@ async fn balance<B: Backend + 'static>(
         .live
         .store(live.len(), std::sync::atomic::Ordering::Relaxed);
     ctx.metrics.shards_live.set(live.len() as i64);
+    // Each replica paces to its share of the app's write budget.
+    crate::backend::microsoft::fleet::set_replicas(live.len());
     let organizations: BTreeMap<String, Arc<Organization>> = ctx
         .organizations
         .state()

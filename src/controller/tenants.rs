@@ -11,6 +11,7 @@ use crate::api::{
 use crate::backend::BackendError;
 use crate::backend::hooked::Hooked;
 use crate::backend::microsoft::Microsoft;
+use crate::backend::microsoft::fleet::{AppBudget, PartnerPause};
 use crate::domain::{BlockReason, Instant};
 use crate::planner::conditions::{Block, Outcome};
 use crate::planner::{Limits, Observed};
@@ -26,9 +27,45 @@ use std::time::Duration;
 pub type Tenant = Hooked<Microsoft, Metrics>;
 
 /// The Microsoft tenants built so far, with what they were built from.
-#[derive(Default)]
 pub struct Tenants {
     built: tokio::sync::Mutex<BTreeMap<String, (String, Arc<Tenant>)>>,
+    budgets: GraphBudgets,
+    /// One budget per app registration (sign-in endpoint and client id), shared by all the
+    /// tenants it serves.
+    apps: std::sync::Mutex<BTreeMap<(String, String), App>>,
+}
+
+/// What the tenants of one app registration share: Graph's app-wide budget, Partner Center's
+/// pause for the partner.
+type App = (Arc<AppBudget>, Arc<PartnerPause>);
+
+/// Graph's write budgets: per app and tenant, and per app across all its tenants.
+#[derive(Clone, Copy, Debug)]
+pub struct GraphBudgets {
+    pub tenant: (u32, Duration),
+    pub app: (u32, Duration),
+}
+
+impl Default for GraphBudgets {
+    /// The documented ones: 3,000 per 150 s per app and tenant, 70,000 per 5 minutes per app.
+    fn default() -> Self {
+        GraphBudgets {
+            tenant: crate::backend::microsoft::GRAPH_WRITE_BUDGET,
+            app: crate::backend::microsoft::fleet::GRAPH_APP_WRITE_BUDGET,
+        }
+    }
+}
+
+impl GraphBudgets {
+    /// Both windows divided by `factor` (benchmarks compress time against the emulator).
+    pub fn compressed(factor: u32) -> GraphBudgets {
+        let d = GraphBudgets::default();
+        let factor = factor.max(1);
+        GraphBudgets {
+            tenant: (d.tenant.0, d.tenant.1 / factor),
+            app: (d.app.0, d.app.1 / factor),
+        }
+    }
 }
 
 /// The Organization declaring `domain`, if any.
@@ -46,6 +83,14 @@ pub fn limits(store: &Store<Organization>) -> BTreeMap<String, Limits> {
 }
 
 impl Tenants {
+    pub fn new(budgets: GraphBudgets) -> Tenants {
+        Tenants {
+            built: Default::default(),
+            budgets,
+            apps: Default::default(),
+        }
+    }
+
     /// The backend for `org`: None for the default backend. Rebuilt when the Organization or
     /// its credentials Secret changed; errors are the credentials' (named field, no secret).
     pub async fn backend(
@@ -129,9 +174,25 @@ impl Tenants {
                 .filter(|(n, m, _)| n == ns && m == name)
                 .and_then(|(_, _, data)| data.get(key).cloned())
         };
-        let config = crate::organizations::microsoft_config(o, &lookup)
+        let mut config = crate::organizations::microsoft_config(o, &lookup)
             .map_err(BackendError::CredentialsInvalid)?
             .expect("a Microsoft backend");
+        config.write_budget = Some(self.budgets.tenant);
+        let app = (config.endpoints.login.clone(), config.client_id.clone());
+        let (budget, pause) = self
+            .apps
+            .lock()
+            .expect("apps lock")
+            .entry(app)
+            .or_insert_with(|| {
+                (
+                    Arc::new(AppBudget::new(self.budgets.app)),
+                    Arc::new(PartnerPause::default()),
+                )
+            })
+            .clone();
+        config.app_budget = Some(budget);
+        config.partner_pause = Some(pause);
         let tenant = Arc::new(Hooked {
             inner: Microsoft::new(config).map_err(BackendError::CredentialsInvalid)?,
             hook: metrics.clone(),

@@ -1,6 +1,7 @@
 //! Fault injection: added latency, server errors before anything is done, replies lost after
-//! the change was made, and Graph's write budget (3,000 writes per 150 s per app and tenant),
-//! its window compressible so tests run in seconds. Deterministic for a given seed.
+//! the change was made, and Graph's write budgets (3,000 writes per 150 s per app and tenant;
+//! 70,000 per 5 minutes per app across all its tenants), their windows compressible so tests
+//! run in seconds. Deterministic for a given seed.
 
 use super::Emulator;
 use axum::extract::{Request, State as AxState};
@@ -21,10 +22,16 @@ pub struct Faults {
     pub error_rate: f64,
     /// Share of writes (0–1) whose reply is lost after the change was made (500).
     pub drop_rate: f64,
-    /// Graph licence writes allowed per window; None: no budget.
+    /// Graph licence writes allowed per window, per tenant (Graph's limit per app and tenant);
+    /// None: no budget.
     pub write_budget: Option<u32>,
     /// The budget's window (Graph: 150 s; shorter to compress time in tests).
     pub window: Duration,
+    /// Graph licence writes allowed per `app_window` for the app across every tenant served
+    /// (Graph: 70,000 per 5 minutes); None: no app-wide budget.
+    pub app_write_budget: Option<u32>,
+    /// The app-wide budget's window (Graph: 300 s).
+    pub app_window: Duration,
     pub seed: u64,
     /// Tokens stop working this long after they were issued, whatever `expires_in` said
     /// (a token revoked or expiring mid-run).
@@ -60,6 +67,8 @@ impl Default for Faults {
             drop_rate: 0.0,
             write_budget: None,
             window: Duration::from_secs(150),
+            app_write_budget: None,
+            app_window: Duration::from_secs(300),
             seed: 1,
             tokens_die_after: None,
             replication_lag: Duration::ZERO,
@@ -78,7 +87,12 @@ impl Default for Faults {
 pub struct State {
     faults: Mutex<Faults>,
     rng: Mutex<u64>,
-    writes: Mutex<VecDeque<Instant>>,
+    /// Per tenant: its writes in the window.
+    writes: Mutex<std::collections::HashMap<String, VecDeque<Instant>>>,
+    /// The app's writes, every tenant's, in the app-wide window.
+    app_writes: Mutex<VecDeque<Instant>>,
+    /// Writes answered 429 by the app-wide limit (of `throttled`).
+    pub app_throttled: AtomicU64,
     pub requests: AtomicU64,
     pub throttled: AtomicU64,
     pub errors: AtomicU64,
@@ -90,7 +104,9 @@ impl State {
         State {
             faults: Mutex::new(faults.clone()),
             rng: Mutex::new(faults.seed.max(1)),
-            writes: Mutex::new(VecDeque::new()),
+            writes: Mutex::new(Default::default()),
+            app_writes: Mutex::new(VecDeque::new()),
+            app_throttled: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -117,44 +133,82 @@ impl State {
         *self.faults.lock().expect("faults lock") = faults;
     }
 
-    /// The share of the write budget used in the current window, as Graph reports it in
+    /// The share of the tightest write budget `tenant` writes against, as Graph reports it in
     /// `x-ms-throttle-limit-percentage` (only from 0.8 on); None without a budget.
-    pub fn usage(&self) -> Option<f64> {
+    pub fn usage(&self, tenant: &str) -> Option<f64> {
         let faults = self.current();
-        let budget = faults.write_budget?;
         let now = Instant::now();
-        let writes = self.writes.lock().expect("writes lock");
-        let used = writes
-            .iter()
-            .filter(|t| now.duration_since(**t) < faults.window)
-            .count();
-        Some(used as f64 / budget.max(1) as f64)
+        let in_window = |q: &VecDeque<Instant>, w: Duration| {
+            q.iter().filter(|t| now.duration_since(**t) < w).count() as f64
+        };
+        let mut share: Option<f64> = None;
+        if let Some(b) = faults.write_budget {
+            let writes = self.writes.lock().expect("writes lock");
+            let used = writes
+                .get(tenant)
+                .map_or(0.0, |q| in_window(q, faults.window));
+            share = Some(used / b.max(1) as f64);
+        }
+        if let Some(b) = faults.app_write_budget {
+            let used = in_window(
+                &self.app_writes.lock().expect("writes lock"),
+                faults.app_window,
+            );
+            let s = used / b.max(1) as f64;
+            share = Some(share.map_or(s, |x| x.max(s)));
+        }
+        share
     }
 
-    /// One write against the budget: Err(seconds to wait) when it is spent.
-    pub fn take_write(&self) -> Result<(), u64> {
+    /// One write of `tenant` against the budgets: Err when one is spent, with the seconds to
+    /// wait and the throttle scope to name (`Tenant_Application` or `Application`).
+    pub fn take_write(&self, tenant: &str) -> Result<(), (u64, &'static str)> {
         let faults = self.current();
-        let Some(budget) = faults.write_budget else {
-            return Ok(());
-        };
         let now = Instant::now();
-        let window = faults.window;
+        let prune = |q: &mut VecDeque<Instant>, w: Duration| {
+            while q.front().is_some_and(|t| now.duration_since(*t) >= w) {
+                q.pop_front();
+            }
+        };
+        let wait = |q: &VecDeque<Instant>, w: Duration| {
+            let oldest = *q.front().expect("the budget is spent");
+            w.saturating_sub(now.duration_since(oldest))
+                .as_secs_f64()
+                .ceil()
+                .max(1.0) as u64
+        };
         let mut writes = self.writes.lock().expect("writes lock");
-        while writes
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
+        let mut app = self.app_writes.lock().expect("writes lock");
+        let mine = writes.entry(tenant.to_lowercase()).or_default();
+        prune(mine, faults.window);
+        prune(&mut app, faults.app_window);
+        if let Some(b) = faults.write_budget
+            && mine.len() >= b as usize
         {
-            writes.pop_front();
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            return Err((wait(mine, faults.window), "Tenant_Application"));
         }
-        if writes.len() < budget as usize {
-            writes.push_back(now);
-            return Ok(());
+        if let Some(b) = faults.app_write_budget
+            && app.len() >= b as usize
+        {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            self.app_throttled.fetch_add(1, Ordering::Relaxed);
+            return Err((wait(&app, faults.app_window), "Application"));
         }
-        self.throttled.fetch_add(1, Ordering::Relaxed);
-        let oldest = *writes.front().expect("the budget is spent");
-        let wait = window.saturating_sub(now.duration_since(oldest));
-        Err(wait.as_secs_f64().ceil().max(1.0) as u64)
+        if faults.write_budget.is_some() {
+            mine.push_back(now);
+        }
+        if faults.app_write_budget.is_some() {
+            app.push_back(now);
+        }
+        Ok(())
     }
+}
+
+/// The `x-ms-throttle-scope` of a 429 (`<Scope>/<Limit>/<ApplicationId>/<TenantId>`, Graph's
+/// throttling-limits page, identity and access service).
+pub fn throttle_scope(scope: &str, app: &str, tenant: &str) -> String {
+    format!("{scope}/Write/{app}/{tenant}")
 }
 
 /// Runs around every request but the token endpoint's.

@@ -579,22 +579,30 @@ pub async fn assign_license(
                 Json(body),
             )
                 .into_response();
-            if let Some(s) = retry {
+            if let Some((s, scope)) = retry {
                 r.headers_mut().insert("Retry-After", s.into());
+                if let Ok(v) = scope.parse() {
+                    r.headers_mut().insert("x-ms-throttle-scope", v);
+                }
             }
             r
         }
     }
 }
 
+/// One licence change's answer: status, body, and when throttled the seconds to wait and the
+/// `x-ms-throttle-scope` to name.
+type Answer = (u16, Value, Option<(u64, String)>);
+
 /// Licence changes, each against the write budget, made together through the simulator.
 async fn assign(
     em: &Emulator,
     headers: &HeaderMap,
     items: Vec<(String, AssignLicense)>,
-) -> Result<Vec<(u16, Value, Option<u64>)>, Response> {
+) -> Result<Vec<Answer>, Response> {
     let tenant = em.tenant_of(headers, super::Service::Graph)?;
-    let mut answers: Vec<Option<(u16, Value, Option<u64>)>> = vec![None; items.len()];
+    let mut answers: Vec<Option<Answer>> = vec![None; items.len()];
+    let app = em.options.client_id.clone().unwrap_or_default();
     let denied = em.faults.current().deny_licence_writes;
     let changes = with_users(em, &tenant, |org, catalog| {
         let mut changes = vec![];
@@ -608,13 +616,14 @@ async fn assign(
                 answers[i] = Some((s, b, None));
                 continue;
             }
-            if let Err(wait) = em.faults.take_write() {
+            if let Err((wait, scope)) = em.faults.take_write(&tenant) {
                 let (s, b) = item_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "TooManyRequests",
                     "Too many requests. Please retry after the time specified in the Retry-After header.",
                 );
-                answers[i] = Some((s, b, Some(wait)));
+                let scope = super::faults::throttle_scope(scope, &app, &tenant);
+                answers[i] = Some((s, b, Some((wait, scope))));
                 continue;
             }
             match change_of(em, org, catalog, user, body) {
@@ -739,8 +748,9 @@ pub async fn batch(
         .zip(answers)
         .map(|(id, (status, body, retry))| {
             let mut headers = json!({"Content-Type": "application/json"});
-            if let Some(s) = retry {
+            if let Some((s, scope)) = retry {
                 headers["Retry-After"] = json!(s.to_string());
+                headers["x-ms-throttle-scope"] = json!(scope);
             }
             json!({"id": id, "status": status, "headers": headers, "body": body})
         })
@@ -750,7 +760,10 @@ pub async fn batch(
     }));
     let mut reply = Json(json!({"responses": responses})).into_response();
     // Graph's warning before it throttles: the share of the limit used, from 0.8 on.
-    if let Some(share) = em.faults.usage().filter(|s| *s >= 0.8)
+    let tenant = em
+        .tenant_of(&headers, super::Service::Graph)
+        .unwrap_or_default();
+    if let Some(share) = em.faults.usage(&tenant).filter(|s| *s >= 0.8)
         && let Ok(v) = format!("{share:.2}").parse()
     {
         reply

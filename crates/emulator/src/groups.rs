@@ -275,13 +275,17 @@ pub async fn assign_license(
             "Insufficient privileges to complete the operation.",
         );
     }
-    if let Err(wait) = em.faults.take_write() {
+    if let Err((wait, scope)) = em.faults.take_write(&tenant) {
         let mut r = graph_error(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequests",
             "Too many requests. Please retry after the time specified in the Retry-After header.",
         );
         r.headers_mut().insert("Retry-After", wait.into());
+        let app = em.options.client_id.clone().unwrap_or_default();
+        if let Ok(v) = super::faults::throttle_scope(scope, &app, &tenant).parse() {
+            r.headers_mut().insert("x-ms-throttle-scope", v);
+        }
         return r;
     }
     let found = em.backend.with_users(&tenant, |org, catalog| {

@@ -292,6 +292,13 @@ impl Emulator {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Items answered 429 because the app-wide write budget was spent (of [`Emulator::throttled`]).
+    pub fn app_throttled(&self) -> u64 {
+        self.faults
+            .app_throttled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether `domain` is an organization of the tenant file.
     fn knows(&self, domain: &str) -> bool {
         self.backend

@@ -33,6 +33,17 @@ impl Scope {
     }
 }
 
+/// A `$batch` item's header, whatever its case (HTTP header names are case-insensitive).
+fn header<'a>(
+    headers: &'a std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// Tries of a request that failed for a passing reason (5xx, timeout, replication lag).
 const TRIES: u32 = 4;
 /// Rounds of retrying the throttled items of one `$batch`.
@@ -233,6 +244,11 @@ impl Client {
         let mut tries = 0;
         loop {
             tries += 1;
+            if scope == Scope::PartnerCenter
+                && let Some(p) = &self.cfg.partner_pause
+            {
+                p.wait().await;
+            }
             let token = self.token(scope).await?;
             let mut req = self
                 .http
@@ -261,8 +277,14 @@ impl Client {
                     }
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         STATS.throttled(scope, 1);
+                        let retry_after_seconds = retry_after(&headers);
+                        if scope == Scope::PartnerCenter
+                            && let Some(p) = &self.cfg.partner_pause
+                        {
+                            p.pause(retry_after_seconds);
+                        }
                         return Err(BackendError::Throttled {
-                            retry_after_seconds: retry_after(&headers),
+                            retry_after_seconds,
                         });
                     }
                     if !status.is_server_error() {
@@ -488,6 +510,17 @@ impl Client {
                 break;
             }
             let ticket = self.pace(items.len() as u32).await;
+            // The app's budget across its tenants, shared fairly among them.
+            let app_ticket = match &self.cfg.app_budget {
+                Some(app) => Some(
+                    app.take(
+                        crate::fleet::tenant_key(&self.cfg.organization),
+                        items.len() as u32,
+                    )
+                    .await,
+                ),
+                None => None,
+            };
             let body = serde_json::to_value(wire::BatchRequest {
                 requests: items.clone(),
             })
@@ -503,6 +536,9 @@ impl Client {
                 .send(Scope::Graph, Method::POST, url, Some(&body), ids)
                 .await;
             self.settle(ticket).await;
+            if let (Some(app), Some(t)) = (&self.cfg.app_budget, app_ticket) {
+                app.settle(t);
+            }
             let (status, headers, bytes) = match sent {
                 Ok(r) => r,
                 Err(e @ BackendError::Throttled { .. }) => {
@@ -522,7 +558,17 @@ impl Client {
                 .and_then(|v| v.trim().parse::<f64>().ok());
             let refused_items = reply.responses.iter().filter(|r| r.status == 429).count() as u32;
             STATS.throttled(Scope::Graph, refused_items as u64);
-            if refused_items > 0 {
+            // Which limit refused them: the app's across all tenants, or this tenant's.
+            let app_wide = reply.responses.iter().any(|r| {
+                r.status == 429
+                    && crate::fleet::ThrottleScope::parse(header(&r.headers, "x-ms-throttle-scope"))
+                        == crate::fleet::ThrottleScope::Application
+            });
+            if refused_items > 0 && app_wide {
+                if let Some(app) = &self.cfg.app_budget {
+                    app.throttled();
+                }
+            } else if refused_items > 0 {
                 self.slow_down(ticket, 1.0, refused_items).await;
             } else if let Some(share) = share.filter(|s| *s >= 0.8) {
                 self.slow_down(ticket, share, 0).await;

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod credential;
+pub mod fleet;
 mod mapping;
 pub mod offers;
 pub mod wire;
@@ -93,6 +94,12 @@ pub struct Config {
     /// crawl: at most this many licence writes per window (Graph: 3,000 per 150 s per app and
     /// tenant). None: no pacing.
     pub write_budget: Option<(u32, Duration)>,
+    /// The app's write budget across all its tenants, shared by every tenant's client of one
+    /// app in this process (see [`fleet`]). None: not paced.
+    pub app_budget: Option<Arc<fleet::AppBudget>>,
+    /// Partner Center's pause for the whole partner (every customer of one partner app in
+    /// this process). None: each tenant finds the limit alone.
+    pub partner_pause: Option<Arc<fleet::PartnerPause>>,
 }
 
 /// Graph's documented write budget per app and tenant.
