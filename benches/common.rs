@@ -48,3 +48,16 @@ pub fn tenant_yaml(org: &str, n: usize) -> String {
     y += &format!("  subscriptions:\n  - {{id: sub-e3, product: ENTERPRISEPACK, seats: {n}}}\n");
     y
 }
+
+/// A kubeconfig in `dir` for the test API server at `url` (no credentials); its path.
+pub fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{url}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n"
+        ),
+    )
+    .unwrap();
+    path
+}

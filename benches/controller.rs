@@ -66,15 +66,7 @@ async fn create_objects(server: &ApiServer, n: usize) {
 }
 
 fn controller(dir: &std::path::Path, server: &ApiServer, metrics: &str) -> Child {
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n",
-            server.url
-        ),
-    )
-    .unwrap();
+    let kubeconfig = common::kubeconfig(dir, &server.url);
     // BENCH_WRAP=heaptrack (or another profiler) runs the controller under it.
     let mut command = match std::env::var("BENCH_WRAP") {
         Ok(wrap) => {

@@ -114,6 +114,15 @@ struct RunArgs {
     /// file stays with the leader).
     #[arg(long)]
     sharding: bool,
+    /// Benchmarks against the emulator only: Graph's budget windows divided by this factor
+    /// (the emulator's compressed the same way), so a fleet run of hours takes minutes.
+    #[arg(long, default_value_t = 1, hide = true)]
+    graph_budget_compression: u32,
+    /// Benchmarks against the emulator only: Graph's budgets' counts divided by this factor
+    /// (the emulator's scaled the same way), so a fleet that fits one machine still spans
+    /// many windows of the app-wide budget.
+    #[arg(long, default_value_t = 1, hide = true)]
+    graph_budget_scale: u32,
     /// Namespace of the Lease (default: $POD_NAMESPACE, else "default").
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -195,7 +204,10 @@ impl RunArgs {
                 self.secret_namespaces.clone(),
             ),
             sharding: self.sharding,
-            graph_budgets: Default::default(),
+            graph_budgets: crate::controller::tenants::GraphBudgets::compressed(
+                self.graph_budget_compression,
+            )
+            .scaled(self.graph_budget_scale),
             election: self
                 .leader_election
                 .then(|| crate::controller::leader::Election {

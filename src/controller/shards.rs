@@ -55,6 +55,7 @@ pub struct Shards {
     /// Until when this replica may act: its last renewal's start plus three quarters of the
     /// Lease duration.
     valid_until: Mutex<Option<Instant>>,
+    first_renewal: Mutex<Option<Instant>>,
     owned: Mutex<BTreeSet<String>>,
     draining: Mutex<BTreeSet<String>>,
     live: std::sync::atomic::AtomicUsize,
@@ -65,6 +66,7 @@ impl Shards {
         Shards {
             identity: identity.to_string(),
             valid_until: Mutex::new(None),
+            first_renewal: Mutex::new(None),
             owned: Mutex::default(),
             draining: Mutex::default(),
             live: std::sync::atomic::AtomicUsize::new(1),
@@ -261,7 +263,7 @@ pub async fn run<B: Backend + 'static>(
     .default_backoff()
     .reflect(writer)
     .touched_objects();
-    let watching = tokio::spawn({
+    let watching = Task(tokio::spawn({
         let health = ctx.api.clone();
         async move {
             let mut watch = std::pin::pin!(watch);
@@ -271,31 +273,25 @@ pub async fn run<B: Backend + 'static>(
                 }
             }
         }
-    });
+    }));
     let own = Election {
         name: format!("{SHARD_LEASE}{}", election.identity),
         ..election.clone()
     };
-    let margin = election.duration / 4;
+    // Renewed on its own, never behind a long round of claims: a replica busy balancing must
+    // not lose its Lease (and fence its own passes) for it.
+    let renewing = Task(tokio::spawn(renew(
+        ctx.api.clone(),
+        api.clone(),
+        own.clone(),
+        shards.clone(),
+    )));
     let mut listed = false;
-    // Replicas starting together see each other before claiming: one renewal period after
-    // this one's first renewal.
-    let mut first_renewal: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             break;
         }
         let started = Instant::now();
-        match leader::try_acquire_labelled(&api, &own, jiff::Timestamp::now(), "shard").await {
-            Ok(true) => {
-                ctx.api.reached();
-                *shards.valid_until.lock().expect("shard lock") =
-                    Some(started + election.duration - margin);
-                first_renewal.get_or_insert(started);
-            }
-            Ok(false) => {}
-            Err(e) => ctx.api.failed("sharding: cannot renew the shard Lease", &e),
-        }
         if !shards.valid() && !shards.owned().is_empty() {
             tracing::warn!(
                 shard = %shards.identity,
@@ -313,7 +309,13 @@ pub async fn run<B: Backend + 'static>(
                 .is_ok();
         }
         if listed && shards.valid() {
-            let settled = first_renewal.is_some_and(|t| t.elapsed() >= election.renew);
+            // Replicas starting together see each other before claiming: one renewal period
+            // after this one's first renewal.
+            let settled = shards
+                .first_renewal
+                .lock()
+                .expect("shard lock")
+                .is_some_and(|t| t.elapsed() >= election.renew);
             balance(&ctx, &shards, &api, &leases, &trigger, settled).await;
         }
         let wait = election.renew.saturating_sub(started.elapsed());
@@ -328,9 +330,47 @@ pub async fn run<B: Backend + 'static>(
         let _ = release(&api, &organization_lease(&org), &shards.identity, false).await;
         forget(&ctx, &shards, &org).await;
     }
+    drop(renewing);
     let _ = leader::release(&api, &own).await;
     *shards.valid_until.lock().expect("shard lock") = None;
-    watching.abort();
+    drop(watching);
+}
+
+/// Keeps this replica's shard Lease, every `renew`, until aborted.
+async fn renew(
+    health: Arc<super::apihealth::ApiHealth>,
+    api: Api<Lease>,
+    own: Election,
+    shards: Arc<Shards>,
+) {
+    let margin = own.duration / 4;
+    loop {
+        let started = Instant::now();
+        match leader::try_acquire_labelled(&api, &own, jiff::Timestamp::now(), "shard").await {
+            Ok(true) => {
+                health.reached();
+                *shards.valid_until.lock().expect("shard lock") =
+                    Some(started + own.duration - margin);
+                shards
+                    .first_renewal
+                    .lock()
+                    .expect("shard lock")
+                    .get_or_insert(started);
+            }
+            Ok(false) => {}
+            Err(e) => health.failed("sharding: cannot renew the shard Lease", &e),
+        }
+        tokio::time::sleep(own.renew.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// A task aborted when dropped.
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One round: claim what is ours and free, hand over what is no longer ours.

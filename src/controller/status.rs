@@ -120,7 +120,10 @@ impl Ledger for KubeLedger<'_> {
     async fn save(&mut self, desired: &Desired, point: SavePoint) -> Result<(), BackendError> {
         let unavailable = |e: String| BackendError::Cluster(format!("kubernetes: {e}"));
         if !(self.ctx.allowed)() {
-            return Err(unavailable("leadership lost: not writing status".into()));
+            return Err(unavailable(
+                "this replica no longer leads (or its shard no longer holds the organization): not writing status"
+                    .into(),
+            ));
         }
         if point == SavePoint::AfterPass {
             return Ok(());

@@ -57,6 +57,15 @@ impl Default for GraphBudgets {
 }
 
 impl GraphBudgets {
+    /// Both budgets' counts divided by `factor` (benchmarks: a fleet that fits one machine).
+    pub fn scaled(self, factor: u32) -> GraphBudgets {
+        let f = factor.max(1);
+        GraphBudgets {
+            tenant: ((self.tenant.0 / f).max(1), self.tenant.1),
+            app: ((self.app.0 / f).max(1), self.app.1),
+        }
+    }
+
     /// Both windows divided by `factor` (benchmarks compress time against the emulator).
     pub fn compressed(factor: u32) -> GraphBudgets {
         let d = GraphBudgets::default();

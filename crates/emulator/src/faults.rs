@@ -93,6 +93,8 @@ pub struct State {
     app_writes: Mutex<VecDeque<Instant>>,
     /// Writes answered 429 by the app-wide limit (of `throttled`).
     pub app_throttled: AtomicU64,
+    /// Licence changes made (each user's change answered 200).
+    pub applied: AtomicU64,
     pub requests: AtomicU64,
     pub throttled: AtomicU64,
     pub errors: AtomicU64,
@@ -107,6 +109,7 @@ impl State {
             writes: Mutex::new(Default::default()),
             app_writes: Mutex::new(VecDeque::new()),
             app_throttled: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             errors: AtomicU64::new(0),

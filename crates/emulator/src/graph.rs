@@ -656,7 +656,12 @@ async fn assign(
         })?;
         for (((i, _), result), user) in changes.into_iter().zip(results).zip(after) {
             answers[i] = Some(match result {
-                Ok(()) => (200, user, None),
+                Ok(()) => {
+                    em.faults
+                        .applied
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    (200, user, None)
+                }
                 Err(r) => {
                     let (s, code, m) = refusal(&r, &items[i].0);
                     let (s, b) = item_error(s, code, &m);

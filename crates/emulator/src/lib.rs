@@ -299,6 +299,13 @@ impl Emulator {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Licence changes made (users' assignLicense answered 200).
+    pub fn licence_changes(&self) -> u64 {
+        self.faults
+            .applied
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether `domain` is an organization of the tenant file.
     fn knows(&self, domain: &str) -> bool {
         self.backend

@@ -484,6 +484,20 @@ impl Client {
         }
     }
 
+    /// The writes of `ticket` are being sent now (after waiting for the app's budget): their
+    /// time in the window is now, not when they were paced.
+    async fn settle_pending(&self, ticket: u64, n: u32) {
+        if self.cfg.write_budget.is_none() {
+            return;
+        }
+        let mut sent = self.writes.lock().await;
+        match sent.iter_mut().find(|(_, _, k)| *k == ticket) {
+            Some(entry) => entry.0 = Instant::now(),
+            // Waited longer than a window: back in it from now.
+            None => sent.push_back((Instant::now(), n, ticket)),
+        }
+    }
+
     /// The answer to the writes of `ticket` arrived: they count from now.
     async fn settle(&self, ticket: u64) {
         if self.cfg.write_budget.is_none() {
@@ -521,6 +535,11 @@ impl Client {
                 ),
                 None => None,
             };
+            if app_ticket.is_some() {
+                // Waiting for the app's budget took time: the tenant's window counts these
+                // writes from now, when they are sent, not from when they were paced.
+                self.settle_pending(ticket, items.len() as u32).await;
+            }
             let body = serde_json::to_value(wire::BatchRequest {
                 requests: items.clone(),
             })
@@ -571,7 +590,11 @@ impl Client {
             } else if refused_items > 0 {
                 self.slow_down(ticket, 1.0, refused_items).await;
             } else if let Some(share) = share.filter(|s| *s >= 0.8) {
-                self.slow_down(ticket, share, 0).await;
+                // A warning while the app's budget is nearly spent is the app's limit, paced
+                // by the app's budget: the tenant's own pace stays.
+                if !self.cfg.app_budget.as_ref().is_some_and(|a| a.busy()) {
+                    self.slow_down(ticket, share, 0).await;
+                }
             } else {
                 self.note_room().await;
             }

@@ -12,7 +12,8 @@
 //! tenant with 100,000 changes does not hold back 999 with ten each.
 //!
 //! Adaptive: a 429 whose `x-ms-throttle-scope` starts with `Application` (the app-wide limit)
-//! lowers the pace to what was accepted; after a calm window it climbs back, never above the
+//! lowers the pace towards what was accepted (at most halving it at once, since another
+//! replica may have caused it); after a calm window it climbs back 10 %, never above the
 //! documented budget.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -27,10 +28,30 @@ pub const GRAPH_APP_WRITE_BUDGET: (u32, Duration) = (70_000, Duration::from_secs
 
 /// Replicas sharing the app's budget (sharded runs); 1 otherwise.
 static REPLICAS: AtomicUsize = AtomicUsize::new(1);
+/// When fewer replicas than before were last seen, and how many there had been: a replica
+/// gone leaves its writes in the service's window, so the survivors keep the smaller share
+/// for one window.
+static SHRUNK: Mutex<Option<(Instant, usize)>> = Mutex::new(None);
 
 /// The number of live replicas the app's budget is shared by (each paces to its share).
 pub fn set_replicas(n: usize) {
-    REPLICAS.store(n.max(1), Ordering::Relaxed);
+    let n = n.max(1);
+    let before = REPLICAS.swap(n, Ordering::Relaxed);
+    if n < before {
+        let mut shrunk = SHRUNK.lock().expect("replicas lock");
+        let keep = shrunk.map_or(before, |(_, b)| b.max(before));
+        *shrunk = Some((Instant::now(), keep));
+    }
+}
+
+/// The replicas to divide by now: the current count, or the count before the last drop for
+/// one `window` after it.
+fn replicas_now(window: Duration) -> usize {
+    let current = REPLICAS.load(Ordering::Relaxed).max(1);
+    match *SHRUNK.lock().expect("replicas lock") {
+        Some((at, before)) if at.elapsed() < window => before.max(current),
+        _ => current,
+    }
 }
 
 /// The scope a 429 names (`x-ms-throttle-scope: <Scope>/<Limit>/<ApplicationId>/<TenantId>`).
@@ -115,7 +136,7 @@ impl AppBudget {
 
     fn replicas(&self) -> f64 {
         self.replicas
-            .unwrap_or_else(|| REPLICAS.load(Ordering::Relaxed))
+            .unwrap_or_else(|| replicas_now(self.window))
             .max(1) as f64
     }
 
@@ -123,7 +144,7 @@ impl AppBudget {
     fn share(&self, s: &mut State, now: Instant) -> u32 {
         let calm = |at: Option<Instant>| at.is_none_or(|t| now.duration_since(t) >= self.window);
         if s.scale < 1.0 && calm(s.slowed_at) && calm(s.raised_at) {
-            s.scale = (s.scale * 1.02).min(1.0);
+            s.scale = (s.scale * 1.1).min(1.0);
             s.raised_at = Some(now);
         }
         ((self.budget as f64 * s.scale / self.replicas()) as u32).max(1)
@@ -204,22 +225,38 @@ impl AppBudget {
     pub fn throttled(&self) {
         let mut s = self.state.lock().expect("app budget lock");
         let now = Instant::now();
-        let used: u32 = s
-            .sent
-            .iter()
-            .filter(|(t, _, _, _)| now.duration_since(*t) < self.window)
-            .map(|(_, _, k, _)| k)
-            .sum();
+        let used = self.used_in(&s, now);
         let full = self.budget as f64 / self.replicas();
-        let accepted = (used as f64 * 0.97 / full).clamp(0.05, 1.0);
-        s.scale = s.scale.min(accepted);
+        let accepted = used as f64 * 0.97 / full;
+        // Others on the app (another replica, another deployment) may have caused it: never
+        // more than halve the pace at once, and not again within the same window.
+        if s.slowed_at
+            .is_some_and(|t| now.duration_since(t) < self.window / 4)
+        {
+            return;
+        }
+        s.scale = s.scale.min(accepted).max(s.scale * 0.5).clamp(0.05, 1.0);
         s.slowed_at = Some(now);
+    }
+
+    /// Whether this replica has used 80 % of its share in the window: Graph's warning header
+    /// (`x-ms-throttle-limit-percentage`) names no scope, and one arriving now is the app's
+    /// limit speaking, not the tenant's.
+    pub fn busy(&self) -> bool {
+        let mut s = self.state.lock().expect("app budget lock");
+        let now = Instant::now();
+        let share = self.share(&mut s, now);
+        self.used_in(&s, now) as f64 >= 0.8 * share as f64
     }
 
     /// Writes taken in the window, for tests and figures.
     pub fn used(&self) -> u32 {
         let s = self.state.lock().expect("app budget lock");
-        let now = Instant::now();
+        self.used_in(&s, Instant::now())
+    }
+
+    /// Writes in the window at `now`.
+    fn used_in(&self, s: &State, now: Instant) -> u32 {
         s.sent
             .iter()
             .filter(|(t, _, _, _)| now.duration_since(*t) < self.window)
@@ -317,7 +354,7 @@ mod tests {
     async fn fleet_a_busy_tenant_does_not_starve_the_small_ones() {
         // 100 writes per 10 s for the app; a big tenant queues 20 batches of 20 first, then
         // ten small tenants each ask for one batch of 10.
-        let app = Arc::new(AppBudget::new((100, Duration::from_secs(10))));
+        let app = Arc::new(AppBudget::new((100, Duration::from_secs(10))).shared_by(1));
         let done = Arc::new(Mutex::new(Vec::<(u64, Instant)>::new()));
         let start = Instant::now();
         let mut tasks = vec![];
@@ -359,6 +396,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn fleet_a_replica_gone_leaves_the_others_their_old_share_for_a_window() {
+        // The only test that moves the process-wide count.
+        set_replicas(3);
+        set_replicas(2);
+        let window = Duration::from_secs(10);
+        assert_eq!(
+            replicas_now(window),
+            3,
+            "its writes are still in the window"
+        );
+        tokio::time::advance(window).await;
+        assert_eq!(replicas_now(window), 2);
+        set_replicas(1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn fleet_each_replica_paces_to_its_share_of_the_app_budget() {
         let app = AppBudget::new((100, Duration::from_secs(10))).shared_by(4);
         let start = Instant::now();
@@ -374,14 +427,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn fleet_an_application_scope_429_lowers_the_pace_to_what_was_accepted() {
-        let app = AppBudget::new((100, Duration::from_secs(10)));
+    async fn fleet_an_application_scope_429_lowers_the_pace_at_most_by_half_at_once() {
+        let app = AppBudget::new((100, Duration::from_secs(10))).shared_by(1);
         for _ in 0..4 {
             app.take(1, 10).await;
         }
         app.throttled();
-        // 40 were accepted: the pace drops to about 38 per window.
+        // 40 were accepted, but another replica may have caused it: the pace halves (to 50
+        // per window), not lower; a second 429 at once changes nothing more.
+        app.throttled();
         let start = Instant::now();
+        app.take(1, 10).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
         app.take(1, 10).await;
         assert!(
             start.elapsed() >= Duration::from_secs(9),
