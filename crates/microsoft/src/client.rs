@@ -53,16 +53,15 @@ pub struct Client {
     http: reqwest::Client,
     cfg: Config,
     tokens: Mutex<HashMap<Scope, (String, Instant)>>,
-    /// Licence writes within the budget's window: (when, how many, ticket). "When" is the
-    /// answer's arrival once there is one: the service counted them no later than that, so
-    /// network delay never squeezes two windows' writes into one of the service's.
-    writes: tokio::sync::Mutex<std::collections::VecDeque<(Instant, u32, u64)>>,
+    /// Licence writes within the budget's window: (when, how many, ticket, answered). "When"
+    /// is the answer's arrival once there is one: the service counted them no later than that,
+    /// so network delay never squeezes two windows' writes into one of the service's. The
+    /// unanswered ones are the writes in flight (kept here, not in a counter apart, so a call
+    /// that never ends cannot leave a count behind).
+    writes: tokio::sync::Mutex<std::collections::VecDeque<(Instant, u32, u64, bool)>>,
     tickets: std::sync::atomic::AtomicU64,
     /// The budget the service seems to grant now (see [`Pacing`]).
     pacing: Mutex<Pacing>,
-    /// Licence writes sent and not answered yet: the service has not counted them, so a
-    /// share it reports is of the others.
-    in_flight: std::sync::atomic::AtomicU32,
 }
 
 /// Adaptive pacing. The documented budget is a ceiling, not a promise: another deployment or
@@ -156,7 +155,6 @@ impl Client {
             http,
             cfg: cfg.clone(),
             tokens: Mutex::new(HashMap::new()),
-            in_flight: std::sync::atomic::AtomicU32::new(0),
             pacing: Mutex::new(Pacing {
                 budget: cfg.write_budget.map_or(f64::MAX, |(b, _)| b as f64),
                 limit: None,
@@ -407,17 +405,15 @@ impl Client {
             let wait = {
                 let mut sent = self.writes.lock().await;
                 let now = Instant::now();
-                sent.retain(|(t, _, _)| now.duration_since(*t) < window);
-                let used: u32 = sent.iter().map(|(_, k, _)| k).sum();
+                sent.retain(|(t, _, _, _)| now.duration_since(*t) < window);
+                let used: u32 = sent.iter().map(|(_, k, _, _)| k).sum();
                 let budget = self.paced_budget(budget, window, now);
                 // A batch larger than the whole budget still goes, alone in its window.
                 if used + n <= budget || used == 0 {
-                    sent.push_back((now, n, ticket));
-                    self.in_flight
-                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    sent.push_back((now, n, ticket, false));
                     return ticket;
                 }
-                let oldest = sent.iter().map(|(t, _, _)| *t).min().unwrap_or(now);
+                let oldest = sent.iter().map(|(t, _, _, _)| *t).min().unwrap_or(now);
                 window.saturating_sub(now.duration_since(oldest))
             };
             // Not holding the lock: answers arriving meanwhile settle their writes.
@@ -447,18 +443,17 @@ impl Client {
         };
         let mut sent = self.writes.lock().await;
         // Refused writes did not count against the service's budget.
-        if let Some(entry) = sent.iter_mut().find(|(_, _, k)| *k == ticket) {
+        if let Some(entry) = sent.iter_mut().find(|(_, _, k, _)| *k == ticket) {
             entry.1 = entry.1.saturating_sub(throttled);
         }
         let now = Instant::now();
-        let used: u32 = sent
+        // What the service had counted when it answered: the answered writes in the window,
+        // not the ones still in flight.
+        let counted: u32 = sent
             .iter()
-            .filter(|(t, _, _)| now.duration_since(*t) < window)
-            .map(|(_, k, _)| k)
+            .filter(|(t, _, _, answered)| *answered && now.duration_since(*t) < window)
+            .map(|(_, k, _, _)| k)
             .sum();
-        // What the service had counted when it answered: not the writes still in flight.
-        let counted =
-            used.saturating_sub(self.in_flight.load(std::sync::atomic::Ordering::Relaxed));
         let reading = counted as f64 / share.max(0.01);
         let ceiling = self.cfg.write_budget.map_or(f64::MAX, |(b, _)| b as f64);
         let mut p = self.pacing.lock().expect("pacing lock");
@@ -475,8 +470,8 @@ impl Client {
         let now = Instant::now();
         let used: u32 = sent
             .iter()
-            .filter(|(t, _, _)| now.duration_since(*t) < window)
-            .map(|(_, k, _)| k)
+            .filter(|(t, _, _, _)| now.duration_since(*t) < window)
+            .map(|(_, k, _, _)| k)
             .sum();
         let mut p = self.pacing.lock().expect("pacing lock");
         if used as f64 >= 0.8 * p.budget {
@@ -491,10 +486,10 @@ impl Client {
             return;
         }
         let mut sent = self.writes.lock().await;
-        match sent.iter_mut().find(|(_, _, k)| *k == ticket) {
+        match sent.iter_mut().find(|(_, _, k, _)| *k == ticket) {
             Some(entry) => entry.0 = Instant::now(),
             // Waited longer than a window: back in it from now.
-            None => sent.push_back((Instant::now(), n, ticket)),
+            None => sent.push_back((Instant::now(), n, ticket, false)),
         }
     }
 
@@ -504,10 +499,9 @@ impl Client {
             return;
         }
         let mut sent = self.writes.lock().await;
-        if let Some(entry) = sent.iter_mut().find(|(_, _, k)| *k == ticket) {
+        if let Some(entry) = sent.iter_mut().find(|(_, _, k, _)| *k == ticket) {
             entry.0 = Instant::now();
-            self.in_flight
-                .fetch_sub(entry.1, std::sync::atomic::Ordering::Relaxed);
+            entry.3 = true;
         }
     }
 
@@ -774,6 +768,40 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client(budget: u32, window: Duration) -> Client {
+        Client::new(&Config {
+            organization: "contoso.com".into(),
+            tenant_id: "contoso.com".into(),
+            endpoints: crate::Endpoints::at("http://127.0.0.1:1"),
+            client_id: "app".into(),
+            credential: crate::credential::Credential::Secret("s".into()),
+            partner_center_customer: None,
+            timeout: Duration::from_secs(1),
+            write_budget: Some((budget, window)),
+            app_budget: None,
+            partner_pause: None,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_never_answered_leaves_nothing_in_flight_behind() {
+        // A batch paced and then dropped (its pass interrupted, its replica handing the
+        // tenant over) is never answered. Once its window has passed, a warning on a later
+        // answer must read the service's count, not the count minus a ghost in flight:
+        // before, the ghost made every later reading zero and the pace sank to one write.
+        let window = Duration::from_millis(30);
+        let c = client(100, window);
+        let _lost = c.pace(60).await;
+        tokio::time::sleep(window * 2).await;
+        let t = c.pace(20).await;
+        c.settle(t).await;
+        c.slow_down(t, 0.2, 0).await;
+        let budget = c.pacing.lock().unwrap().budget;
+        // 20 counted at 20 % of the limit: a limit of 100, paced at 97.
+        assert!(budget > 90.0, "{budget}");
+    }
 
     fn pacing(budget: f64) -> Pacing {
         Pacing {
