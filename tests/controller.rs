@@ -1252,6 +1252,46 @@ async fn emulate(
     (emulator, root, stop)
 }
 
+/// The app's client secret (`s3cret`, as the emulator expects) in the Secret
+/// `seatkeeper/<secret>`, which Organizations made by [`microsoft_organization`] reference.
+async fn app_secret(w: &World, secret: &str) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api("seatkeeper");
+    let s = serde_json::from_value(
+        json!({"metadata": {"name": secret}, "stringData": {"secret": "s3cret"}}),
+    )
+    .unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+}
+
+/// An Organization `name` for `domain`, reached through the emulator at `root` with the app
+/// whose client secret is in `seatkeeper/<secret>`; Partner Center enabled when asked.
+async fn microsoft_organization(
+    w: &World,
+    name: &str,
+    domain: &str,
+    (root, secret): (&str, &str),
+    partner_center: bool,
+) {
+    let mut microsoft = json!({
+        "tenantId": domain,
+        "endpoints": {"login": root, "graph": root, "partnerCenter": root},
+        "credentials": {"clientId": "app",
+            "clientSecretRef": {"namespace": "seatkeeper", "name": secret, "key": "secret"}}});
+    if partner_center {
+        microsoft["partnerCenter"] = json!({"enabled": true});
+    }
+    let org = serde_json::from_value(json!({
+        "apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Organization",
+        "metadata": {"name": name},
+        "spec": {"domain": domain, "backend": {"microsoft": microsoft}}
+    }))
+    .unwrap();
+    Api::<seatkeeper::api::Organization>::all(w.server.client())
+        .create(&PostParams::default(), &org)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_an_organization_with_the_microsoft_backend_runs_against_the_emulator() {
     let w = world("").await;
@@ -1259,28 +1299,9 @@ async fn e2e_an_organization_with_the_microsoft_backend_runs_against_the_emulato
     let emulated = w.state.with_file_name("emulated.yaml");
     std::fs::copy(&w.state, &emulated).unwrap();
     let (emulator, root, stop_emulator) = emulate(&emulated, Default::default()).await;
+    app_secret(&w, "app").await;
+    microsoft_organization(&w, "contoso", ORG, (&root, "app"), true).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api("seatkeeper");
-    let secret = serde_json::from_value(
-        json!({"metadata": {"name": "app"}, "stringData": {"secret": "s3cret"}}),
-    )
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let orgs: Api<seatkeeper::api::Organization> = Api::all(w.server.client());
-    let org = serde_json::from_value(json!({
-        "apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Organization",
-        "metadata": {"name": "contoso"},
-        "spec": {"domain": ORG, "backend": {"microsoft": {
-            "tenantId": ORG,
-            "endpoints": {"login": root, "graph": root, "partnerCenter": root},
-            "partnerCenter": {"enabled": true},
-            "credentials": {"clientId": "app",
-                "clientSecretRef": {"namespace": "seatkeeper", "name": "app", "key": "secret"}}}}}
-    }))
-    .unwrap();
-    orgs.create(&PostParams::default(), &org).await.unwrap();
     let r = start(&w.server, &w.state, "a", Duration::from_secs(600));
     w.create(NS, lasg("e3", 0..3, "ENTERPRISEPACK", json!({})))
         .await;
@@ -1399,28 +1420,9 @@ async fn e2e_one_partner_app_many_tenants_a_tenant_refusing_the_app_is_blocked_a
     };
     let (emulator, root, stop_emulator) = emulate(&emulated, revoked).await;
     // One Secret for the partner's app, referenced by both Organizations.
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api("seatkeeper");
-    let secret = serde_json::from_value(
-        json!({"metadata": {"name": "partner-app"}, "stringData": {"secret": "s3cret"}}),
-    )
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let orgs: Api<seatkeeper::api::Organization> = Api::all(w.server.client());
+    app_secret(&w, "partner-app").await;
     for (name, domain) in [("contoso", ORG), ("fabrikam", "fabrikam.com")] {
-        let org = serde_json::from_value(json!({
-            "apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Organization",
-            "metadata": {"name": name},
-            "spec": {"domain": domain, "backend": {"microsoft": {
-                "tenantId": domain,
-                "endpoints": {"login": root, "graph": root, "partnerCenter": root},
-                "credentials": {"clientId": "app",
-                    "clientSecretRef": {"namespace": "seatkeeper", "name": "partner-app", "key": "secret"}}}}}
-        }))
-        .unwrap();
-        orgs.create(&PostParams::default(), &org).await.unwrap();
+        microsoft_organization(&w, name, domain, (&root, "partner-app"), false).await;
     }
     let nss: Api<Namespace> = Api::all(w.server.client());
     let ns: Namespace = serde_json::from_value(
@@ -2032,30 +2034,11 @@ async fn e2e_fleet_replicas_shard_the_tenants_one_killed_while_converging_nothin
         ..Default::default()
     };
     let (emulator, root, stop_emulator) = emulate(&emulated, slow).await;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = w.api("seatkeeper");
-    let secret = serde_json::from_value(
-        json!({"metadata": {"name": "partner-app"}, "stringData": {"secret": "s3cret"}}),
-    )
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let orgs: Api<seatkeeper::api::Organization> = Api::all(w.server.client());
+    app_secret(&w, "partner-app").await;
     let nss: Api<Namespace> = Api::all(w.server.client());
     for i in 0..FLEET {
-        let org = serde_json::from_value(json!({
-            "apiVersion": "seatkeeper.dev/v1alpha1", "kind": "Organization",
-            "metadata": {"name": format!("c{i}")},
-            "spec": {"domain": domain(i), "backend": {"microsoft": {
-                "tenantId": domain(i),
-                "endpoints": {"login": root, "graph": root, "partnerCenter": root},
-                "partnerCenter": {"enabled": true},
-                "credentials": {"clientId": "app",
-                    "clientSecretRef": {"namespace": "seatkeeper", "name": "partner-app", "key": "secret"}}}}}
-        }))
-        .unwrap();
-        orgs.create(&PostParams::default(), &org).await.unwrap();
+        let name = format!("c{i}");
+        microsoft_organization(&w, &name, &domain(i), (&root, "partner-app"), true).await;
         let ns: Namespace = serde_json::from_value(json!({"metadata": {
             "name": format!("team-c{i}"),
             "labels": {"seatkeeper.dev/organization": domain(i)}}}))

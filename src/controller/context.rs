@@ -110,10 +110,8 @@ impl<B: Backend> Ctx<B> {
     /// Whether a pass of `org` in flight may still write: a sharded organization while this
     /// replica's shard holds it (a pass being handed over finishes), any other while leading.
     fn may_write(&self, org: &str) -> bool {
-        match &self.shards {
-            Some(s) if self.is_sharded(org) => s.holds(org),
-            _ => self.leading(),
-        }
+        self.shard_of(org)
+            .map_or_else(|| self.leading(), |s| s.holds(org))
     }
 
     /// A failed reconcile, in the log: a Kubernetes failure through the outage gate (one
@@ -144,23 +142,23 @@ impl<B: Backend> Ctx<B> {
     /// Whether this replica reconciles `org`: sharded, when its shard owns it; otherwise when
     /// it leads.
     pub fn may_reconcile(&self, org: &str) -> bool {
-        match &self.shards {
-            Some(s) if self.is_sharded(org) => s.owns(org),
-            _ => self.leading(),
-        }
+        self.shard_of(org)
+            .map_or_else(|| self.leading(), |s| s.owns(org))
     }
 
-    /// Whether `org` is spread by sharding (an Organization with its own Microsoft tenant).
-    fn is_sharded(&self, org: &str) -> bool {
-        self.shards.is_some()
-            && tenants::organization_of(&self.organizations, org)
+    /// This replica's shards when `org` is spread by sharding (`--sharding`, and an
+    /// Organization with its own Microsoft tenant); None when the leader reconciles it.
+    fn shard_of(&self, org: &str) -> Option<&Arc<super::shards::Shards>> {
+        self.shards.as_ref().filter(|_| {
+            tenants::organization_of(&self.organizations, org)
                 .is_some_and(|o| super::shards::sharded(&o))
+        })
     }
 
     /// When a replica that does not reconcile `org` looks again: a sharded organization is
     /// triggered when this replica claims it, so not before the resync.
     fn idle(&self, org: &str) -> Duration {
-        if self.is_sharded(org) {
+        if self.shard_of(org).is_some() {
             self.cfg.resync
         } else {
             Duration::from_secs(5)
@@ -227,9 +225,7 @@ impl<B: Backend> Ctx<B> {
     ) -> Result<Duration, ReconcileError> {
         let started = std::time::Instant::now();
         let _pass = self
-            .shards
-            .as_ref()
-            .filter(|_| self.is_sharded(org))
+            .shard_of(org)
             .map(|s| super::shards::Pass::enter(org, &s.identity));
         self.metrics.reconciles.inc();
         let result = match self.converge_org(org, state).await {
@@ -476,9 +472,7 @@ impl<B: Backend> Ctx<B> {
             return Ok(());
         };
         let mut status = tenants::status_of(&o, observed, failure, self.clock.now());
-        if self.is_sharded(org) {
-            status.shard = self.shards.as_ref().map(|s| s.identity.clone());
-        }
+        status.shard = self.shard_of(org).map(|s| s.identity.clone());
         let before = o.status.as_ref().and_then(|s| s.blocked_reason.clone());
         if tenants::write_status(&self.client, &o, &status, self.cfg.resync).await? {
             self.metrics.status_writes.inc();
@@ -561,7 +555,7 @@ impl<B: Backend> Ctx<B> {
     ) -> Result<Report, ReconcileError> {
         let mut options = self.cfg.options.clone();
         options.per_organization = tenants::limits(&self.organizations);
-        if let Some(shards) = self.shards.as_ref().filter(|_| tenant.is_some()) {
+        if let Some(shards) = self.shard_of(org) {
             // Each change is made only while this replica's shard still holds the
             // organization: a replica cut off from its Lease stops before another takes over.
             let (shards, org) = (shards.clone(), org.to_lowercase());

@@ -335,7 +335,7 @@ async fn run_inner<B: Backend + 'static>(
 
 /// A task of the run (the Lease keepers, the metrics server), aborted when the run is dropped:
 /// a run that ends, or is dropped as a crashed process would be, leaves nothing behind.
-struct Task(tokio::task::JoinHandle<()>);
+pub(crate) struct Task(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for Task {
     fn drop(&mut self) {

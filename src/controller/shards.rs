@@ -23,6 +23,7 @@
 //! Organizations on the default (embedded) backend are not sharded: they share one tenant
 //! file, and the replica holding the leader Lease reconciles them.
 
+use super::Task;
 use super::context::Ctx;
 use super::leader::{self, Election};
 use crate::api::Organization;
@@ -361,15 +362,6 @@ async fn renew(
             Err(e) => health.failed("sharding: cannot renew the shard Lease", &e),
         }
         tokio::time::sleep(own.renew.saturating_sub(started.elapsed())).await;
-    }
-}
-
-/// A task aborted when dropped.
-struct Task(tokio::task::JoinHandle<()>);
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

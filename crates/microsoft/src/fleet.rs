@@ -302,14 +302,12 @@ impl PartnerPause {
     }
 }
 
-/// A tenant's key in the app's budget.
+/// A tenant's key in the app's budget (only this process compares them).
 pub fn tenant_key(organization: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in organization.to_lowercase().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    organization.to_lowercase().hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]
